@@ -1,0 +1,114 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "swift-dedup",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Dedup", targets: ["Dedup"]),
+        .library(name: "DedupSQLite", targets: ["DedupSQLite"]),
+        .library(name: "DedupRedis", targets: ["DedupRedis"]),
+        .library(name: "DedupTestKit", targets: ["DedupTestKit"]),
+        .executable(name: "dedup-inspect", targets: ["dedup-inspect"]),
+        .executable(name: "dedup-demo", targets: ["dedup-demo"]),
+        .executable(name: "dedup-bench", targets: ["dedup-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // System libraries: the only way to SQLite and Redis here.
+        // Headers and libraries come from /usr (libsqlite3-dev, libhiredis-dev); no pkg-config, whose
+        // sqlite3 flags carry a define SwiftPM refuses.
+        .systemLibrary(name: "CSQLite"),
+        .systemLibrary(name: "CHiredis"),
+
+        // The core: identity, records, the store protocol and the consumer. Knows no store.
+        .target(
+            name: "Dedup",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "DedupTestKit",
+            dependencies: ["Dedup"]
+        ),
+        .target(
+            name: "DedupSQLite",
+            dependencies: [
+                "Dedup", "CSQLite",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "DedupRedis",
+            dependencies: [
+                "Dedup", "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Executables are thin shells over testable libraries.
+        .target(
+            name: "DedupInspect",
+            dependencies: [
+                "Dedup", "DedupSQLite", "DedupRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "DedupDemo",
+            dependencies: [
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupTestKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "dedup-inspect", dependencies: ["DedupInspect"]),
+        .executableTarget(name: "dedup-demo", dependencies: ["DedupDemo"]),
+        .executableTarget(
+            name: "dedup-bench",
+            dependencies: [
+                "Dedup", "DedupSQLite", "DedupRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // A worker process for the multi-process tests (several processes on one store).
+        .executableTarget(
+            name: "dedup-worker",
+            dependencies: [
+                "Dedup", "DedupSQLite", "DedupRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(
+            name: "DedupTests",
+            dependencies: [
+                "Dedup", "DedupTestKit",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "DedupSQLiteTests",
+            dependencies: ["Dedup", "DedupSQLite", "DedupTestKit", "CSQLite"]
+        ),
+        .testTarget(
+            name: "DedupRedisTests",
+            dependencies: ["Dedup", "DedupRedis", "DedupTestKit"]
+        ),
+        .testTarget(
+            name: "DedupInspectTests",
+            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupTestKit"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,88 @@
+/// The one error type of swift-dedup: what went wrong, as a ``Code`` a program can switch on, and a
+/// message a person can act on.
+///
+/// `Code` is a struct rather than an enum so that new codes do not break code that switches on it.
+public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case invalidNamespace, invalidKey, missingKey, invalidConfiguration
+            case leaseLost, payloadMismatch
+            case storeUnavailable, timeout, authenticationFailed, corruptStore
+            case schemaTooNew, schemaAltered, wrongType, readOnly, outOfMemory
+            case permissionDenied, storeError
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The namespace is empty or longer than 128 UTF-8 bytes.
+        public static let invalidNamespace = Code(.invalidNamespace)
+        /// The key is empty or longer than the key limit.
+        public static let invalidKey = Code(.invalidKey)
+        /// The key strategy found no key in the message and the policy is ``MissingKeyPolicy/reject``.
+        public static let missingKey = Code(.missingKey)
+        /// A configuration value is out of range or a store URL cannot be used.
+        public static let invalidConfiguration = Code(.invalidConfiguration)
+        /// The caller's lease is no longer the record's current one (expired and taken over,
+        /// released, completed, or deleted): nothing was changed.
+        public static let leaseLost = Code(.leaseLost)
+        /// The key was claimed or completed with a different payload fingerprint.
+        public static let payloadMismatch = Code(.payloadMismatch)
+        /// The store cannot be reached: connection refused or reset, server down, file not openable.
+        public static let storeUnavailable = Code(.storeUnavailable)
+        /// The store did not answer in time (a network timeout, or a lock held past the busy timeout).
+        public static let timeout = Code(.timeout)
+        /// The store refused the credentials.
+        public static let authenticationFailed = Code(.authenticationFailed)
+        /// The store's data is damaged or is not a dedup store (a corrupt SQLite file, say).
+        public static let corruptStore = Code(.corruptStore)
+        /// The store's schema was written by a newer swift-dedup than this one.
+        public static let schemaTooNew = Code(.schemaTooNew)
+        /// A migration already applied to the store differs from the one this library ships.
+        public static let schemaAltered = Code(.schemaAltered)
+        /// The store holds someone else's data where a dedup record belongs (Redis `WRONGTYPE`).
+        public static let wrongType = Code(.wrongType)
+        /// The store accepts no writes (a Redis replica, a read-only file or file system).
+        public static let readOnly = Code(.readOnly)
+        /// The store is out of memory or disk.
+        public static let outOfMemory = Code(.outOfMemory)
+        /// The operating system refused access to the store (file permissions).
+        public static let permissionDenied = Code(.permissionDenied)
+        /// Any other failure reported by the store.
+        public static let storeError = Code(.storeError)
+
+        /// The code's name, as used in metrics labels and JSON output.
+        public var description: String { base.rawValue }
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// What happened, for a person.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// `true` for failures to reach the store at all, the ones ``StoreFailurePolicy/failOpen`` may
+    /// run the handler through. Misconfiguration (a wrong password, a newer schema) is never among
+    /// them: running without dedup because of a typo would be silent data damage.
+    public var isStoreUnreachable: Bool {
+        code == .storeUnavailable || code == .timeout
+    }
+
+    /// `true` for errors raised by the store, as opposed to errors in the caller's input.
+    public var isStoreFailure: Bool {
+        switch code {
+        case .invalidNamespace, .invalidKey, .missingKey, .invalidConfiguration, .leaseLost, .payloadMismatch:
+            return false
+        default:
+            return true
+        }
+    }
+
+    /// `code: message`.
+    public var description: String { "\(code): \(message)" }
+}

@@ -1,0 +1,163 @@
+import Foundation
+
+/// Where a record stands.
+public enum RecordState: String, Hashable, Sendable, CaseIterable, Codable {
+    /// A consumer holds a lease and may be running the handler.
+    case inFlight = "in_flight"
+    /// The handler succeeded; later deliveries are duplicates until the retention passes.
+    case completed
+}
+
+/// A record as a store holds it.
+public struct DedupRecord: Hashable, Sendable {
+    /// Which message of which consumer.
+    public var id: RecordID
+    /// In flight or completed.
+    public var state: RecordState
+    /// The current owner's token while in flight; `nil` once completed.
+    public var ownerToken: String?
+    /// The fencing token of the latest acquisition: strictly increasing across successive
+    /// acquisitions of the key while any record of it exists.
+    public var fencingToken: Int64
+    /// How many times the key has been acquired while this record existed (1 for the first).
+    public var attempt: Int
+    /// When the record was first claimed.
+    public var createdAt: Date
+    /// When the current lease ends (in flight only).
+    public var leaseUntil: Date?
+    /// When the handler's success was recorded (completed only).
+    public var completedAt: Date?
+    /// When the store may forget the record: the end of retention once completed; while in flight,
+    /// the lease end plus the retention, so an abandoned claim is cleaned up eventually.
+    public var expiresAt: Date
+    /// The caller's payload fingerprint, if one was given at claim time.
+    public var fingerprint: String?
+    /// The handler's encoded result, if it returned one.
+    public var result: Data?
+
+    /// Creates a record.
+    public init(
+        id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
+        createdAt: Date, leaseUntil: Date?, completedAt: Date?, expiresAt: Date,
+        fingerprint: String? = nil, result: Data? = nil
+    ) {
+        self.id = id
+        self.state = state
+        self.ownerToken = ownerToken
+        self.fencingToken = fencingToken
+        self.attempt = attempt
+        self.createdAt = createdAt
+        self.leaseUntil = leaseUntil
+        self.completedAt = completedAt
+        self.expiresAt = expiresAt
+        self.fingerprint = fingerprint
+        self.result = result
+    }
+
+    /// The time filters and `reset` use: completion time when completed, claim time in flight.
+    public var recordTime: Date { completedAt ?? createdAt }
+}
+
+/// What a consumer holds after acquiring a key: proof of ownership for complete, release and renew.
+public struct Lease: Hashable, Sendable {
+    /// The record this lease is on.
+    public var id: RecordID
+    /// A random token naming this acquisition; writes with any other token are refused.
+    public var ownerToken: String
+    /// Strictly increasing per key across acquisitions; pass it to downstream systems so they can
+    /// refuse writes from an older holder.
+    public var fencingToken: Int64
+    /// 1 for the first acquisition, more after takeovers.
+    public var attempt: Int
+    /// When the lease ends unless renewed (store clock).
+    public var leaseUntil: Date
+    /// `true` when this acquisition took over an expired lease of another consumer.
+    public var isTakeover: Bool
+
+    /// Creates a lease.
+    public init(id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool) {
+        self.id = id
+        self.ownerToken = ownerToken
+        self.fencingToken = fencingToken
+        self.attempt = attempt
+        self.leaseUntil = leaseUntil
+        self.isTakeover = isTakeover
+    }
+
+    /// A new random owner token: 128 random bits as 32 hexadecimal digits.
+    public static func makeOwnerToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        return hex16(high) + hex16(low)
+    }
+
+    private static func hex16(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// One key to claim.
+public struct ClaimRequest: Hashable, Sendable {
+    /// The record to claim.
+    public var id: RecordID
+    /// The owner token to claim with; a fresh random one by default.
+    public var ownerToken: String
+    /// How long the lease lasts unless renewed.
+    public var lease: Duration
+    /// How long an abandoned in-flight record is kept after its lease ends (the consumer passes its
+    /// retention, so abandoned claims age out like completed ones).
+    public var retention: Duration
+    /// The payload fingerprint to compare with the record's, if the caller supplies one.
+    public var fingerprint: String?
+
+    /// Creates a claim request.
+    public init(
+        id: RecordID, ownerToken: String = Lease.makeOwnerToken(), lease: Duration, retention: Duration,
+        fingerprint: String? = nil
+    ) {
+        self.id = id
+        self.ownerToken = ownerToken
+        self.lease = lease
+        self.retention = retention
+        self.fingerprint = fingerprint
+    }
+}
+
+/// A store's answer to a claim.
+public enum ClaimAnswer: Hashable, Sendable {
+    /// The caller holds the key: run the handler. A takeover of an expired lease says so in the lease.
+    case acquired(Lease)
+    /// The key was already completed: skip the handler and ack the message.
+    case duplicate(DedupRecord)
+    /// Another consumer holds a live lease: neither run nor ack.
+    case inFlight(DedupRecord)
+    /// The record exists with a different payload fingerprint; the record is unchanged.
+    case payloadMismatch(DedupRecord)
+}
+
+/// A completion to write: the lease that ran the handler, how long to remember it, and the result.
+public struct Completion: Hashable, Sendable {
+    /// The lease under which the handler succeeded.
+    public var lease: Lease
+    /// How long later deliveries are skipped.
+    public var retention: Duration
+    /// The handler's encoded result, returned to later duplicates.
+    public var result: Data?
+
+    /// Creates a completion.
+    public init(lease: Lease, retention: Duration, result: Data? = nil) {
+        self.lease = lease
+        self.retention = retention
+        self.result = result
+    }
+}
+
+/// The answer for one completion of a batch.
+public enum CompletionAnswer: Hashable, Sendable {
+    /// The record is now completed.
+    case completed
+    /// The lease was no longer current; nothing changed.
+    case leaseLost
+}
