@@ -1,0 +1,515 @@
+import CoreMetrics
+import Foundation
+import Logging
+
+/// Wraps a message handler so each message is applied once: claim the key, run the handler,
+/// record the completion — or skip a duplicate, defer a message in flight elsewhere.
+///
+/// ```swift
+/// let consumer = try IdempotentConsumer(store: store, namespace: "billing-group")
+/// let outcome = try await consumer.process(key: message.id) { context in
+///     try await charge(message, fencingToken: context.fencingToken)
+/// }
+/// if outcome.shouldAck { try await message.ack() } else { try await message.nack() }
+/// ```
+///
+/// The handler runs in the caller's task (no hop to another executor). While it runs, a shared
+/// background task renews its lease every ``ConsumerConfiguration/renewalInterval``; if renewal is
+/// refused the lease is lost: ``DedupContext/isLeaseLost`` turns `true`,
+/// ``DedupContext/checkLease()`` throws, and `process` throws ``DedupError/Code/leaseLost`` without
+/// recording the result.
+public struct IdempotentConsumer: Sendable {
+    /// The store records live in.
+    public let store: any DedupStore
+    /// Who consumes: every key of this consumer lives in this namespace.
+    public let namespace: String
+    /// How the consumer behaves.
+    public let configuration: ConsumerConfiguration
+
+    private let logger: Logger
+    private let metrics: ConsumerMetrics
+    private let keeper: LeaseKeeper?
+    private let cache: LocalCache?
+
+    /// Creates a consumer.
+    ///
+    /// - Parameters:
+    ///   - store: Where records live; share it between consumers of the same group.
+    ///   - namespace: The consumer group or service name (1–128 UTF-8 bytes).
+    ///   - configuration: Leases, retention and policies; the defaults are the contract's.
+    ///   - logger: Where to log; `Logger.current` when `nil`. The library never bootstraps logging.
+    ///   - metricsFactory: Where metrics go; the bootstrapped `MetricsSystem` when `nil`.
+    /// - Throws: ``DedupError`` for an invalid namespace or configuration.
+    public init(
+        store: any DedupStore, namespace: String, configuration: ConsumerConfiguration = ConsumerConfiguration(),
+        logger: Logger? = nil, metricsFactory: (any MetricsFactory)? = nil
+    ) throws(DedupError) {
+        try RecordID.validate(namespace: namespace)
+        self.store = store
+        self.namespace = namespace
+        self.configuration = try configuration.validated()
+        var logger = logger ?? Logger.current
+        logger[metadataKey: "dedup.namespace"] = "\(namespace)"
+        self.logger = logger
+        let metrics = ConsumerMetrics(namespace: namespace, factory: metricsFactory ?? MetricsSystem.factory)
+        self.metrics = metrics
+        self.keeper = configuration.renewalInterval.map {
+            LeaseKeeper(store: store, lease: configuration.lease, renewalInterval: $0, metrics: metrics, logger: logger)
+        }
+        self.cache = configuration.localCache.map(LocalCache.init)
+    }
+
+    // MARK: One message
+
+    /// Processes one message by key.
+    ///
+    /// - Parameters:
+    ///   - key: The message ID or business key; `nil` or empty means the message has none
+    ///     (``ConsumerConfiguration/missingKeyPolicy`` decides).
+    ///   - fingerprint: A digest of the payload; a key seen with another fingerprint throws
+    ///     ``DedupError/Code/payloadMismatch``.
+    ///   - handler: The side effect. It runs at most once per key within the retention, never
+    ///     concurrently for one key while a lease is live.
+    /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``,
+    ///   ``ProcessOutcome/deferred(retryAfter:)`` or ``ProcessOutcome/bypassed(_:)``.
+    /// - Throws: the handler's error (the claim was released, so a redelivery runs it again), or a
+    ///   ``DedupError`` (invalid key, store failure under fail-closed, lease lost, payload mismatch).
+    ///   Do not ack a message whose processing threw.
+    public func process(
+        key: String?, fingerprint: String? = nil, _ handler: (DedupContext) async throws -> Void
+    ) async throws -> ProcessOutcome {
+        try await run(key: key, fingerprint: fingerprint) { context in
+            try await handler(context)
+            return nil
+        }.outcome
+    }
+
+    /// Processes one message by key with a handler that returns a value; the value is stored with
+    /// the completion (JSON, up to ``ConsumerConfiguration/maximumResultBytes``) and handed back to
+    /// later duplicates.
+    public func process<Value: Codable & Sendable>(
+        key: String?, fingerprint: String? = nil, returning: Value.Type = Value.self,
+        _ handler: (DedupContext) async throws -> Value
+    ) async throws -> ProcessResult<Value> {
+        var value: Value?
+        let (outcome, stored) = try await run(key: key, fingerprint: fingerprint) { context in
+            let result = try await handler(context)
+            value = result
+            return try JSONEncoder().encode(result)
+        }
+        if case .duplicate(let record) = outcome, let bytes = record.result {
+            value = try? JSONDecoder().decode(Value.self, from: bytes)
+        }
+        _ = stored
+        return ProcessResult(outcome: outcome, value: value)
+    }
+
+    /// Processes one message whose key a ``KeyStrategy`` finds.
+    public func process<Message>(
+        _ message: Message, keyStrategy: KeyStrategy<Message>, fingerprint: String? = nil,
+        _ handler: (Message, DedupContext) async throws -> Void
+    ) async throws -> ProcessOutcome {
+        try await process(key: keyStrategy.key(for: message), fingerprint: fingerprint) { context in
+            try await handler(message, context)
+        }
+    }
+
+    /// The whole single-message path; `handler` returns the bytes to store, if any.
+    private func run(
+        key: String?, fingerprint: String?, _ handler: (DedupContext) async throws -> Data?
+    ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
+        guard let key, !key.isEmpty else {
+            return try await runWithoutKey(handler)
+        }
+        let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
+        if let cache, let record = cache.completedRecord(for: id) {
+            metrics.cacheHits.increment()
+            return (.duplicate(record), nil)
+        }
+        let waitDeadline: ContinuousClock.Instant?
+        if case .wait(let timeout) = configuration.inFlightPolicy {
+            waitDeadline = .now + timeout
+        } else {
+            waitDeadline = nil
+        }
+        var pollDelay = Duration.milliseconds(10)
+        while true {
+            let request = ClaimRequest(
+                id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
+            )
+            let claimStarted = ContinuousClock.now
+            let answer: ClaimAnswer
+            do {
+                answer = try await store.claim(request)
+                metrics.claimDuration.recordNanoseconds((ContinuousClock.now - claimStarted).nanoseconds)
+            } catch {
+                return try await storeFailedOnClaim(error, id: id, handler)
+            }
+            switch answer {
+            case .acquired(let lease):
+                countAcquired(lease)
+                return try await runAcquired(lease, claimStarted: claimStarted, handler)
+            case .duplicate(let record):
+                metrics.duplicate.increment()
+                cache?.insert(record)
+                return (.duplicate(record), nil)
+            case .payloadMismatch(let record):
+                metrics.payloadMismatch.increment()
+                throw Self.mismatch(record, fingerprint: fingerprint)
+            case .inFlight(let record):
+                metrics.inFlight.increment()
+                if let waitDeadline, ContinuousClock.now + pollDelay < waitDeadline {
+                    // Poll: the holder completes (duplicate) or its lease passes (takeover).
+                    try await Task.sleep(for: pollDelay)
+                    pollDelay = min(pollDelay * 2, max(configuration.lease / 10, .milliseconds(10)))
+                    continue
+                }
+                return (.deferred(retryAfter: retryAfter(for: record)), nil)
+            }
+        }
+    }
+
+    private func runAcquired(
+        _ lease: Lease, claimStarted: ContinuousClock.Instant, _ handler: (DedupContext) async throws -> Data?
+    ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
+        let registration = keeper?.register(lease, claimStarted: claimStarted)
+        let watch = registration?.1
+        let result: Data?
+        do {
+            result = try await handler(DedupContext(lease: lease, watch: watch))
+        } catch {
+            if let registration { keeper?.unregister(registration.0) }
+            metrics.handlerFailures.increment()
+            await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
+            throw error
+        }
+        if let registration { keeper?.unregister(registration.0) }
+        let current = watch?.currentLease ?? lease
+        if let watch, watch.isLost {
+            throw DedupError(.leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded")
+        }
+        let stored = storable(result, id: lease.id)
+        let completion = Completion(lease: current, retention: configuration.retention, result: stored)
+        try await completeWithRetry(completion)
+        if cache != nil {
+            let now = Date()
+            cache?.insert(
+                DedupRecord(
+                    id: lease.id, state: .completed, ownerToken: nil, fencingToken: lease.fencingToken,
+                    attempt: lease.attempt, createdAt: now, leaseUntil: nil, completedAt: now,
+                    expiresAt: now + configuration.retention.timeInterval, result: stored
+                )
+            )
+        }
+        return (.applied, stored)
+    }
+
+    private func runWithoutKey(_ handler: (DedupContext) async throws -> Data?) async throws -> (
+        outcome: ProcessOutcome, stored: Data?
+    ) {
+        switch configuration.missingKeyPolicy {
+        case .reject:
+            throw DedupError(.missingKey, "the message has no dedup key (the key strategy returned nil or empty)")
+        case .bypass:
+            metrics.bypassed.increment()
+            logger.debug("processing a message without a key, as the missing-key policy allows")
+            return (.bypassed(.missingKey), try await handler(DedupContext(lease: nil, watch: nil)))
+        }
+    }
+
+    private func storeFailedOnClaim(
+        _ error: any Error, id: RecordID, _ handler: (DedupContext) async throws -> Data?
+    ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
+        metrics.storeError(error)
+        guard configuration.storeFailurePolicy == .failOpen, let dedupError = error as? DedupError,
+            dedupError.isStoreUnreachable
+        else {
+            logger.error("claim failed", metadata: ["dedup.id": "\(id)", "error": "\(error)"])
+            throw error
+        }
+        metrics.bypassed.increment()
+        logger.warning(
+            "store unreachable; running the handler without dedup (fail-open)",
+            metadata: ["dedup.id": "\(id)", "error": "\(error)"]
+        )
+        return (.bypassed(.storeUnavailable), try await handler(DedupContext(lease: nil, watch: nil)))
+    }
+
+    // MARK: A batch
+
+    /// Processes a batch of messages with one store call to claim them all and one to complete the
+    /// ones whose handlers succeeded; handlers run one after another, in order.
+    ///
+    /// - Returns: one result per message, in order: its outcome, or the error that kept it from
+    ///   being acked (its handler's error, a lease lost, an invalid or missing key, a payload
+    ///   mismatch, a completion that failed).
+    /// - Throws: a store error from the batch claim under ``StoreFailurePolicy/failClosed``: no
+    ///   message of the batch was processed.
+    public func processBatch<Message>(
+        _ messages: [Message], keyStrategy: KeyStrategy<Message>,
+        fingerprint: ((Message) -> String?)? = nil,
+        _ handler: (Message, DedupContext) async throws -> Void
+    ) async throws -> [Result<ProcessOutcome, any Error>] {
+        var results = [Result<ProcessOutcome, any Error>?](repeating: nil, count: messages.count)
+        var requests: [ClaimRequest] = []
+        var requestIndex: [Int] = []
+        requests.reserveCapacity(messages.count)
+        requestIndex.reserveCapacity(messages.count)
+        for (index, message) in messages.enumerated() {
+            guard let key = keyStrategy.key(for: message) else {
+                results[index] = await Self.capture {
+                    try await runWithoutKey { context in
+                        try await handler(message, context)
+                        return nil
+                    }.outcome
+                }
+                continue
+            }
+            let id: RecordID
+            do {
+                id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
+            } catch {
+                results[index] = .failure(error)
+                continue
+            }
+            if let cache, let record = cache.completedRecord(for: id) {
+                metrics.cacheHits.increment()
+                results[index] = .success(.duplicate(record))
+                continue
+            }
+            requests.append(
+                ClaimRequest(
+                    id: id, lease: configuration.lease, retention: configuration.retention,
+                    fingerprint: fingerprint?(message)
+                )
+            )
+            requestIndex.append(index)
+        }
+
+        let claimStarted = ContinuousClock.now
+        let answers: [ClaimAnswer]
+        do {
+            answers = requests.isEmpty ? [] : try await store.claim(batch: requests)
+            metrics.claimDuration.recordNanoseconds((ContinuousClock.now - claimStarted).nanoseconds)
+        } catch {
+            metrics.storeError(error)
+            guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
+                throw error
+            }
+            for index in requestIndex {
+                metrics.bypassed.increment()
+                results[index] = await Self.capture {
+                    try await handler(messages[index], DedupContext(lease: nil, watch: nil))
+                    return .bypassed(.storeUnavailable)
+                }
+            }
+            return results.map { $0! }
+        }
+
+        var completions: [Completion] = []
+        var completionIndex: [Int] = []
+        var stillInFlight: [Int] = []
+        for (position, answer) in answers.enumerated() {
+            let index = requestIndex[position]
+            switch answer {
+            case .duplicate(let record):
+                metrics.duplicate.increment()
+                cache?.insert(record)
+                results[index] = .success(.duplicate(record))
+            case .payloadMismatch(let record):
+                metrics.payloadMismatch.increment()
+                results[index] = .failure(Self.mismatch(record, fingerprint: requests[position].fingerprint))
+            case .inFlight(let record):
+                metrics.inFlight.increment()
+                if case .wait = configuration.inFlightPolicy {
+                    stillInFlight.append(index)
+                } else {
+                    results[index] = .success(.deferred(retryAfter: retryAfter(for: record)))
+                }
+            case .acquired(let lease):
+                countAcquired(lease)
+                let registration = keeper?.register(lease, claimStarted: claimStarted)
+                do {
+                    try await handler(messages[index], DedupContext(lease: lease, watch: registration?.1))
+                } catch {
+                    if let registration { keeper?.unregister(registration.0) }
+                    metrics.handlerFailures.increment()
+                    await releaseAfterFailure(registration?.1.currentLease ?? lease, handlerError: error)
+                    results[index] = .failure(error)
+                    continue
+                }
+                if let registration {
+                    keeper?.unregister(registration.0)
+                    if registration.1.isLost {
+                        results[index] = .failure(
+                            DedupError(.leaseLost, "the lease on \(lease.id) was lost while the handler ran")
+                        )
+                        continue
+                    }
+                }
+                completions.append(
+                    Completion(
+                        lease: registration?.1.currentLease ?? lease, retention: configuration.retention, result: nil
+                    )
+                )
+                completionIndex.append(index)
+            }
+        }
+
+        if !completions.isEmpty {
+            do {
+                let completeStarted = ContinuousClock.now
+                let completionAnswers = try await completeBatchWithRetry(completions)
+                metrics.completeDuration.recordNanoseconds((ContinuousClock.now - completeStarted).nanoseconds)
+                for (position, answer) in completionAnswers.enumerated() {
+                    let index = completionIndex[position]
+                    switch answer {
+                    case .completed:
+                        results[index] = .success(.applied)
+                    case .leaseLost:
+                        metrics.leaseLosses.increment()
+                        results[index] = .failure(
+                            DedupError(.leaseLost, "the lease on \(completions[position].lease.id) was lost before completion")
+                        )
+                    }
+                }
+            } catch {
+                for index in completionIndex { results[index] = .failure(error) }
+            }
+        }
+
+        // Messages in flight elsewhere under the wait policy: wait for each on its own.
+        for index in stillInFlight {
+            let message = messages[index]
+            results[index] = await Self.capture {
+                try await process(
+                    key: keyStrategy.key(for: message), fingerprint: fingerprint?(message)
+                ) { context in
+                    try await handler(message, context)
+                }
+            }
+        }
+        return results.map { $0! }
+    }
+
+    // MARK: Helpers
+
+    private func countAcquired(_ lease: Lease) {
+        if lease.isTakeover {
+            metrics.takeover.increment()
+            logger.info(
+                "took over an expired lease",
+                metadata: ["dedup.id": "\(lease.id)", "dedup.attempt": "\(lease.attempt)"]
+            )
+        } else {
+            metrics.acquired.increment()
+        }
+    }
+
+    private func completeWithRetry(_ completion: Completion) async throws {
+        var delay = configuration.completionBackoff
+        var attempt = 1
+        while true {
+            let started = ContinuousClock.now
+            do {
+                try await store.complete(completion)
+                metrics.completeDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+                return
+            } catch let error as DedupError where error.code == .leaseLost {
+                metrics.leaseLosses.increment()
+                throw error
+            } catch {
+                metrics.storeError(error)
+                guard attempt < configuration.completionAttempts else {
+                    logger.error(
+                        "completion failed; the record stays in flight until its lease passes",
+                        metadata: ["dedup.id": "\(completion.lease.id)", "error": "\(error)"]
+                    )
+                    throw error
+                }
+                metrics.completionRetries.increment()
+                try? await Task.sleep(for: delay)
+                delay *= 2
+                attempt += 1
+            }
+        }
+    }
+
+    private func completeBatchWithRetry(_ completions: [Completion]) async throws -> [CompletionAnswer] {
+        var delay = configuration.completionBackoff
+        var attempt = 1
+        while true {
+            do {
+                return try await store.complete(batch: completions)
+            } catch {
+                metrics.storeError(error)
+                guard attempt < configuration.completionAttempts else { throw error }
+                metrics.completionRetries.increment()
+                try? await Task.sleep(for: delay)
+                delay *= 2
+                attempt += 1
+            }
+        }
+    }
+
+    private func releaseAfterFailure(_ lease: Lease, handlerError: any Error) async {
+        do {
+            try await store.release(lease)
+        } catch {
+            // The handler's error is what the caller needs; an unreleased claim passes with its lease.
+            metrics.storeError(error)
+            logger.warning(
+                "could not release the claim after the handler failed; it is retried once the lease passes",
+                metadata: ["dedup.id": "\(lease.id)", "error": "\(error)", "handler.error": "\(handlerError)"]
+            )
+        }
+    }
+
+    private func storable(_ result: Data?, id: RecordID) -> Data? {
+        guard let result else { return nil }
+        guard result.count <= configuration.maximumResultBytes else {
+            logger.warning(
+                "handler result too large to store; duplicates will get no result",
+                metadata: ["dedup.id": "\(id)", "bytes": "\(result.count)"]
+            )
+            return nil
+        }
+        return result
+    }
+
+    private func retryAfter(for record: DedupRecord) -> Duration {
+        let remaining = (record.leaseUntil ?? Date()).timeIntervalSinceNow
+        let suggested = Duration.milliseconds(Int64(max(0, remaining) * 1000))
+        return min(max(suggested, configuration.minimumRetryDelay), configuration.lease)
+    }
+
+    private static func mismatch(_ record: DedupRecord, fingerprint: String?) -> DedupError {
+        DedupError(
+            .payloadMismatch,
+            "\(record.id) was \(record.state == .completed ? "completed" : "claimed") with payload fingerprint "
+                + "\(record.fingerprint ?? "none"), not \(fingerprint ?? "none"): the same key carries a different payload"
+        )
+    }
+
+    private static func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+        do {
+            return .success(try await body())
+        } catch {
+            return .failure(error)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in nanoseconds, for timers.
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
+
+    /// The duration in seconds, for `Date` arithmetic.
+    var timeInterval: TimeInterval {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
