@@ -56,18 +56,24 @@ let package = Package(
             ]
         ),
 
+        // Opening a store from the `--store` spelling every executable shares.
+        .target(
+            name: "DedupStoreLocator",
+            dependencies: ["Dedup", "DedupSQLite", "DedupRedis"]
+        ),
+
         // Executables are thin shells over testable libraries.
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .target(
             name: "DedupDemo",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupTestKit",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupTestKit", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -76,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "dedup-bench",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -84,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "dedup-worker",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis",
+                "Dedup", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

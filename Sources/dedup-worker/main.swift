@@ -1,0 +1,112 @@
+// A consumer process for the multi-process tests: runs IdempotentConsumer over a shared store and
+// appends one line per handler run to a ledger file, so a test can prove each key ran once across
+// processes. Not a product; the tests start several of these at once.
+import Dedup
+import DedupStoreLocator
+import Foundation
+
+struct Options {
+    var store = ""
+    var namespace = "workers"
+    var keys = 200
+    var rounds = 2
+    var ledger = ""
+    var handlerMicroseconds = 0
+    var batch = 1
+    var seed = UInt64(getpid())
+}
+
+func parse() -> Options {
+    var options = Options()
+    var arguments = CommandLine.arguments.dropFirst().makeIterator()
+    while let flag = arguments.next() {
+        guard let value = arguments.next() else { fail("missing value for \(flag)") }
+        switch flag {
+        case "--store": options.store = value
+        case "--namespace": options.namespace = value
+        case "--keys": options.keys = Int(value) ?? options.keys
+        case "--rounds": options.rounds = Int(value) ?? options.rounds
+        case "--ledger": options.ledger = value
+        case "--handler-us": options.handlerMicroseconds = Int(value) ?? 0
+        case "--batch": options.batch = max(1, Int(value) ?? 1)
+        case "--seed": options.seed = UInt64(value) ?? options.seed
+        default: fail("unknown option \(flag)")
+        }
+    }
+    if options.store.isEmpty || options.ledger.isEmpty { fail("--store and --ledger are required") }
+    return options
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("dedup-worker: \(message)\n".utf8))
+    exit(2)
+}
+
+/// Appends a line with one write(2) on an O_APPEND descriptor: atomic between processes.
+struct Ledger: Sendable {
+    let descriptor: Int32
+    init(path: String) {
+        descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        if descriptor < 0 { fail("cannot open ledger \(path)") }
+    }
+    func append(_ line: String) {
+        var line = line + "\n"
+        line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
+    }
+}
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let options = parse()
+let ledger = Ledger(path: options.ledger)
+let pid = getpid()
+do {
+    let store = try StoreLocation(parsing: options.store).open()
+    var configuration = ConsumerConfiguration()
+    configuration.lease = .seconds(30)
+    configuration.renewalInterval = .seconds(10)
+    configuration.inFlightPolicy = .defer
+    let consumer = try IdempotentConsumer(store: store, namespace: options.namespace, configuration: configuration)
+    var random = SplitMix(state: options.seed)
+    var applied = 0, duplicates = 0, deferred = 0
+    let handlerMicroseconds = options.handlerMicroseconds
+    for _ in 0..<options.rounds {
+        var pending = Array(0..<options.keys).shuffled(using: &random)
+        // Deferred keys (in flight in another process) are retried until each ends applied or duplicate.
+        while !pending.isEmpty {
+            var retry: [Int] = []
+            for chunkStart in stride(from: 0, to: pending.count, by: options.batch) {
+                let chunk = Array(pending[chunkStart..<min(chunkStart + options.batch, pending.count)])
+                let results = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
+                    number, context in
+                    ledger.append("\(number) \(pid) \(context.fencingToken)")
+                    if handlerMicroseconds > 0 { usleep(UInt32(handlerMicroseconds)) }
+                }
+                for (number, result) in zip(chunk, results) {
+                    switch try result.get() {
+                    case .applied: applied += 1
+                    case .duplicate: duplicates += 1
+                    case .deferred:
+                        deferred += 1
+                        retry.append(number)
+                    case .bypassed: fail("bypassed a key")
+                    }
+                }
+            }
+            if !retry.isEmpty { usleep(2000) }
+            pending = retry
+        }
+    }
+    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred)}")
+} catch {
+    fail("\(error)")
+}
