@@ -60,8 +60,10 @@ final class RedisConnection: @unchecked Sendable {
     private var started = false
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
     private var exited = false
+    /// `true` while the I/O thread or an inline caller is using `context`.
+    private var busy = false
 
-    // Owned by the I/O thread.
+    // Used only by whoever set `busy` (the I/O thread or an inline caller).
     private var context: UnsafeMutablePointer<redisContext>?
 
     init(settings: ConnectionSettings, index: Int) {
@@ -71,8 +73,32 @@ final class RedisConnection: @unchecked Sendable {
 
     /// Sends commands as one pipelined unit and returns their replies in order. Error replies are
     /// returned as ``RedisReply/error(_:)``; a failure of the connection itself is thrown.
-    func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
+    ///
+    /// With `mayRunInline`, a caller that finds the connection idle, connected and healthy does the
+    /// round trip itself (bounded by the command timeout) instead of handing it to the I/O thread:
+    /// the handoff costs two thread wake-ups, as much as the round trip on loopback. The store
+    /// allows it only when no other call of the store is in progress, so at most one cooperative
+    /// thread waits on the network and only while nothing else wants the store.
+    func execute(_ commands: [RedisCommand], mayRunInline: Bool = false) async throws(DedupError) -> [RedisReply] {
         load.add(1, ordering: .relaxed)
+        defer { load.subtract(1, ordering: .relaxed) }
+        if mayRunInline {
+            lock.lock()
+            if !closed && !busy && pending.isEmpty && context != nil {
+                busy = true
+                lock.unlock()
+                let result = runInline(commands)
+                lock.lock()
+                busy = false
+                // Wake the I/O thread only if it has work (or must close): a needless wake-up costs
+                // two context switches.
+                if !pending.isEmpty || closed { lock.signal() }
+                lock.unlock()
+                if let result { return try result.get() }
+            } else {
+                lock.unlock()
+            }
+        }
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[RedisReply], DedupError>, Never>) in
             lock.lock()
             if closed {
@@ -88,7 +114,6 @@ final class RedisConnection: @unchecked Sendable {
             if pending.count == 1 { lock.signal() }
             lock.unlock()
         }
-        load.subtract(1, ordering: .relaxed)
         return try result.get()
     }
 
@@ -107,6 +132,13 @@ final class RedisConnection: @unchecked Sendable {
             lock.signal()
             lock.unlock()
         }
+        if !startedThread() {
+            // No thread ever ran; an inline caller may still hold the context until it returns.
+            lock.lock()
+            let idle = !busy
+            lock.unlock()
+            if idle { disconnectIfIdleAndClosed() }
+        }
     }
 
     /// Asks the thread to stop without waiting (for `deinit`).
@@ -117,11 +149,34 @@ final class RedisConnection: @unchecked Sendable {
         lock.unlock()
     }
 
+    private func startedThread() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return started
+    }
+
+    private func disconnectIfIdleAndClosed() {
+        lock.lock()
+        let mayFree = closed && !busy
+        if mayFree { busy = true }
+        lock.unlock()
+        if mayFree {
+            disconnect()
+            lock.lock()
+            busy = false
+            lock.unlock()
+        }
+    }
+
     private func startThread() {
         let thread = Thread { [self] in run() }
         thread.name = "dedup.redis.\(index)"
         thread.stackSize = 256 * 1024
         thread.start()
+    }
+
+    deinit {
+        if let context { redisFree(context) }
     }
 
     // MARK: The I/O thread
@@ -130,8 +185,9 @@ final class RedisConnection: @unchecked Sendable {
         var jobs: [Job] = []
         while true {
             lock.lock()
-            while pending.isEmpty && !closed { lock.wait() }
+            while (pending.isEmpty || busy) && !closed { lock.wait() }
             if closed {
+                while busy { lock.wait() }  // an inline caller finishes its round trip first
                 let left = pending
                 pending = []
                 lock.unlock()
@@ -148,9 +204,13 @@ final class RedisConnection: @unchecked Sendable {
                 return
             }
             swap(&jobs, &pending)
+            busy = true
             lock.unlock()
             process(jobs)
             jobs.removeAll(keepingCapacity: true)
+            lock.lock()
+            busy = false
+            lock.unlock()
         }
     }
 
@@ -162,30 +222,41 @@ final class RedisConnection: @unchecked Sendable {
             for job in jobs { job.continuation.resume(returning: .failure(error)) }
             return
         }
-        var commandCount = 0
-        for job in jobs {
-            for command in job.commands {
-                commandCount += 1
-                if !command.append(to: context) {
-                    let error = DedupError(.storeError, "cannot buffer a Redis command: out of memory")
-                    disconnect()
-                    for job in jobs { job.continuation.resume(returning: .failure(error)) }
-                    return
-                }
+        let results = perform(jobs.map(\.commands), on: context)
+        for (job, result) in zip(jobs, results) {
+            job.continuation.resume(returning: result)
+        }
+    }
+
+    /// The inline round trip; `nil` when the connection turns out to be closed by the server (the
+    /// caller then queues the work for the I/O thread, which reconnects with backoff).
+    private func runInline(_ commands: [RedisCommand]) -> Result<[RedisReply], DedupError>? {
+        guard let context, isHealthy(context) else { return nil }
+        return perform([commands], on: context)[0]
+    }
+
+    /// Appends every command of every unit, reads the replies in order, retries `NOSCRIPT`
+    /// refusals once after reloading the scripts. After a connection failure the connection is
+    /// dropped and units without all their replies fail.
+    private func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
+        for unit in units {
+            for command in unit where !command.append(to: context) {
+                let error = DedupError(.storeError, "cannot buffer a Redis command: out of memory")
+                disconnect()
+                return units.map { _ in .failure(error) }
             }
         }
-
         var results: [[RedisReply]] = []
-        results.reserveCapacity(jobs.count)
+        results.reserveCapacity(units.count)
         var failure: DedupError?
         var sawNoScript = false
-        for job in jobs {
+        for unit in units {
             var replies: [RedisReply] = []
-            replies.reserveCapacity(job.commands.count)
-            for _ in job.commands where failure == nil {
+            replies.reserveCapacity(unit.count)
+            for _ in unit where failure == nil {
                 switch readReply(context) {
                 case .success(let reply):
-                    if let text = reply.errorText, text.hasPrefix("NOSCRIPT") { sawNoScript = true }
+                    if case .error(let text) = reply, text.hasPrefix("NOSCRIPT") { sawNoScript = true }
                     replies.append(reply)
                 case .failure(let error):
                     failure = error
@@ -196,27 +267,21 @@ final class RedisConnection: @unchecked Sendable {
         }
         if let failure {
             disconnect()
-            for (position, job) in jobs.enumerated() {
-                if position < results.count {
-                    job.continuation.resume(returning: .success(results[position]))
-                } else {
-                    job.continuation.resume(returning: .failure(failure))
-                }
-            }
-            return
+            return units.indices.map { $0 < results.count ? .success(results[$0]) : .failure(failure) }
         }
-        if sawNoScript {
-            retryNoScript(jobs, &results, context)
+        if sawNoScript, let (error, failed) = retryNoScript(units, &results, context) {
+            return results.indices.map { failed.contains($0) ? .failure(error) : .success(results[$0]) }
         }
-        for (position, job) in jobs.enumerated() {
-            job.continuation.resume(returning: .success(results[position]))
-        }
+        return results.map { .success($0) }
     }
 
     /// After `SCRIPT FLUSH` (or a server restart between the liveness check and the call), loads
     /// the scripts and sends the refused commands again, in their order; at most once per round so
-    /// a server that keeps forgetting scripts cannot make it loop.
-    private func retryNoScript(_ jobs: [Job], _ results: inout [[RedisReply]], _ context: UnsafeMutablePointer<redisContext>) {
+    /// a server that keeps forgetting scripts cannot make it loop. Returns the error and the units
+    /// it fails when the retry itself fails.
+    private func retryNoScript(
+        _ units: [[RedisCommand]], _ results: inout [[RedisReply]], _ context: UnsafeMutablePointer<redisContext>
+    ) -> (DedupError, Set<Int>)? {
         var positions: [(Int, Int)] = []
         for (jobIndex, replies) in results.enumerated() {
             for (commandIndex, reply) in replies.enumerated() {
@@ -229,27 +294,26 @@ final class RedisConnection: @unchecked Sendable {
             ok = ok && RedisCommand("SCRIPT", "LOAD", script.source).append(to: context)
         }
         for (jobIndex, commandIndex) in positions {
-            ok = ok && jobs[jobIndex].commands[commandIndex].append(to: context)
+            ok = ok && units[jobIndex][commandIndex].append(to: context)
         }
+        let failedUnits = Set(positions.map(\.0))
         guard ok else {
             disconnect()
-            return
+            return (DedupError(.storeError, "cannot buffer a Redis command: out of memory"), failedUnits)
         }
         for script in RedisScript.all {
             switch readReply(context) {
             case .success(let reply):
                 if let text = reply.errorText {
-                    markFailed(positions, &results, DedupError.fromServer(text, endpoint: settings.endpoint))
-                    drain(context, count: positions.count + RedisScript.all.count)
-                    return
+                    disconnect()  // the refused commands' replies are still unread
+                    return (DedupError.fromServer(text, endpoint: settings.endpoint), failedUnits)
                 }
                 if reply.stringValue != script.sha {
                     settings.logger.error("Redis named a dedup script differently than expected", metadata: ["script": "\(script.name)"])
                 }
             case .failure(let error):
                 disconnect()
-                markFailed(positions, &results, error)
-                return
+                return (error, failedUnits)
             }
         }
         for (jobIndex, commandIndex) in positions {
@@ -258,21 +322,10 @@ final class RedisConnection: @unchecked Sendable {
                 results[jobIndex][commandIndex] = reply
             case .failure(let error):
                 disconnect()
-                markFailed(positions, &results, error)
-                return
+                return (error, failedUnits)
             }
         }
-    }
-
-    private func markFailed(_ positions: [(Int, Int)], _ results: inout [[RedisReply]], _ error: DedupError) {
-        for (jobIndex, commandIndex) in positions {
-            results[jobIndex][commandIndex] = .error("\(error.code): \(error.message)")
-        }
-    }
-
-    /// Gives up on a connection whose remaining replies nobody will read.
-    private func drain(_ context: UnsafeMutablePointer<redisContext>, count: Int) {
-        disconnect()
+        return nil
     }
 
     private func readReply(_ context: UnsafeMutablePointer<redisContext>) -> Result<RedisReply, DedupError> {
@@ -317,10 +370,7 @@ final class RedisConnection: @unchecked Sendable {
     /// otherwise connects, retrying refused or timed-out attempts with backoff.
     private func connectedContext() throws(DedupError) -> UnsafeMutablePointer<redisContext> {
         if let context {
-            var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-            if context.pointee.err == 0 && poll(&descriptor, 1, 0) == 0 {
-                return context
-            }
+            if isHealthy(context) { return context }
             settings.logger.debug("Redis connection was closed by the server; reconnecting", metadata: ["endpoint": "\(settings.endpoint)"])
             disconnect()
         }
@@ -349,6 +399,13 @@ final class RedisConnection: @unchecked Sendable {
             }
         }
         throw lastError
+    }
+
+    /// An idle connection has nothing to read: readable means the server closed it (EOF) or
+    /// reset it. One zero-timeout `poll`, about a microsecond.
+    private func isHealthy(_ context: UnsafeMutablePointer<redisContext>) -> Bool {
+        var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+        return context.pointee.err == 0 && poll(&descriptor, 1, 0) == 0
     }
 
     private func connectOnce() throws(DedupError) -> UnsafeMutablePointer<redisContext> {
@@ -460,3 +517,4 @@ extension DedupError {
         }
     }
 }
+

@@ -62,17 +62,24 @@ public final class RedisDedupStore: DedupStore {
         public var keyPrefix: String
         /// How to reconnect after a connection fails.
         public var reconnect: ReconnectPolicy
+        /// Whether a call made while no other call of this store is in progress does its round trip
+        /// on the calling thread (bounded by ``commandTimeout``) rather than through a connection's
+        /// I/O thread. Default `true`: the handoff to and from the I/O thread costs about as much as
+        /// a loopback round trip, and with the store otherwise idle at most one cooperative thread
+        /// waits, briefly. Concurrent calls always go through the I/O threads.
+        public var runsIdleCallsInline: Bool
 
         /// Creates a configuration; every argument has the documented default.
         public init(
             connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(2), poolSize: Int = 2,
-            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy()
+            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy(), runsIdleCallsInline: Bool = true
         ) {
             self.connectTimeout = connectTimeout
             self.commandTimeout = commandTimeout
             self.poolSize = poolSize
             self.keyPrefix = keyPrefix
             self.reconnect = reconnect
+            self.runsIdleCallsInline = runsIdleCallsInline
         }
     }
 
@@ -104,6 +111,8 @@ public final class RedisDedupStore: DedupStore {
     private let logger: Logger
     private let connections: [RedisConnection]
     private let nextConnection = Atomic<Int>(0)
+    /// Calls in progress, to allow the inline path only to a call that is alone.
+    private let activeCalls = Atomic<Int>(0)
     private let keyPrefixBytes: [UInt8]
 
     private static let ignoreSIGPIPE: Void = {
@@ -165,11 +174,10 @@ public final class RedisDedupStore: DedupStore {
     ///
     /// - Throws: ``DedupError`` when the server cannot be reached or refuses the login.
     public func ping() async throws -> Duration {
-        let connection = pick()
-        _ = try await connection.execute([RedisCommand("PING")])
+        _ = try await execute([RedisCommand("PING")])
         let clock = ContinuousClock()
         let start = clock.now
-        let replies = try await connection.execute([RedisCommand("PING")])
+        let replies = try await execute([RedisCommand("PING")])
         let elapsed = clock.now - start
         if let text = replies.first?.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         return elapsed
@@ -186,7 +194,7 @@ public final class RedisDedupStore: DedupStore {
     /// Claims many keys in one pipelined round trip.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
-        let replies = try await pick().execute(requests.map(claimCommand))
+        let replies = try await execute(requests.map(claimCommand))
         return try zip(replies, requests).map { try decodeClaim($0, request: $1) }
     }
 
@@ -201,7 +209,7 @@ public final class RedisDedupStore: DedupStore {
     /// Completes many leases in one pipelined round trip.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
-        let replies = try await pick().execute(completions.map(completeCommand))
+        let replies = try await execute(completions.map(completeCommand))
         return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
     }
 
@@ -235,7 +243,7 @@ public final class RedisDedupStore: DedupStore {
 
     /// The record of one identity (`HGETALL` and `TIME` in one round trip).
     public func record(for id: RecordID) async throws -> DedupRecord? {
-        let replies = try await pick().execute([RedisCommand("TIME"), hgetall(key(for: id))])
+        let replies = try await execute([RedisCommand("TIME"), hgetall(key(for: id))])
         let now = try serverTime(replies[0])
         if let text = replies[1].errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         guard let record = try decodeHash(replies[1], id: id, strict: true), now < record.expiresAt.millisecondsSince1970 else {
@@ -268,16 +276,15 @@ public final class RedisDedupStore: DedupStore {
             if parts.count == 2 { skipThrough = Self.unhex(parts[1]) }
         }
         let pattern = matchPattern(for: filter)
-        let connection = pick()
         var page: [DedupRecord] = []
         var batches = 0
         repeat {
-            let (nextCursor, scanned) = try await scan(connection, cursor: scanCursor, pattern: pattern, count: max(limit, 10))
+            let (nextCursor, scanned) = try await scan(cursor: scanCursor, pattern: pattern, count: max(limit, 10))
             var keys = scanned.sorted { $0.lexicographicallyPrecedes($1) }
             if let skipThrough { keys.removeAll { !skipThrough.lexicographicallyPrecedes($0) } }
             skipThrough = nil
             if !keys.isEmpty {
-                let replies = try await connection.execute([RedisCommand("TIME")] + keys.map(hgetall))
+                let replies = try await execute([RedisCommand("TIME")] + keys.map(hgetall))
                 let now = try serverTime(replies[0])
                 for (position, key) in keys.enumerated() {
                     let reply = replies[position + 1]
@@ -324,7 +331,7 @@ public final class RedisDedupStore: DedupStore {
         var deleted = 0
         for chunkStart in stride(from: 0, to: commands.count, by: 1000) {
             let chunk = Array(commands[chunkStart..<min(chunkStart + 1000, commands.count)])
-            for reply in try await pick().execute(chunk) where try decodeFlag(reply) {
+            for reply in try await execute(chunk) where try decodeFlag(reply) {
                 deleted += 1
             }
         }
@@ -345,11 +352,10 @@ public final class RedisDedupStore: DedupStore {
             var oldest: Int64?, newest: Int64?
         }
         var counts: [String: Counts] = [:]
-        let connection = pick()
         let pattern = Self.globEscape(keyPrefixBytes) + [UInt8(ascii: "*")]
         var cursor = "0"
         repeat {
-            let (next, keys) = try await scan(connection, cursor: cursor, pattern: pattern, count: 1000)
+            let (next, keys) = try await scan(cursor: cursor, pattern: pattern, count: 1000)
             cursor = next
             if keys.isEmpty { continue }
             var commands = [RedisCommand("TIME")]
@@ -359,7 +365,7 @@ public final class RedisDedupStore: DedupStore {
                 for field in ["state", "lease_until_ms", "created_ms", "completed_ms", "expires_ms"] { command.append(field) }
                 commands.append(command)
             }
-            let replies = try await connection.execute(commands)
+            let replies = try await execute(commands)
             let now = try serverTime(replies[0])
             for (position, key) in keys.enumerated() {
                 let reply = replies[position + 1]
@@ -434,14 +440,14 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    private func scan(_ connection: RedisConnection, cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
+    private func scan(cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
         var command = RedisCommand("SCAN", cursor, "MATCH")
         command.append(pattern)
         command.append("COUNT")
         command.append(String(count))
         command.append("TYPE")
         command.append("hash")
-        let replies = try await connection.execute([command])
+        let replies = try await execute([command])
         let reply = replies[0]
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         guard let parts = reply.arrayValue, parts.count == 2, let next = parts[0].stringValue, let keys = parts[1].arrayValue else {
@@ -471,8 +477,15 @@ public final class RedisDedupStore: DedupStore {
     }
 
     private func single(_ command: RedisCommand) async throws(DedupError) -> RedisReply {
-        let replies = try await pick().execute([command])
-        return replies[0]
+        try await execute([command])[0]
+    }
+
+    /// Runs commands as one pipelined unit on the least loaded connection, inline when the store is
+    /// otherwise idle (see ``Configuration/runsIdleCallsInline``).
+    private func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
+        let alone = activeCalls.wrappingAdd(1, ordering: .relaxed).oldValue == 0
+        defer { activeCalls.wrappingSubtract(1, ordering: .relaxed) }
+        return try await pick().execute(commands, mayRunInline: alone && configuration.runsIdleCallsInline)
     }
 
     // MARK: Decoding

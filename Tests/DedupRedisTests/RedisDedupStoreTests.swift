@@ -242,10 +242,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("server killed mid-run: calls fail with storeUnavailable; restarted, the same store recovers")
-    func killAndRestart() async throws {
+    @Test("server killed mid-run: calls fail with storeUnavailable; restarted, the same store recovers", arguments: [true, false])
+    func killAndRestart(inline: Bool) async throws {
         try await withRedisServer { server in
-            let store = try makeRedisStore(server.url)
+            let store = try makeRedisStore(server.url, inline: inline)
             #expect(try await store.claim(request(id("ns", "before"))).kind == "acquired")
 
             let errors = Shared<[DedupError.Code: Int]>([:])
@@ -287,10 +287,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("a server that stops answering gives timeout, then the store recovers")
-    func commandTimeout() async throws {
+    @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
+    func commandTimeout(inline: Bool) async throws {
         try await withRedisServer { server in
-            let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1)
+            let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1, inline: inline)
             _ = try await store.ping()
             server.suspend()
             let clock = ContinuousClock()
@@ -377,10 +377,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("after SCRIPT FLUSH the scripts are loaded again and the calls succeed")
-    func noScriptRecovery() async throws {
+    @Test("after SCRIPT FLUSH the scripts are loaded again and the calls succeed (inline and I/O-thread paths)", arguments: [true, false])
+    func noScriptRecovery(inline: Bool) async throws {
         try await withRedisServer { server in
-            let store = try makeRedisStore(server.url, poolSize: 1)
+            let store = try makeRedisStore(server.url, poolSize: 1, inline: inline)
             let lease = try #require(try await store.claim(request(id("ns", "a"))).lease)
             try await server.cli("SCRIPT", "FLUSH")
             try await store.complete(Completion(lease: lease, retention: .seconds(60)))
