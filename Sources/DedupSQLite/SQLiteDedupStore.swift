@@ -70,6 +70,8 @@ public final class SQLiteDedupStore: DedupStore {
     private let hot: Mutex<Connection?>
     private let worker: BlockingWorker
     private let checkpoints: CheckpointTrigger?
+    /// How many inline calls met a busy lock and went to the worker thread (for tests and tuning).
+    let busyHandoffs = Atomic<Int>(0)
 
     /// The error of calls after ``close()``.
     static let closedError = DedupError(.storeUnavailable, "the SQLite store is closed")
@@ -248,6 +250,7 @@ public final class SQLiteDedupStore: DedupStore {
         case .failure(let error)?:
             throw mapped(error, context)
         case nil:
+            busyHandoffs.add(1, ordering: .relaxed)
             logger.trace("SQLite lock busy; retrying on the worker thread", metadata: ["operation": "\(context)"])
             return try await onWorker(context, body)
         }
