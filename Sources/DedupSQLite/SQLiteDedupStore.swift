@@ -141,6 +141,9 @@ public final class SQLiteDedupStore: DedupStore {
         } catch {
             throw error.dedupError("opening the SQLite store", path: path)
         }
+        // Before any statement: a file being created by another process is briefly locked, and
+        // every statement, pragmas included, must wait for it rather than fail at once.
+        connection.setBusyTimeout(configuration.busyTimeout)
         if sqlite3_db_readonly(connection.db, "main") == 1 {
             connection.close()
             throw DedupError(
