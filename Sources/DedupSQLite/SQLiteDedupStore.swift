@@ -234,7 +234,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// Runs `body` inline on the hot connection; if it meets another connection's lock, runs it
     /// again on the worker thread, which waits with the busy timeout.
     @inline(__always)
-    private func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
+    func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
         let inline: Result<R, any Error>? = hot.withLock { connection -> Result<R, any Error>? in
             guard let connection else { return .failure(Self.closedError) }
             do {
