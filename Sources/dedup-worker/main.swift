@@ -14,6 +14,9 @@ struct Options {
     var handlerMicroseconds = 0
     var batch = 1
     var seed = UInt64(getpid())
+    /// A folder for a start barrier: once connected the worker writes `ready-<pid>` there and waits
+    /// for a file named `go`, so processes started one after another begin together.
+    var barrier: String?
 }
 
 func parse() -> Options {
@@ -30,6 +33,7 @@ func parse() -> Options {
         case "--handler-us": options.handlerMicroseconds = Int(value) ?? 0
         case "--batch": options.batch = max(1, Int(value) ?? 1)
         case "--seed": options.seed = UInt64(value) ?? options.seed
+        case "--barrier": options.barrier = value
         default: fail("unknown option \(flag)")
         }
     }
@@ -77,6 +81,14 @@ do {
     configuration.inFlightPolicy = .defer
     let consumer = try IdempotentConsumer(store: store, namespace: options.namespace, configuration: configuration)
     var random = SplitMix(state: options.seed)
+    if let barrier = options.barrier {
+        // Connect first, so start-up costs are paid before the race begins.
+        _ = try await store.record(for: RecordID(namespace: options.namespace, key: "warm-up"))
+        _ = FileManager.default.createFile(atPath: "\(barrier)/ready-\(pid)", contents: nil)
+        while !FileManager.default.fileExists(atPath: "\(barrier)/go") {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
     var applied = 0, duplicates = 0, deferred = 0
     let handlerMicroseconds = options.handlerMicroseconds
     for _ in 0..<options.rounds {

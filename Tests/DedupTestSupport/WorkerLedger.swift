@@ -20,15 +20,28 @@ public enum WorkerFleet {
         let ledger = FileManager.default.temporaryDirectory
             .appendingPathComponent("dedup-ledger-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: ledger) }
+        // Start together: process start-up takes long enough for one worker to finish alone, so each
+        // waits at a barrier until all are connected.
+        let barrier = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-barrier-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: barrier, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: barrier) }
         let results = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
             for index in 0..<processes {
                 group.addTask {
                     try await runProcess(
                         worker,
-                        ["--store", store, "--keys", "\(keys)", "--ledger", ledger, "--seed", "\(index + 1)"] + extraArguments
+                        ["--store", store, "--keys", "\(keys)", "--ledger", ledger, "--seed", "\(index + 1)", "--barrier", barrier.path] + extraArguments
                     )
                 }
             }
+            let deadline = ContinuousClock.now + .seconds(120)
+            while try FileManager.default.contentsOfDirectory(atPath: barrier.path).count < processes {
+                guard ContinuousClock.now < deadline else {
+                    throw RedisServer.Failure(description: "the workers did not all get ready within 120 s")
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            _ = FileManager.default.createFile(atPath: barrier.appendingPathComponent("go").path, contents: nil)
             return try await group.reduce(into: []) { $0.append($1) }
         }
         for result in results where result.status != 0 {
