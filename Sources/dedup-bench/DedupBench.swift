@@ -68,6 +68,14 @@ struct DedupBench: ParsableCommand, Sendable {
     @Option(help: "The redis-server to start.")
     var redisServer = "redis-server"
 
+    @Option(
+        help: ArgumentHelp(
+            "Use a redis-server already listening on 127.0.0.1:PORT instead of starting one; it is FLUSHALLed between paths. For profilers under which starting processes fails (valgrind).",
+            valueName: "port"
+        )
+    )
+    var useRedisPort: Int?
+
     @Option(help: "Consumer tasks on the concurrent Redis path.")
     var tasks = 8
 
@@ -128,7 +136,11 @@ struct DedupBench: ParsableCommand, Sendable {
         let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
         var redis: RedisServer?
         if needRedis {
-            redis = try RedisServer(executable: redisServer, directory: temp + "/redis")
+            if let useRedisPort {
+                redis = try RedisServer(existingPort: useRedisPort)
+            } else {
+                redis = try RedisServer(executable: redisServer, directory: temp + "/redis")
+            }
             progress("redis-server on 127.0.0.1:\(redis!.port)")
         }
         defer { redis?.stop() }
@@ -141,14 +153,17 @@ struct DedupBench: ParsableCommand, Sendable {
         for path in memoryChecks {
             progress("memory check: \(memoryMessages) messages through \(path.title)")
             let store: any DedupStore
+            var redisStore: RedisDedupStore?
             if path.isRedis {
                 try redis!.flushAll()
-                store = try RedisDedupStore(url: redis!.url, logger: logger)
+                redisStore = try RedisDedupStore(url: redis!.url, logger: logger)
+                store = redisStore!
             } else {
                 store = try SQLiteDedupStore(path: "\(temp)/memory-\(path.rawValue).sqlite", logger: logger)
             }
             let consumer = try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
             results.memory.append(try await measureMemory(consumer, path: path, messages: memoryMessages))
+            await redisStore?.close()
             try? removeSQLite("\(temp)/memory-\(path.rawValue).sqlite")
         }
 
@@ -249,23 +264,26 @@ struct DedupBench: ParsableCommand, Sendable {
     ) async throws {
         do {
             try redis.flushAll()
-            let consumer = try redisConsumer(redis, logger: logger)
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
             try await record(.redisSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
             try await record(.redisSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
+            await store.close()
         }
         do {
             try redis.flushAll()
-            let consumer = try redisConsumer(redis, logger: logger)
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
             try await record(.redisBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
             try await record(.redisBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
+            await store.close()
         }
         do {
             try redis.flushAll()
-            let consumer = try redisConsumer(redis, logger: logger)
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureConcurrent(consumer, keys: warmUp, tasks: tasks)
             try await record(.redisConcurrent, measureConcurrent(consumer, keys: keys, tasks: tasks), into: &results)
+            await store.close()
         }
         try redis.flushAll()
     }
@@ -285,9 +303,9 @@ struct DedupBench: ParsableCommand, Sendable {
         return try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
     }
 
-    private func redisConsumer(_ redis: RedisServer, logger: Logger) throws -> IdempotentConsumer {
+    private func redisConsumer(_ redis: RedisServer, logger: Logger) throws -> (RedisDedupStore, IdempotentConsumer) {
         let store = try RedisDedupStore(url: redis.url, logger: logger)
-        return try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
+        return (store, try IdempotentConsumer(store: store, namespace: "bench", logger: logger))
     }
 }
 

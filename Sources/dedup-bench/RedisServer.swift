@@ -9,8 +9,7 @@ import Foundation
 final class RedisServer {
     let port: Int
     let host = "127.0.0.1"
-    private let process: Process
-    private let directory: String
+    private let process: Process?
 
     var url: String { "redis://\(host):\(port)/0" }
 
@@ -22,7 +21,6 @@ final class RedisServer {
             )
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        self.directory = directory
         var lastError = ""
         // A free port can be taken between finding it and binding it; try a few.
         for _ in 0..<5 {
@@ -52,6 +50,15 @@ final class RedisServer {
         throw BenchError("redis-server did not start on loopback; its log:\n\(lastError)")
     }
 
+    /// Uses a server someone else started (and will stop) on 127.0.0.1.
+    init(existingPort port: Int) throws {
+        guard (try? Self.command(host: host, port: port, ["PING"])) == "+PONG" else {
+            throw BenchError("no redis-server answers PING on 127.0.0.1:\(port)")
+        }
+        self.port = port
+        self.process = nil
+    }
+
     /// Deletes every key, so each path starts from an empty server like the ceiling does.
     func flushAll() throws {
         let answer = try Self.command(host: host, port: port, ["FLUSHALL"])
@@ -62,7 +69,7 @@ final class RedisServer {
     /// concurrency thread inherits its blocked signal mask, so SIGTERM may never arrive), then
     /// SIGKILL if it is still there after a few seconds.
     func stop() {
-        guard process.isRunning else { return }
+        guard let process, process.isRunning else { return }
         _ = try? Self.command(host: host, port: port, ["SHUTDOWN", "NOSAVE"])
         if !waitForExit(seconds: 5) {
             kill(process.processIdentifier, SIGKILL)
@@ -72,6 +79,7 @@ final class RedisServer {
 
     /// Polls rather than `waitUntilExit`, which spins a run loop on a core the benchmark needs.
     private func waitForExit(seconds: Double) -> Bool {
+        guard let process else { return true }
         let deadline = Date() + seconds
         while process.isRunning, Date() < deadline { usleep(10_000) }
         return !process.isRunning
