@@ -76,6 +76,9 @@ struct DedupBench: ParsableCommand, Sendable {
     )
     var useRedisPort: Int?
 
+    @Flag(help: "Also time each path straight to the store, without IdempotentConsumer (diagnostic rows: how much of the gap is the store's, how much the consumer's).")
+    var breakdown = false
+
     @Option(help: "Consumer tasks on the concurrent Redis path.")
     var tasks = 8
 
@@ -256,6 +259,25 @@ struct DedupBench: ParsableCommand, Sendable {
             try await record(.sqliteBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
         }
         try removeSQLite(batchPath)
+        guard breakdown else { return }
+        let storeSinglePath = "\(temp)/store-single-\(round).sqlite"
+        do {
+            try removeSQLite(storeSinglePath)
+            let store = try SQLiteDedupStore(path: storeSinglePath, logger: logger)
+            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+            try await recordStore(.sqliteSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
+            try await recordStore(.sqliteSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(storeSinglePath)
+        let storeBatchPath = "\(temp)/store-batch-\(round).sqlite"
+        do {
+            try removeSQLite(storeBatchPath)
+            let store = try SQLiteDedupStore(path: storeBatchPath, logger: logger)
+            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+            try await recordStore(.sqliteBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
+            try await recordStore(.sqliteBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(storeBatchPath)
     }
 
     private func runRedisPaths(
@@ -285,6 +307,18 @@ struct DedupBench: ParsableCommand, Sendable {
             try await record(.redisConcurrent, measureConcurrent(consumer, keys: keys, tasks: tasks), into: &results)
             await store.close()
         }
+        if breakdown {
+            try redis.flushAll()
+            let store = try RedisDedupStore(url: redis.url, logger: logger)
+            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+            try await recordStore(.redisSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
+            try await recordStore(.redisSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
+            try redis.flushAll()
+            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+            try await recordStore(.redisBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
+            try await recordStore(.redisBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+            await store.close()
+        }
         try redis.flushAll()
     }
 
@@ -295,6 +329,12 @@ struct DedupBench: ParsableCommand, Sendable {
         }
         progress(line)
         results.keep(path, measurement)
+    }
+
+    private func recordStore(_ path: BenchPath, _ measurement: Measurement, into results: inout RunResults) {
+        progress("  store only: \(path.title): \(thousands(measurement.rate)) msgs/s")
+        if let old = results.storeOnly[path], old.rate >= measurement.rate { return }
+        results.storeOnly[path] = measurement
     }
 
     private func sqliteConsumer(path: String, logger: Logger) throws -> IdempotentConsumer {

@@ -193,3 +193,65 @@ enum MemoryPath: String, CaseIterable {
 
     var isRedis: Bool { self == .redisSingle || self == .redisBatch }
 }
+
+/// The store alone, as the consumer drives it (claim, then complete what was acquired), without the
+/// consumer: with `--breakdown`, the distance to the ceiling splits into the store's part and the
+/// consumer's part.
+func measureStoreSingle(_ store: any DedupStore, keys: [String], expect: Expected) async throws -> Measurement {
+    let lease = Duration.seconds(30)
+    let retention = Duration.seconds(24 * 3600)
+    var wrong = 0
+    let clock = ContinuousClock()
+    let start = clock.now
+    for key in keys {
+        let id = try RecordID(namespace: "bench", key: key)
+        switch try await store.claim(ClaimRequest(id: id, lease: lease, retention: retention)) {
+        case .acquired(let granted):
+            try await store.complete(Completion(lease: granted, retention: retention))
+            if expect != .applied { wrong += 1 }
+        case .duplicate:
+            if expect != .duplicate { wrong += 1 }
+        default:
+            wrong += 1
+        }
+    }
+    let elapsed = clock.now - start
+    guard wrong == 0 else { throw BenchError("store only: \(wrong) of \(keys.count) answers were not \(expect.rawValue)") }
+    return Measurement(messages: keys.count, seconds: elapsed.seconds, latency: nil)
+}
+
+/// Batches straight to the store: one batch claim, one batch complete of what was acquired.
+func measureStoreBatches(_ store: any DedupStore, batches: [[String]], expect: Expected) async throws -> Measurement {
+    let lease = Duration.seconds(30)
+    let retention = Duration.seconds(24 * 3600)
+    var wrong = 0
+    var total = 0
+    let clock = ContinuousClock()
+    let start = clock.now
+    for batch in batches {
+        var requests: [ClaimRequest] = []
+        requests.reserveCapacity(batch.count)
+        for key in batch {
+            requests.append(ClaimRequest(id: try RecordID(namespace: "bench", key: key), lease: lease, retention: retention))
+        }
+        var completions: [Completion] = []
+        for answer in try await store.claim(batch: requests) {
+            switch answer {
+            case .acquired(let granted):
+                completions.append(Completion(lease: granted, retention: retention))
+                if expect != .applied { wrong += 1 }
+            case .duplicate:
+                if expect != .duplicate { wrong += 1 }
+            default:
+                wrong += 1
+            }
+        }
+        if !completions.isEmpty {
+            for answer in try await store.complete(batch: completions) where answer != .completed { wrong += 1 }
+        }
+        total += batch.count
+    }
+    let elapsed = clock.now - start
+    guard wrong == 0 else { throw BenchError("store only: \(wrong) of \(total) answers were not \(expect.rawValue)") }
+    return Measurement(messages: total, seconds: elapsed.seconds, latency: nil)
+}

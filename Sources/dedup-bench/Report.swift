@@ -52,6 +52,8 @@ struct RunResults {
     var ours: [BenchPath: Measurement] = [:]
     var ceilings = CeilingRates()
     var memory: [MemoryCheck] = []
+    /// With `--breakdown`: the same paths straight to the store, without the consumer.
+    var storeOnly: [BenchPath: Measurement] = [:]
     var startMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
     var endMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
 
@@ -101,6 +103,16 @@ struct Report {
             let p99 = ours.latency.map { String(format: "%.0f", $0.p99) } ?? "—"
             lines.append(
                 "| \(path.title) | \(thousands(Double(ours.messages))) | \(thousands(ours.rate)) | \(ceilingText) | \(ratioText) | \(p50) | \(p99) | \(targetText) | \(verdict) |"
+            )
+        }
+        for path in BenchPath.allCases {
+            guard let store = results.storeOnly[path] else { continue }
+            let ceiling = path.ceiling(in: results.ceilings)
+            let ours = results.ours[path]
+            var ratio = ceiling.map { String(format: "%.2f", store.rate / $0) } ?? "—"
+            if let ours { ratio += String(format: " (consumer keeps %.0f%%)", 100 * ours.rate / store.rate) }
+            lines.append(
+                "| store only: \(path.title) | \(thousands(Double(store.messages))) | \(thousands(store.rate)) | \(ceiling.map(thousands) ?? "—") | \(ratio) | — | — | (diagnostic) | |"
             )
         }
         for check in results.memory {
