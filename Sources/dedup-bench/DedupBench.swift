@@ -162,7 +162,7 @@ struct DedupBench: ParsableCommand, Sendable {
                 redisStore = try RedisDedupStore(url: redis!.url, logger: logger)
                 store = redisStore!
             } else {
-                store = try SQLiteDedupStore(path: "\(temp)/memory-\(path.rawValue).sqlite", logger: logger)
+                store = try SQLiteDedupStore(path: "\(temp)/memory-\(path.rawValue).sqlite", configuration: sqliteConfiguration, logger: logger)
             }
             let consumer = try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
             results.memory.append(try await measureMemory(consumer, path: path, messages: memoryMessages))
@@ -263,7 +263,7 @@ struct DedupBench: ParsableCommand, Sendable {
         let storeSinglePath = "\(temp)/store-single-\(round).sqlite"
         do {
             try removeSQLite(storeSinglePath)
-            let store = try SQLiteDedupStore(path: storeSinglePath, logger: logger)
+            let store = try SQLiteDedupStore(path: storeSinglePath, configuration: sqliteConfiguration, logger: logger)
             _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
             try await recordStore(.sqliteSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
             try await recordStore(.sqliteSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
@@ -272,7 +272,7 @@ struct DedupBench: ParsableCommand, Sendable {
         let storeBatchPath = "\(temp)/store-batch-\(round).sqlite"
         do {
             try removeSQLite(storeBatchPath)
-            let store = try SQLiteDedupStore(path: storeBatchPath, logger: logger)
+            let store = try SQLiteDedupStore(path: storeBatchPath, configuration: sqliteConfiguration, logger: logger)
             _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
             try await recordStore(.sqliteBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
             try await recordStore(.sqliteBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
@@ -339,7 +339,7 @@ struct DedupBench: ParsableCommand, Sendable {
 
     private func sqliteConsumer(path: String, logger: Logger) throws -> IdempotentConsumer {
         try removeSQLite(path)
-        let store = try SQLiteDedupStore(path: path, logger: logger)
+        let store = try SQLiteDedupStore(path: path, configuration: sqliteConfiguration, logger: logger)
         return try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
     }
 
@@ -348,6 +348,9 @@ struct DedupBench: ParsableCommand, Sendable {
         return (store, try IdempotentConsumer(store: store, namespace: "bench", logger: logger))
     }
 }
+
+/// The ceiling's pragmas: WAL (always, in this store) and synchronous=NORMAL.
+let sqliteConfiguration = SQLiteDedupStore.Configuration(synchronous: .normal)
 
 /// Deletes an SQLite file and its WAL and shared-memory companions.
 func removeSQLite(_ path: String) throws {
