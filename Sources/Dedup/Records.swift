@@ -86,15 +86,8 @@ public struct Lease: Hashable, Sendable {
 
     /// A new random owner token: 128 random bits as 32 hexadecimal digits.
     public static func makeOwnerToken() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        return hex16(high) + hex16(low)
-    }
-
-    private static func hex16(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+        let (high, low) = OwnerTokenSource.next()
+        return OwnerTokenSource.hex(high, low)
     }
 }
 

@@ -1,0 +1,360 @@
+// dedup-bench: IdempotentConsumer over real SQLite and Redis stores, against the C ceilings of the
+// same protocol measured in the same run; one table of ratios, latencies and memory, with targets.
+import ArgumentParser
+import Dedup
+import DedupRedis
+import DedupSQLite
+import Foundation
+import Logging
+import Synchronization
+
+@main
+struct DedupBench: ParsableCommand, Sendable {
+    static let configuration = CommandConfiguration(
+        commandName: "dedup-bench",
+        abstract: "Benchmarks IdempotentConsumer on SQLite and Redis against C ceilings measured in the same run.",
+        discussion: """
+            Starts its own redis-server on loopback (no persistence, temp dir) and builds and runs the C \
+            ceilings (shared/baselines/run-ceilings beside the repository, or --baselines DIR). Prints one \
+            Markdown table: our msgs/s, the ceiling's, their ratio, p50/p99 latency per message on the \
+            single-message paths, memory growth across a million messages, and whether each target is met.
+            Build in release mode: swift run -c release dedup-bench (or scripts/bench).
+            """
+    )
+
+    enum Only: String, ExpressibleByArgument, CaseIterable { case sqlite, redis }
+
+    @Flag(help: "A small N for a quick look (5,000 SQLite, 3,000 Redis messages); skips the memory check.")
+    var quick = false
+
+    @Flag(help: "Run only the memory check: a million messages through --memory-path.")
+    var memory = false
+
+    @Flag(help: "Exit with status 1 when a target is missed.")
+    var check = false
+
+    @Option(help: "Messages per SQLite path (default 100,000; 5,000 with --quick).")
+    var sqliteN: Int?
+
+    @Option(help: "Messages per Redis path (default 50,000; 3,000 with --quick).")
+    var redisN: Int?
+
+    @Option(help: "Run every path (ours and the ceiling's) this many times and keep the best of each.")
+    var rounds = 1
+
+    @Option(help: "Only one store.")
+    var only: Only?
+
+    @Option(
+        help: ArgumentHelp(
+            "Paths the memory check drives, comma-separated: \(MemoryPath.allCases.map(\.rawValue).joined(separator: ", ")).",
+            valueName: "paths"
+        )
+    )
+    var memoryPath = "redis-batch"
+
+    @Option(help: "Messages the memory check pushes.")
+    var memoryMessages = 1_000_000
+
+    @Flag(help: "Skip the memory check in a full run.")
+    var noMemory = false
+
+    @Option(help: "The folder holding run-ceilings (default: shared/baselines beside the repository root).")
+    var baselines: String?
+
+    @Flag(help: "Do not run the C ceilings (no ratios are judged).")
+    var noCeilings = false
+
+    @Option(help: "The redis-server to start.")
+    var redisServer = "redis-server"
+
+    @Option(
+        help: ArgumentHelp(
+            "Use a redis-server already listening on 127.0.0.1:PORT instead of starting one; it is FLUSHALLed between paths. For profilers under which starting processes fails (valgrind).",
+            valueName: "port"
+        )
+    )
+    var useRedisPort: Int?
+
+    @Flag(help: "Also time each path straight to the store, without IdempotentConsumer (diagnostic rows: how much of the gap is the store's, how much the consumer's).")
+    var breakdown = false
+
+    @Option(help: "Consumer tasks on the concurrent Redis path.")
+    var tasks = 8
+
+    /// Runs the benchmark on Swift's concurrency pool while the main thread waits on a semaphore,
+    /// rather than as an async main: the async main parks the main thread in `sigsuspend`, which
+    /// valgrind (callgrind, for profiles) cannot follow.
+    func run() throws {
+        #if DEBUG
+            progress("warning: this is a debug build; measure with `swift run -c release dedup-bench` (scripts/bench)")
+        #endif
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do {
+                try await benchmark()
+            } catch {
+                outcome.error.withLock { $0 = error }
+            }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.error.withLock({ $0 }) {
+            if let error = error as? BenchError {
+                progress("dedup-bench: \(error.description)")
+                throw ExitCode(2)
+            }
+            throw error
+        }
+    }
+
+    private final class Outcome: Sendable {
+        let error = Mutex<(any Error)?>(nil)
+    }
+
+    private func benchmark() async throws {
+        let memoryPaths = try memoryPath.split(separator: ",").map { name -> MemoryPath in
+            guard let path = MemoryPath(rawValue: String(name)) else {
+                throw BenchError("unknown memory path \(name); use \(MemoryPath.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return path
+        }
+        let sqliteN = self.sqliteN ?? (quick ? 5_000 : 100_000)
+        let redisN = self.redisN ?? (quick ? 3_000 : 50_000)
+        let runSQLite = !memory && only != .redis
+        let runRedis = !memory && only != .sqlite
+        let memoryChecks: [MemoryPath] =
+            memory ? memoryPaths : (quick || noMemory ? [] : memoryPaths.filter { only == nil || ($0.isRedis == (only == .redis)) })
+        let needRedis = runRedis || memoryChecks.contains { $0.isRedis }
+
+        let temp = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dedup-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: temp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: temp) }
+
+        let facts = MachineFacts.read()
+        progress("dedup-bench: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory); temp dir \(temp)")
+
+        let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
+        var redis: RedisServer?
+        if needRedis {
+            if let useRedisPort {
+                redis = try RedisServer(existingPort: useRedisPort)
+            } else {
+                redis = try RedisServer(executable: redisServer, directory: temp + "/redis")
+            }
+            progress("redis-server on 127.0.0.1:\(redis!.port)")
+        }
+        defer { redis?.stop() }
+
+        var logger = Logger(label: "dedup-bench")
+        logger.logLevel = .warning
+        var results = RunResults()
+
+        // The memory check first, while this process's peak is still its own.
+        for path in memoryChecks {
+            progress("memory check: \(memoryMessages) messages through \(path.title)")
+            let store: any DedupStore
+            var redisStore: RedisDedupStore?
+            if path.isRedis {
+                try redis!.flushAll()
+                redisStore = try RedisDedupStore(url: redis!.url, logger: logger)
+                store = redisStore!
+            } else {
+                store = try SQLiteDedupStore(path: "\(temp)/memory-\(path.rawValue).sqlite", configuration: sqliteConfiguration, logger: logger)
+            }
+            let consumer = try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
+            results.memory.append(try await measureMemory(consumer, path: path, messages: memoryMessages))
+            await redisStore?.close()
+            try? removeSQLite("\(temp)/memory-\(path.rawValue).sqlite")
+        }
+
+        var generator = KeyGenerator(seed: 0x5EED_0000_0000_0001)
+        let sqliteKeys = runSQLite ? generator.keys(sqliteN) : []
+        let redisKeys = runRedis ? generator.keys(redisN) : []
+        let warmUpKeys = generator.keys(100)
+        let sqliteBatches = batched(sqliteKeys, size: 100)
+        let redisBatches = batched(redisKeys, size: 100)
+        results.startMemory = MemoryReading.now()
+
+        for round in 1...max(1, rounds) {
+            // Alternate who goes first so neither side always gets the cooler machine.
+            let ceilingFirst = round % 2 == 1
+            if runSQLite {
+                if ceilingFirst, let ceilings { try runSQLiteCeiling(ceilings, n: sqliteN, into: &results) }
+                try await runSQLitePaths(
+                    keys: sqliteKeys, batches: sqliteBatches, warmUp: warmUpKeys, temp: temp, round: round, logger: logger,
+                    into: &results
+                )
+                if !ceilingFirst, let ceilings { try runSQLiteCeiling(ceilings, n: sqliteN, into: &results) }
+            }
+            if runRedis, let redis {
+                if ceilingFirst, let ceilings { try runRedisCeiling(ceilings, redis: redis, n: redisN, into: &results) }
+                try await runRedisPaths(
+                    keys: redisKeys, batches: redisBatches, warmUp: warmUpKeys, redis: redis, logger: logger, into: &results
+                )
+                if !ceilingFirst, let ceilings { try runRedisCeiling(ceilings, redis: redis, n: redisN, into: &results) }
+            }
+        }
+        results.endMemory = MemoryReading.now()
+
+        let report = Report(results: results, usedCeilings: ceilings != nil || memory)
+        let (table, allMet, judged) = report.render()
+        var out = "Machine: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory) memory. "
+        out += "Command: `\(commandLine())`"
+        if rounds > 1 { out += " (best of \(rounds) rounds for ours and the ceilings alike)" }
+        out += ".\n\n" + table + "\n"
+        print(out)
+        if check {
+            if !allMet {
+                progress("dedup-bench: a target was missed")
+                throw ExitCode(1)
+            }
+            if judged == 0 {
+                progress("dedup-bench: --check judged no target")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    private func commandLine() -> String {
+        let arguments = CommandLine.arguments.dropFirst()
+        return (["dedup-bench"] + arguments).joined(separator: " ")
+    }
+
+    private func runSQLiteCeiling(_ ceilings: Ceilings, n: Int, into results: inout RunResults) throws {
+        progress("ceiling: sqlite, N=\(n)")
+        let output = try ceilings.runSQLite(n: n)
+        FileHandle.standardError.write(Data(output.utf8))
+        results.ceilings.take(output)
+    }
+
+    private func runRedisCeiling(_ ceilings: Ceilings, redis: RedisServer, n: Int, into results: inout RunResults) throws {
+        try redis.flushAll()
+        progress("ceiling: redis, N=\(n)")
+        let output = try ceilings.runRedis(host: redis.host, port: redis.port, n: n)
+        FileHandle.standardError.write(Data(output.utf8))
+        results.ceilings.take(output)
+    }
+
+    private func runSQLitePaths(
+        keys: [String], batches: [[String]], warmUp: [String], temp: String, round: Int, logger: Logger,
+        into results: inout RunResults
+    ) async throws {
+        // Each mode on a fresh file, as the ceiling does: new keys, then the same keys again.
+        let singlePath = "\(temp)/ours-single-\(round).sqlite"
+        do {
+            let consumer = try sqliteConsumer(path: singlePath, logger: logger)
+            _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
+            try await record(.sqliteSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
+            try await record(.sqliteSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(singlePath)
+        let batchPath = "\(temp)/ours-batch-\(round).sqlite"
+        do {
+            let consumer = try sqliteConsumer(path: batchPath, logger: logger)
+            _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
+            try await record(.sqliteBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
+            try await record(.sqliteBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(batchPath)
+        guard breakdown else { return }
+        let storeSinglePath = "\(temp)/store-single-\(round).sqlite"
+        do {
+            try removeSQLite(storeSinglePath)
+            let store = try SQLiteDedupStore(path: storeSinglePath, configuration: sqliteConfiguration, logger: logger)
+            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+            try await recordStore(.sqliteSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
+            try await recordStore(.sqliteSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(storeSinglePath)
+        let storeBatchPath = "\(temp)/store-batch-\(round).sqlite"
+        do {
+            try removeSQLite(storeBatchPath)
+            let store = try SQLiteDedupStore(path: storeBatchPath, configuration: sqliteConfiguration, logger: logger)
+            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+            try await recordStore(.sqliteBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
+            try await recordStore(.sqliteBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(storeBatchPath)
+    }
+
+    private func runRedisPaths(
+        keys: [String], batches: [[String]], warmUp: [String], redis: RedisServer, logger: Logger,
+        into results: inout RunResults
+    ) async throws {
+        do {
+            try redis.flushAll()
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
+            _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
+            try await record(.redisSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
+            try await record(.redisSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
+            await store.close()
+        }
+        do {
+            try redis.flushAll()
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
+            _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
+            try await record(.redisBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
+            try await record(.redisBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
+            await store.close()
+        }
+        do {
+            try redis.flushAll()
+            let (store, consumer) = try redisConsumer(redis, logger: logger)
+            _ = try await measureConcurrent(consumer, keys: warmUp, tasks: tasks)
+            try await record(.redisConcurrent, measureConcurrent(consumer, keys: keys, tasks: tasks), into: &results)
+            await store.close()
+        }
+        if breakdown {
+            try redis.flushAll()
+            let store = try RedisDedupStore(url: redis.url, logger: logger)
+            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+            try await recordStore(.redisSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
+            try await recordStore(.redisSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
+            try redis.flushAll()
+            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+            try await recordStore(.redisBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
+            try await recordStore(.redisBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+            await store.close()
+        }
+        try redis.flushAll()
+    }
+
+    private func record(_ path: BenchPath, _ measurement: Measurement, into results: inout RunResults) {
+        var line = "  ours: \(path.title): \(thousands(measurement.rate)) msgs/s"
+        if let latency = measurement.latency {
+            line += String(format: ", p50 %.0f µs, p99 %.0f µs", latency.p50, latency.p99)
+        }
+        progress(line)
+        results.keep(path, measurement)
+    }
+
+    private func recordStore(_ path: BenchPath, _ measurement: Measurement, into results: inout RunResults) {
+        progress("  store only: \(path.title): \(thousands(measurement.rate)) msgs/s")
+        if let old = results.storeOnly[path], old.rate >= measurement.rate { return }
+        results.storeOnly[path] = measurement
+    }
+
+    private func sqliteConsumer(path: String, logger: Logger) throws -> IdempotentConsumer {
+        try removeSQLite(path)
+        let store = try SQLiteDedupStore(path: path, configuration: sqliteConfiguration, logger: logger)
+        return try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
+    }
+
+    private func redisConsumer(_ redis: RedisServer, logger: Logger) throws -> (RedisDedupStore, IdempotentConsumer) {
+        let store = try RedisDedupStore(url: redis.url, logger: logger)
+        return (store, try IdempotentConsumer(store: store, namespace: "bench", logger: logger))
+    }
+}
+
+/// The ceiling's pragmas: WAL (always, in this store) and synchronous=NORMAL.
+let sqliteConfiguration = SQLiteDedupStore.Configuration(synchronous: .normal)
+
+/// Deletes an SQLite file and its WAL and shared-memory companions.
+func removeSQLite(_ path: String) throws {
+    for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+        try FileManager.default.removeItem(atPath: path + suffix)
+    }
+}

@@ -1,0 +1,143 @@
+// The one table: our throughput, the C ceiling's from the same run, the ratio, latency, and whether
+// each target is met.
+import Foundation
+
+/// The paths the table compares.
+enum BenchPath: Int, CaseIterable, Comparable {
+    case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate
+    case redisSingle, redisSingleDuplicate, redisBatch, redisBatchDuplicate, redisConcurrent
+
+    static func < (a: BenchPath, b: BenchPath) -> Bool { a.rawValue < b.rawValue }
+
+    var title: String {
+        switch self {
+        case .sqliteSingle: return "SQLite single, new keys"
+        case .sqliteSingleDuplicate: return "SQLite single, duplicates"
+        case .sqliteBatch: return "SQLite batch of 100, new keys"
+        case .sqliteBatchDuplicate: return "SQLite batch of 100, duplicates"
+        case .redisSingle: return "Redis single, new keys"
+        case .redisSingleDuplicate: return "Redis single, duplicates"
+        case .redisBatch: return "Redis batch of 100, new keys"
+        case .redisBatchDuplicate: return "Redis batch of 100, duplicates"
+        case .redisConcurrent: return "Redis single, 8 concurrent tasks"
+        }
+    }
+
+    /// The lowest acceptable ratio to the ceiling (or, for the concurrent path, to Redis single).
+    var target: Double {
+        switch self {
+        case .sqliteSingle, .sqliteSingleDuplicate, .redisSingle, .redisSingleDuplicate: return 0.8
+        case .sqliteBatch, .sqliteBatchDuplicate, .redisBatch, .redisBatchDuplicate: return 0.6
+        case .redisConcurrent: return 3
+        }
+    }
+
+    func ceiling(in rates: CeilingRates) -> Double? {
+        switch self {
+        case .sqliteSingle: return rates.sqliteSingle
+        case .sqliteSingleDuplicate: return rates.sqliteSingleDuplicate
+        case .sqliteBatch: return rates.sqliteBatch
+        case .sqliteBatchDuplicate: return rates.sqliteBatchDuplicate
+        case .redisSingle: return rates.redisSingle
+        case .redisSingleDuplicate: return rates.redisSingleDuplicate
+        case .redisBatch: return rates.redisBatch
+        case .redisBatchDuplicate: return rates.redisBatchDuplicate
+        case .redisConcurrent: return nil
+        }
+    }
+}
+
+/// Everything one run found.
+struct RunResults {
+    var ours: [BenchPath: Measurement] = [:]
+    var ceilings = CeilingRates()
+    var memory: [MemoryCheck] = []
+    /// With `--breakdown`: the same paths straight to the store, without the consumer.
+    var storeOnly: [BenchPath: Measurement] = [:]
+    var startMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
+    var endMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
+
+    /// Keeps the faster of two passes of the same path (rounds run the paths more than once).
+    mutating func keep(_ path: BenchPath, _ measurement: Measurement) {
+        if let old = ours[path], old.rate >= measurement.rate { return }
+        ours[path] = measurement
+    }
+}
+
+/// The memory-growth target.
+let memoryGrowthLimit = 30 * 1_048_576
+
+struct Report {
+    var results: RunResults
+    var usedCeilings: Bool
+
+    /// The table as Markdown, and whether every target that could be judged was met.
+    func render() -> (text: String, allMet: Bool, judged: Int) {
+        var lines: [String] = []
+        var allMet = true
+        var judged = 0
+        lines.append("| path | N | ours msgs/s | ceiling msgs/s | ratio | p50 µs | p99 µs | target | |")
+        lines.append("|---|--:|--:|--:|--:|--:|--:|--:|---|")
+        for path in BenchPath.allCases {
+            guard let ours = results.ours[path] else { continue }
+            var ceilingText = "—"
+            var ratioText = "—"
+            var verdict = "n/a"
+            var targetText = String(format: "≥ %.1f", path.target)
+            if path == .redisConcurrent {
+                targetText = String(format: "≥ %.0f× Redis single", path.target)
+                if let single = results.ours[.redisSingle] {
+                    let ratio = ours.rate / single.rate
+                    ratioText = String(format: "%.2f× ours single", ratio)
+                    verdict = ratio >= path.target ? "met" : "**missed**"
+                }
+            } else if let ceiling = path.ceiling(in: results.ceilings) {
+                ceilingText = thousands(ceiling)
+                let ratio = ours.rate / ceiling
+                ratioText = String(format: "%.2f", ratio)
+                verdict = ratio >= path.target ? "met" : "**missed**"
+            }
+            if verdict != "n/a" { judged += 1 }
+            if verdict.contains("missed") { allMet = false }
+            let p50 = ours.latency.map { String(format: "%.0f", $0.p50) } ?? "—"
+            let p99 = ours.latency.map { String(format: "%.0f", $0.p99) } ?? "—"
+            lines.append(
+                "| \(path.title) | \(thousands(Double(ours.messages))) | \(thousands(ours.rate)) | \(ceilingText) | \(ratioText) | \(p50) | \(p99) | \(targetText) | \(verdict) |"
+            )
+        }
+        for path in BenchPath.allCases {
+            guard let store = results.storeOnly[path] else { continue }
+            let ceiling = path.ceiling(in: results.ceilings)
+            let ours = results.ours[path]
+            var ratio = ceiling.map { String(format: "%.2f", store.rate / $0) } ?? "—"
+            if let ours { ratio += String(format: " (consumer keeps %.0f%%)", 100 * ours.rate / store.rate) }
+            lines.append(
+                "| store only: \(path.title) | \(thousands(Double(store.messages))) | \(thousands(store.rate)) | \(ceiling.map(thousands) ?? "—") | \(ratio) | — | — | (diagnostic) | |"
+            )
+        }
+        for check in results.memory {
+            let met = check.growthBytes < memoryGrowthLimit
+            judged += 1
+            if !met { allMet = false }
+            lines.append(
+                "| Memory: \(thousands(Double(check.messages))) msgs, \(check.path) | \(thousands(Double(check.messages))) | \(thousands(check.rate)) | — | — | — | — | growth < 30 MiB: +\(mib(check.growthBytes)) (RSS \(mib(check.baseline.residentBytes)) → peak \(mib(check.end.peakBytes))) | \(met ? "met" : "**missed**") |"
+            )
+        }
+        var text = lines.joined(separator: "\n")
+        text += "\n\nPeak memory of the benchmark process (VmHWM): \(mib(results.startMemory.peakBytes)) before the paths, "
+        text += "\(mib(results.endMemory.peakBytes)) after (resident now \(mib(results.endMemory.residentBytes)))."
+        if !usedCeilings { text += "\nCeilings were not run (--no-ceilings): ratio targets are not judged." }
+        return (text, allMet, judged)
+    }
+}
+
+/// 12345.6 → "12,346".
+func thousands(_ value: Double) -> String {
+    let digits = String(Int(value.rounded()))
+    var out = ""
+    for (index, character) in digits.reversed().enumerated() {
+        if index > 0, index % 3 == 0, character != "-" { out.append(",") }
+        out.append(character)
+    }
+    return String(out.reversed())
+}
