@@ -53,7 +53,7 @@ struct ListCommand: AsyncParsableCommand {
                 out.write("{\"records\":[")
                 session.onError = { error, status in
                     out.write("],\"count\":\(count),\"next_cursor\":null,\"error\":")
-                    out.line(Session.errorObject(error, status: status).rendered)
+                    out.line(Session.errorObject(error, status: status).rendered + "}")
                 }
             }
             defer { progress.finish() }
@@ -91,7 +91,7 @@ struct ListCommand: AsyncParsableCommand {
             let next = limit != nil ? position : nil
             if session.json {
                 out.write("],\"count\":\(count),\"next_cursor\":")
-                out.line(JSONValue.string(next?.token).rendered)
+                out.line(JSONValue.string(next?.token).rendered + "}")
             } else {
                 if count == 0 { out.line("no matching records") }
                 if let next {
