@@ -3,7 +3,14 @@ import Dedup
 /// What the conformance suite needs to know of a store under test.
 ///
 /// Implement it once for your store, then run every check of ``DedupConformance/checks`` against it
-/// (one test per check, so a failure names the rule it broke).
+/// (one test per check, so a failure names the rule it broke):
+///
+/// ```swift
+/// @Test(arguments: DedupConformance.checks(manualClock: false))
+/// func conforms(_ check: ConformanceCheck) async throws {
+///     try await check.run(MyStoreHarness())
+/// }
+/// ```
 public protocol ConformanceHarness: Sendable {
     /// A fresh, empty store. Each check calls it once or more; stores from one harness call share
     /// nothing with those of another call.
@@ -19,8 +26,33 @@ public protocol ConformanceHarness: Sendable {
     /// wait out (about 100 ms) and long enough to be measured reliably.
     var timeUnit: Duration { get }
 
-    /// Moves the store's clock forward by `duration` (a manual clock), or waits that long (a real one).
+    /// Moves the clock of every store this harness made forward by `duration` (a manual clock), or
+    /// waits that long (a real one).
     func advance(by duration: Duration) async throws
+
+    /// `true` when ``advance(by:)`` moves the store's clock exactly (a ``ManualDedupClock``), so
+    /// checks may assert exact times and millisecond boundaries. Default `false`: checks then allow
+    /// for the time an operation takes, and the exact-boundary checks refuse to run (see
+    /// ``ConformanceCheck/needsManualClock``).
+    var hasManualClock: Bool { get }
+
+    /// `true` when the store pages in ``RecordID`` order (UTF-8 bytes of namespace, then key), so
+    /// the paging check also asserts the order and full pages. Default `false` (scan order).
+    var pagesInRecordIDOrder: Bool { get }
+
+    /// `true` when the store drops expired records by itself (Redis key TTLs), so
+    /// ``DedupStore/purgeExpired(limit:)`` may find fewer than expired; the purge check then asserts
+    /// bounds instead of exact counts. Default `false`.
+    var expiresRecordsAutomatically: Bool { get }
+}
+
+extension ConformanceHarness {
+    /// By default a harness is on a real clock.
+    public var hasManualClock: Bool { false }
+    /// By default pages may come in scan order.
+    public var pagesInRecordIDOrder: Bool { false }
+    /// By default expired records stay until purged.
+    public var expiresRecordsAutomatically: Bool { false }
 }
 
 /// A failed conformance expectation, naming what was expected and what the store did.
@@ -41,13 +73,33 @@ public struct ConformanceFailure: Error, CustomStringConvertible, Sendable {
 public struct ConformanceCheck: Sendable, CustomStringConvertible {
     /// The rule, as a sentence: shown as the test's argument.
     public let name: String
+    /// `true` for checks of exact millisecond boundaries, which only a harness with
+    /// ``ConformanceHarness/hasManualClock`` can run; on any other harness ``run`` throws a
+    /// ``ConformanceFailure`` saying so rather than passing without checking anything. Select the
+    /// checks a real-clock store can run with ``DedupConformance/checks(manualClock:)``.
+    public let needsManualClock: Bool
     /// Runs the check; throws ``ConformanceFailure`` (or the store's error) when the rule is broken.
     public let run: @Sendable (any ConformanceHarness) async throws -> Void
 
     /// Creates a check.
-    public init(_ name: String, run: @escaping @Sendable (any ConformanceHarness) async throws -> Void) {
+    public init(
+        _ name: String, needsManualClock: Bool = false,
+        run: @escaping @Sendable (any ConformanceHarness) async throws -> Void
+    ) {
         self.name = name
-        self.run = run
+        self.needsManualClock = needsManualClock
+        if needsManualClock {
+            self.run = { harness in
+                guard harness.hasManualClock else {
+                    throw ConformanceFailure(
+                        "“\(name)” needs a harness on a manual clock; run DedupConformance.checks(manualClock: false) on this one"
+                    )
+                }
+                try await run(harness)
+            }
+        } else {
+            self.run = run
+        }
     }
 
     /// The rule's name.

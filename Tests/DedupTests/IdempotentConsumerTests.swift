@@ -219,6 +219,33 @@ struct IdempotentConsumerTests {
         #expect(record.fencingToken == 2)
     }
 
+    @Test("work inside cancellingOnLeaseLoss is cancelled as soon as the lease is lost")
+    func cancellationScope() async throws {
+        let store = InMemoryDedupStore(clock: clock)
+        var configuration = ConsumerConfiguration()
+        configuration.lease = .milliseconds(300)
+        configuration.renewalInterval = .milliseconds(50)
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
+        let id = try RecordID(namespace: "orders", key: "m-10")
+        let started = ContinuousClock.now
+        do {
+            _ = try await consumer.process(key: "m-10") { context in
+                clock.advance(by: .seconds(1))
+                guard case .acquired = try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(60))) else {
+                    Issue.record("takeover failed")
+                    return
+                }
+                // A minute-long call: only cancellation can end it early.
+                try await context.cancellingOnLeaseLoss { try await Task.sleep(for: .seconds(60)) }
+                Issue.record("the operation was not cancelled")
+            }
+            Issue.record("expected leaseLost")
+        } catch let error as DedupError {
+            #expect(error.code == .leaseLost)
+        }
+        #expect(ContinuousClock.now - started < .seconds(30))
+    }
+
     @Test("fail-closed: a store that is down throws storeUnavailable and the handler does not run")
     func failClosed() async throws {
         let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))

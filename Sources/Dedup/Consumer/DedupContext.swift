@@ -35,6 +35,36 @@ public struct DedupContext: Sendable {
             throw DedupError(.leaseLost, "the lease on \(id) was lost while the handler ran")
         }
     }
+
+    /// Runs `operation` in a child task that is cancelled the moment the lease is lost, for the slow
+    /// part of a handler that reacts to cancellation (network calls, `Task.sleep`).
+    ///
+    /// The handler itself runs in the caller's task, which the consumer cannot cancel without
+    /// cancelling the caller; this scope costs a child task (tens of microseconds), so use it where
+    /// the work is long, not around every handler.
+    ///
+    /// - Throws: ``DedupError/Code/leaseLost`` when the lease was lost (the operation was cancelled),
+    ///   or the operation's own error.
+    public func cancellingOnLeaseLoss<Value: Sendable>(
+        _ operation: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        guard let watch else { return try await operation() }
+        try checkLease()
+        let id = self.id
+        return try await withThrowingTaskGroup(of: Value?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                await watch.waitUntilLost()
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let value = next { return value }
+                if watch.isLost { break }
+            }
+            throw DedupError(.leaseLost, "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled")
+        }
+    }
 }
 
 /// Shared between a running handler and the lease keeper: the current lease and whether it is lost.
@@ -49,6 +79,8 @@ final class LeaseWatch: Sendable {
 
     let state: Mutex<State>
     private let lost = Atomic<Bool>(false)
+    /// Tasks waiting in ``waitUntilLost()``, by a number so a cancelled waiter can leave.
+    private let waiters = Mutex<(next: Int, continuations: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
 
     init(lease: Lease, claimStarted: ContinuousClock.Instant, leaseDuration: Duration, renewalInterval: Duration) {
         state = Mutex(
@@ -61,6 +93,35 @@ final class LeaseWatch: Sendable {
     }
 
     var isLost: Bool { lost.load(ordering: .acquiring) }
-    func markLost() { lost.store(true, ordering: .releasing) }
+
+    func markLost() {
+        lost.store(true, ordering: .releasing)
+        let continuations = waiters.withLock { waiters in
+            defer { waiters.continuations = [:] }
+            return Array(waiters.continuations.values)
+        }
+        for continuation in continuations { continuation.resume() }
+    }
+
+    /// Returns once the lease is lost, or when the waiting task is cancelled.
+    func waitUntilLost() async {
+        let number = waiters.withLock { waiters in
+            waiters.next += 1
+            return waiters.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = waiters.withLock { waiters -> Bool in
+                    if isLost || Task.isCancelled { return true }
+                    waiters.continuations[number] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = waiters.withLock { $0.continuations.removeValue(forKey: number) }
+            continuation?.resume()
+        }
+    }
     var currentLease: Lease { state.withLock { $0.lease } }
 }

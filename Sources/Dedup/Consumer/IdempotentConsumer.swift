@@ -180,7 +180,10 @@ public struct IdempotentConsumer: Sendable {
         } catch {
             if let registration { keeper?.unregister(registration.0) }
             metrics.handlerFailures.increment()
-            await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
+            // A lost lease belongs to someone else now: releasing it would only be refused.
+            if watch?.isLost != true {
+                await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
+            }
             throw error
         }
         if let registration { keeper?.unregister(registration.0) }
@@ -334,7 +337,9 @@ public struct IdempotentConsumer: Sendable {
                 } catch {
                     if let registration { keeper?.unregister(registration.0) }
                     metrics.handlerFailures.increment()
-                    await releaseAfterFailure(registration?.1.currentLease ?? lease, handlerError: error)
+                    if registration?.1.isLost != true {
+                        await releaseAfterFailure(registration?.1.currentLease ?? lease, handlerError: error)
+                    }
                     results[index] = .failure(error)
                     continue
                 }

@@ -1,0 +1,28 @@
+-- swift-dedup SQLite schema, version 1: the dedup records.
+-- Times are integer milliseconds since the Unix epoch on the host's clock.
+-- A record is live while expires_at > now; a record that is not live counts as absent.
+CREATE TABLE dedup_records (
+    namespace    TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('in_flight', 'completed')),
+    owner_token  TEXT,
+    fencing      INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    lease_until  INTEGER,
+    completed_at INTEGER,
+    expires_at   INTEGER NOT NULL,
+    fingerprint  TEXT,
+    result       BLOB,
+    PRIMARY KEY (namespace, key),
+    CHECK (CASE state
+        WHEN 'in_flight' THEN owner_token IS NOT NULL AND lease_until IS NOT NULL AND completed_at IS NULL
+        ELSE owner_token IS NULL AND lease_until IS NULL AND completed_at IS NOT NULL
+    END)
+) WITHOUT ROWID;
+
+-- Purge deletes in expiry order.
+CREATE INDEX dedup_records_expiry ON dedup_records (expires_at);
+
+-- Inspection and reset filter by namespace and record time (completion time, else claim time).
+CREATE INDEX dedup_records_namespace_time ON dedup_records (namespace, coalesce(completed_at, created_at));

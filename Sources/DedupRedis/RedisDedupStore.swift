@@ -1,0 +1,659 @@
+import CHiredis
+import Dedup
+import Foundation
+import Logging
+import Synchronization
+
+/// A ``DedupStore`` on a Redis server (6.0 or later; 7 recommended), through the system hiredis.
+///
+/// ## Key layout
+///
+/// One Redis hash per record, at `<keyPrefix>:<RecordID.encoded>`, i.e.
+/// `dedup:<namespace byte count>:<namespace>:<key>` (the byte count makes the key injective
+/// whatever the namespace contains), with `PEXPIREAT` set to the record's `expires_ms` so Redis
+/// forgets it when its retention ends. Fields, all readable with `redis-cli HGETALL`:
+///
+/// | field | meaning |
+/// |---|---|
+/// | `state` | `in_flight` or `completed` |
+/// | `owner` | the current owner token (in flight only) |
+/// | `fencing` | the fencing token of the latest acquisition |
+/// | `attempt` | how many times the key has been acquired |
+/// | `created_ms` | first claim, Unix milliseconds (server clock) |
+/// | `lease_until_ms` | end of the current lease (in flight only) |
+/// | `completed_ms` | completion time (completed only) |
+/// | `expires_ms` | when the record is forgotten (also the key's `PEXPIREAT`) |
+/// | `fp` | the payload fingerprint, when the claim carried one |
+/// | `result` | the handler's encoded result, when it returned one (binary) |
+///
+/// So `redis-cli --scan --pattern 'dedup:*'` lists records, `HGETALL` shows one and `PTTL` tells
+/// how long it stays.
+///
+/// ## Behaviour
+///
+/// Every transition (claim, complete, release, renew, conditional delete) is one Lua script on one
+/// key, loaded once per connection and called by `EVALSHA` (reloaded after `NOSCRIPT`, once), using
+/// the server's clock. A claim is one round trip (a duplicate's answer carries the record), a
+/// processed message two (claim, complete); batches are pipelined, one round trip each.
+///
+/// Connections are made on first use. Each pooled connection is owned by a thread of its own, so a
+/// network wait never holds one of Swift's cooperative threads, and concurrent calls on one
+/// connection share round trips. A connection the server has closed, or that failed, is replaced on
+/// the next call (bounded attempts with backoff), so a restarted server is used again by the same
+/// store object.
+///
+/// Durability is Redis's: with the default snapshotting, a crash of the server loses recent
+/// records; run it with `appendonly yes` (and `appendfsync everysec` or `always`) to keep completed
+/// records through a restart.
+public final class RedisDedupStore: DedupStore {
+    /// How the store connects and names its keys.
+    public struct Configuration: Sendable {
+        /// How long connecting may take (TCP or Unix socket connect). Default 2 s.
+        public var connectTimeout: Duration
+        /// How long a command's reply may take; past it the call throws
+        /// ``DedupError/Code/timeout`` and the connection is replaced. Default 2 s.
+        public var commandTimeout: Duration
+        /// How many connections (each with its own I/O thread). Default 2: Redis executes commands
+        /// on one thread, and concurrent calls on one connection are pipelined, so more connections
+        /// mostly add threads; two keep one connection busy while the other's replies are parsed.
+        public var poolSize: Int
+        /// The first part of every key (`<keyPrefix>:<namespace length>:<namespace>:<key>`).
+        /// Default `dedup`.
+        public var keyPrefix: String
+        /// How to reconnect after a connection fails.
+        public var reconnect: ReconnectPolicy
+        /// Whether a call made while no other call of this store is in progress does its round trip
+        /// on the calling thread (bounded by ``commandTimeout``) rather than through a connection's
+        /// I/O thread. Default `true`: the handoff to and from the I/O thread costs about as much as
+        /// a loopback round trip, and with the store otherwise idle at most one cooperative thread
+        /// waits, briefly. Concurrent calls always go through the I/O threads.
+        public var runsIdleCallsInline: Bool
+
+        /// Creates a configuration; every argument has the documented default.
+        public init(
+            connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(2), poolSize: Int = 2,
+            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy(), runsIdleCallsInline: Bool = true
+        ) {
+            self.connectTimeout = connectTimeout
+            self.commandTimeout = commandTimeout
+            self.poolSize = poolSize
+            self.keyPrefix = keyPrefix
+            self.reconnect = reconnect
+            self.runsIdleCallsInline = runsIdleCallsInline
+        }
+    }
+
+    /// How a connection is re-established: up to ``maximumAttempts`` connects per call, waiting
+    /// ``initialBackoff``, then twice as long each time up to ``maximumBackoff``, between them. A call
+    /// that finds the server down therefore fails after the attempts (with
+    /// ``DedupError/Code/storeUnavailable``); the next call tries again.
+    public struct ReconnectPolicy: Sendable {
+        /// Connects tried per call before it fails. Default 3.
+        public var maximumAttempts: Int
+        /// The wait before the second attempt. Default 50 ms.
+        public var initialBackoff: Duration
+        /// The longest wait between attempts. Default 1 s.
+        public var maximumBackoff: Duration
+
+        /// Creates a policy.
+        public init(maximumAttempts: Int = 3, initialBackoff: Duration = .milliseconds(50), maximumBackoff: Duration = .seconds(1)) {
+            self.maximumAttempts = maximumAttempts
+            self.initialBackoff = initialBackoff
+            self.maximumBackoff = maximumBackoff
+        }
+    }
+
+    /// Where the server is; print ``RedisEndpoint/redactedDescription``, never the URL.
+    public let endpoint: RedisEndpoint
+    /// How the store connects and names its keys.
+    public let configuration: Configuration
+
+    private let logger: Logger
+    private let connections: [RedisConnection]
+    private let nextConnection = Atomic<Int>(0)
+    /// Calls in progress, to allow the inline path only to a call that is alone.
+    private let activeCalls = Atomic<Int>(0)
+    private let keyPrefixBytes: [UInt8]
+
+    private static let ignoreSIGPIPE: Void = {
+        // A write to a socket the server has reset must fail with EPIPE, not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+    }()
+
+    /// Creates a store for a Redis URL; connects on first use.
+    ///
+    /// - Parameters:
+    ///   - url: `redis://[user:password@]host[:port][/db]` or
+    ///     `unix://[user:password@]/path/to/redis.sock[?db=N]` (see ``RedisEndpoint``).
+    ///   - configuration: Timeouts, pool size, key prefix, reconnect policy.
+    ///   - logger: Where to log reconnects; the password never appears in it.
+    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a malformed URL, `rediss://`, or
+    ///   out-of-range configuration.
+    public convenience init(url: String, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.redis")) throws {
+        try self.init(endpoint: RedisEndpoint(url: url), configuration: configuration, logger: logger)
+    }
+
+    /// Creates a store for an endpoint; connects on first use.
+    ///
+    /// - Throws: ``DedupError/Code/invalidConfiguration`` for out-of-range configuration.
+    public init(endpoint: RedisEndpoint, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.redis")) throws {
+        func invalid(_ why: String) -> DedupError { DedupError(.invalidConfiguration, "Redis store configuration: \(why)") }
+        guard configuration.connectTimeout > .zero else { throw invalid("connectTimeout must be positive") }
+        guard configuration.commandTimeout > .zero else { throw invalid("commandTimeout must be positive") }
+        guard (1...64).contains(configuration.poolSize) else { throw invalid("poolSize must be between 1 and 64, not \(configuration.poolSize)") }
+        guard !configuration.keyPrefix.isEmpty else { throw invalid("keyPrefix must not be empty") }
+        guard configuration.reconnect.maximumAttempts >= 1 else { throw invalid("reconnect.maximumAttempts must be at least 1") }
+        guard configuration.reconnect.initialBackoff >= .zero, configuration.reconnect.maximumBackoff >= .zero else {
+            throw invalid("reconnect backoffs must not be negative")
+        }
+        guard endpoint.database >= 0 else { throw invalid("the database number must not be negative") }
+        _ = Self.ignoreSIGPIPE
+        self.endpoint = endpoint
+        self.configuration = configuration
+        self.logger = logger
+        self.keyPrefixBytes = Array(configuration.keyPrefix.utf8) + [UInt8(ascii: ":")]
+        let settings = ConnectionSettings(
+            endpoint: endpoint, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout,
+            reconnect: configuration.reconnect, logger: logger
+        )
+        self.connections = (0..<configuration.poolSize).map { RedisConnection(settings: settings, index: $0) }
+    }
+
+    deinit {
+        for connection in connections { connection.closeSoon() }
+    }
+
+    /// Closes every connection and stops their threads; later calls throw
+    /// ``DedupError/Code/storeUnavailable``.
+    public func close() async {
+        for connection in connections { await connection.close() }
+    }
+
+    /// Sends `PING` and returns the round-trip time (the connection is made first if needed, and
+    /// not counted).
+    ///
+    /// - Throws: ``DedupError`` when the server cannot be reached or refuses the login.
+    public func ping() async throws -> Duration {
+        _ = try await execute([RedisCommand("PING")])
+        let clock = ContinuousClock()
+        let start = clock.now
+        let replies = try await execute([RedisCommand("PING")])
+        let elapsed = clock.now - start
+        if let text = replies.first?.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        return elapsed
+    }
+
+    // MARK: Transitions
+
+    /// Claims a key with one `EVALSHA` of the claim script.
+    public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
+        let reply = try await single(claimCommand(request))
+        return try decodeClaim(reply, request: request)
+    }
+
+    /// Claims many keys in one pipelined round trip.
+    public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
+        if requests.isEmpty { return [] }
+        let replies = try await execute(requests.map(claimCommand))
+        return try zip(replies, requests).map { try decodeClaim($0, request: $1) }
+    }
+
+    /// Completes with one `EVALSHA` of the complete script.
+    public func complete(_ completion: Completion) async throws {
+        let reply = try await single(completeCommand(completion))
+        if try decodeFlag(reply) == false {
+            throw leaseLost(completion.lease, doing: "complete")
+        }
+    }
+
+    /// Completes many leases in one pipelined round trip.
+    public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
+        if completions.isEmpty { return [] }
+        let replies = try await execute(completions.map(completeCommand))
+        return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
+    }
+
+    /// Releases with one `EVALSHA` of the release script (the record is deleted).
+    public func release(_ lease: Lease) async throws {
+        var command = RedisCommand("EVALSHA", RedisScript.release.sha, "1")
+        command.append(key(for: lease.id))
+        command.append(lease.ownerToken)
+        if try decodeFlag(try await single(command)) == false {
+            throw leaseLost(lease, doing: "release")
+        }
+    }
+
+    /// Renews with one `EVALSHA` of the renew script.
+    public func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
+        var command = RedisCommand("EVALSHA", RedisScript.renew.sha, "1")
+        command.append(key(for: lease.id))
+        command.append(lease.ownerToken)
+        command.append(duration.wholeMilliseconds)
+        let reply = try await single(command)
+        if case .integer(0) = reply { throw leaseLost(lease, doing: "renew") }
+        guard let fields = reply.arrayValue, fields.count == 2, let leaseUntil = fields[1].integerValue else {
+            throw unexpected(reply, doing: "renew")
+        }
+        var renewed = lease
+        renewed.leaseUntil = Date(millisecondsSince1970: leaseUntil)
+        return renewed
+    }
+
+    // MARK: Inspection
+
+    /// The record of one identity (`HGETALL` and `TIME` in one round trip).
+    public func record(for id: RecordID) async throws -> DedupRecord? {
+        let replies = try await execute([RedisCommand("TIME"), hgetall(key(for: id))])
+        let now = try serverTime(replies[0])
+        if let text = replies[1].errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let record = try decodeHash(replies[1], id: id, strict: true), now < record.expiresAt.millisecondsSince1970 else {
+            return nil
+        }
+        return record
+    }
+
+    /// A page of records in `SCAN` order.
+    ///
+    /// Keys are found with `SCAN … MATCH <prefix>:*` (`<prefix>:<n>:<namespace>:<keyPrefix>*` when
+    /// the filter names a namespace) `TYPE hash`, read with pipelined `HGETALL`, and filtered here.
+    /// The cursor is the `SCAN` cursor, plus the last key returned when a page ends inside one
+    /// `SCAN` batch (the batch's keys are taken in byte order so the rest can be found again). As
+    /// with `SCAN` itself, a record present for the whole listing is returned at least once; one
+    /// written during it may or may not be. A page may hold fewer records than `limit` while more
+    /// follow: keep reading while ``RecordPage/next`` is not `nil`.
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+        guard limit > 0 else { throw DedupError(.invalidConfiguration, "the page limit must be positive, not \(limit)") }
+        var scanCursor = "0"
+        var skipThrough: [UInt8]?
+        if let cursor {
+            let parts = cursor.token.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let first = parts.first, UInt64(first) != nil,
+                parts.count == 1 || Self.unhex(parts[1]) != nil
+            else {
+                throw DedupError(.invalidConfiguration, "not a Redis page cursor: \(cursor.token.debugDescription)")
+            }
+            scanCursor = String(first)
+            if parts.count == 2 { skipThrough = Self.unhex(parts[1]) }
+        }
+        let pattern = matchPattern(for: filter)
+        var page: [DedupRecord] = []
+        var batches = 0
+        repeat {
+            let (nextCursor, scanned) = try await scan(cursor: scanCursor, pattern: pattern, count: max(limit, 10))
+            var keys = scanned.sorted { $0.lexicographicallyPrecedes($1) }
+            if let skipThrough { keys.removeAll { !skipThrough.lexicographicallyPrecedes($0) } }
+            skipThrough = nil
+            if !keys.isEmpty {
+                let replies = try await execute([RedisCommand("TIME")] + keys.map(hgetall))
+                let now = try serverTime(replies[0])
+                for (position, key) in keys.enumerated() {
+                    let reply = replies[position + 1]
+                    if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+                    guard let id = recordID(fromKey: key), let record = try decodeHash(reply, id: id, strict: false),
+                        now < record.expiresAt.millisecondsSince1970, filter.matches(record)
+                    else { continue }
+                    page.append(record)
+                    if page.count == limit {
+                        let isLastOfBatch = position == keys.count - 1
+                        if !isLastOfBatch {
+                            return RecordPage(records: page, next: PageCursor(token: scanCursor + ":" + Self.hex(key)))
+                        }
+                        return RecordPage(records: page, next: nextCursor == "0" ? nil : PageCursor(token: nextCursor))
+                    }
+                }
+            }
+            scanCursor = nextCursor
+            batches += 1
+        } while scanCursor != "0" && batches < 64
+        return RecordPage(records: page, next: scanCursor == "0" ? nil : PageCursor(token: scanCursor))
+    }
+
+    /// Deletes those of `ids` whose live records still match `filter`, each by the conditional
+    /// delete script (checked and deleted atomically), all pipelined in one round trip.
+    public func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
+        let candidates = ids.filter { id in
+            if let namespace = filter.namespace, id.namespace != namespace { return false }
+            if let keyPrefix = filter.keyPrefix, !id.key.utf8.starts(with: keyPrefix.utf8) { return false }
+            return true
+        }
+        if candidates.isEmpty { return 0 }
+        let state = filter.state?.rawValue ?? ""
+        let from = filter.from.map { String(Self.ceilingMilliseconds($0)) } ?? ""
+        let until = filter.until.map { String(Self.ceilingMilliseconds($0)) } ?? ""
+        let commands = candidates.map { id in
+            var command = RedisCommand("EVALSHA", RedisScript.conditionalDelete.sha, "1")
+            command.append(key(for: id))
+            command.append(state)
+            command.append(from)
+            command.append(until)
+            return command
+        }
+        var deleted = 0
+        for chunkStart in stride(from: 0, to: commands.count, by: 1000) {
+            let chunk = Array(commands[chunkStart..<min(chunkStart + 1000, commands.count)])
+            for reply in try await execute(chunk) where try decodeFlag(reply) {
+                deleted += 1
+            }
+        }
+        return deleted
+    }
+
+    /// Returns 0: Redis removes each record itself when its `PEXPIREAT` passes, and every read
+    /// here already treats a record at its expiry as absent.
+    public func purgeExpired(limit: Int) async throws -> Int {
+        0
+    }
+
+    /// Counts live records by namespace and state with a `SCAN` over `<prefix>:*` and pipelined
+    /// `HMGET`s, one batch at a time (memory stays bounded by the number of namespaces).
+    public func stats() async throws -> DedupStats {
+        struct Counts {
+            var inFlight = 0, expiredLeases = 0, completed = 0
+            var oldest: Int64?, newest: Int64?
+        }
+        var counts: [String: Counts] = [:]
+        let pattern = Self.globEscape(keyPrefixBytes) + [UInt8(ascii: "*")]
+        var cursor = "0"
+        repeat {
+            let (next, keys) = try await scan(cursor: cursor, pattern: pattern, count: 1000)
+            cursor = next
+            if keys.isEmpty { continue }
+            var commands = [RedisCommand("TIME")]
+            for key in keys {
+                var command = RedisCommand("HMGET")
+                command.append(key)
+                for field in ["state", "lease_until_ms", "created_ms", "completed_ms", "expires_ms"] { command.append(field) }
+                commands.append(command)
+            }
+            let replies = try await execute(commands)
+            let now = try serverTime(replies[0])
+            for (position, key) in keys.enumerated() {
+                let reply = replies[position + 1]
+                if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+                guard let fields = reply.arrayValue, fields.count == 5, let id = recordID(fromKey: key),
+                    let state = fields[0].stringValue.flatMap(RecordState.init(rawValue:)),
+                    let expires = fields[4].integerValue, now < expires
+                else { continue }
+                var entry = counts[id.namespace] ?? Counts()
+                let time: Int64?
+                switch state {
+                case .inFlight:
+                    entry.inFlight += 1
+                    if let leaseUntil = fields[1].integerValue, leaseUntil <= now { entry.expiredLeases += 1 }
+                    time = fields[2].integerValue
+                case .completed:
+                    entry.completed += 1
+                    time = fields[3].integerValue ?? fields[2].integerValue
+                }
+                if let time {
+                    entry.oldest = min(entry.oldest ?? time, time)
+                    entry.newest = max(entry.newest ?? time, time)
+                }
+                counts[id.namespace] = entry
+            }
+        } while cursor != "0"
+        let namespaces = counts.map { namespace, entry in
+            DedupStats.NamespaceStats(
+                namespace: namespace, inFlight: entry.inFlight, expiredLeases: entry.expiredLeases, completed: entry.completed,
+                oldest: entry.oldest.map { Date(millisecondsSince1970: $0) }, newest: entry.newest.map { Date(millisecondsSince1970: $0) }
+            )
+        }.sorted { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
+        return DedupStats(namespaces: namespaces)
+    }
+
+    // MARK: Commands
+
+    /// The Redis key of a record: `<keyPrefix>:<RecordID.encoded>` as bytes (NUL and all).
+    func key(for id: RecordID) -> [UInt8] {
+        keyPrefixBytes + Array(id.encoded.utf8)
+    }
+
+    private func claimCommand(_ request: ClaimRequest) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", RedisScript.claim.sha, "1")
+        command.append(key(for: request.id))
+        command.append(request.ownerToken)
+        command.append(request.lease.wholeMilliseconds)
+        command.append(request.retention.wholeMilliseconds)
+        command.append(request.fingerprint == nil ? "0" : "1")
+        command.append(request.fingerprint ?? "")
+        return command
+    }
+
+    private func completeCommand(_ completion: Completion) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", RedisScript.complete.sha, "1")
+        command.append(key(for: completion.lease.id))
+        command.append(completion.lease.ownerToken)
+        command.append(completion.retention.wholeMilliseconds)
+        if let result = completion.result {
+            command.append("1")
+            command.append(Array(result))
+        } else {
+            command.append("0")
+            command.append("")
+        }
+        return command
+    }
+
+    private func hgetall(_ key: [UInt8]) -> RedisCommand {
+        var command = RedisCommand("HGETALL")
+        command.append(key)
+        return command
+    }
+
+    private func scan(cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
+        var command = RedisCommand("SCAN", cursor, "MATCH")
+        command.append(pattern)
+        command.append("COUNT")
+        command.append(String(count))
+        command.append("TYPE")
+        command.append("hash")
+        let replies = try await execute([command])
+        let reply = replies[0]
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let parts = reply.arrayValue, parts.count == 2, let next = parts[0].stringValue, let keys = parts[1].arrayValue else {
+            throw unexpected(reply, doing: "SCAN")
+        }
+        return (next, keys.compactMap(\.bytesValue))
+    }
+
+    /// The least loaded connection, starting the search at a rotating position so ties spread.
+    private func pick() -> RedisConnection {
+        let count = connections.count
+        if count == 1 { return connections[0] }
+        let start = nextConnection.add(1, ordering: .relaxed).oldValue & Int.max
+        var best = connections[start % count]
+        var bestLoad = best.load.load(ordering: .relaxed)
+        if bestLoad == 0 { return best }
+        for offset in 1..<count {
+            let candidate = connections[(start + offset) % count]
+            let load = candidate.load.load(ordering: .relaxed)
+            if load < bestLoad {
+                best = candidate
+                bestLoad = load
+                if load == 0 { break }
+            }
+        }
+        return best
+    }
+
+    private func single(_ command: RedisCommand) async throws(DedupError) -> RedisReply {
+        try await execute([command])[0]
+    }
+
+    /// Runs commands as one pipelined unit on the least loaded connection, inline when the store is
+    /// otherwise idle (see ``Configuration/runsIdleCallsInline``).
+    private func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
+        let alone = activeCalls.wrappingAdd(1, ordering: .relaxed).oldValue == 0
+        defer { activeCalls.wrappingSubtract(1, ordering: .relaxed) }
+        return try await pick().execute(commands, mayRunInline: alone && configuration.runsIdleCallsInline)
+    }
+
+    // MARK: Decoding
+
+    private func decodeClaim(_ reply: RedisReply, request: ClaimRequest) throws -> ClaimAnswer {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let fields = reply.arrayValue, let code = fields.first?.integerValue else {
+            throw unexpected(reply, doing: "claim")
+        }
+        switch code {
+        case 0, 1:
+            guard fields.count == 4, let fencing = fields[1].integerValue, let attempt = fields[2].integerValue,
+                let leaseUntil = fields[3].integerValue
+            else { throw unexpected(reply, doing: "claim") }
+            return .acquired(
+                Lease(
+                    id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: code == 1
+                )
+            )
+        case 2, 3, 4:
+            guard fields.count == 11, let record = decodeRecord(Array(fields[1...]), id: request.id) else {
+                throw DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the record of \(request.id) cannot be read")
+            }
+            switch code {
+            case 2: return .duplicate(record)
+            case 3: return .inFlight(record)
+            default: return .payloadMismatch(record)
+            }
+        default:
+            throw unexpected(reply, doing: "claim")
+        }
+    }
+
+    /// A record from the claim script's field list, in the order state, owner, fencing, attempt,
+    /// created_ms, lease_until_ms, completed_ms, expires_ms, fp, result.
+    private func decodeRecord(_ fields: [RedisReply], id: RecordID) -> DedupRecord? {
+        guard fields.count == 10, let state = fields[0].stringValue.flatMap(RecordState.init(rawValue:)),
+            let fencing = fields[2].integerValue, let created = fields[4].integerValue, let expires = fields[7].integerValue
+        else { return nil }
+        return DedupRecord(
+            id: id, state: state, ownerToken: fields[1].stringValue, fencingToken: fencing,
+            attempt: Int(fields[3].integerValue ?? 1), createdAt: Date(millisecondsSince1970: created),
+            leaseUntil: fields[5].integerValue.map { Date(millisecondsSince1970: $0) },
+            completedAt: fields[6].integerValue.map { Date(millisecondsSince1970: $0) },
+            expiresAt: Date(millisecondsSince1970: expires), fingerprint: fields[8].stringValue,
+            result: fields[9].bytesValue.map { Data($0) }
+        )
+    }
+
+    private static let recordFields = [
+        "state", "owner", "fencing", "attempt", "created_ms", "lease_until_ms", "completed_ms", "expires_ms", "fp", "result",
+    ]
+
+    /// A record from an `HGETALL` reply; `nil` for no hash. A hash that is not a dedup record
+    /// throws ``DedupError/Code/corruptStore`` when `strict`, and is skipped otherwise (listing
+    /// goes on past someone else's hash).
+    private func decodeHash(_ reply: RedisReply, id: RecordID, strict: Bool) throws -> DedupRecord? {
+        guard let flat = reply.arrayValue else { throw unexpected(reply, doing: "HGETALL") }
+        if flat.isEmpty { return nil }
+        var byName: [String: RedisReply] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let name = flat[index].stringValue { byName[name] = flat[index + 1] }
+            index += 2
+        }
+        let fields = Self.recordFields.map { byName[$0] ?? .null }
+        if let record = decodeRecord(fields, id: id) { return record }
+        if strict {
+            throw DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the hash of \(id) is not a dedup record")
+        }
+        logger.debug("Skipping a hash that is not a dedup record", metadata: ["record": "\(id)"])
+        return nil
+    }
+
+    private func decodeFlag(_ reply: RedisReply) throws -> Bool {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        switch reply.integerValue {
+        case 1: return true
+        case 0: return false
+        default: throw unexpected(reply, doing: "a dedup script")
+        }
+    }
+
+    private func serverTime(_ reply: RedisReply) throws -> Int64 {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue, let micros = parts[1].integerValue else {
+            throw unexpected(reply, doing: "TIME")
+        }
+        return seconds * 1000 + micros / 1000
+    }
+
+    private func recordID(fromKey key: [UInt8]) -> RecordID? {
+        guard key.starts(with: keyPrefixBytes) else { return nil }
+        let text = String(decoding: key[keyPrefixBytes.count...], as: UTF8.self)
+        return RecordID(encoded: Substring(text))
+    }
+
+    private func leaseLost(_ lease: Lease, doing: String) -> DedupError {
+        DedupError(
+            .leaseLost,
+            "cannot \(doing) \(lease.id): the lease (fencing token \(lease.fencingToken)) is no longer current (taken over, released, completed or expired)"
+        )
+    }
+
+    private func unexpected(_ reply: RedisReply, doing: String) -> DedupError {
+        DedupError(.storeError, "Redis at \(endpoint.redactedDescription) gave an unexpected reply to \(doing): \(reply)")
+    }
+
+    /// `<prefix>:*`, or `<prefix>:<n>:<namespace>:<keyPrefix>*` when the filter names a namespace,
+    /// with glob characters escaped.
+    private func matchPattern(for filter: RecordFilter) -> [UInt8] {
+        guard let namespace = filter.namespace else {
+            return Self.globEscape(keyPrefixBytes) + [UInt8(ascii: "*")]
+        }
+        let literal = keyPrefixBytes + Array("\(namespace.utf8.count):\(namespace):\(filter.keyPrefix ?? "")".utf8)
+        return Self.globEscape(literal) + [UInt8(ascii: "*")]
+    }
+
+    static func globEscape(_ bytes: [UInt8]) -> [UInt8] {
+        var escaped: [UInt8] = []
+        escaped.reserveCapacity(bytes.count + 4)
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "\\"), UInt8(ascii: "^"), UInt8(ascii: "-"):
+                escaped.append(UInt8(ascii: "\\"))
+            default:
+                break
+            }
+            escaped.append(byte)
+        }
+        return escaped
+    }
+
+    private static func ceilingMilliseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1000).rounded(.up))
+    }
+
+    private static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func unhex(_ text: Substring) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count / 2)
+        var index = 0
+        while index < utf8.count {
+            guard let high = hexValue(utf8[index]), let low = hexValue(utf8[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+            index += 2
+        }
+        return out
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import CHiredis
+
+/// One Redis command as binary-safe arguments: all argument bytes in one buffer plus each length,
+/// so building one costs two allocations and the I/O thread passes pointers into it to
+/// `redisAppendCommandArgv` (arguments may contain NUL).
+struct RedisCommand: Sendable {
+    private(set) var bytes: [UInt8] = []
+    private(set) var lengths: [Int] = []
+
+    init(_ arguments: String...) {
+        bytes.reserveCapacity(128)
+        lengths.reserveCapacity(8)
+        for argument in arguments { append(argument) }
+    }
+
+    mutating func append(_ argument: String) {
+        var argument = argument
+        argument.withUTF8 { append(bytes: $0) }
+    }
+
+    mutating func append(_ argument: [UInt8]) {
+        argument.withUnsafeBufferPointer { append(bytes: $0) }
+    }
+
+    mutating func append(_ value: Int64) {
+        append(String(value))
+    }
+
+    mutating func append(bytes argument: UnsafeBufferPointer<UInt8>) {
+        bytes.append(contentsOf: argument)
+        lengths.append(argument.count)
+    }
+
+    /// Appends the command to a hiredis context's output buffer.
+    func append(to context: UnsafeMutablePointer<redisContext>) -> Bool {
+        let count = lengths.count
+        return bytes.withUnsafeBufferPointer { buffer in
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
+                // An empty buffer has no base address; any valid pointer does for zero-length args.
+                let base = buffer.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(Self.emptyArgument.utf8Start)
+                var offset = 0
+                for index in 0..<count {
+                    pointers[index] = (base + offset).assumingMemoryBound(to: CChar.self)
+                    offset += lengths[index]
+                }
+                return lengths.withUnsafeBufferPointer { lengthBuffer in
+                    redisAppendCommandArgv(context, Int32(count), pointers.baseAddress, lengthBuffer.baseAddress) == REDIS_OK
+                }
+            }
+        }
+    }
+
+    private static let emptyArgument: StaticString = ""
+
+    /// The command's name, for messages.
+    var name: String {
+        guard let first = lengths.first else { return "" }
+        return String(decoding: bytes[0..<first], as: UTF8.self)
+    }
+}
+
+/// A Redis reply, copied out of hiredis's reply object on the I/O thread.
+enum RedisReply: Sendable {
+    case string([UInt8])
+    case status(String)
+    case integer(Int64)
+    case null
+    case error(String)
+    case array([RedisReply])
+
+    /// Copies a hiredis reply tree.
+    init(_ reply: UnsafeMutablePointer<redisReply>) {
+        let value = reply.pointee
+        switch value.type {
+        case REDIS_REPLY_STRING:
+            self = .string(Self.bytes(value.str, value.len))
+        case REDIS_REPLY_STATUS:
+            self = .status(String(decoding: Self.bytes(value.str, value.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            self = .error(String(decoding: Self.bytes(value.str, value.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            self = .integer(Int64(value.integer))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(value.elements)
+            for index in 0..<value.elements {
+                if let element = value.element[index] {
+                    elements.append(RedisReply(element))
+                } else {
+                    elements.append(.null)
+                }
+            }
+            self = .array(elements)
+        default:
+            self = .null
+        }
+    }
+
+    private static func bytes(_ pointer: UnsafeMutablePointer<CChar>?, _ length: Int) -> [UInt8] {
+        guard let pointer, length > 0 else { return [] }
+        return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+            Array(UnsafeBufferPointer(start: $0, count: length))
+        }
+    }
+
+    var errorText: String? {
+        if case .error(let text) = self { return text }
+        return nil
+    }
+
+    var integerValue: Int64? {
+        switch self {
+        case .integer(let value): return value
+        case .string(let bytes): return Int64(String(decoding: bytes, as: UTF8.self))
+        default: return nil
+        }
+    }
+
+    var bytesValue: [UInt8]? {
+        switch self {
+        case .string(let bytes): return bytes
+        case .status(let text): return Array(text.utf8)
+        default: return nil
+        }
+    }
+
+    var stringValue: String? { bytesValue.map { String(decoding: $0, as: UTF8.self) } }
+
+    var arrayValue: [RedisReply]? {
+        if case .array(let elements) = self { return elements }
+        return nil
+    }
+}

@@ -1,0 +1,253 @@
+import CSQLite
+import Dedup
+import Foundation
+
+/// A value to bind to, or read from, an SQL statement.
+public enum SQLiteValue: Sendable, Hashable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
+    ExpressibleByFloatLiteral, ExpressibleByNilLiteral
+{
+    /// SQL `NULL`.
+    case null
+    /// A 64-bit integer.
+    case integer(Int64)
+    /// A double.
+    case real(Double)
+    /// UTF-8 text (bound with its byte length: NUL is kept).
+    case text(String)
+    /// Bytes.
+    case blob(Data)
+
+    /// Text.
+    public init(stringLiteral value: String) { self = .text(value) }
+    /// An integer.
+    public init(integerLiteral value: Int64) { self = .integer(value) }
+    /// A double.
+    public init(floatLiteral value: Double) { self = .real(value) }
+    /// `NULL`.
+    public init(nilLiteral: ()) { self = .null }
+
+    /// The integer, if this is one.
+    public var int64: Int64? { if case .integer(let value) = self { value } else { nil } }
+    /// The number as a double, if this is an integer or a double.
+    public var double: Double? {
+        switch self {
+        case .integer(let value): Double(value)
+        case .real(let value): value
+        default: nil
+        }
+    }
+    /// The text, if this is text.
+    public var string: String? { if case .text(let value) = self { value } else { nil } }
+    /// The bytes, if this is a blob.
+    public var data: Data? { if case .blob(let value) = self { value } else { nil } }
+    /// `true` for `NULL`.
+    public var isNull: Bool { self == .null }
+}
+
+/// One row of a query's result.
+public struct SQLiteRow: Sendable, Hashable {
+    /// The result's column names, in order.
+    public let columns: [String]
+    /// The values, in column order.
+    public let values: [SQLiteValue]
+
+    /// Creates a row.
+    public init(columns: [String], values: [SQLiteValue]) {
+        self.columns = columns
+        self.values = values
+    }
+
+    /// The value of column `index`.
+    public subscript(index: Int) -> SQLiteValue { values[index] }
+
+    /// The value of the first column named `name`; `nil` when there is none.
+    public subscript(name: String) -> SQLiteValue? {
+        columns.firstIndex(of: name).map { values[$0] }
+    }
+}
+
+/// The open write transaction of a transactional claim, for the handler's own tables.
+///
+/// Everything written through it commits together with the dedup record's completion, or not at
+/// all. It is valid only inside the body it was passed to (later use throws), and only on that
+/// thread. Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`) is refused; `SAVEPOINT` is allowed.
+public final class SQLiteTransaction {
+    private var connection: Connection?
+
+    init(connection: Connection) {
+        self.connection = connection
+    }
+
+    func invalidate() { connection = nil }
+
+    private func open() throws -> Connection {
+        guard let connection else {
+            throw DedupError(.invalidConfiguration, "an SQLiteTransaction was used after its transactional claim ended")
+        }
+        return connection
+    }
+
+    /// Runs one statement with `bindings` (`?`, `?NNN` parameters in order); returns the number of
+    /// rows it changed. Without bindings, `sql` may hold several statements (schema setup).
+    @discardableResult
+    public func execute(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> Int {
+        let connection = try open()
+        do {
+            if bindings.isEmpty && Self.mayHoldSeveral(sql) {
+                let before = sqlite3_total_changes64(connection.db)
+                try connection.execute(sql)
+                return Int(sqlite3_total_changes64(connection.db) - before)
+            }
+            let statement = try connection.cachedStatement(sql)
+            defer { statement.reset() }
+            try Self.bind(statement, bindings)
+            while try statement.step() {}
+            return connection.changes
+        } catch let failure as SQLiteFailure {
+            throw failure.dedupError("the transactional handler's SQL", path: connection.path)
+        }
+    }
+
+    /// Runs one statement with `bindings` (variadic form).
+    @discardableResult
+    public func execute(_ sql: String, _ bindings: SQLiteValue...) throws -> Int {
+        try execute(sql, bindings)
+    }
+
+    /// Runs a query and returns all its rows.
+    public func query(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> [SQLiteRow] {
+        let connection = try open()
+        do {
+            let statement = try connection.cachedStatement(sql)
+            defer { statement.reset() }
+            try Self.bind(statement, bindings)
+            let count = sqlite3_column_count(statement.handle)
+            let columns = (0..<count).map { String(cString: sqlite3_column_name(statement.handle, $0)) }
+            var rows: [SQLiteRow] = []
+            while try statement.step() {
+                rows.append(SQLiteRow(columns: columns, values: (0..<count).map { statement.value($0) }))
+            }
+            return rows
+        } catch let failure as SQLiteFailure {
+            throw failure.dedupError("the transactional handler's SQL", path: connection.path)
+        }
+    }
+
+    /// Runs a query (variadic form).
+    public func query(_ sql: String, _ bindings: SQLiteValue...) throws -> [SQLiteRow] {
+        try query(sql, bindings)
+    }
+
+    /// The rowid of the last row this connection inserted.
+    public var lastInsertRowID: Int64 {
+        get throws { sqlite3_last_insert_rowid(try open().db) }
+    }
+
+    private static func bind(_ statement: Statement, _ bindings: [SQLiteValue]) throws {
+        let expected = Int(sqlite3_bind_parameter_count(statement.handle))
+        guard expected == bindings.count else {
+            throw DedupError(
+                .invalidConfiguration, "the SQL takes \(expected) parameters but \(bindings.count) values were given")
+        }
+        for (index, value) in bindings.enumerated() { statement.bind(Int32(index + 1), value) }
+    }
+
+    /// Whether the text has a `;` before its end (then it is run with `sqlite3_exec`).
+    private static func mayHoldSeveral(_ sql: String) -> Bool {
+        guard let semicolon = sql.utf8.firstIndex(of: UInt8(ascii: ";")) else { return false }
+        return sql.utf8[sql.utf8.index(after: semicolon)...].contains { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }
+    }
+}
+
+/// What a transactional claim did.
+public enum TransactionalOutcome: Sendable, Hashable {
+    /// The handler ran and its writes and the completed record committed together.
+    case committed(Lease, result: Data?)
+    /// The key was already completed; the handler did not run and nothing was written.
+    case duplicate(DedupRecord)
+    /// A non-transactional consumer holds a live lease on the key; the handler did not run.
+    case inFlight(DedupRecord)
+    /// The key's record carries a different payload fingerprint; the handler did not run.
+    case payloadMismatch(DedupRecord)
+}
+
+extension SQLiteDedupStore {
+    /// Claims a key, runs `body` and completes the key, all in one `BEGIN IMMEDIATE` transaction,
+    /// so the handler's own writes (through the ``SQLiteTransaction``) and the completed record
+    /// commit together or not at all: exactly-once effects for data in the same file.
+    ///
+    /// - If the key is acquirable (absent, expired, or an in-flight lease that has passed), `body`
+    ///   runs with the lease; its return value is stored as the record's result, kept for
+    ///   `retention`. Then the transaction commits → ``TransactionalOutcome/committed(_:result:)``.
+    /// - If `body` throws, the transaction rolls back: no record, no effect; the error is rethrown
+    ///   as is, so a redelivery runs the handler again.
+    /// - Otherwise nothing is written and the answer says why (duplicate, in flight, mismatch).
+    ///
+    /// The claim is never visible as in flight to others: the transaction holds the database's
+    /// write lock while `body` runs, so keep `body` short and do no waiting in it (other writers
+    /// of the file, in every process, wait meanwhile, up to their busy timeout). `body` runs on
+    /// the store's worker thread, not on the calling task; it must not call the store itself.
+    ///
+    /// - Parameters:
+    ///   - request: the key to claim; its `lease` only matters if the process dies mid-body (it
+    ///     does not: the transaction is then rolled back by SQLite).
+    ///   - retention: how long the completed record is kept.
+    ///   - body: the handler; writes through the transaction handle, returns the result to store.
+    /// - Throws: `body`'s error, or ``DedupError`` (``DedupError/Code/timeout`` when the write lock
+    ///   stayed busy past the busy timeout, and the other store failures).
+    public func withTransactionalClaim(
+        _ request: ClaimRequest, retention: Duration,
+        _ body: @escaping @Sendable (SQLiteTransaction, Lease) throws -> Data?
+    ) async throws -> TransactionalOutcome {
+        let clock = configuration.clock
+        return try await onWorker("transactional claim") { connection in
+            return try Self.runTransactional(connection, request, retention: retention, now: clock.nowMilliseconds(), body)
+        }
+    }
+
+    private static func runTransactional(
+        _ connection: Connection, _ request: ClaimRequest, retention: Duration, now: Int64,
+        _ body: (SQLiteTransaction, Lease) throws -> Data?
+    ) throws -> TransactionalOutcome {
+        try connection.run(.begin)
+        do {
+            let answer = try RecordSQL.claim(connection, request, now: now)
+            let lease: Lease
+            switch answer {
+            case .acquired(let acquired):
+                lease = acquired
+            case .duplicate(let record):
+                connection.rollbackIfNeeded()
+                return .duplicate(record)
+            case .inFlight(let record):
+                connection.rollbackIfNeeded()
+                return .inFlight(record)
+            case .payloadMismatch(let record):
+                connection.rollbackIfNeeded()
+                return .payloadMismatch(record)
+            }
+            let transaction = SQLiteTransaction(connection: connection)
+            let result: Data?
+            do {
+                connection.refusesTransactionControl = true
+                defer {
+                    connection.refusesTransactionControl = false
+                    transaction.invalidate()
+                }
+                result = try body(transaction, lease)
+            }
+            guard connection.isInTransaction else {
+                throw DedupError(.storeError, "the transactional handler ended the dedup transaction")
+            }
+            let completion = Completion(lease: lease, retention: retention, result: result)
+            guard try RecordSQL.complete(connection, completion, now: now) else {
+                throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claimed record vanished inside its transaction")
+            }
+            try connection.run(.commit)
+            return .committed(lease, result: result)
+        } catch {
+            connection.rollbackIfNeeded()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,285 @@
+import Dedup
+import Foundation
+import Synchronization
+
+// Shared vocabulary of the conformance checks: a store under test with its time unit, and
+// expectations that throw a ConformanceFailure naming what was expected and what the store did.
+
+/// One store under test, with the leases and retentions the checks build from the harness's unit.
+struct ConformanceEnvironment: Sendable {
+    let harness: any ConformanceHarness
+    let store: any DedupStore
+    let unit: Duration
+    let manualClock: Bool
+
+    /// The namespace checks use unless they test namespaces.
+    static let namespace = "conformance"
+
+    init(_ harness: any ConformanceHarness) async throws {
+        self.init(harness, store: try await harness.makeStore())
+    }
+
+    /// The same checks on another store of the harness (or a peer handle).
+    init(_ harness: any ConformanceHarness, store: any DedupStore) {
+        self.harness = harness
+        self.store = store
+        self.unit = harness.timeUnit
+        self.manualClock = harness.hasManualClock
+    }
+
+    /// The default lease: three units, so "one unit before" and "one unit after" its end both exist.
+    var lease: Duration { unit * 3 }
+    /// The default retention: ten units.
+    var retention: Duration { unit * 10 }
+    /// A lease no check outlives, for checks that must not see takeovers while they run.
+    var longLease: Duration { unit * 600 }
+
+    func units(_ count: Int) -> Duration { unit * count }
+
+    func advance(units count: Int) async throws {
+        try await harness.advance(by: unit * count)
+    }
+
+    func advance(by duration: Duration) async throws {
+        try await harness.advance(by: duration)
+    }
+
+    func id(_ key: String, in namespace: String = ConformanceEnvironment.namespace) throws -> RecordID {
+        try RecordID(namespace: namespace, key: key)
+    }
+
+    func request(
+        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
+        retention: Duration? = nil, fingerprint: String? = nil
+    ) -> ClaimRequest {
+        ClaimRequest(
+            id: id, ownerToken: token, lease: lease ?? self.lease, retention: retention ?? self.retention,
+            fingerprint: fingerprint
+        )
+    }
+
+    func claim(
+        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
+        retention: Duration? = nil, fingerprint: String? = nil
+    ) async throws -> ClaimAnswer {
+        try await store.claim(request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint))
+    }
+
+    /// Claims and expects a fresh acquisition or a takeover, as `takeover` says.
+    func acquire(
+        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
+        retention: Duration? = nil, fingerprint: String? = nil, takeover: Bool = false,
+        _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
+    ) async throws -> Lease {
+        let answer = try await claim(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint)
+        let acquired = try expectAcquired(answer, "\(what) of \(id)", file: file, line: line)
+        try expect(
+            acquired.isTakeover == takeover,
+            "\(what) of \(id): expected isTakeover \(takeover), got \(describe(answer))", file: file, line: line
+        )
+        try expect(acquired.ownerToken == token, "\(what) of \(id): the lease must carry the request's owner token", file: file, line: line)
+        return acquired
+    }
+
+    /// Claims and completes a key, returning the completed lease.
+    @discardableResult
+    func acquireAndComplete(
+        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil, retention: Duration? = nil, fingerprint: String? = nil,
+        result: Data? = nil, file: StaticString = #fileID, line: UInt = #line
+    ) async throws -> Lease {
+        let acquired = try await acquire(id, token: token, lease: lease, fingerprint: fingerprint, file: file, line: line)
+        try await store.complete(Completion(lease: acquired, retention: retention ?? self.retention, result: result))
+        return acquired
+    }
+
+    /// The live record of `id`, which must exist.
+    func existingRecord(_ id: RecordID, _ what: String = "record(for:)", file: StaticString = #fileID, line: UInt = #line) async throws -> DedupRecord {
+        guard let record = try await store.record(for: id) else {
+            throw ConformanceFailure("\(what): expected a record for \(id), found none", file: file, line: line)
+        }
+        return record
+    }
+
+    /// Expects `later - earlier` to be `duration`: exactly on a manual clock, at least on a real one
+    /// (where operations take time).
+    func expectElapsed(
+        from earlier: Date, to later: Date, _ duration: Duration, _ what: String,
+        file: StaticString = #fileID, line: UInt = #line
+    ) throws {
+        let elapsed = later.millisecondsSince1970 - earlier.millisecondsSince1970
+        let expected = duration.wholeMilliseconds
+        if manualClock {
+            try expect(elapsed == expected, "\(what): expected \(expected) ms, got \(elapsed) ms", file: file, line: line)
+        } else {
+            try expect(elapsed >= expected, "\(what): expected at least \(expected) ms, got \(elapsed) ms", file: file, line: line)
+        }
+    }
+
+    /// Every record `filter` lists, following cursors to the end, checking each page's size and
+    /// that no record comes twice.
+    func listAll(_ filter: RecordFilter = RecordFilter(), limit: Int = 100, file: StaticString = #fileID, line: UInt = #line) async throws -> [DedupRecord] {
+        var all: [DedupRecord] = []
+        var seen = Set<IdentityBytes>()
+        var cursor: PageCursor?
+        for _ in 0..<10_000 {
+            let page = try await store.records(matching: filter, after: cursor, limit: limit)
+            try expect(page.records.count <= limit, "a page of limit \(limit) held \(page.records.count) records", file: file, line: line)
+            for record in page.records {
+                try expect(seen.insert(IdentityBytes(record.id)).inserted, "paging listed \(record.id) twice", file: file, line: line)
+                try expect(filter.matches(record), "listing with \(filter) returned \(record.id), which does not match", file: file, line: line)
+            }
+            all += page.records
+            guard let next = page.next else { return all }
+            cursor = next
+        }
+        throw ConformanceFailure("paging did not end after 10,000 pages", file: file, line: line)
+    }
+
+    /// The identities `filter` lists, as byte strings for exact comparison.
+    func listedIdentities(_ filter: RecordFilter, file: StaticString = #fileID, line: UInt = #line) async throws -> Set<IdentityBytes> {
+        Set(try await listAll(filter, file: file, line: line).map { IdentityBytes($0.id) })
+    }
+}
+
+/// An identity compared by UTF-8 bytes, as stores compare it (`RecordID`'s `==` is `String`'s, which
+/// treats canonically equivalent strings as equal).
+struct IdentityBytes: Hashable, Sendable, CustomStringConvertible {
+    let namespace: [UInt8]
+    let key: [UInt8]
+
+    init(_ id: RecordID) {
+        namespace = Array(id.namespace.utf8)
+        key = Array(id.key.utf8)
+    }
+
+    var description: String {
+        "\(String(decoding: namespace, as: UTF8.self).debugDescription)/\(String(decoding: key, as: UTF8.self).debugDescription)"
+    }
+}
+
+func expect(_ condition: Bool, _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) throws {
+    if !condition { throw ConformanceFailure(message(), file: file, line: line) }
+}
+
+func expectEqual<Value: Equatable>(
+    _ actual: Value, _ expected: Value, _ what: String, file: StaticString = #fileID, line: UInt = #line
+) throws {
+    if actual != expected {
+        throw ConformanceFailure("\(what): expected \(expected), got \(actual)", file: file, line: line)
+    }
+}
+
+func expectSameBytes(_ actual: RecordID, _ expected: RecordID, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws {
+    try expect(IdentityBytes(actual) == IdentityBytes(expected), "\(what): expected identity \(expected), got \(actual)", file: file, line: line)
+}
+
+func expectAcquired(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> Lease {
+    guard case .acquired(let lease) = answer else {
+        throw ConformanceFailure("\(what): expected acquired, got \(describe(answer))", file: file, line: line)
+    }
+    return lease
+}
+
+func expectDuplicate(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+    guard case .duplicate(let record) = answer else {
+        throw ConformanceFailure("\(what): expected duplicate, got \(describe(answer))", file: file, line: line)
+    }
+    return record
+}
+
+func expectInFlight(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+    guard case .inFlight(let record) = answer else {
+        throw ConformanceFailure("\(what): expected inFlight, got \(describe(answer))", file: file, line: line)
+    }
+    return record
+}
+
+func expectMismatch(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+    guard case .payloadMismatch(let record) = answer else {
+        throw ConformanceFailure("\(what): expected payloadMismatch, got \(describe(answer))", file: file, line: line)
+    }
+    return record
+}
+
+/// Runs `body` and expects it to throw `DedupError` with code `leaseLost`.
+func expectLeaseLost(
+    _ what: String, file: StaticString = #fileID, line: UInt = #line, _ body: () async throws -> Void
+) async throws {
+    do {
+        try await body()
+    } catch let error as DedupError where error.code == .leaseLost {
+        return
+    } catch {
+        throw ConformanceFailure("\(what): expected DedupError(.leaseLost), got \(error)", file: file, line: line)
+    }
+    throw ConformanceFailure("\(what): expected DedupError(.leaseLost), but it succeeded", file: file, line: line)
+}
+
+/// A claim answer without its times, for comparing answers of stores whose clocks differ.
+func describe(_ answer: ClaimAnswer) -> String {
+    switch answer {
+    case .acquired(let lease):
+        return "acquired(\(lease.id), owner \(lease.ownerToken), fencing \(lease.fencingToken), attempt \(lease.attempt)\(lease.isTakeover ? ", takeover" : ""))"
+    case .duplicate(let record):
+        return "duplicate(\(describe(record)))"
+    case .inFlight(let record):
+        return "inFlight(\(describe(record)))"
+    case .payloadMismatch(let record):
+        return "payloadMismatch(\(describe(record)))"
+    }
+}
+
+/// A record without its times.
+func describe(_ record: DedupRecord) -> String {
+    var parts = [
+        "\(record.id)", record.state.rawValue, "owner \(record.ownerToken ?? "none")",
+        "fencing \(record.fencingToken)", "attempt \(record.attempt)",
+    ]
+    if let fingerprint = record.fingerprint { parts.append("fingerprint \(fingerprint.debugDescription)") }
+    if let result = record.result { parts.append("result \(result.count) bytes") }
+    return parts.joined(separator: ", ")
+}
+
+/// Deterministic bytes for result round trips.
+func patternBytes(count: Int, seed: UInt64) -> Data {
+    var state = seed
+    var bytes = [UInt8]()
+    bytes.reserveCapacity(count)
+    while bytes.count < count {
+        state = state &+ 0x9E37_79B9_7F4A_7C15
+        var mixed = state
+        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+        mixed ^= mixed >> 31
+        withUnsafeBytes(of: mixed) { bytes.append(contentsOf: $0.prefix(count - bytes.count)) }
+    }
+    return Data(bytes)
+}
+
+func unwrap<Value>(_ value: Value?, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> Value {
+    guard let value else { throw ConformanceFailure("\(what): expected a value, found nil", file: file, line: line) }
+    return value
+}
+
+/// Holds tasks until `count` of them arrive, so racing tasks start their races together instead of
+/// the first one finishing before the last one starts.
+final class StartingLine: Sendable {
+    private let state: Mutex<(waiting: Int, continuations: [CheckedContinuation<Void, Never>])>
+
+    init(tasks count: Int) {
+        state = Mutex((count, []))
+    }
+
+    func arriveAndWait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let released = state.withLock { state -> [CheckedContinuation<Void, Never>]? in
+                state.waiting -= 1
+                state.continuations.append(continuation)
+                guard state.waiting <= 0 else { return nil }
+                defer { state.continuations = [] }
+                return state.continuations
+            }
+            for waiter in released ?? [] { waiter.resume() }
+        }
+    }
+}

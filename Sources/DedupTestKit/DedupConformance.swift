@@ -1,0 +1,464 @@
+import Dedup
+import Foundation
+
+/// The store contract as executable checks: every rule of design §3 and the store semantics, written
+/// once and run against every store (in-memory, SQLite, Redis, and any third-party store).
+///
+/// Each check makes its own stores through a ``ConformanceHarness``, builds leases and retentions from
+/// the harness's ``ConformanceHarness/timeUnit`` (lease 3 units, retention 10 units unless a check
+/// says otherwise) and moves time only through ``ConformanceHarness/advance(by:)``. So the same
+/// checks run on a manual clock (unit 1 s, exact) and on a real server clock (unit about 100 ms, where
+/// they assert "at least one unit before" and "at least one unit after" a boundary instead of exact
+/// milliseconds).
+///
+/// Run one test per check, so a failure names the rule:
+///
+/// ```swift
+/// @Test(arguments: DedupConformance.checks)          // a harness on a ManualDedupClock
+/// func conforms(_ check: ConformanceCheck) async throws {
+///     try await check.run(MyHarness())
+/// }
+/// ```
+///
+/// A harness on a real clock runs ``checks(manualClock:)`` with `false`, which leaves out the
+/// exact-boundary checks.
+public enum DedupConformance {
+    /// Every check, the exact-boundary ones (``ConformanceCheck/needsManualClock``) included.
+    public static let checks: [ConformanceCheck] =
+        claimChecks + ownershipChecks + fingerprintChecks + batchChecks + raceChecks + identityChecks
+        + inspectionChecks
+
+    /// The checks a harness can run: all of them on a manual clock, all but the exact-boundary ones
+    /// on a real clock.
+    public static func checks(manualClock: Bool) -> [ConformanceCheck] {
+        manualClock ? checks : checks.filter { !$0.needsManualClock }
+    }
+
+    /// The check with this name, for running one rule on its own; `nil` if there is none.
+    public static func check(named name: String) -> ConformanceCheck? {
+        checks.first { $0.name == name }
+    }
+}
+
+// MARK: - Claims, leases and retention
+
+extension DedupConformance {
+    static let claimChecks: [ConformanceCheck] = [
+        ConformanceCheck("claiming an absent key acquires it: the caller's token, fencing 1, attempt 1, lease and retention counted from now") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-1")
+            let token = Lease.makeOwnerToken()
+            let lease = try await env.acquire(id, token: token, fingerprint: "fp-1", "first claim")
+            try expectSameBytes(lease.id, id, "lease id")
+            try expectEqual(lease.fencingToken, 1, "fencing token of a first acquisition")
+            try expectEqual(lease.attempt, 1, "attempt of a first acquisition")
+            let record = try await env.existingRecord(id)
+            try expectSameBytes(record.id, id, "record id")
+            try expectEqual(record.state, .inFlight, "state after a claim")
+            try expectEqual(record.ownerToken, token, "owner token of the record")
+            try expectEqual(record.fencingToken, 1, "record fencing token")
+            try expectEqual(record.attempt, 1, "record attempt")
+            try expectEqual(record.leaseUntil, lease.leaseUntil, "record leaseUntil vs the lease's")
+            try expectEqual(record.completedAt, nil, "completedAt while in flight")
+            try expectEqual(record.result, nil, "result while in flight")
+            try expectEqual(record.fingerprint, "fp-1", "fingerprint kept from the request")
+            try expectEqual(record.recordTime, record.createdAt, "recordTime of an in-flight record")
+            let leaseUntil = try unwrap(record.leaseUntil, "no leaseUntil on an in-flight record")
+            // One clock read per operation: lease and expiry are exact offsets from createdAt.
+            try expectEqual(
+                leaseUntil.millisecondsSince1970 - record.createdAt.millisecondsSince1970, env.lease.wholeMilliseconds,
+                "leaseUntil - createdAt (the lease)"
+            )
+            try expectEqual(
+                record.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                "expiresAt - leaseUntil (the retention)"
+            )
+        },
+
+        ConformanceCheck("a key in flight under a live lease answers inFlight with the holder's record and stays unchanged") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-2")
+            let holder = try await env.acquire(id)
+            let before = try await env.existingRecord(id)
+            try await env.advance(units: 1)
+            let answer = try await env.claim(id)
+            let reported = try expectInFlight(answer, "a second claim during the lease")
+            try expectEqual(reported, before, "the record an inFlight answer reports")
+            try expectEqual(reported.ownerToken, holder.ownerToken, "owner in the inFlight answer")
+            try expectEqual(try await env.existingRecord(id), before, "record after an inFlight answer")
+        },
+
+        ConformanceCheck("a claim after the lease passed takes over: the new owner, fencing and attempt up by one, createdAt kept, lease and retention from now") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-3")
+            let first = try await env.acquire(id)
+            let before = try await env.existingRecord(id)
+            try await env.advance(units: 4)
+            let token = Lease.makeOwnerToken()
+            let second = try await env.acquire(id, token: token, takeover: true, "claim after the lease passed")
+            try expectEqual(second.fencingToken, first.fencingToken + 1, "fencing token after a takeover")
+            try expectEqual(second.attempt, 2, "attempt after a takeover")
+            let after = try await env.existingRecord(id)
+            try expectEqual(after.state, .inFlight, "state after a takeover")
+            try expectEqual(after.ownerToken, token, "owner after a takeover")
+            try expectEqual(after.fencingToken, second.fencingToken, "record fencing token after a takeover")
+            try expectEqual(after.attempt, 2, "record attempt after a takeover")
+            try expectEqual(after.createdAt, before.createdAt, "createdAt across a takeover")
+            try expectEqual(after.leaseUntil, second.leaseUntil, "record leaseUntil vs the new lease's")
+            let leaseUntil = try unwrap(after.leaseUntil, "no leaseUntil after a takeover")
+            try env.expectElapsed(from: before.createdAt, to: leaseUntil, env.units(4) + env.lease, "new leaseUntil - createdAt (4 units waited + the lease)")
+            try expectEqual(
+                after.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                "expiresAt - leaseUntil after a takeover"
+            )
+        },
+
+        ConformanceCheck("fencing tokens strictly increase and attempts count up across successive takeovers") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-4")
+            var previous = try await env.acquire(id)
+            for round in 2...6 {
+                try await env.advance(units: 4)
+                let next = try await env.acquire(id, takeover: true, "takeover \(round)")
+                try expect(next.fencingToken > previous.fencingToken, "takeover \(round): fencing \(next.fencingToken) is not above \(previous.fencingToken)")
+                try expectEqual(next.attempt, round, "attempt of takeover \(round)")
+                previous = next
+            }
+            try await env.store.complete(Completion(lease: previous, retention: env.retention))
+            let record = try await env.existingRecord(id)
+            try expectEqual(record.fencingToken, previous.fencingToken, "fencing token kept by the completion")
+            try expectEqual(record.attempt, 6, "attempt kept by the completion")
+        },
+
+        ConformanceCheck("one unit before the lease ends the key is in flight; one unit after, it is taken over") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-5")
+            _ = try await env.acquire(id)
+            try await env.advance(units: 2)
+            _ = try expectInFlight(try await env.claim(id), "a claim one unit before the lease ends")
+            try await env.advance(units: 2)
+            _ = try await env.acquire(id, takeover: true, "a claim one unit after the lease ended")
+        },
+
+        ConformanceCheck("at exactly leaseUntil a claim takes over; one millisecond earlier the key is in flight", needsManualClock: true) { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-6")
+            _ = try await env.acquire(id)
+            try await env.advance(by: env.lease - .milliseconds(1))
+            try expectEqual(try await env.store.stats().namespaces.first?.expiredLeases, 0, "passed leases in stats at leaseUntil - 1 ms")
+            _ = try expectInFlight(try await env.claim(id), "a claim at leaseUntil - 1 ms")
+            try await env.advance(by: .milliseconds(1))
+            try expectEqual(try await env.store.stats().namespaces.first?.expiredLeases, 1, "passed leases in stats at exactly leaseUntil")
+            _ = try await env.acquire(id, takeover: true, "a claim at exactly leaseUntil")
+        },
+
+        ConformanceCheck("a completed key is a duplicate carrying completedAt, expiresAt = completedAt + the completion's retention, and the result") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-7")
+            let lease = try await env.acquire(id, fingerprint: "fp-7")
+            let claimed = try await env.existingRecord(id)
+            try await env.advance(units: 1)
+            let result = Data("receipt-7".utf8)
+            // The completion's retention (20 units) differs from the claim's (10) to show which is used.
+            try await env.store.complete(Completion(lease: lease, retention: env.units(20), result: result))
+            let duplicate = try expectDuplicate(try await env.claim(id, fingerprint: "fp-7"), "a claim after completion")
+            try expectEqual(duplicate.state, .completed, "state")
+            try expectEqual(duplicate.ownerToken, nil, "owner token of a completed record")
+            try expectEqual(duplicate.leaseUntil, nil, "leaseUntil of a completed record")
+            try expectEqual(duplicate.result, result, "stored result")
+            try expectEqual(duplicate.fencingToken, lease.fencingToken, "fencing token kept")
+            try expectEqual(duplicate.attempt, 1, "attempt kept")
+            try expectEqual(duplicate.createdAt, claimed.createdAt, "createdAt kept")
+            try expectEqual(duplicate.fingerprint, "fp-7", "fingerprint kept")
+            let completedAt = try unwrap(duplicate.completedAt, "a completed record has no completedAt")
+            try expectEqual(duplicate.recordTime, completedAt, "recordTime of a completed record")
+            try env.expectElapsed(from: claimed.createdAt, to: completedAt, env.unit, "completedAt - createdAt")
+            try expectEqual(
+                duplicate.expiresAt.millisecondsSince1970 - completedAt.millisecondsSince1970, env.units(20).wholeMilliseconds,
+                "expiresAt - completedAt (the completion's retention)"
+            )
+            try expectEqual(try await env.existingRecord(id), duplicate, "record(for:) vs the duplicate answer")
+            let again = try expectDuplicate(try await env.claim(id), "a second duplicate claim")
+            try expectEqual(again, duplicate, "a duplicate claim leaves the record unchanged")
+        },
+
+        ConformanceCheck("stored results round-trip byte for byte: empty (not nil), every byte value, NUL and invalid UTF-8, 64 KiB, and none") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let results: [(String, Data?)] = [
+                ("empty", Data()),
+                ("all-bytes", Data((0...255).map { UInt8($0) })),
+                ("binary", Data([0x00, 0xFF, 0xFE, 0x0D, 0x0A, 0x00, 0x80, 0xC3, 0x28, 0x24, 0x2D, 0x31, 0x0D, 0x0A])),
+                ("nul", Data([0x00])),
+                ("large", patternBytes(count: 64 * 1024, seed: 7)),
+                ("none", nil),
+            ]
+            for (key, result) in results {
+                try await env.acquireAndComplete(env.id("result-\(key)"), result: result)
+            }
+            for (key, result) in results {
+                let id = try env.id("result-\(key)")
+                let record = try expectDuplicate(try await env.claim(id), "claim of \(key)")
+                try expectEqual(record.result, result, "result \(key) in the duplicate answer")
+                try expectEqual(try await env.existingRecord(id).result, result, "result \(key) from record(for:)")
+            }
+            let listed = try await env.listAll(RecordFilter(keyPrefix: "result-"))
+            try expectEqual(listed.count, results.count, "records listed")
+            for record in listed {
+                let expected = results.first { "result-\($0.0)" == record.id.key }?.1
+                try expectEqual(record.result, expected, "result of \(record.id) in a listing")
+            }
+        },
+
+        ConformanceCheck("one unit before a completed record expires it is a duplicate; one unit after, the key is acquired afresh") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-8")
+            try await env.acquireAndComplete(id, retention: env.units(3))
+            try await env.advance(units: 2)
+            _ = try expectDuplicate(try await env.claim(id), "a claim one unit before expiry")
+            try await env.advance(units: 2)
+            let fresh = try await env.acquire(id, "a claim one unit after expiry")
+            try expectEqual(fresh.fencingToken, 1, "fencing token of a fresh record after expiry")
+            try expectEqual(fresh.attempt, 1, "attempt of a fresh record after expiry")
+        },
+
+        ConformanceCheck("at exactly expiresAt a record is gone (completed and abandoned alike); one millisecond earlier it is still there", needsManualClock: true) { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let done = try env.id("order-9")
+            let takenOver = try env.id("order-10")
+            let abandoned = try env.id("order-11")
+            try await env.acquireAndComplete(done, retention: env.units(3))
+            // Abandoned claims: they expire at leaseUntil + retention = 1 + 2 units.
+            _ = try await env.acquire(takenOver, lease: env.unit, retention: env.units(2))
+            _ = try await env.acquire(abandoned, lease: env.unit, retention: env.units(2))
+            try await env.advance(by: env.units(3) - .milliseconds(1))
+            _ = try expectDuplicate(try await env.claim(done), "a completed key at expiresAt - 1 ms")
+            let takeover = try await env.acquire(takenOver, takeover: true, "an abandoned key at expiresAt - 1 ms")
+            try expectEqual(takeover.fencingToken, 2, "fencing token of a takeover just before expiry")
+            try await env.advance(by: .milliseconds(1))
+            let fresh = try await env.acquire(done, "a completed key at exactly expiresAt")
+            try expectEqual(fresh.fencingToken, 1, "fencing token of a fresh record after a completed one expired")
+            let restarted = try await env.acquire(abandoned, "an abandoned key at exactly expiresAt")
+            try expectEqual(restarted.fencingToken, 1, "fencing token of a fresh record after an abandoned one expired")
+            try expectEqual(restarted.attempt, 1, "attempt of a fresh record after an abandoned one expired")
+        },
+
+        ConformanceCheck("an expired record is absent everywhere: record(for:), listing, stats, and complete, renew and release of its lease") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let done = try env.id("gone-done")
+            let abandoned = try env.id("gone-abandoned")
+            let live = try env.id("live")
+            try expectEqual(try await env.store.record(for: try env.id("never")), nil, "record(for:) of a key never claimed")
+            try await env.acquireAndComplete(done, retention: env.units(2))
+            let abandonedLease = try await env.acquire(abandoned, lease: env.unit, retention: env.unit)
+            _ = try await env.acquire(live, lease: env.longLease, retention: env.longLease)
+            try await env.advance(units: 3)
+            try expectEqual(try await env.store.record(for: done), nil, "record(for:) of an expired completed record")
+            try expectEqual(try await env.store.record(for: abandoned), nil, "record(for:) of an expired abandoned claim")
+            try expectEqual(try await env.listedIdentities(RecordFilter()), [IdentityBytes(live)], "identities listed")
+            try expectEqual(try await env.store.stats().total, 1, "records counted by stats")
+            try await expectLeaseLost("complete of an expired claim") {
+                try await env.store.complete(Completion(lease: abandonedLease, retention: env.retention))
+            }
+            try await expectLeaseLost("renew of an expired claim") {
+                _ = try await env.store.renew(abandonedLease, for: env.lease)
+            }
+            try await expectLeaseLost("release of an expired claim") { try await env.store.release(abandonedLease) }
+            try expectEqual(try await env.store.record(for: abandoned), nil, "the expired claim after refused writes")
+            let fresh = try await env.acquire(abandoned, "a claim of the expired abandoned key")
+            try expectEqual(fresh.fencingToken, 1, "fencing token of a fresh record")
+            try expectEqual(fresh.attempt, 1, "attempt of a fresh record")
+        },
+    ]
+}
+
+// MARK: - Owner-checked writes
+
+extension DedupConformance {
+    static let ownershipChecks: [ConformanceCheck] = [
+        ConformanceCheck("complete after the lease passed succeeds while nobody took over") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("late-complete")
+            let lease = try await env.acquire(id)
+            try await env.advance(units: 4)
+            try await env.store.complete(Completion(lease: lease, retention: env.retention, result: Data("late".utf8)))
+            let record = try expectDuplicate(try await env.claim(id), "a claim after the late completion")
+            try expectEqual(record.attempt, 1, "attempt")
+            try expectEqual(record.fencingToken, 1, "fencing token")
+            try expectEqual(record.result, Data("late".utf8), "result")
+        },
+
+        ConformanceCheck("renew after the lease passed succeeds while nobody took over, and then fends off a takeover") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("late-renew")
+            let lease = try await env.acquire(id)
+            try await env.advance(units: 4)
+            let renewed = try await env.store.renew(lease, for: env.lease)
+            try expect(renewed.leaseUntil > lease.leaseUntil, "renew must move leaseUntil later")
+            let record = try await env.existingRecord(id)
+            try expectEqual(record.leaseUntil, renewed.leaseUntil, "record leaseUntil after renew")
+            try expectEqual(record.ownerToken, lease.ownerToken, "owner after renew")
+            _ = try expectInFlight(try await env.claim(id), "a claim after the renewal")
+        },
+
+        ConformanceCheck("renew extends the lease from now keeping the retention gap, and a renewed claim is not taken over at its first lease end") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("renew")
+            let lease = try await env.acquire(id)
+            try await env.advance(units: 2)
+            let renewed = try await env.store.renew(lease, for: env.lease)
+            try expectEqual(renewed.ownerToken, lease.ownerToken, "owner token of the renewed lease")
+            try expectEqual(renewed.fencingToken, lease.fencingToken, "fencing token of the renewed lease")
+            try expectEqual(renewed.attempt, lease.attempt, "attempt of the renewed lease")
+            try expectSameBytes(renewed.id, lease.id, "id of the renewed lease")
+            try env.expectElapsed(from: lease.leaseUntil, to: renewed.leaseUntil, env.units(2), "renewed leaseUntil - first leaseUntil")
+            let record = try await env.existingRecord(id)
+            try expectEqual(record.leaseUntil, renewed.leaseUntil, "record leaseUntil after renew")
+            try expectEqual(
+                record.expiresAt.millisecondsSince1970 - renewed.leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                "expiresAt - leaseUntil after renew"
+            )
+            try await env.advance(units: 2)  // past the first lease end, before the renewed one
+            _ = try expectInFlight(try await env.claim(id), "a claim past the first lease end of a renewed claim")
+            try await env.advance(units: 2)  // past the renewed lease end
+            let takeover = try await env.acquire(id, takeover: true, "a claim past the renewed lease end")
+            try expectEqual(takeover.fencingToken, 2, "fencing token of the takeover")
+        },
+
+        ConformanceCheck("a stale owner's complete, release and renew after a takeover throw leaseLost and change nothing") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("stale")
+            let stale = try await env.acquire(id)
+            try await env.advance(units: 4)
+            let current = try await env.acquire(id, takeover: true)
+            let snapshot = try await env.existingRecord(id)
+            try await expectLeaseLost("complete by the stale owner") {
+                try await env.store.complete(Completion(lease: stale, retention: env.retention, result: Data("stale".utf8)))
+            }
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale complete")
+            try await expectLeaseLost("release by the stale owner") { try await env.store.release(stale) }
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale release")
+            try await expectLeaseLost("renew by the stale owner") { _ = try await env.store.renew(stale, for: env.longLease) }
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale renew")
+            let outcomes = try await env.store.complete(batch: [Completion(lease: stale, retention: env.retention)])
+            try expectEqual(outcomes, [.leaseLost], "batch complete by the stale owner")
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale batch complete")
+            try await env.store.complete(Completion(lease: current, retention: env.retention, result: Data("current".utf8)))
+            let done = try await env.existingRecord(id)
+            try expectEqual(done.result, Data("current".utf8), "the current owner's result")
+            try expectEqual(done.fencingToken, current.fencingToken, "fencing token of the completion")
+        },
+
+        ConformanceCheck("once completed, the owner's own complete, release and renew throw leaseLost and change nothing") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("done")
+            let lease = try await env.acquireAndComplete(id, result: Data("first".utf8))
+            let snapshot = try await env.existingRecord(id)
+            try await expectLeaseLost("a second complete") {
+                try await env.store.complete(Completion(lease: lease, retention: env.longLease, result: Data("second".utf8)))
+            }
+            try await expectLeaseLost("release after complete") { try await env.store.release(lease) }
+            try await expectLeaseLost("renew after complete") { _ = try await env.store.renew(lease, for: env.lease) }
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after refused writes")
+        },
+
+        ConformanceCheck("a lease on an absent, released or forgotten key is lost, and refused writes create no record") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let absent = try env.id("absent")
+            let phantom = Lease(
+                id: absent, ownerToken: Lease.makeOwnerToken(), fencingToken: 1, attempt: 1,
+                leaseUntil: Date(millisecondsSince1970: Int64.max / 2), isTakeover: false
+            )
+            try await expectLeaseLost("complete of a key never claimed") {
+                try await env.store.complete(Completion(lease: phantom, retention: env.retention))
+            }
+            try await expectLeaseLost("renew of a key never claimed") { _ = try await env.store.renew(phantom, for: env.lease) }
+            try await expectLeaseLost("release of a key never claimed") { try await env.store.release(phantom) }
+            try expectEqual(try await env.store.record(for: absent), nil, "record of a key never claimed")
+
+            let released = try env.id("released")
+            let lease = try await env.acquire(released)
+            try await env.store.release(lease)
+            try await expectLeaseLost("a second release") { try await env.store.release(lease) }
+            try await expectLeaseLost("complete after release") {
+                try await env.store.complete(Completion(lease: lease, retention: env.retention))
+            }
+            try await expectLeaseLost("renew after release") { _ = try await env.store.renew(lease, for: env.lease) }
+            try expectEqual(try await env.store.record(for: released), nil, "record after writes to a released key")
+
+            let forgotten = try env.id("forgotten")
+            let forgottenLease = try await env.acquire(forgotten)
+            try expect(try await env.store.forget(forgotten), "forget of an in-flight record must report it deleted")
+            try await expectLeaseLost("complete after forget") {
+                try await env.store.complete(Completion(lease: forgottenLease, retention: env.retention))
+            }
+            try expectEqual(try await env.store.record(for: forgotten), nil, "record after complete of a forgotten key")
+        },
+
+        ConformanceCheck("release deletes the claim, so the next claim acquires afresh") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("release")
+            let lease = try await env.acquire(id)
+            try await env.store.release(lease)
+            try expectEqual(try await env.store.record(for: id), nil, "record after release")
+            let next = try await env.acquire(id, "the claim after a release")
+            try expectEqual(next.fencingToken, 1, "fencing token after release (no record was left)")
+            try expectEqual(next.attempt, 1, "attempt after release")
+        },
+    ]
+}
+
+// MARK: - Payload fingerprints
+
+extension DedupConformance {
+    static let fingerprintChecks: [ConformanceCheck] = [
+        ConformanceCheck("a different payload fingerprint is a mismatch, in flight (lease live or passed) and completed, and the record is unchanged") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("payment-1")
+            let holder = try await env.acquire(id, fingerprint: "sha:aaa")
+            var snapshot = try await env.existingRecord(id)
+            var reported = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint in flight")
+            try expectEqual(reported, snapshot, "the record a mismatch reports")
+            try expectEqual(reported.fingerprint, "sha:aaa", "fingerprint reported")
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch")
+            _ = try expectInFlight(try await env.claim(id, fingerprint: "sha:aaa"), "the same fingerprint in flight")
+
+            try await env.advance(units: 4)
+            _ = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint after the lease passed")
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch past the lease (no takeover)")
+            try await env.store.complete(Completion(lease: holder, retention: env.retention))
+
+            snapshot = try await env.existingRecord(id)
+            reported = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint once completed")
+            try expectEqual(reported, snapshot, "the completed record a mismatch reports")
+            try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch once completed")
+            _ = try expectDuplicate(try await env.claim(id, fingerprint: "sha:aaa"), "the same fingerprint once completed")
+        },
+
+        ConformanceCheck("nil fingerprints never mismatch, and a takeover fills in a missing fingerprint but never replaces one") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let unprinted = try env.id("fp-none")
+            let printed = try env.id("fp-some")
+            let fillIn = try env.id("fp-fill")
+            let keep = try env.id("fp-keep")
+            let unprintedLease = try await env.acquire(unprinted)
+            let printedLease = try await env.acquire(printed, fingerprint: "A")
+            _ = try await env.acquire(fillIn)
+            _ = try await env.acquire(keep, fingerprint: "A")
+            _ = try expectInFlight(try await env.claim(unprinted, fingerprint: "X"), "a fingerprinted claim of an unprinted record")
+            _ = try expectInFlight(try await env.claim(printed), "an unprinted claim of a fingerprinted record")
+            try await env.store.complete(Completion(lease: unprintedLease, retention: env.longLease))
+            try await env.store.complete(Completion(lease: printedLease, retention: env.longLease))
+            _ = try expectDuplicate(try await env.claim(unprinted, fingerprint: "X"), "a fingerprinted claim of a completed unprinted record")
+            _ = try expectDuplicate(try await env.claim(unprinted), "an unprinted claim of a completed unprinted record")
+            _ = try expectDuplicate(try await env.claim(printed), "an unprinted claim of a completed fingerprinted record")
+
+            try await env.advance(units: 4)
+            _ = try await env.acquire(fillIn, fingerprint: "Y", takeover: true, "a fingerprinted takeover")
+            try expectEqual(try await env.existingRecord(fillIn).fingerprint, "Y", "fingerprint filled in by the takeover")
+            _ = try await env.acquire(keep, takeover: true, "an unprinted takeover")
+            try expectEqual(try await env.existingRecord(keep).fingerprint, "A", "fingerprint kept across an unprinted takeover")
+            _ = try expectMismatch(try await env.claim(fillIn, fingerprint: "Z"), "a different fingerprint after the fill-in")
+            _ = try expectMismatch(try await env.claim(keep, fingerprint: "B"), "a different fingerprint after the unprinted takeover")
+        },
+    ]
+}

@@ -1,0 +1,3 @@
+import DedupDemo
+
+await DemoCommand.main()

@@ -1,0 +1,420 @@
+import Dedup
+import DedupRedis
+import Foundation
+import Synchronization
+import Testing
+
+@Suite("RedisDedupStore on a real redis-server")
+struct RedisDedupStoreTests {
+    @Test("claim, in flight, complete, duplicate with result; one hash per record readable with redis-cli")
+    func lifecycleAndLayout() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let record = id("orders-group", "order-42")
+            let first = try await store.claim(request(record, fingerprint: "fp-1"))
+            let lease = try #require(first.lease)
+            #expect(lease.fencingToken == 1 && lease.attempt == 1 && !lease.isTakeover)
+
+            let second = try await store.claim(request(record))
+            #expect(second.kind == "inFlight")
+            #expect(second.record?.ownerToken == lease.ownerToken)
+
+            // The layout a person reads with redis-cli.
+            let keys = try await server.cli("--scan", "--pattern", "dedup:*")
+            #expect(keys == "dedup:12:orders-group:order-42")
+            #expect(try await server.cli("HGET", keys, "state") == "in_flight")
+            #expect(try await server.cli("HGET", keys, "owner") == lease.ownerToken)
+            #expect(try await server.cli("HGET", keys, "fp") == "fp-1")
+            let leaseUntil = try await server.cli("HGET", keys, "lease_until_ms")
+            #expect(Int64(leaseUntil) == lease.leaseUntil.millisecondsSince1970)
+
+            try await store.complete(Completion(lease: lease, retention: .seconds(600), result: Data([0, 1, 2, 255])))
+            #expect(try await server.cli("HGET", keys, "state") == "completed")
+            #expect(try await server.cli("HEXISTS", keys, "owner") == "0")
+            let pttl = try #require(Int(try await server.cli("PTTL", keys)))
+            #expect(pttl > 590_000 && pttl <= 600_000)
+            let expires = try #require(Int64(try await server.cli("HGET", keys, "expires_ms")))
+            let completed = try #require(Int64(try await server.cli("HGET", keys, "completed_ms")))
+            #expect(expires == completed + 600_000)
+
+            let third = try await store.claim(request(record))
+            guard case .duplicate(let stored) = third else {
+                Issue.record("expected duplicate, got \(third)")
+                return
+            }
+            #expect(stored.state == .completed)
+            #expect(stored.result == Data([0, 1, 2, 255]))
+            #expect(stored.fingerprint == "fp-1")
+            #expect(stored.ownerToken == nil && stored.leaseUntil == nil)
+            #expect(stored.completedAt?.millisecondsSince1970 == completed)
+            #expect(try await store.record(for: record) == stored)
+
+            let mismatch = try await store.claim(request(record, fingerprint: "fp-2"))
+            #expect(mismatch.kind == "payloadMismatch")
+            await store.close()
+        }
+    }
+
+    @Test("keys with NUL, colons, newlines and emoji stay distinct and round-trip through listing")
+    func binaryKeys() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let ids = [id("a:b", "c"), id("a", "b:c"), id("ns", "with\0nul"), id("ns", "with\0nul\0"), id("ns", "line\nbreak 🎉"), id("ns*", "[x]?")]
+            for recordID in ids {
+                #expect(try await store.claim(request(recordID)).kind == "acquired", "\(recordID)")
+            }
+            for recordID in ids {
+                #expect(try await store.record(for: recordID)?.id == recordID)
+            }
+            var listed: [RecordID] = []
+            var cursor: PageCursor?
+            repeat {
+                let page = try await store.records(matching: RecordFilter(), after: cursor, limit: 2)
+                #expect(page.records.count <= 2)
+                listed += page.records.map(\.id)
+                cursor = page.next
+            } while cursor != nil
+            #expect(Set(listed) == Set(ids))
+            #expect(listed.count == ids.count)
+            let glob = try await store.records(matching: RecordFilter(namespace: "ns*"), after: nil, limit: 10)
+            #expect(glob.records.map(\.id) == [id("ns*", "[x]?")])
+            let prefixed = try await store.records(matching: RecordFilter(namespace: "ns", keyPrefix: "with\0"), after: nil, limit: 10)
+            #expect(Set(prefixed.records.map(\.id)) == [id("ns", "with\0nul"), id("ns", "with\0nul\0")])
+            await store.close()
+        }
+    }
+
+    @Test("release, renew and stale owners: leaseLost changes nothing")
+    func ownerChecks() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let record = id("billing", "p-1")
+            let lease = try #require(try await store.claim(request(record, lease: .seconds(10))).lease)
+            var stale = lease
+            stale.ownerToken = Lease.makeOwnerToken()
+            await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: stale, retention: .seconds(60))) }
+            await expectDedupError(.leaseLost) { try await store.release(stale) }
+            await expectDedupError(.leaseLost) { _ = try await store.renew(stale, for: .seconds(60)) }
+            #expect(try await store.record(for: record)?.state == .inFlight)
+
+            let before = try #require(try await store.record(for: record))
+            let renewed = try await store.renew(lease, for: .seconds(60))
+            #expect(renewed.leaseUntil > lease.leaseUntil)
+            let after = try #require(try await store.record(for: record))
+            #expect(after.leaseUntil == renewed.leaseUntil)
+            // The distance between lease end and expiry (the retention) is kept.
+            #expect(
+                after.expiresAt.millisecondsSince1970 - renewed.leaseUntil.millisecondsSince1970
+                    == before.expiresAt.millisecondsSince1970 - before.leaseUntil!.millisecondsSince1970
+            )
+
+            try await store.release(renewed)
+            #expect(try await store.record(for: record) == nil)
+            await expectDedupError(.leaseLost) { try await store.release(renewed) }
+            let again = try #require(try await store.claim(request(record)).lease)
+            #expect(again.fencingToken == 1)
+            await store.close()
+        }
+    }
+
+    @Test("a passed lease is taken over with fencing+1 on the server clock; the old owner loses")
+    func takeover() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let record = id("billing", "slow")
+            let first = try #require(try await store.claim(request(record, lease: .milliseconds(100))).lease)
+            #expect(try await store.claim(request(record, lease: .milliseconds(100))).kind == "inFlight")
+            try await Task.sleep(for: .milliseconds(150))  // the lease is on the server's clock
+            let second = try #require(try await store.claim(request(record)).lease)
+            #expect(second.isTakeover && second.fencingToken == 2 && second.attempt == 2)
+            await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: first, retention: .seconds(60))) }
+            try await store.complete(Completion(lease: second, retention: .seconds(60)))
+            #expect(try await store.record(for: record)?.fencingToken == 2)
+            await store.close()
+        }
+    }
+
+    @Test("batch claim and complete answer as one-by-one calls, the same key twice included")
+    func batches() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let done = id("ns", "done")
+            let doneLease = try #require(try await store.claim(request(done)).lease)
+            try await store.complete(Completion(lease: doneLease, retention: .seconds(60)))
+
+            let fresh = id("ns", "fresh")
+            let answers = try await store.claim(batch: [request(fresh), request(fresh), request(done), request(done), request(id("ns", "other"))])
+            #expect(answers.map(\.kind) == ["acquired", "inFlight", "duplicate", "duplicate", "acquired"])
+
+            var stale = try #require(answers[0].lease)
+            let good = try #require(answers[4].lease)
+            let real = stale
+            stale.ownerToken = "not-the-owner"
+            let completions = try await store.complete(batch: [
+                Completion(lease: stale, retention: .seconds(60)), Completion(lease: real, retention: .seconds(60)),
+                Completion(lease: real, retention: .seconds(60)), Completion(lease: good, retention: .seconds(60), result: Data("ok".utf8)),
+            ])
+            #expect(completions == [.leaseLost, .completed, .leaseLost, .completed])
+            #expect(try await store.claim(batch: []).isEmpty)
+            #expect(try await store.complete(batch: []).isEmpty)
+            await store.close()
+        }
+    }
+
+    @Test("records, conditional delete and stats by SCAN")
+    func inspection() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            for index in 0..<25 {
+                let lease = try #require(try await store.claim(request(id("alpha", "k\(index)"))).lease)
+                if index % 5 != 0 { try await store.complete(Completion(lease: lease, retention: .seconds(600))) }
+            }
+            _ = try await store.claim(request(id("beta", "k0"), lease: .milliseconds(1)))
+            // Someone else's data under our prefix is skipped by listing and stats.
+            try await server.cli("SET", "dedup:5:alpha:stranger", "x")
+            try await Task.sleep(for: .milliseconds(5))  // beta's 1 ms lease passes on the server clock
+
+            let stats = try await store.stats()
+            #expect(stats.namespaces.map(\.namespace) == ["alpha", "beta"])
+            #expect(stats.namespaces[0].completed == 20 && stats.namespaces[0].inFlight == 5)
+            #expect(stats.namespaces[1].inFlight == 1 && stats.namespaces[1].expiredLeases == 1)
+            #expect(stats.total == 26)
+
+            var completed: [RecordID] = []
+            var cursor: PageCursor?
+            var pages = 0
+            repeat {
+                let page = try await store.records(matching: RecordFilter(namespace: "alpha", state: .completed), after: cursor, limit: 7)
+                #expect(page.records.count <= 7)
+                #expect(page.records.allSatisfy { $0.state == .completed && $0.id.namespace == "alpha" })
+                completed += page.records.map(\.id)
+                cursor = page.next
+                pages += 1
+            } while cursor != nil && pages < 100
+            #expect(completed.count == 20 && Set(completed).count == 20)
+
+            // Conditional delete: only records that still match the filter go.
+            let everything = (0..<25).map { id("alpha", "k\($0)") } + [id("beta", "k0")]
+            let deleted = try await store.delete(everything, matching: RecordFilter(namespace: "alpha", state: .inFlight))
+            #expect(deleted == 5)
+            let future = Date().addingTimeInterval(3600)
+            #expect(try await store.delete(everything, matching: RecordFilter(from: future)) == 0)
+            #expect(try await store.delete(everything, matching: RecordFilter(state: .completed, until: future)) == 20)
+            #expect(try await store.forget(id("beta", "k0")))
+            #expect(try await store.stats().total == 0)
+            #expect(try await store.purgeExpired(limit: 100) == 0)
+            await expectDedupError(.invalidConfiguration) {
+                _ = try await store.records(matching: RecordFilter(), after: PageCursor(token: "bogus"), limit: 5)
+            }
+            await store.close()
+        }
+    }
+
+    @Test("many tasks on one store and several stores on one server: each key acquired exactly once")
+    func concurrentLedger() async throws {
+        try await withRedisServer { server in
+            let stores = try (0..<3).map { _ in try makeRedisStore(server.url) }
+            let keys = (0..<200).map { id("ledger", "m\($0)") }
+            let ledger = Shared<[RecordID: Int]>([:])
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<12 {
+                    let store = stores[worker % stores.count]
+                    group.addTask {
+                        for recordID in keys.shuffled() {
+                            let answer = try await store.claim(request(recordID))
+                            if let lease = answer.lease {
+                                ledger.withLock { $0[recordID, default: 0] += 1 }
+                                if worker.isMultiple(of: 2) {
+                                    try await store.complete(Completion(lease: lease, retention: .seconds(60)))
+                                }
+                            } else {
+                                #expect(answer.kind == "inFlight" || answer.kind == "duplicate")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let counts = ledger.withLock { $0 }
+            #expect(counts.count == keys.count)
+            #expect(counts.values.allSatisfy { $0 == 1 }, "\(counts.filter { $0.value != 1 })")
+            for store in stores { await store.close() }
+        }
+    }
+
+    @Test("server killed mid-run: calls fail with storeUnavailable; restarted, the same store recovers", arguments: [true, false])
+    func killAndRestart(inline: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, inline: inline)
+            #expect(try await store.claim(request(id("ns", "before"))).kind == "acquired")
+
+            let errors = Shared<[DedupError.Code: Int]>([:])
+            let successes = Shared(0)
+            let running = Shared(true)
+            let workers = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for worker in 0..<4 {
+                        group.addTask {
+                            var index = 0
+                            while running.withLock({ $0 }) {
+                                index += 1
+                                do {
+                                    _ = try await store.claim(request(id("ns", "w\(worker)-\(index)")))
+                                    successes.withLock { $0 += 1 }
+                                } catch let error as DedupError {
+                                    errors.withLock { $0[error.code, default: 0] += 1 }
+                                } catch {
+                                    Issue.record("not a DedupError: \(error)")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            while successes.withLock({ $0 }) < 200 { try await Task.sleep(for: .milliseconds(1)) }
+            await server.kill()
+            await expectDedupError(.storeUnavailable) { _ = try await store.claim(request(id("ns", "while-down"))) }
+            await expectDedupError(.storeUnavailable) { _ = try await store.ping() }
+            running.withLock { $0 = false }
+            await workers.value
+            let seen = errors.withLock { $0 }
+            #expect(seen.keys.allSatisfy { $0 == .storeUnavailable }, "\(seen)")
+
+            try await server.restart()
+            #expect(try await store.claim(request(id("ns", "after"))).kind == "acquired")
+            #expect(try await store.ping() > .zero)
+            await store.close()
+        }
+    }
+
+    @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
+    func commandTimeout(inline: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1, inline: inline)
+            _ = try await store.ping()
+            server.suspend()
+            let clock = ContinuousClock()
+            let start = clock.now
+            await expectDedupError(.timeout) { _ = try await store.claim(request(id("ns", "frozen"))) }
+            #expect(clock.now - start < .seconds(2))
+            server.resume()
+            #expect(try await store.claim(request(id("ns", "thawed"))).kind == "acquired")
+            await store.close()
+        }
+    }
+
+    @Test("requirepass: the right password works, a wrong or missing one is authenticationFailed")
+    func password() async throws {
+        try await withRedisServer(arguments: ["--requirepass", "s3cret"]) { server in
+            let url = server.url.replacingOccurrences(of: "redis://", with: "redis://:s3cret@")
+            let good = try makeRedisStore(url)
+            #expect(try await good.claim(request(id("ns", "k"))).kind == "acquired")
+            let wrong = try makeRedisStore(server.url.replacingOccurrences(of: "redis://", with: "redis://:wrong@"))
+            let error = await expectDedupError(.authenticationFailed) { _ = try await wrong.claim(request(id("ns", "k"))) }
+            #expect(error.map { !$0.message.contains("wrong") } ?? true, "the password must not be in the message")
+            let none = try makeRedisStore(server.url)
+            await expectDedupError(.authenticationFailed) { _ = try await none.ping() }
+            for store in [good, wrong, none] { await store.close() }
+        }
+    }
+
+    @Test("an ACL user with the rights it needs works; without them, authenticationFailed")
+    func aclUser() async throws {
+        try await withRedisServer { server in
+            try await server.cli("ACL", "SETUSER", "dedup", "on", ">pw", "~dedup:*", "+@all")
+            try await server.cli("ACL", "SETUSER", "reader", "on", ">pw", "~dedup:*", "+ping", "+hgetall", "+time")
+            let port = server.port!
+            let user = try makeRedisStore("redis://dedup:pw@127.0.0.1:\(port)/0")
+            #expect(try await user.claim(request(id("ns", "k"))).kind == "acquired")
+            let wrong = try makeRedisStore("redis://dedup:nope@127.0.0.1:\(port)/0")
+            await expectDedupError(.authenticationFailed) { _ = try await wrong.ping() }
+            let reader = try makeRedisStore("redis://reader:pw@127.0.0.1:\(port)/0")
+            await expectDedupError(.authenticationFailed) { _ = try await reader.claim(request(id("ns", "k2"))) }
+            for store in [user, wrong, reader] { await store.close() }
+        }
+    }
+
+    @Test("someone else's value at a record's key is wrongType; another hash is corruptStore")
+    func wrongType() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            try await server.cli("SET", "dedup:2:ns:taken", "someone else's")
+            await expectDedupError(.wrongType) { _ = try await store.claim(request(id("ns", "taken"))) }
+            await expectDedupError(.wrongType) { _ = try await store.record(for: id("ns", "taken")) }
+            #expect(try await server.cli("GET", "dedup:2:ns:taken") == "someone else's")
+            try await server.cli("HSET", "dedup:2:ns:hash", "name", "x")
+            await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", "hash"))) }
+            #expect(try await server.cli("HGET", "dedup:2:ns:hash", "name") == "x")
+            await store.close()
+        }
+    }
+
+    @Test("a read-only replica gives readOnly; maxmemory reached gives outOfMemory")
+    func readOnlyAndOutOfMemory() async throws {
+        try await withRedisServer { primary in
+            try await withRedisServer { replica in
+                try await replica.cli("REPLICAOF", "127.0.0.1", String(primary.port!))
+                let store = try makeRedisStore(replica.url)
+                await expectDedupError(.readOnly) { _ = try await store.claim(request(id("ns", "k"))) }
+                try await replica.cli("REPLICAOF", "NO", "ONE")
+                try await replica.cli("CONFIG", "SET", "maxmemory", "1")
+                await expectDedupError(.outOfMemory) { _ = try await store.claim(request(id("ns", "k"))) }
+                try await replica.cli("CONFIG", "SET", "maxmemory", "0")
+                #expect(try await store.claim(request(id("ns", "k"))).kind == "acquired")
+                await store.close()
+            }
+        }
+    }
+
+    @Test("unix socket URL with ?db=N uses that database")
+    func unixSocket() async throws {
+        try await withRedisServer(.unixSocket) { server in
+            let store = try makeRedisStore(server.url + "?db=3")
+            #expect(try await store.claim(request(id("ns", "k"))).kind == "acquired")
+            #expect(try await server.cli("-n", "3", "EXISTS", "dedup:2:ns:k") == "1")
+            #expect(try await server.cli("-n", "0", "EXISTS", "dedup:2:ns:k") == "0")
+            await store.close()
+        }
+    }
+
+    @Test("after SCRIPT FLUSH the scripts are loaded again and the calls succeed (inline and I/O-thread paths)", arguments: [true, false])
+    func noScriptRecovery(inline: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, poolSize: 1, inline: inline)
+            let lease = try #require(try await store.claim(request(id("ns", "a"))).lease)
+            try await server.cli("SCRIPT", "FLUSH")
+            try await store.complete(Completion(lease: lease, retention: .seconds(60)))
+            try await server.cli("SCRIPT", "FLUSH")
+            let answers = try await store.claim(batch: [request(id("ns", "a")), request(id("ns", "b")), request(id("ns", "b"))])
+            #expect(answers.map(\.kind) == ["duplicate", "acquired", "inFlight"])
+            await store.close()
+        }
+    }
+
+    @Test("ping measures a round trip; close ends the connections and later calls fail")
+    func pingAndClose() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let latency = try await store.ping()
+            #expect(latency > .zero && latency < .seconds(1))
+            let clients = try await server.cli("CLIENT", "LIST")
+            #expect(clients.split(separator: "\n").count >= 2)  // redis-cli itself and the store
+            await store.close()
+            await expectDedupError(.storeUnavailable) { _ = try await store.ping() }
+            let unreachable = try makeRedisStore("redis://127.0.0.1:1")
+            await expectDedupError(.storeUnavailable) { _ = try await unreachable.ping() }
+            await unreachable.close()
+        }
+    }
+}
+
+/// A value shared between concurrent test tasks.
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) { mutex = Mutex(value) }
+
+    func withLock<Result>(_ body: (inout Value) -> Result) -> Result {
+        mutex.withLock { body(&$0) }
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import Synchronization
+
+/// A real `redis-server` for one test: started on a free loopback port (or a Unix socket in a
+/// temporary directory) with persistence off and a directory of its own, stopped by ``stop()``.
+///
+/// ```swift
+/// let server = try await RedisServer.start()
+/// defer { server.stopNow() }   // or `await server.stop()` at the end
+/// let store = try RedisDedupStore(url: server.url)
+/// ```
+///
+/// If `redis-server` is not installed the start fails with a message saying how to install it:
+/// Redis tests never skip.
+final class RedisServer: Sendable {
+    /// Errors starting or talking to the server.
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// How the server listens.
+    enum Listener: Sendable {
+        case loopback
+        case unixSocket
+    }
+
+    /// The TCP port, when listening on loopback.
+    let port: Int?
+    /// The socket path, when listening on a Unix socket.
+    let socketPath: String?
+    /// The server's directory (log, socket); removed by ``stop()``.
+    let directory: URL
+    /// Extra `redis-server` arguments, kept for ``restart()``.
+    let extraArguments: [String]
+    private let process: Mutex<Process?>
+
+    /// `redis://127.0.0.1:PORT` or `unix:///…/redis.sock`, without credentials.
+    var url: String {
+        if let port { return "redis://127.0.0.1:\(port)" }
+        return "unix://\(socketPath!)"
+    }
+
+    private init(port: Int?, socketPath: String?, directory: URL, extraArguments: [String]) {
+        self.port = port
+        self.socketPath = socketPath
+        self.directory = directory
+        self.extraArguments = extraArguments
+        self.process = Mutex(nil)
+    }
+
+    /// Starts a server and waits until it answers `PING`.
+    ///
+    /// - Parameters:
+    ///   - listener: Loopback TCP on a free port (default) or a Unix socket.
+    ///   - arguments: Extra configuration, as `redis-server` arguments (`["--requirepass", "s3cret"]`).
+    static func start(listener: Listener = .loopback, arguments: [String] = []) async throws -> RedisServer {
+        guard executable("redis-server") != nil else {
+            throw Failure(description: "redis-server not found: install it with `apt-get install redis-server`")
+        }
+        guard executable("redis-cli") != nil else {
+            throw Failure(description: "redis-cli not found: install it with `apt-get install redis-tools`")
+        }
+        var lastError: Error?
+        for _ in 0..<5 {
+            let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dedup-redis-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let server: RedisServer
+            switch listener {
+            case .loopback:
+                server = RedisServer(port: try freePort(), socketPath: nil, directory: directory, extraArguments: arguments)
+            case .unixSocket:
+                server = RedisServer(port: nil, socketPath: directory.appendingPathComponent("redis.sock").path, directory: directory, extraArguments: arguments)
+            }
+            do {
+                try await server.launch()
+                return server
+            } catch {
+                lastError = error
+                await server.stop()
+            }
+        }
+        throw lastError ?? Failure(description: "redis-server did not start")
+    }
+
+    /// Starts the server again with the same port or socket and arguments (after ``kill()``).
+    func restart() async throws {
+        try await launch()
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no goodbye to clients) and waits for it to exit.
+    func kill() async {
+        await terminate(signal: SIGKILL)
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    func suspend() {
+        if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGSTOP) }
+    }
+
+    /// Thaws a server frozen by ``suspend()`` (SIGCONT).
+    func resume() {
+        if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGCONT) }
+    }
+
+    /// Stops the server and removes its directory.
+    func stop() async {
+        await terminate(signal: SIGKILL)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Runs `redis-cli` against the server with `arguments` and returns its output (trimmed).
+    @discardableResult
+    func cli(_ arguments: String...) async throws -> String {
+        try await cli(arguments: arguments)
+    }
+
+    /// Runs `redis-cli` against the server with `arguments`, logging in with `password` if given.
+    func cli(arguments: [String], password: String? = nil, user: String? = nil) async throws -> String {
+        var full: [String] = []
+        if let port { full += ["-h", "127.0.0.1", "-p", String(port)] } else { full += ["-s", socketPath!] }
+        if let user { full += ["--user", user] }
+        if let password { full += ["--no-auth-warning", "-a", password] }
+        let (status, output) = try await Self.run(Self.executable("redis-cli")!, full + arguments)
+        guard status == 0 else { throw Failure(description: "redis-cli \(arguments) failed (\(status)): \(output)") }
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func launch() async throws {
+        var arguments = ["--save", "", "--appendonly", "no", "--dir", directory.path, "--daemonize", "no",
+                         "--logfile", directory.appendingPathComponent("redis.log").path]
+        if let port {
+            arguments += ["--port", String(port), "--bind", "127.0.0.1"]
+        } else {
+            arguments += ["--port", "0", "--unixsocket", socketPath!, "--unixsocketperm", "700"]
+        }
+        arguments += extraArguments
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable("redis-server")!)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process.withLock { $0 = process }
+        // Poll for readiness: redis-server offers no readiness signal when not daemonized.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if !process.isRunning { break }
+            if let answer = try? await cli(arguments: ["PING"]), answer == "PONG" || answer.contains("NOAUTH") { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+        throw Failure(description: "redis-server did not answer PING at \(url): \(log.suffix(2000))")
+    }
+
+    private func terminate(signal: Int32) async {
+        guard let process = self.process.withLock({ value -> Process? in
+            defer { value = nil }
+            return value
+        }) else { return }
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGCONT)
+            Foundation.kill(process.processIdentifier, signal)
+        }
+        while process.isRunning {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    private static func executable(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin"] {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// A port the kernel just handed out for a loopback socket, now free again.
+    private static func freePort() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw Failure(description: "socket() failed") }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw Failure(description: "bind() failed") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0 else { throw Failure(description: "getsockname() failed") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func run(_ executable: String, _ arguments: [String]) async throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        return try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { process in
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                continuation.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
+            }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+    }
+}

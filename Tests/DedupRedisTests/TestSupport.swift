@@ -1,0 +1,105 @@
+import Dedup
+import DedupRedis
+import DedupTestKit
+import Foundation
+import Testing
+
+/// Runs `body` with a fresh redis-server, stopping it afterwards whatever happens.
+func withRedisServer<T>(
+    _ listener: RedisServer.Listener = .loopback, arguments: [String] = [], _ body: (RedisServer) async throws -> T
+) async throws -> T {
+    let server = try await RedisServer.start(listener: listener, arguments: arguments)
+    do {
+        let value = try await body(server)
+        await server.stop()
+        return value
+    } catch {
+        await server.stop()
+        throw error
+    }
+}
+
+/// Expects `body` to throw a ``DedupError`` with `code`; returns it.
+@discardableResult
+func expectDedupError(
+    _ code: DedupError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async -> DedupError? {
+    do {
+        try await body()
+        Issue.record("expected DedupError(\(code)), but the call succeeded", sourceLocation: sourceLocation)
+    } catch let error as DedupError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("expected DedupError(\(code)), got \(error)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
+
+/// A store with a short reconnect policy, so failure tests do not wait long.
+func makeRedisStore(
+    _ url: String, prefix: String = "dedup", commandTimeout: Duration = .seconds(2), poolSize: Int = 2, inline: Bool = true
+) throws -> RedisDedupStore {
+    try RedisDedupStore(
+        url: url,
+        configuration: .init(
+            connectTimeout: .seconds(1), commandTimeout: commandTimeout, poolSize: poolSize, keyPrefix: prefix,
+            reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
+            runsIdleCallsInline: inline
+        )
+    )
+}
+
+func id(_ namespace: String, _ key: String) -> RecordID {
+    try! RecordID(namespace: namespace, key: key)
+}
+
+func request(_ id: RecordID, lease: Duration = .seconds(30), retention: Duration = .seconds(3600), fingerprint: String? = nil) -> ClaimRequest {
+    ClaimRequest(id: id, lease: lease, retention: retention, fingerprint: fingerprint)
+}
+
+extension ClaimAnswer {
+    var lease: Lease? {
+        if case .acquired(let lease) = self { return lease }
+        return nil
+    }
+
+    var kind: String {
+        switch self {
+        case .acquired(let lease): return lease.isTakeover ? "takeover" : "acquired"
+        case .duplicate: return "duplicate"
+        case .inFlight: return "inFlight"
+        case .payloadMismatch: return "payloadMismatch"
+        }
+    }
+
+    var record: DedupRecord? {
+        switch self {
+        case .acquired: return nil
+        case .duplicate(let record), .inFlight(let record), .payloadMismatch(let record): return record
+        }
+    }
+}
+
+/// The conformance harness for Redis: each store gets a key prefix of its own on one server, so
+/// stores of different checks share nothing; the clock is the server's, so time passes by waiting.
+struct RedisConformanceHarness: ConformanceHarness {
+    let server: RedisServer
+
+    func makeStore() async throws -> any DedupStore {
+        try makeRedisStore(server.url, prefix: "conformance-\(UUID().uuidString.prefix(12))")
+    }
+
+    func makePeer(of store: any DedupStore) async throws -> any DedupStore {
+        guard let redis = store as? RedisDedupStore else { return store }
+        return try makeRedisStore(server.url, prefix: redis.configuration.keyPrefix)
+    }
+
+    /// Long enough to measure against the server clock over loopback, short enough to wait out.
+    var timeUnit: Duration { .milliseconds(100) }
+
+    /// Waits: the server's clock is the behaviour under test, not a synchronisation stand-in.
+    func advance(by duration: Duration) async throws {
+        try await Task.sleep(for: duration)
+    }
+}

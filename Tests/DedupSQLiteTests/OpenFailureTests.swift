@@ -1,0 +1,227 @@
+import CSQLite
+import Dedup
+@testable import DedupSQLite
+import DedupTestKit
+import Foundation
+import Logging
+import Testing
+
+/// Runs `body` on a thread of its own whose file-system identity is `nobody` (65534), so file
+/// permissions apply even when the tests run as root: a root thread that changes its fs uid loses
+/// its capability to override them, for that thread only (Linux `setfsuid`).
+func asUnprivilegedFileUser<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
+    await withCheckedContinuation { continuation in
+        let thread = Thread {
+            typealias SetID = @convention(c) (UInt32) -> Int32
+            let root = getuid() == 0
+            let setfsuid = unsafeBitCast(dlsym(dlopen(nil, RTLD_NOW), "setfsuid"), to: SetID.self)
+            let setfsgid = unsafeBitCast(dlsym(dlopen(nil, RTLD_NOW), "setfsgid"), to: SetID.self)
+            if root {
+                _ = setfsgid(65534)
+                _ = setfsuid(65534)
+            }
+            let result = body()
+            if root {
+                _ = setfsuid(0)
+                _ = setfsgid(0)
+            }
+            continuation.resume(returning: result)
+        }
+        thread.start()
+    }
+}
+
+/// Raw SQL on a file, bypassing the store (to prepare damaged or foreign databases).
+func rawSQL(_ path: String, _ sql: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw DedupError(.storeError, "raw open failed") }
+    defer { sqlite3_close(db) }
+    var message: UnsafeMutablePointer<CChar>?
+    if sqlite3_exec(db, sql, nil, nil, &message) != SQLITE_OK {
+        defer { sqlite3_free(message) }
+        throw DedupError(.storeError, String(cString: message!))
+    }
+}
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "dedup.sqlite.tests")
+    logger.logLevel = .critical
+    return logger
+}()
+
+@Suite("SQLiteDedupStore refuses bad files")
+struct OpenFailureTests {
+    /// Opens a store expecting `code`, and checks that the file and its side files are as before.
+    func expectRefused(_ path: String, _ code: DedupError.Code, mentions: [String] = []) async {
+        let before = contents(path)
+        let error = await expectDedupError(code) { try SQLiteDedupStore(path: path, logger: quietLogger) }
+        for text in mentions { #expect(error?.message.contains(text) == true, "\(error?.message ?? "") should mention \(text)") }
+        #expect(contents(path) == before, "the refused file was changed")
+        #expect((contents(path + "-wal") ?? Data()).isEmpty, "a refused file got a write-ahead log")
+        #expect(!exists(path + "-journal"))
+    }
+
+    /// A migrated store with one completed record, closed and checkpointed.
+    func populatedStore(_ directory: TemporaryDirectory) async throws -> String {
+        let path = directory.file()
+        let store = try SQLiteDedupStore(path: path, logger: quietLogger)
+        let lease = try #require(try await store.claim(request("k1")).lease)
+        try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
+        store.close()
+        return path
+    }
+
+    @Test("a file of garbage bytes is corruptStore and is left as it was")
+    func garbage() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file()
+        var generator = SystemRandomNumberGenerator()
+        let garbage = Data((0..<8192).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        try garbage.write(to: URL(fileURLWithPath: path))
+        await expectRefused(path, .corruptStore, mentions: [path])
+        await expectDedupError(.corruptStore) { try SQLiteDedupStore.schemaStatus(path: path) }
+    }
+
+    @Test("a schema version newer than the library is schemaTooNew, naming both versions")
+    func newerSchema() async throws {
+        let directory = TemporaryDirectory()
+        let path = try await populatedStore(directory)
+        try rawSQL(path, "INSERT INTO dedup_schema_migrations VALUES (99, 'from_the_future', 'fnv1a64:0000000000000001', 0)")
+        await expectRefused(path, .schemaTooNew, mentions: ["99", "version \(SQLiteMigration.latestVersion)", path])
+        let status = try SQLiteDedupStore.schemaStatus(path: path)
+        #expect(status.isNewerThanLibrary)
+        #expect(status.currentVersion == 99)
+        #expect(status.problem?.code == .schemaTooNew)
+        #expect(status.applied.last?.status == .unknown)
+    }
+
+    @Test("an applied migration whose checksum differs is schemaAltered")
+    func alteredMigration() async throws {
+        let directory = TemporaryDirectory()
+        let path = try await populatedStore(directory)
+        try rawSQL(path, "UPDATE dedup_schema_migrations SET checksum = 'fnv1a64:0123456789abcdef' WHERE version = 1")
+        await expectRefused(path, .schemaAltered, mentions: ["fnv1a64:0123456789abcdef", SQLiteMigration.all[0].checksum])
+        let status = try SQLiteDedupStore.schemaStatus(path: path)
+        #expect(status.altered.map(\.version) == [1])
+        #expect(status.problem?.code == .schemaAltered)
+        #expect(!status.isHealthy)
+    }
+
+    @Test("a path in a missing directory is storeUnavailable naming the path, and creates nothing")
+    func missingDirectory() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/no/such/dir/dedup.sqlite"
+        let error = await expectDedupError(.storeUnavailable) { try SQLiteDedupStore(path: path, logger: quietLogger) }
+        #expect(error?.message.contains(path) == true)
+        #expect(!exists(directory.path + "/no"))
+        await expectDedupError(.storeUnavailable) { try SQLiteDedupStore.migrate(path: path, logger: quietLogger) }
+    }
+
+    @Test("an unreadable file is permissionDenied naming the path, and is left as it was")
+    func unreadable() async throws {
+        let directory = TemporaryDirectory()
+        let path = try await populatedStore(directory)
+        chmod(directory.path, 0o755)
+        chmod(path, 0o000)
+        let before = contents(path)
+        let result = await asUnprivilegedFileUser { () -> DedupError? in
+            do {
+                _ = try SQLiteDedupStore(path: path, logger: quietLogger)
+                return nil
+            } catch {
+                return error as? DedupError
+            }
+        }
+        #expect(result?.code == .permissionDenied, "\(String(describing: result))")
+        #expect(result?.message.contains(path) == true)
+        #expect(contents(path) == before)
+        #expect(!exists(path + "-wal"))
+    }
+
+    @Test("a read-only file is readOnly, and is left as it was")
+    func readOnlyFile() async throws {
+        let directory = TemporaryDirectory()
+        let path = try await populatedStore(directory)
+        chmod(directory.path, 0o755)
+        chmod(path, 0o444)
+        let before = contents(path)
+        let result = await asUnprivilegedFileUser { () -> DedupError? in
+            do {
+                _ = try SQLiteDedupStore(path: path, logger: quietLogger)
+                return nil
+            } catch {
+                return error as? DedupError
+            }
+        }
+        #expect(result?.code == .readOnly, "\(String(describing: result))")
+        #expect(result?.message.contains(path) == true)
+        #expect(contents(path) == before)
+        #expect(!exists(path + "-wal"))
+    }
+
+    @Test("schemaStatus of a missing file is storeUnavailable and creates no file")
+    func statusOfMissingFile() async throws {
+        let directory = TemporaryDirectory()
+        await expectDedupError(.storeUnavailable) { try SQLiteDedupStore.schemaStatus(path: directory.file()) }
+        #expect(!exists(directory.file()))
+    }
+
+    @Test("SQLite failures map to the most specific codes")
+    func failureMapping() {
+        func code(_ rc: Int32, errno: Int32 = 0) -> DedupError.Code {
+            SQLiteFailure(code: rc, message: "m", systemErrno: errno).dedupError("op", path: "/p").code
+        }
+        #expect(code(SQLITE_BUSY) == .timeout)
+        #expect(code(SQLITE_CORRUPT) == .corruptStore)
+        #expect(code(SQLITE_NOTADB) == .corruptStore)
+        #expect(code(SQLITE_READONLY) == .readOnly)
+        #expect(code(SQLITE_FULL) == .outOfMemory)
+        #expect(code(SQLITE_NOMEM) == .outOfMemory)
+        #expect(code(SQLITE_CANTOPEN, errno: EACCES) == .permissionDenied)
+        #expect(code(SQLITE_CANTOPEN, errno: ENOENT) == .storeUnavailable)
+        #expect(code(SQLITE_IOERR) == .storeError)
+    }
+}
+
+@Suite("SQLite schema inspection and migration")
+struct SchemaTests {
+    @Test("migrate creates and migrates a new file once; status then reports it current and intact")
+    func migrateThenStatus() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file()
+        let applied = try SQLiteDedupStore.migrate(path: path, logger: quietLogger)
+        #expect(applied == SQLiteMigration.all)
+        #expect(try SQLiteDedupStore.migrate(path: path, logger: quietLogger).isEmpty)
+        let status = try SQLiteDedupStore.schemaStatus(path: path)
+        #expect(status.currentVersion == SQLiteMigration.latestVersion)
+        #expect(status.latestVersion == SQLiteMigration.latestVersion)
+        #expect(status.pending.isEmpty)
+        #expect(status.applied.map(\.checksum) == SQLiteMigration.all.map(\.checksum))
+        #expect(status.applied.allSatisfy { $0.status == .matches })
+        #expect(status.integrity == SQLiteIntegrity(isOK: true, messages: ["ok"]))
+        #expect(status.isHealthy)
+    }
+
+    @Test("an empty file reports every migration pending and is left unmigrated by schemaStatus")
+    func pendingOnEmptyFile() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file()
+        #expect(FileManager.default.createFile(atPath: path, contents: Data()))
+        let status = try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false)
+        #expect(status.currentVersion == 0)
+        #expect(status.pending == SQLiteMigration.all)
+        #expect(status.integrity == nil)
+        #expect(contents(path) == Data())
+    }
+
+    @Test("the store shares its file with the application's own tables")
+    func foreignTables() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file()
+        try rawSQL(path, "CREATE TABLE payments (id TEXT PRIMARY KEY, amount INTEGER); INSERT INTO payments VALUES ('p1', 5)")
+        let store = try SQLiteDedupStore(path: path, logger: quietLogger)
+        #expect(try await store.claim(request("k")).lease != nil)
+        store.close()
+        #expect(try SQLiteDedupStore.schemaStatus(path: path).isHealthy)
+    }
+}

@@ -1,0 +1,50 @@
+import Dedup
+import DedupTestKit
+import Testing
+
+/// The in-memory store on a manual clock: every store's checks run here first, exactly.
+struct InMemoryHarness: ConformanceHarness {
+    /// One clock for every store this harness makes, so `advance` moves them all.
+    let clock = ManualDedupClock()
+
+    func makeStore() async throws -> any DedupStore { InMemoryDedupStore(clock: clock) }
+    func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
+    var timeUnit: Duration { .seconds(1) }
+    func advance(by duration: Duration) async throws { clock.advance(by: duration) }
+    var hasManualClock: Bool { true }
+    var pagesInRecordIDOrder: Bool { true }
+}
+
+@Suite("InMemoryDedupStore conformance")
+struct InMemoryConformanceTests {
+    @Test(arguments: DedupConformance.checks)
+    func conforms(_ check: ConformanceCheck) async throws {
+        try await check.run(InMemoryHarness())
+    }
+
+    @Test("an exact-boundary check refuses a real-clock harness instead of passing vacuously")
+    func exactChecksNeedAManualClock() async throws {
+        let exact = DedupConformance.checks.filter(\.needsManualClock)
+        #expect(!exact.isEmpty)
+        #expect(DedupConformance.checks(manualClock: false).count == DedupConformance.checks.count - exact.count)
+        await #expect(throws: ConformanceFailure.self) { try await exact[0].run(RealClockInMemoryHarness()) }
+    }
+}
+
+/// The in-memory store on the real clock, as a store on a server clock (Redis) runs the suite: proves
+/// the checks themselves hold up when time passes by waiting rather than by hand.
+struct RealClockInMemoryHarness: ConformanceHarness {
+    func makeStore() async throws -> any DedupStore { InMemoryDedupStore() }
+    func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
+    var timeUnit: Duration { .milliseconds(100) }
+    func advance(by duration: Duration) async throws { try await Task.sleep(for: duration) }
+    var pagesInRecordIDOrder: Bool { true }
+}
+
+@Suite("InMemoryDedupStore conformance on the real clock")
+struct InMemoryRealClockConformanceTests {
+    @Test(arguments: DedupConformance.checks(manualClock: false))
+    func conforms(_ check: ConformanceCheck) async throws {
+        try await check.run(RealClockInMemoryHarness())
+    }
+}
