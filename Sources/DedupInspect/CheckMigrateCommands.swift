@@ -20,13 +20,16 @@ struct CheckCommand: AsyncParsableCommand {
     @Option(help: "Round trips to time; the median is reported.")
     var roundTrips = 5
 
+    @Flag(help: "Also run SQLite's quick_check over the whole file (reads all of it); a failure exits 4.")
+    var integrity = false
+
     func validate() throws {
         if roundTrips < 1 || roundTrips > 1000 { throw ValidationError("--round-trips must be between 1 and 1000") }
     }
 
     func run() async throws {
         try await Session.run(global, opening: .none) { session, _ in
-            let report = try await StoreAccess.check(session.location, roundTrips: roundTrips)
+            let report = try await StoreAccess.check(session.location, roundTrips: roundTrips, integrity: integrity)
             if session.json {
                 session.document(report.json(store: session.location.description))
             } else {
@@ -98,6 +101,8 @@ struct CheckReport: Sendable {
     var schema: SchemaReport?
     /// Anything else worth saying (server version, file size).
     var details: [(String, String)] = []
+    /// SQLite's quick_check found damage.
+    var integrityFailed = false
 
     var medianMicroseconds: Int64 {
         let sorted = roundTripMicroseconds.sorted()
@@ -106,6 +111,7 @@ struct CheckReport: Sendable {
 
     var status: ExitStatus {
         if let schema, schema.status != "current" { return .schemaMismatch }
+        if integrityFailed { return .storeError }
         return .success
     }
 
@@ -115,9 +121,9 @@ struct CheckReport: Sendable {
             ("backend", .string(backend)),
             ("reachable", .bool(true)),
             ("round_trips", .int(Int64(roundTripMicroseconds.count))),
-            ("latency_ms", .string(Self.milliseconds(medianMicroseconds))),
-            ("latency_us", .int(medianMicroseconds)),
-            ("latency_max_us", .int(roundTripMicroseconds.max() ?? 0)),
+            ("latency_ms", roundTripMicroseconds.isEmpty ? .null : .string(Self.milliseconds(medianMicroseconds))),
+            ("latency_us", roundTripMicroseconds.isEmpty ? .null : .int(medianMicroseconds)),
+            ("latency_max_us", roundTripMicroseconds.max().map { .int($0) } ?? .null),
             ("schema", schema?.json ?? .null),
             ("details", .object(details.map { ($0.0, .string($0.1)) })),
             ("ok", .bool(status == .success)),
@@ -129,8 +135,12 @@ struct CheckReport: Sendable {
             ("store", store),
             ("backend", backend),
             ("reachable", "yes"),
-            ("round trip", "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"),
         ]
+        if roundTripMicroseconds.isEmpty {
+            lines.append(("round trip", "not measured (opening the store would migrate it)"))
+        } else {
+            lines.append(("round trip", "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"))
+        }
         if let schema {
             var text = "version \(schema.version) of \(schema.latest): \(schema.status)"
             if !schema.pending.isEmpty { text += " (pending: \(schema.pending.joined(separator: ", ")); run dedup-inspect migrate)" }
@@ -138,7 +148,7 @@ struct CheckReport: Sendable {
             if let detail = schema.detail { lines.append(("", detail)) }
         }
         lines += details
-        lines.append(("result", status == .success ? "ok" : "schema mismatch"))
+        lines.append(("result", status == .success ? "ok" : status == .schemaMismatch ? "schema mismatch" : "integrity check failed"))
         return Self.labelled(lines)
     }
 

@@ -82,22 +82,35 @@ struct ResetCommand: AsyncParsableCommand {
                 if deleted > 0 { StandardError.write("dedup-inspect: deleted \(deleted) records before the error\n") }
                 if session.json { session.document(document(matched: matched, deleted: deleted, samples: samples, now: now, error: (error, status))) }
             }
+            // A scan-ordered store (Redis) may skip records in a listing while others are deleted
+            // under it, so deleting runs whole passes until one finds nothing left. On SQLite
+            // (keyset paging) the second pass is one empty indexed query.
+            var passes = 0
+            var deletedThisPass = 0
             repeat {
-                let page = try await store.records(matching: filter, after: cursor, limit: batchSize)
-                cursor = page.next
-                matched += page.records.count
-                if yes {
-                    // Delete what this page found, each only if it still matches (a record claimed
-                    // again meanwhile is no longer completed and is left alone).
-                    if !page.records.isEmpty {
-                        deleted += try await store.delete(page.records.map(\.id), matching: filter)
+                passes += 1
+                deletedThisPass = 0
+                cursor = nil
+                repeat {
+                    let page = try await store.records(matching: filter, after: cursor, limit: batchSize)
+                    cursor = page.next
+                    if passes == 1 { matched += page.records.count }
+                    if yes {
+                        // Delete what this page found, each only if it still matches (a record
+                        // claimed again meanwhile is no longer completed and is left alone).
+                        if !page.records.isEmpty {
+                            let count = try await store.delete(page.records.map(\.id), matching: filter)
+                            deleted += count
+                            deletedThisPass += count
+                            if passes > 1 { matched += count }
+                        }
+                        progress.update(deleted)
+                    } else {
+                        if samples.count < sample { samples += page.records.prefix(sample - samples.count) }
+                        progress.update(matched)
                     }
-                    progress.update(deleted)
-                } else {
-                    if samples.count < sample { samples += page.records.prefix(sample - samples.count) }
-                    progress.update(matched)
-                }
-            } while cursor != nil
+                } while cursor != nil
+            } while yes && deletedThisPass > 0 && passes < 100
             progress.finish()
             session.onError = nil
 
@@ -205,7 +218,7 @@ struct PurgeCommand: AsyncParsableCommand {
                     if count < batchSize { break }
                 }
             } else {
-                expired = try await StoreAccess.countExpired(in: store)
+                expired = try await StoreAccess.countExpired(in: store, at: session.location, now: session.now)
             }
             session.onError = nil
             if session.json {

@@ -1,3 +1,4 @@
+import CSQLite
 import Dedup
 import DedupRedis
 import DedupSQLite
@@ -25,36 +26,112 @@ enum StoreAccess {
     }
 
     /// How many records are expired, where the store can count them without deleting; `nil` otherwise.
-    static func countExpired(in store: any DedupStore) async throws -> Int? {
-        nil
-    }
-
-    /// Connectivity, latency and schema.
-    static func check(_ location: StoreLocation, roundTrips: Int) async throws -> CheckReport {
-        let store = try open(location, creating: false)
-        let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
-        var times: [Int64] = []
-        let clock = ContinuousClock()
-        for _ in 0..<roundTrips {
-            let elapsed = try await clock.measure { _ = try await store.record(for: probe) }
-            times.append(elapsed.wholeMicroseconds)
-        }
+    ///
+    /// SQLite: one indexed `count(*)` on `expires_at` through a read-only connection of its own
+    /// (the schema is documented in `Migrations/sqlite`). Redis expires records by itself (TTLs), so
+    /// there is never anything left to purge: 0.
+    static func countExpired(in store: any DedupStore, at location: StoreLocation, now: Int64) async throws -> Int? {
         switch location {
-        case .sqlite:
-            return CheckReport(backend: "sqlite", roundTripMicroseconds: times, schema: nil)
         case .redis:
-            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil)
+            return 0
+        case .sqlite(let path):
+            return try await Task.detached { try countExpiredSQLite(path: path, now: now) }.value
         }
     }
 
-    /// Applies pending migrations (SQLite).
+    private static func countExpiredSQLite(path: String, now: Int64) throws(DedupError) -> Int {
+        var db: OpaquePointer?
+        defer { sqlite3_close_v2(db) }
+        func failure(_ what: String) -> DedupError {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            return DedupError(.storeError, "\(what) in \(path.debugDescription): \(message)")
+        }
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else { throw failure("opening") }
+        sqlite3_busy_timeout(db, 5000)
+        var statement: OpaquePointer?
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_prepare_v2(db, "SELECT count(*) FROM dedup_records WHERE expires_at <= ?1", -1, &statement, nil) == SQLITE_OK else {
+            throw failure("counting expired records")
+        }
+        sqlite3_bind_int64(statement, 1, now)
+        guard sqlite3_step(statement) == SQLITE_ROW else { throw failure("counting expired records") }
+        return Int(sqlite3_column_int64(statement, 0))
+    }
+
+    /// Connectivity, latency and schema; changes nothing.
+    static func check(_ location: StoreLocation, roundTrips: Int, integrity: Bool) async throws -> CheckReport {
+        let clock = ContinuousClock()
+        switch location {
+        case .sqlite(let path):
+            try requireFile(path)
+            let status = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: integrity) }.value
+            let schema = schemaReport(status)
+            var details: [(String, String)] = []
+            if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
+                details.append(("file_bytes", String(size)))
+            }
+            if let integrity = status.integrity {
+                details.append(("integrity", integrity.isOK ? "ok" : integrity.messages.joined(separator: "; ")))
+            }
+            // Opening the store applies pending migrations: only time round trips on a current schema.
+            var times: [Int64] = []
+            if schema.status == "current" {
+                let store = try SQLiteDedupStore(path: path)
+                defer { store.close() }
+                let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
+                for _ in 0..<roundTrips {
+                    times.append(try await clock.measure { _ = try await store.record(for: probe) }.wholeMicroseconds)
+                }
+            }
+            var report = CheckReport(backend: "sqlite", roundTripMicroseconds: times, schema: schema, details: details)
+            if let integrity = status.integrity, !integrity.isOK { report.integrityFailed = true }
+            return report
+        case .redis(let url):
+            let store = try RedisDedupStore(url: url)
+            var times: [Int64] = []
+            for _ in 0..<roundTrips {
+                times.append(try await store.ping().wholeMicroseconds)
+            }
+            await store.close()
+            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", location.redactingSecrets(in: store.endpoint.description))])
+        }
+    }
+
+    static func schemaReport(_ status: SQLiteSchemaStatus) -> SchemaReport {
+        let state: String
+        if status.isNewerThanLibrary {
+            state = "too_new"
+        } else if !status.altered.isEmpty {
+            state = "altered"
+        } else if !status.pending.isEmpty {
+            state = "behind"
+        } else {
+            state = "current"
+        }
+        return SchemaReport(
+            version: status.currentVersion, latest: status.latestVersion,
+            pending: status.pending.map(\.description),
+            status: state, detail: status.problem?.message
+        )
+    }
+
+    /// Applies pending migrations (SQLite, creating the file); Redis has no schema.
     static func migrate(_ location: StoreLocation) async throws -> MigrateReport {
         switch location {
-        case .sqlite:
-            _ = try open(location, creating: true)
-            return MigrateReport(backend: "sqlite", before: 0, after: 0, applied: [])
-        case .redis:
-            _ = try open(location, creating: true)
+        case .sqlite(let path):
+            let before: Int? = FileManager.default.fileExists(atPath: path)
+                ? try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+                : 0
+            let applied = try await Task.detached { try SQLiteDedupStore.migrate(path: path) }.value
+            let after = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+            return MigrateReport(
+                backend: "sqlite", before: before, after: after,
+                applied: applied.map(\.description))
+        case .redis(let url):
+            // Connect once, so a wrong address or password still fails here.
+            let store = try RedisDedupStore(url: url)
+            _ = try await store.ping()
+            await store.close()
             return MigrateReport(backend: "redis", before: nil, after: nil, applied: [])
         }
     }
