@@ -56,6 +56,12 @@ public enum JSONValue: Sendable, Equatable {
     /// characters are escaped.
     static func appendString(_ value: String, to text: inout String) {
         text += "\""
+        // Most strings need no escaping: append them whole (per-scalar appends cost ~10x more).
+        if !value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F }) {
+            text += value
+            text += "\""
+            return
+        }
         for scalar in value.unicodeScalars {
             switch scalar {
             case "\"": text += "\\\""

@@ -249,6 +249,7 @@ struct SQLiteInspectTests {
         #expect(dry.status == 0, "\(dry.stderr)")
         let dryDocument = try dry.json()
         #expect(dryDocument.bool("dry_run") == true)
+        #expect(dryDocument.int("expired") == 3)
         #expect(dryDocument.int("deleted") == 0)
 
         let real = try await inspect("purge", "--store", location, "--yes", "--format", "json", "--batch-size", "2")
@@ -286,6 +287,23 @@ struct SQLiteInspectTests {
         #expect(FileManager.default.fileExists(atPath: newPath))
         let after = try await inspect("check", "--store", "sqlite:\(newPath)")
         #expect(after.status == 0)
+
+        // An empty file has the whole schema pending: exit 5, and check leaves it as it was.
+        let emptyPath = directory.path + "/empty.sqlite"
+        #expect(FileManager.default.createFile(atPath: emptyPath, contents: nil))
+        let behind = try await inspect("check", "--store", "sqlite:\(emptyPath)", "--format", "json")
+        #expect(behind.status == 5, "\(behind.stderr)")
+        let schema = try #require(try behind.json().object("schema"))
+        #expect(schema.string("status") == "behind")
+        #expect(schema.int("version") == 0)
+        #expect((schema["pending"] as? [String])?.first == "0001_create_records")
+        #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
+
+        // A file that is not a database: a store error (4), not "unreachable".
+        let junkPath = directory.path + "/junk.sqlite"
+        #expect(FileManager.default.createFile(atPath: junkPath, contents: Data(repeating: 0x41, count: 4096)))
+        let junk = try await inspect("check", "--store", "sqlite:\(junkPath)")
+        #expect(junk.status == 4, "\(junk.stderr)")
     }
 
     @Test("progress shows on stderr only when asked or on a terminal; piped output stays quiet")
