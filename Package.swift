@@ -95,6 +95,11 @@ let package = Package(
             ]
         ),
 
+        // Helpers for the test targets: a redis-server per test, the built executables.
+        .target(
+            name: "DedupTestSupport",
+            path: "Tests/DedupTestSupport"
+        ),
         .testTarget(
             name: "DedupTests",
             dependencies: [
@@ -105,15 +110,15 @@ let package = Package(
         ),
         .testTarget(
             name: "DedupSQLiteTests",
-            dependencies: ["Dedup", "DedupSQLite", "DedupTestKit", "CSQLite"]
+            dependencies: ["Dedup", "DedupSQLite", "DedupTestKit", "DedupTestSupport", "CSQLite"]
         ),
         .testTarget(
             name: "DedupRedisTests",
-            dependencies: ["Dedup", "DedupRedis", "DedupTestKit"]
+            dependencies: ["Dedup", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
         ),
         .testTarget(
             name: "DedupInspectTests",
-            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupTestKit"]
+            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

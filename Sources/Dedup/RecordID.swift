@@ -81,6 +81,19 @@ public struct RecordID: Hashable, Sendable, Comparable, CustomStringConvertible 
         self.init(uncheckedNamespace: namespace, key: key)
     }
 
+    /// Equal when both parts have the same UTF-8 bytes. Swift's `String` equality would call
+    /// "é" and "e\u{301}" equal, while every store keeps them apart as different bytes.
+    public static func == (lhs: RecordID, rhs: RecordID) -> Bool {
+        lhs.namespace.utf8.elementsEqual(rhs.namespace.utf8) && lhs.key.utf8.elementsEqual(rhs.key.utf8)
+    }
+
+    /// Hashes the UTF-8 bytes, consistently with ``==(_:_:)``.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(namespace.utf8.count)
+        for byte in namespace.utf8 { hasher.combine(byte) }
+        for byte in key.utf8 { hasher.combine(byte) }
+    }
+
     /// Orders by namespace, then key, comparing UTF-8 bytes (the order stores page in).
     public static func < (lhs: RecordID, rhs: RecordID) -> Bool {
         if lhs.namespace != rhs.namespace {

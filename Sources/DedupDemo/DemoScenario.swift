@@ -115,9 +115,10 @@ public enum DemoScenario {
         }
         progress("published \(options.messages) messages to the simulated topic")
 
+        let leaseDuration = lease
         let handler: @Sendable (SimulatedBroker.Delivery) async throws -> SimulatedBroker.Ack = { delivery in
             let acked = try await handle(
-                delivery, consumer: consumer, store: store, ledger: ledger, tally: tally, lease: lease
+                delivery, consumer: consumer, store: store, ledger: ledger, tally: tally, lease: leaseDuration
             )
             let done = tally["settled"] + 1
             tally.add("settled")

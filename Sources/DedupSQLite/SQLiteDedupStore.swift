@@ -70,6 +70,8 @@ public final class SQLiteDedupStore: DedupStore {
     private let hot: Mutex<Connection?>
     private let worker: BlockingWorker
     private let checkpoints: CheckpointTrigger?
+    /// How many inline calls met a busy lock and went to the worker thread (for tests and tuning).
+    let busyHandoffs = Atomic<Int>(0)
 
     /// The error of calls after ``close()``.
     static let closedError = DedupError(.storeUnavailable, "the SQLite store is closed")
@@ -139,6 +141,9 @@ public final class SQLiteDedupStore: DedupStore {
         } catch {
             throw error.dedupError("opening the SQLite store", path: path)
         }
+        // Before any statement: a file being created by another process is briefly locked, and
+        // every statement, pragmas included, must wait for it rather than fail at once.
+        connection.setBusyTimeout(configuration.busyTimeout)
         if sqlite3_db_readonly(connection.db, "main") == 1 {
             connection.close()
             throw DedupError(
@@ -229,7 +234,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// Runs `body` inline on the hot connection; if it meets another connection's lock, runs it
     /// again on the worker thread, which waits with the busy timeout.
     @inline(__always)
-    private func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
+    func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
         let inline: Result<R, any Error>? = hot.withLock { connection -> Result<R, any Error>? in
             guard let connection else { return .failure(Self.closedError) }
             do {
@@ -248,6 +253,7 @@ public final class SQLiteDedupStore: DedupStore {
         case .failure(let error)?:
             throw mapped(error, context)
         case nil:
+            busyHandoffs.add(1, ordering: .relaxed)
             logger.trace("SQLite lock busy; retrying on the worker thread", metadata: ["operation": "\(context)"])
             return try await onWorker(context, body)
         }

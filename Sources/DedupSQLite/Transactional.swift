@@ -200,6 +200,16 @@ extension SQLiteDedupStore {
         _ body: @escaping @Sendable (SQLiteTransaction, Lease) throws -> Data?
     ) async throws -> TransactionalOutcome {
         let clock = configuration.clock
+        // A duplicate or in-flight key is answered by an inline read: no thread hop, no write lock.
+        let early = try await perform("transactional claim") { connection in
+            RecordSQL.answerWithoutWrite(try RecordSQL.read(connection, request.id), request, now: clock.nowMilliseconds())
+        }
+        switch early {
+        case .duplicate(let record)?: return .duplicate(record)
+        case .inFlight(let record)?: return .inFlight(record)
+        case .payloadMismatch(let record)?: return .payloadMismatch(record)
+        case .acquired?, nil: break
+        }
         return try await onWorker("transactional claim") { connection in
             return try Self.runTransactional(connection, request, retention: retention, now: clock.nowMilliseconds(), body)
         }

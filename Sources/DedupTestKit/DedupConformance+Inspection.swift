@@ -77,7 +77,7 @@ extension DedupConformance {
             let inB = try env.id("m-1", in: "group-b")
             let inPrefix = try env.id("a:m-1", in: "group")
             let leaseA = try await env.acquire(inA)
-            let leaseB = try await env.acquire(inB)
+            let leaseB = try await env.acquire(inB, lease: env.longLease)
             _ = try await env.acquire(inPrefix)
             try expectEqual(leaseA.fencingToken, 1, "fencing in group-a")
             try expectEqual(leaseB.fencingToken, 1, "fencing in group-b")

@@ -5,7 +5,7 @@ import Foundation
 /// once and run against every store (in-memory, SQLite, Redis, and any third-party store).
 ///
 /// Each check makes its own stores through a ``ConformanceHarness``, builds leases and retentions from
-/// the harness's ``ConformanceHarness/timeUnit`` (lease 3 units, retention 10 units unless a check
+/// the harness's ``ConformanceHarness/timeUnit`` (lease 3 units, retention 100 units unless a check
 /// says otherwise) and moves time only through ``ConformanceHarness/advance(by:)``. So the same
 /// checks run on a manual clock (unit 1 s, exact) and on a real server clock (unit about 100 ms, where
 /// they assert "at least one unit before" and "at least one unit after" a boundary instead of exact
@@ -78,11 +78,12 @@ extension DedupConformance {
         ConformanceCheck("a key in flight under a live lease answers inFlight with the holder's record and stays unchanged") { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-2")
+            let deadline = env.deadline(in: env.lease)
             let holder = try await env.acquire(id)
             let before = try await env.existingRecord(id)
             try await env.advance(units: 1)
             let answer = try await env.claim(id)
-            let reported = try expectInFlight(answer, "a second claim during the lease")
+            let reported = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a second claim during the lease") }
             try expectEqual(reported, before, "the record an inFlight answer reports")
             try expectEqual(reported.ownerToken, holder.ownerToken, "owner in the inFlight answer")
             try expectEqual(try await env.existingRecord(id), before, "record after an inFlight answer")
@@ -133,9 +134,11 @@ extension DedupConformance {
         ConformanceCheck("one unit before the lease ends the key is in flight; one unit after, it is taken over") { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-5")
+            let deadline = env.deadline(in: env.lease)
             _ = try await env.acquire(id)
             try await env.advance(units: 2)
-            _ = try expectInFlight(try await env.claim(id), "a claim one unit before the lease ends")
+            let early = try await env.claim(id)
+            _ = try await env.beforeDeadline(deadline) { try expectInFlight(early, "a claim one unit before the lease ends") }
             try await env.advance(units: 2)
             _ = try await env.acquire(id, takeover: true, "a claim one unit after the lease ended")
         },
@@ -159,8 +162,8 @@ extension DedupConformance {
             let claimed = try await env.existingRecord(id)
             try await env.advance(units: 1)
             let result = Data("receipt-7".utf8)
-            // The completion's retention (20 units) differs from the claim's (10) to show which is used.
-            try await env.store.complete(Completion(lease: lease, retention: env.units(20), result: result))
+            // The completion's retention (200 units) differs from the claim's (100) to show which is used.
+            try await env.store.complete(Completion(lease: lease, retention: env.units(200), result: result))
             let duplicate = try expectDuplicate(try await env.claim(id, fingerprint: "fp-7"), "a claim after completion")
             try expectEqual(duplicate.state, .completed, "state")
             try expectEqual(duplicate.ownerToken, nil, "owner token of a completed record")
@@ -174,7 +177,7 @@ extension DedupConformance {
             try expectEqual(duplicate.recordTime, completedAt, "recordTime of a completed record")
             try env.expectElapsed(from: claimed.createdAt, to: completedAt, env.unit, "completedAt - createdAt")
             try expectEqual(
-                duplicate.expiresAt.millisecondsSince1970 - completedAt.millisecondsSince1970, env.units(20).wholeMilliseconds,
+                duplicate.expiresAt.millisecondsSince1970 - completedAt.millisecondsSince1970, env.units(200).wholeMilliseconds,
                 "expiresAt - completedAt (the completion's retention)"
             )
             try expectEqual(try await env.existingRecord(id), duplicate, "record(for:) vs the duplicate answer")
@@ -212,9 +215,11 @@ extension DedupConformance {
         ConformanceCheck("one unit before a completed record expires it is a duplicate; one unit after, the key is acquired afresh") { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-8")
+            let deadline = env.deadline(in: env.units(3))
             try await env.acquireAndComplete(id, retention: env.units(3))
             try await env.advance(units: 2)
-            _ = try expectDuplicate(try await env.claim(id), "a claim one unit before expiry")
+            let early = try await env.claim(id)
+            _ = try await env.beforeDeadline(deadline) { try expectDuplicate(early, "a claim one unit before expiry") }
             try await env.advance(units: 2)
             let fresh = try await env.acquire(id, "a claim one unit after expiry")
             try expectEqual(fresh.fencingToken, 1, "fencing token of a fresh record after expiry")
@@ -292,12 +297,14 @@ extension DedupConformance {
             let id = try env.id("late-renew")
             let lease = try await env.acquire(id)
             try await env.advance(units: 4)
+            let deadline = env.deadline(in: env.lease)
             let renewed = try await env.store.renew(lease, for: env.lease)
             try expect(renewed.leaseUntil > lease.leaseUntil, "renew must move leaseUntil later")
             let record = try await env.existingRecord(id)
             try expectEqual(record.leaseUntil, renewed.leaseUntil, "record leaseUntil after renew")
             try expectEqual(record.ownerToken, lease.ownerToken, "owner after renew")
-            _ = try expectInFlight(try await env.claim(id), "a claim after the renewal")
+            let answer = try await env.claim(id)
+            _ = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a claim after the renewal") }
         },
 
         ConformanceCheck("renew extends the lease from now keeping the retention gap, and a renewed claim is not taken over at its first lease end") { harness in
@@ -305,6 +312,7 @@ extension DedupConformance {
             let id = try env.id("renew")
             let lease = try await env.acquire(id)
             try await env.advance(units: 2)
+            let deadline = env.deadline(in: env.lease)
             let renewed = try await env.store.renew(lease, for: env.lease)
             try expectEqual(renewed.ownerToken, lease.ownerToken, "owner token of the renewed lease")
             try expectEqual(renewed.fencingToken, lease.fencingToken, "fencing token of the renewed lease")
@@ -318,7 +326,8 @@ extension DedupConformance {
                 "expiresAt - leaseUntil after renew"
             )
             try await env.advance(units: 2)  // past the first lease end, before the renewed one
-            _ = try expectInFlight(try await env.claim(id), "a claim past the first lease end of a renewed claim")
+            let answer = try await env.claim(id)
+            _ = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a claim past the first lease end of a renewed claim") }
             try await env.advance(units: 2)  // past the renewed lease end
             let takeover = try await env.acquire(id, takeover: true, "a claim past the renewed lease end")
             try expectEqual(takeover.fencingToken, 2, "fencing token of the takeover")
@@ -414,13 +423,15 @@ extension DedupConformance {
         ConformanceCheck("a different payload fingerprint is a mismatch, in flight (lease live or passed) and completed, and the record is unchanged") { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("payment-1")
+            let deadline = env.deadline(in: env.lease)
             let holder = try await env.acquire(id, fingerprint: "sha:aaa")
             var snapshot = try await env.existingRecord(id)
             var reported = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint in flight")
             try expectEqual(reported, snapshot, "the record a mismatch reports")
             try expectEqual(reported.fingerprint, "sha:aaa", "fingerprint reported")
             try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch")
-            _ = try expectInFlight(try await env.claim(id, fingerprint: "sha:aaa"), "the same fingerprint in flight")
+            let same = try await env.claim(id, fingerprint: "sha:aaa")
+            _ = try await env.beforeDeadline(deadline) { try expectInFlight(same, "the same fingerprint in flight") }
 
             try await env.advance(units: 4)
             _ = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint after the lease passed")
@@ -440,12 +451,17 @@ extension DedupConformance {
             let printed = try env.id("fp-some")
             let fillIn = try env.id("fp-fill")
             let keep = try env.id("fp-keep")
+            let deadline = env.deadline(in: env.lease)
             let unprintedLease = try await env.acquire(unprinted)
             let printedLease = try await env.acquire(printed, fingerprint: "A")
             _ = try await env.acquire(fillIn)
             _ = try await env.acquire(keep, fingerprint: "A")
-            _ = try expectInFlight(try await env.claim(unprinted, fingerprint: "X"), "a fingerprinted claim of an unprinted record")
-            _ = try expectInFlight(try await env.claim(printed), "an unprinted claim of a fingerprinted record")
+            let printedOnUnprinted = try await env.claim(unprinted, fingerprint: "X")
+            let unprintedOnPrinted = try await env.claim(printed)
+            try await env.beforeDeadline(deadline) {
+                _ = try expectInFlight(printedOnUnprinted, "a fingerprinted claim of an unprinted record")
+                _ = try expectInFlight(unprintedOnPrinted, "an unprinted claim of a fingerprinted record")
+            }
             try await env.store.complete(Completion(lease: unprintedLease, retention: env.longLease))
             try await env.store.complete(Completion(lease: printedLease, retention: env.longLease))
             _ = try expectDuplicate(try await env.claim(unprinted, fingerprint: "X"), "a fingerprinted claim of a completed unprinted record")

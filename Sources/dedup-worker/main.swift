@@ -84,6 +84,25 @@ do {
         // Deferred keys (in flight in another process) are retried until each ends applied or duplicate.
         while !pending.isEmpty {
             var retry: [Int] = []
+            if options.batch == 1 {
+                for number in pending {
+                    let outcome = try await consumer.process(key: "key-\(number)") { context in
+                        ledger.append("\(number) \(pid) \(context.fencingToken)")
+                        if handlerMicroseconds > 0 { usleep(UInt32(handlerMicroseconds)) }
+                    }
+                    switch outcome {
+                    case .applied: applied += 1
+                    case .duplicate: duplicates += 1
+                    case .deferred:
+                        deferred += 1
+                        retry.append(number)
+                    case .bypassed: fail("bypassed a key")
+                    }
+                }
+                if !retry.isEmpty { usleep(2000) }
+                pending = retry
+                continue
+            }
             for chunkStart in stride(from: 0, to: pending.count, by: options.batch) {
                 let chunk = Array(pending[chunkStart..<min(chunkStart + options.batch, pending.count)])
                 let results = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {

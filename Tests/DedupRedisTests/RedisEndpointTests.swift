@@ -1,3 +1,4 @@
+import DedupTestSupport
 import Dedup
 import DedupRedis
 import Testing

@@ -56,6 +56,15 @@ struct RecordIDTests {
         }
     }
 
+    @Test("canonically equivalent but different bytes are different identities, as in every store")
+    func bytewiseIdentity() throws {
+        let composed = try RecordID(namespace: "ns", key: "caf\u{E9}")
+        let decomposed = try RecordID(namespace: "ns", key: "cafe\u{301}")
+        #expect(composed != decomposed)
+        #expect(Set([composed, decomposed]).count == 2)
+        #expect(!composed.encoded.utf8.elementsEqual(decomposed.encoded.utf8))
+    }
+
     @Test("malformed encodings are refused")
     func malformed() {
         for text in ["", "x", "3:ab", "3:abc", "0::k", "-1:a:k", "2:ab", "2:abk"] {

@@ -1,20 +1,20 @@
 import CoreMetrics
 
 /// The consumer's metrics, created once so the hot path only increments (labels under `dedup.`).
-struct ConsumerMetrics: Sendable {
-    let acquired: Counter
-    let takeover: Counter
-    let duplicate: Counter
-    let inFlight: Counter
-    let payloadMismatch: Counter
-    let handlerFailures: Counter
-    let leaseRenewals: Counter
-    let leaseLosses: Counter
-    let cacheHits: Counter
-    let bypassed: Counter
-    let completionRetries: Counter
-    let claimDuration: Timer
-    let completeDuration: Timer
+package struct ConsumerMetrics: Sendable {
+    package let acquired: Counter
+    package let takeover: Counter
+    package let duplicate: Counter
+    package let inFlight: Counter
+    package let payloadMismatch: Counter
+    package let handlerFailures: Counter
+    package let leaseRenewals: Counter
+    package let leaseLosses: Counter
+    package let cacheHits: Counter
+    package let bypassed: Counter
+    package let completionRetries: Counter
+    package let claimDuration: Timer
+    package let completeDuration: Timer
     private let namespace: String
     private let factory: any MetricsFactory
 
@@ -46,7 +46,7 @@ struct ConsumerMetrics: Sendable {
     }
 
     /// Counts a store error by its code (errors are rare, so the counter is made on demand).
-    func storeError(_ error: any Error) {
+    package func storeError(_ error: any Error) {
         let code = (error as? DedupError)?.code.description ?? "unknown"
         Counter(label: "dedup.store.errors", dimensions: [("namespace", namespace), ("code", code)], factory: factory)
             .increment()

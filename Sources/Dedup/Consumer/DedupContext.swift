@@ -18,6 +18,12 @@ public struct DedupContext: Sendable {
 
     let watch: LeaseWatch?
 
+    /// A context for a handler that runs under `lease` with no renewal: for stores that run the
+    /// handler inside their own transaction, where no other consumer can take the key over.
+    public init(lease: Lease) {
+        self.init(lease: lease, watch: nil)
+    }
+
     init(lease: Lease?, watch: LeaseWatch?) {
         self.id = lease?.id
         self.lease = lease

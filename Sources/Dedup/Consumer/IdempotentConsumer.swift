@@ -27,7 +27,7 @@ public struct IdempotentConsumer: Sendable {
     public let configuration: ConsumerConfiguration
 
     private let logger: Logger
-    private let metrics: ConsumerMetrics
+    package let metrics: ConsumerMetrics
     private let keeper: LeaseKeeper?
     private let cache: LocalCache?
 
@@ -399,7 +399,7 @@ public struct IdempotentConsumer: Sendable {
 
     // MARK: Helpers
 
-    private func countAcquired(_ lease: Lease) {
+    package func countAcquired(_ lease: Lease) {
         if lease.isTakeover {
             metrics.takeover.increment()
             logger.info(
@@ -482,13 +482,13 @@ public struct IdempotentConsumer: Sendable {
         return result
     }
 
-    private func retryAfter(for record: DedupRecord) -> Duration {
+    package func retryAfter(for record: DedupRecord) -> Duration {
         let remaining = (record.leaseUntil ?? Date()).timeIntervalSinceNow
         let suggested = Duration.milliseconds(Int64(max(0, remaining) * 1000))
         return min(max(suggested, configuration.minimumRetryDelay), configuration.lease)
     }
 
-    private static func mismatch(_ record: DedupRecord, fingerprint: String?) -> DedupError {
+    package static func mismatch(_ record: DedupRecord, fingerprint: String?) -> DedupError {
         DedupError(
             .payloadMismatch,
             "\(record.id) was \(record.state == .completed ? "completed" : "claimed") with payload fingerprint "
@@ -507,7 +507,7 @@ public struct IdempotentConsumer: Sendable {
 
 extension Duration {
     /// The duration in nanoseconds, for timers.
-    var nanoseconds: Int64 {
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }

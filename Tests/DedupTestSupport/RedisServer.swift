@@ -12,30 +12,30 @@ import Synchronization
 ///
 /// If `redis-server` is not installed the start fails with a message saying how to install it:
 /// Redis tests never skip.
-final class RedisServer: Sendable {
+public final class RedisServer: Sendable {
     /// Errors starting or talking to the server.
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// How the server listens.
-    enum Listener: Sendable {
+    public enum Listener: Sendable {
         case loopback
         case unixSocket
     }
 
     /// The TCP port, when listening on loopback.
-    let port: Int?
+    public let port: Int?
     /// The socket path, when listening on a Unix socket.
-    let socketPath: String?
+    public let socketPath: String?
     /// The server's directory (log, socket); removed by ``stop()``.
-    let directory: URL
+    public let directory: URL
     /// Extra `redis-server` arguments, kept for ``restart()``.
-    let extraArguments: [String]
+    public let extraArguments: [String]
     private let process: Mutex<Process?>
 
     /// `redis://127.0.0.1:PORT` or `unix:///…/redis.sock`, without credentials.
-    var url: String {
+    public var url: String {
         if let port { return "redis://127.0.0.1:\(port)" }
         return "unix://\(socketPath!)"
     }
@@ -53,7 +53,7 @@ final class RedisServer: Sendable {
     /// - Parameters:
     ///   - listener: Loopback TCP on a free port (default) or a Unix socket.
     ///   - arguments: Extra configuration, as `redis-server` arguments (`["--requirepass", "s3cret"]`).
-    static func start(listener: Listener = .loopback, arguments: [String] = []) async throws -> RedisServer {
+    public static func start(listener: Listener = .loopback, arguments: [String] = []) async throws -> RedisServer {
         guard executable("redis-server") != nil else {
             throw Failure(description: "redis-server not found: install it with `apt-get install redis-server`")
         }
@@ -83,39 +83,39 @@ final class RedisServer: Sendable {
     }
 
     /// Starts the server again with the same port or socket and arguments (after ``kill()``).
-    func restart() async throws {
+    public func restart() async throws {
         try await launch()
     }
 
     /// Kills the server with SIGKILL (no shutdown, no goodbye to clients) and waits for it to exit.
-    func kill() async {
+    public func kill() async {
         await terminate(signal: SIGKILL)
     }
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
-    func suspend() {
+    public func suspend() {
         if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGSTOP) }
     }
 
     /// Thaws a server frozen by ``suspend()`` (SIGCONT).
-    func resume() {
+    public func resume() {
         if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGCONT) }
     }
 
     /// Stops the server and removes its directory.
-    func stop() async {
+    public func stop() async {
         await terminate(signal: SIGKILL)
         try? FileManager.default.removeItem(at: directory)
     }
 
     /// Runs `redis-cli` against the server with `arguments` and returns its output (trimmed).
     @discardableResult
-    func cli(_ arguments: String...) async throws -> String {
+    public func cli(_ arguments: String...) async throws -> String {
         try await cli(arguments: arguments)
     }
 
     /// Runs `redis-cli` against the server with `arguments`, logging in with `password` if given.
-    func cli(arguments: [String], password: String? = nil, user: String? = nil) async throws -> String {
+    public func cli(arguments: [String], password: String? = nil, user: String? = nil) async throws -> String {
         var full: [String] = []
         if let port { full += ["-h", "127.0.0.1", "-p", String(port)] } else { full += ["-s", socketPath!] }
         if let user { full += ["--user", user] }

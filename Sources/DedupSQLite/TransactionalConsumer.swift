@@ -1,0 +1,92 @@
+import Dedup
+
+extension SQLiteDedupStore {
+    /// Runs `body` in one write transaction on the store's worker thread: for the application's own
+    /// tables in the dedup file (creating them, reading them), outside any claim.
+    ///
+    /// - Throws: `body`'s error (everything it wrote is rolled back), or a ``DedupError``.
+    public func withTransaction<Value: Sendable>(
+        _ body: @escaping @Sendable (SQLiteTransaction) throws -> Value
+    ) async throws -> Value {
+        try await onWorker("transaction") { connection in
+            try connection.run(.begin)
+            let transaction = SQLiteTransaction(connection: connection)
+            let value: Value
+            do {
+                connection.refusesTransactionControl = true
+                defer {
+                    connection.refusesTransactionControl = false
+                    transaction.invalidate()
+                }
+                value = try body(transaction)
+            }
+            try connection.run(.commit)
+            return value
+        }
+    }
+}
+
+extension IdempotentConsumer {
+    /// Processes one message in the SQLite store's transactional mode: the claim, `body`'s writes to
+    /// the application's own tables, and the completion commit together in one transaction, or not
+    /// at all. A crash anywhere inside leaves nothing behind, so the effect is exactly once.
+    ///
+    /// `body` runs on the store's worker thread while the database's write lock is held: keep it to
+    /// SQL through the ``SQLiteTransaction`` and do no waiting in it. There is no lease renewal (no
+    /// other consumer can see the claim before it commits) and no fail-open: the effect lives in the
+    /// store, so without the store there is nothing to run.
+    ///
+    /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``, or
+    ///   ``ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
+    ///   lease on the key.
+    /// - Throws: `body`'s error (nothing was written), ``DedupError/Code/missingKey``,
+    ///   ``DedupError/Code/payloadMismatch``, ``DedupError/Code/invalidConfiguration`` when the
+    ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
+    public func processInTransaction(
+        key: String?, fingerprint: String? = nil,
+        _ body: @escaping @Sendable (SQLiteTransaction, DedupContext) throws -> Void
+    ) async throws -> ProcessOutcome {
+        guard let sqlite = store as? SQLiteDedupStore else {
+            throw DedupError(
+                .invalidConfiguration,
+                "transactional mode needs a SQLiteDedupStore; this consumer's store is \(type(of: store))"
+            )
+        }
+        guard let key, !key.isEmpty else {
+            throw DedupError(.missingKey, "the message has no dedup key; transactional mode cannot bypass dedup")
+        }
+        let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
+        let request = ClaimRequest(
+            id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
+        )
+        let started = ContinuousClock.now
+        let outcome: TransactionalOutcome
+        do {
+            outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) { transaction, lease in
+                try body(transaction, DedupContext(lease: lease))
+                return nil
+            }
+        } catch let error as DedupError where error.isStoreFailure {
+            metrics.storeError(error)
+            throw error
+        } catch {
+            metrics.handlerFailures.increment()
+            throw error
+        }
+        metrics.claimDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        switch outcome {
+        case .committed(let lease, _):
+            countAcquired(lease)
+            return .applied
+        case .duplicate(let record):
+            metrics.duplicate.increment()
+            return .duplicate(record)
+        case .inFlight(let record):
+            metrics.inFlight.increment()
+            return .deferred(retryAfter: retryAfter(for: record))
+        case .payloadMismatch(let record):
+            metrics.payloadMismatch.increment()
+            throw Self.mismatch(record, fingerprint: fingerprint)
+        }
+    }
+}

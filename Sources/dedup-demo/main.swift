@@ -1,3 +1,0 @@
-import DedupDemo
-
-await DemoCommand.main()

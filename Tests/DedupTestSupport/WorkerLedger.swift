@@ -1,0 +1,50 @@
+import Foundation
+
+/// Runs several `dedup-worker` processes at once on one store and reads their shared ledger: one
+/// line per handler run, `<key number> <pid> <fencing token>`.
+public enum WorkerFleet {
+    /// What the processes did together.
+    public struct Outcome: Sendable {
+        /// Handler runs per key number.
+        public var runsPerKey: [Int: Int]
+        /// Distinct processes that ran at least one handler.
+        public var processesThatApplied: Int
+        /// Each process's summary line.
+        public var summaries: [String]
+    }
+
+    /// Starts `processes` workers with `arguments` (plus `--ledger` and `--seed`), waits for all, and
+    /// fails if any exits non-zero.
+    public static func run(processes: Int, store: String, keys: Int, extraArguments: [String] = []) async throws -> Outcome {
+        let worker = try BuiltExecutables.path("dedup-worker")
+        let ledger = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dedup-ledger-\(UUID().uuidString).txt").path
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let results = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
+            for index in 0..<processes {
+                group.addTask {
+                    try await runProcess(
+                        worker,
+                        ["--store", store, "--keys", "\(keys)", "--ledger", ledger, "--seed", "\(index + 1)"] + extraArguments
+                    )
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        for result in results where result.status != 0 {
+            throw RedisServer.Failure(description: "dedup-worker exited with \(result.status): \(result.errors)")
+        }
+        let lines = (try String(contentsOfFile: ledger, encoding: .utf8)).split(separator: "\n")
+        var runsPerKey: [Int: Int] = [:]
+        var pids = Set<Substring>()
+        for line in lines {
+            let fields = line.split(separator: " ")
+            guard fields.count == 3, let key = Int(fields[0]) else {
+                throw RedisServer.Failure(description: "unreadable ledger line \(line.debugDescription)")
+            }
+            runsPerKey[key, default: 0] += 1
+            pids.insert(fields[1])
+        }
+        return Outcome(runsPerKey: runsPerKey, processesThatApplied: pids.count, summaries: results.map(\.output))
+    }
+}
