@@ -1,6 +1,7 @@
 import Dedup
 import DedupInspect
 import DedupRedis
+import DedupTestSupport
 import Foundation
 import Testing
 
@@ -13,13 +14,16 @@ struct RedisInspectTests {
 
     @Test("stats, list, show, forget, reset and purge work against Redis in both formats")
     func subcommands() async throws {
-        let server = try RedisServer()
-        let store = try RedisDedupStore(url: server.url)
+        try await withRedisServer { server in try await subcommands(server) }
+    }
+
+    func subcommands(_ server: RedisServer) async throws {
+        let store = try RedisDedupStore(url: server.url(password: nil))
         let filler = StoreFiller(store: store)
         try await filler.complete("orders", keys: (0..<120).map { "o-\($0)" }, result: Data("ok".utf8))
         try await filler.complete("payments", keys: ["p-1"])
         let lease = try await filler.claim("orders", key: "o-busy")
-        let location = server.url
+        let location = server.url(password: nil)
 
         let stats = try await inspect(["stats", "--store", location, "--format", "json"])
         #expect(stats.status == 0, "\(stats.stderr)")
@@ -73,8 +77,11 @@ struct RedisInspectTests {
 
     @Test("reset then replay through IdempotentConsumer re-applies exactly the reset range (Redis clock)")
     func resetThenReplay() async throws {
-        let server = try RedisServer()
-        let store = try RedisDedupStore(url: server.url)
+        try await withRedisServer { server in try await resetThenReplay(server) }
+    }
+
+    func resetThenReplay(_ server: RedisServer) async throws {
+        let store = try RedisDedupStore(url: server.url(password: nil))
         let consumer = try IdempotentConsumer(store: store, namespace: "billing")
         func deliver(_ keys: [String]) async throws -> [String] {
             var applied: [String] = []
@@ -88,21 +95,24 @@ struct RedisInspectTests {
         let until = await timeBoundary()
         #expect(try await deliver(after) == after)
         // The Redis store stamps records with the server's clock; on loopback it is this host's.
-        let reset = try await inspect(["reset", "--store", server.url, "--namespace", "billing", "--from", String(from), "--until", String(until), "--yes"])
+        let reset = try await inspect(["reset", "--store", server.url(password: nil), "--namespace", "billing", "--from", String(from), "--until", String(until), "--yes"])
         #expect(reset.status == 0, "\(reset.stderr)")
         #expect(try await deliver(before + inside + after) == inside)
     }
 
     @Test("check reports the round trip; migrate has nothing to do")
     func checkAndMigrate() async throws {
-        let server = try RedisServer()
-        let check = try await inspect(["check", "--store", server.url, "--format", "json"])
+        try await withRedisServer { server in try await checkAndMigrate(server) }
+    }
+
+    func checkAndMigrate(_ server: RedisServer) async throws {
+        let check = try await inspect(["check", "--store", server.url(password: nil), "--format", "json"])
         #expect(check.status == 0, "\(check.stderr)")
         let document = try check.json()
         #expect(document.string("backend") == "redis")
         #expect(document.bool("ok") == true)
         #expect(document.int("latency_us") != nil)
-        let migrate = try await inspect(["migrate", "--store", server.url])
+        let migrate = try await inspect(["migrate", "--store", server.url(password: nil)])
         #expect(migrate.status == 0)
         #expect(migrate.stdout.contains("no schema"))
     }
@@ -110,20 +120,23 @@ struct RedisInspectTests {
     @Test("passwords never appear in output: success, wrong password (exit 4), unreachable (exit 3)")
     func credentialsAreNeverPrinted() async throws {
         let secret = "s3cret-Pa55"
-        let server = try RedisServer(password: secret)
+        try await withRedisServer(password: secret) { server in try await credentialsAreNeverPrinted(server, secret: secret) }
+    }
+
+    func credentialsAreNeverPrinted(_ server: RedisServer, secret: String) async throws {
         for format in ["text", "json"] {
-            let good = try await inspect(["check", "--store", server.url, "--format", format])
+            let good = try await inspect(["check", "--store", server.url(password: secret), "--format", format])
             #expect(good.status == 0, "\(good.stderr)")
             #expect(good.stdout.contains(":***@"))
             #expect(!good.stdout.contains(secret) && !good.stderr.contains(secret))
 
             let wrong = "wrong-Pa55word"
-            let refused = try await inspect(["stats", "--store", "redis://:\(wrong)@127.0.0.1:\(server.port)/0", "--format", format])
+            let refused = try await inspect(["stats", "--store", "redis://:\(wrong)@127.0.0.1:\(server.port!)/0", "--format", format])
             #expect(refused.status == 4, "\(refused.stderr)")
             #expect(!refused.stdout.contains(wrong) && !refused.stderr.contains(wrong))
             #expect(refused.stderr.contains(":***@"))
 
-            let port = RedisServer.closedPort()
+            let port = closedLoopbackPort()
             let down = try await inspect(["list", "--store", "redis://admin:\(secret)@127.0.0.1:\(port)/0", "--format", format])
             #expect(down.status == 3, "\(down.stderr)")
             #expect(!down.stdout.contains(secret) && !down.stderr.contains(secret))
@@ -133,7 +146,7 @@ struct RedisInspectTests {
             }
         }
         // Through the environment the password is not even in the process's arguments.
-        let viaEnvironment = try await InspectBinary.run(["check"], environment: ["DEDUP_STORE": server.url])
+        let viaEnvironment = try await InspectBinary.run(["check"], environment: ["DEDUP_STORE": server.url(password: secret)])
         #expect(viaEnvironment.status == 0)
         #expect(!viaEnvironment.stdout.contains(secret))
     }
