@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

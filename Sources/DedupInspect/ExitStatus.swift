@@ -1,0 +1,48 @@
+import ArgumentParser
+import Dedup
+
+/// The exit codes of `dedup-inspect`, stable for scripts.
+public enum ExitStatus: Int32, CaseIterable, Sendable {
+    /// The command did what was asked (a dry run counts as success).
+    case success = 0
+    /// `show` or `forget` found no such record; `reset` matched no record (a mistyped namespace
+    /// before a replay would otherwise go unnoticed).
+    case notFound = 1
+    /// Bad arguments or usage: unknown option, malformed time, invalid `--store`.
+    case usage = 2
+    /// The store cannot be reached, or did not answer in time.
+    case storeUnreachable = 3
+    /// Any other store error: refused credentials, corrupt or foreign data, read-only store.
+    case storeError = 4
+    /// The store's schema is not the one this tool expects: migrations pending (`check`), written by
+    /// a newer swift-dedup, or an applied migration was altered.
+    case schemaMismatch = 5
+
+    /// The code for a store error.
+    public init(for error: DedupError) {
+        switch error.code {
+        case .invalidNamespace, .invalidKey, .missingKey, .invalidConfiguration:
+            self = .usage
+        case .storeUnavailable, .timeout:
+            self = .storeUnreachable
+        case .schemaTooNew, .schemaAltered:
+            self = .schemaMismatch
+        default:
+            self = .storeError
+        }
+    }
+
+    /// The `ExitCode` to throw from a command.
+    var exitCode: ExitCode { ExitCode(rawValue) }
+
+    /// The table printed in `--help`.
+    static let helpText = """
+        EXIT CODES:
+          0  success (a dry run included)
+          1  not found: no such record (show, forget); nothing matched (reset)
+          2  bad arguments or usage, including an invalid --store
+          3  store unreachable: refused, down, missing file, timeout
+          4  other store error: credentials refused, corrupt data, read-only
+          5  schema mismatch: migrations pending, newer schema, altered migration
+        """
+}

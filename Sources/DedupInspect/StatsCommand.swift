@@ -1,0 +1,142 @@
+import ArgumentParser
+import Dedup
+import Foundation
+
+/// `stats`: counts by state and namespace, how far back dedup covers, and who holds what in flight.
+struct StatsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats",
+        abstract: "Counts by namespace and state, the oldest and newest record, and the in-flight records.",
+        discussion: """
+            OLDEST is how far back deduplication covers: a replay from before it re-applies messages. \
+            The in-flight list shows each lease's owner token and the time left on it (by this host's \
+            clock); a negative time left is an abandoned claim the next delivery will take over.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: "Only this namespace.")
+    var namespace: String?
+
+    @Option(help: "List at most this many in-flight records (0: none).")
+    var inFlightLimit = 20
+
+    func validate() throws {
+        if inFlightLimit < 0 { throw ValidationError("--in-flight-limit must be 0 or more") }
+    }
+
+    func run() async throws {
+        try await Session.run(global) { session, store in
+            let store = store!
+            var stats = try await store.stats()
+            if let namespace { stats.namespaces = stats.namespaces.filter { $0.namespace == namespace } }
+            let now = session.now
+
+            // The in-flight records, page by page, only as many as asked for.
+            var inFlight: [DedupRecord] = []
+            var cursor: PageCursor?
+            var more = false
+            let filter = RecordFilter(namespace: namespace, state: .inFlight)
+            while inFlightLimit > 0 {
+                let page = try await store.records(matching: filter, after: cursor, limit: inFlightLimit - inFlight.count + 1)
+                inFlight += page.records
+                cursor = page.next
+                if inFlight.count > inFlightLimit {
+                    inFlight.removeLast(inFlight.count - inFlightLimit)
+                    more = true
+                    break
+                }
+                if cursor == nil { break }
+            }
+            let inFlightTotal = stats.namespaces.reduce(0) { $0 + $1.inFlight }
+            more = more || inFlightTotal > inFlight.count
+
+            if session.json {
+                session.document(json(stats, inFlight: inFlight, truncated: more, session: session, now: now))
+            } else {
+                session.out.write(text(stats, inFlight: inFlight, inFlightTotal: inFlightTotal, session: session, now: now))
+            }
+            return .success
+        }
+    }
+
+    private func json(_ stats: DedupStats, inFlight: [DedupRecord], truncated: Bool, session: Session, now: Int64) -> JSONValue {
+        let namespaces: [JSONValue] = stats.namespaces.map { entry in
+            .object([
+                ("namespace", .string(entry.namespace)),
+                ("in_flight", .int(Int64(entry.inFlight))),
+                ("expired_leases", .int(Int64(entry.expiredLeases))),
+                ("completed", .int(Int64(entry.completed))),
+                ("total", .int(Int64(entry.inFlight + entry.completed))),
+                ("oldest", .time(entry.oldest)),
+                ("oldest_ms", .milliseconds(entry.oldest)),
+                ("newest", .time(entry.newest)),
+                ("newest_ms", .milliseconds(entry.newest)),
+            ])
+        }
+        let oldest = stats.namespaces.compactMap(\.oldest).min()
+        let newest = stats.namespaces.compactMap(\.newest).max()
+        return .object([
+            ("store", .string(session.location.description)),
+            ("as_of", .string(Timestamp.format(milliseconds: now))),
+            ("as_of_ms", .int(now)),
+            ("total", .int(Int64(stats.total))),
+            ("in_flight", .int(Int64(stats.namespaces.reduce(0) { $0 + $1.inFlight }))),
+            ("completed", .int(Int64(stats.namespaces.reduce(0) { $0 + $1.completed }))),
+            ("oldest", .time(oldest)),
+            ("oldest_ms", .milliseconds(oldest)),
+            ("newest", .time(newest)),
+            ("newest_ms", .milliseconds(newest)),
+            ("namespaces", .array(namespaces)),
+            ("in_flight_records", .array(inFlight.map { RecordRendering.json($0, now: now, includeResult: false) })),
+            ("in_flight_records_truncated", .bool(truncated)),
+        ])
+    }
+
+    private func text(_ stats: DedupStats, inFlight: [DedupRecord], inFlightTotal: Int, session: Session, now: Int64) -> String {
+        var text = "store: \(session.location)   as of \(Timestamp.format(milliseconds: now))\n\n"
+        guard !stats.namespaces.isEmpty else {
+            return text + (namespace.map { "no records in namespace \(displayed($0))\n" } ?? "no records\n")
+        }
+        var table = TextTable(
+            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "OLDEST", "NEWEST", "COVERS"],
+            rightAligned: [1, 2, 3, 4]
+        )
+        func covers(_ oldest: Date?) -> String {
+            oldest.map { humanDuration(milliseconds: now - $0.millisecondsSince1970) } ?? "-"
+        }
+        for entry in stats.namespaces {
+            table.append([
+                displayed(entry.namespace), grouped(entry.inFlight), grouped(entry.expiredLeases), grouped(entry.completed),
+                grouped(entry.inFlight + entry.completed), entry.oldest.map(Timestamp.format) ?? "-",
+                entry.newest.map(Timestamp.format) ?? "-", covers(entry.oldest),
+            ])
+        }
+        if stats.namespaces.count > 1 {
+            let oldest = stats.namespaces.compactMap(\.oldest).min()
+            table.append([
+                "(all)", grouped(stats.namespaces.reduce(0) { $0 + $1.inFlight }),
+                grouped(stats.namespaces.reduce(0) { $0 + $1.expiredLeases }),
+                grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total),
+                oldest.map(Timestamp.format) ?? "-",
+                stats.namespaces.compactMap(\.newest).max().map(Timestamp.format) ?? "-", covers(oldest),
+            ])
+        }
+        text += table.render()
+        if inFlightTotal > 0 && inFlightLimit > 0 {
+            text += "\nin flight (\(inFlight.count) of \(grouped(inFlightTotal)) shown):\n"
+            var leases = TextTable(["OWNER", "FENCING", "ATTEMPT", "LEASE_LEFT", "LEASE_UNTIL", "NAMESPACE", "KEY"], rightAligned: [1, 2, 3])
+            for record in inFlight {
+                let left = record.leaseUntil.map { $0.millisecondsSince1970 - now }
+                leases.append([
+                    record.ownerToken ?? "-", String(record.fencingToken), String(record.attempt),
+                    left.map { $0 >= 0 ? humanDuration(milliseconds: $0) : "expired \(humanDuration(milliseconds: -$0)) ago" } ?? "-",
+                    record.leaseUntil.map(Timestamp.format) ?? "-", displayed(record.id.namespace), displayed(record.id.key),
+                ])
+            }
+            text += leases.render()
+        }
+        return text
+    }
+}

@@ -1,0 +1,146 @@
+import CSQLite
+import Dedup
+import DedupRedis
+import DedupSQLite
+import DedupStoreLocator
+import Foundation
+
+/// The store-specific parts of `dedup-inspect`: opening without creating, schema status and
+/// migration (SQLite), connectivity (Redis), counting expired records.
+enum StoreAccess {
+    /// Opens the store. Unless `creating`, a SQLite file that does not exist is reported as
+    /// unreachable rather than silently created (a mistyped path must not look like an empty store).
+    static func open(_ location: StoreLocation, creating: Bool) throws -> any DedupStore {
+        if case .sqlite(let path) = location, !creating {
+            try requireFile(path)
+        }
+        return try location.open()
+    }
+
+    static func requireFile(_ path: String) throws(DedupError) {
+        var status = stat()
+        if stat(path, &status) != 0 {
+            let reason = String(cString: strerror(errno))
+            throw DedupError(.storeUnavailable, "cannot open SQLite file \(path.debugDescription): \(reason) (dedup-inspect migrate creates a new store)")
+        }
+    }
+
+    /// How many records are expired, where the store can count them without deleting; `nil` otherwise.
+    ///
+    /// SQLite: one indexed `count(*)` on `expires_at` through a read-only connection of its own
+    /// (the schema is documented in `Migrations/sqlite`). Redis expires records by itself (TTLs), so
+    /// there is never anything left to purge: 0.
+    static func countExpired(in store: any DedupStore, at location: StoreLocation, now: Int64) async throws -> Int? {
+        switch location {
+        case .redis:
+            return 0
+        case .sqlite(let path):
+            return try await Task.detached { try countExpiredSQLite(path: path, now: now) }.value
+        }
+    }
+
+    private static func countExpiredSQLite(path: String, now: Int64) throws(DedupError) -> Int {
+        var db: OpaquePointer?
+        defer { sqlite3_close_v2(db) }
+        func failure(_ what: String) -> DedupError {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            return DedupError(.storeError, "\(what) in \(path.debugDescription): \(message)")
+        }
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else { throw failure("opening") }
+        sqlite3_busy_timeout(db, 5000)
+        var statement: OpaquePointer?
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_prepare_v2(db, "SELECT count(*) FROM dedup_records WHERE expires_at <= ?1", -1, &statement, nil) == SQLITE_OK else {
+            throw failure("counting expired records")
+        }
+        sqlite3_bind_int64(statement, 1, now)
+        guard sqlite3_step(statement) == SQLITE_ROW else { throw failure("counting expired records") }
+        return Int(sqlite3_column_int64(statement, 0))
+    }
+
+    /// Connectivity, latency and schema; changes nothing.
+    static func check(_ location: StoreLocation, roundTrips: Int, integrity: Bool) async throws -> CheckReport {
+        let clock = ContinuousClock()
+        switch location {
+        case .sqlite(let path):
+            try requireFile(path)
+            let status = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: integrity) }.value
+            let schema = schemaReport(status)
+            var details: [(String, String)] = []
+            if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
+                details.append(("file_bytes", String(size)))
+            }
+            if let integrity = status.integrity {
+                details.append(("integrity", integrity.isOK ? "ok" : integrity.messages.joined(separator: "; ")))
+            }
+            // Opening the store applies pending migrations: only time round trips on a current schema.
+            var times: [Int64] = []
+            if schema.status == "current" {
+                let store = try SQLiteDedupStore(path: path)
+                defer { store.close() }
+                let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
+                for _ in 0..<roundTrips {
+                    times.append(try await clock.measure { _ = try await store.record(for: probe) }.wholeMicroseconds)
+                }
+            }
+            var report = CheckReport(backend: "sqlite", roundTripMicroseconds: times, schema: schema, details: details)
+            if let integrity = status.integrity, !integrity.isOK { report.integrityFailed = true }
+            return report
+        case .redis(let url):
+            let store = try RedisDedupStore(url: url)
+            var times: [Int64] = []
+            for _ in 0..<roundTrips {
+                times.append(try await store.ping().wholeMicroseconds)
+            }
+            await store.close()
+            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", location.redactingSecrets(in: store.endpoint.description))])
+        }
+    }
+
+    static func schemaReport(_ status: SQLiteSchemaStatus) -> SchemaReport {
+        let state: String
+        if status.isNewerThanLibrary {
+            state = "too_new"
+        } else if !status.altered.isEmpty {
+            state = "altered"
+        } else if !status.pending.isEmpty {
+            state = "behind"
+        } else {
+            state = "current"
+        }
+        return SchemaReport(
+            version: status.currentVersion, latest: status.latestVersion,
+            pending: status.pending.map(\.description),
+            status: state, detail: status.problem?.message
+        )
+    }
+
+    /// Applies pending migrations (SQLite, creating the file); Redis has no schema.
+    static func migrate(_ location: StoreLocation) async throws -> MigrateReport {
+        switch location {
+        case .sqlite(let path):
+            let before: Int? = FileManager.default.fileExists(atPath: path)
+                ? try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+                : 0
+            let applied = try await Task.detached { try SQLiteDedupStore.migrate(path: path) }.value
+            let after = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+            return MigrateReport(
+                backend: "sqlite", before: before, after: after,
+                applied: applied.map(\.description))
+        case .redis(let url):
+            // Connect once, so a wrong address or password still fails here.
+            let store = try RedisDedupStore(url: url)
+            _ = try await store.ping()
+            await store.close()
+            return MigrateReport(backend: "redis", before: nil, after: nil, applied: [])
+        }
+    }
+}
+
+extension Duration {
+    /// Whole microseconds (rounded down).
+    var wholeMicroseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+}
