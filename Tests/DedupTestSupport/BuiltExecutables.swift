@@ -49,14 +49,24 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     if let environment { process.environment = environment }
-    let output = Pipe()
-    let errors = Pipe()
+    // Output goes to files, not pipes: reading pipes would need threads of its own (blocking reads
+    // on the cooperative pool starve it when several children run at once).
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-process-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let outputURL = folder.appendingPathComponent("stdout")
+    let errorsURL = folder.appendingPathComponent("stderr")
+    _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errorsURL.path, contents: nil)
+    let output = try FileHandle(forWritingTo: outputURL)
+    let errors = try FileHandle(forWritingTo: errorsURL)
+    defer {
+        try? output.close()
+        try? errors.close()
+    }
     process.standardOutput = output
     process.standardError = errors
     process.standardInput = FileHandle.nullDevice
-    // Read both pipes on threads of their own so a chatty child never blocks on a full pipe.
-    let outputData = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
-    let errorData = Task.detached { errors.fileHandleForReading.readDataToEndOfFile() }
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
         process.terminationHandler = { _ in continuation.resume() }
         do {
@@ -69,7 +79,7 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     let status = process.terminationReason == .uncaughtSignal ? -process.terminationStatus : process.terminationStatus
     return ProcessResult(
         status: status,
-        output: String(decoding: await outputData.value, as: UTF8.self),
-        errors: String(decoding: await errorData.value, as: UTF8.self)
+        output: (try? String(contentsOf: outputURL, encoding: .utf8)) ?? "",
+        errors: (try? String(contentsOf: errorsURL, encoding: .utf8)) ?? ""
     )
 }
