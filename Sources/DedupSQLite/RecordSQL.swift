@@ -229,8 +229,14 @@ enum RecordSQL {
         var sql = "SELECT namespace, key, \(columns) FROM dedup_records WHERE expires_at > ?"
         sql += conditions(filter, bindings: &bindings)
         if let cursor {
-            sql += " AND (namespace, key) > (?, ?)"
-            bindings.append(.text(cursor.namespace))
+            if filter.namespace == cursor.namespace {
+                // With the namespace fixed, `key > ?` lets SQLite seek in the primary key; the row
+                // value comparison would make it rescan the namespace from its start on every page.
+                sql += " AND key > ?"
+            } else {
+                sql += " AND (namespace, key) > (?, ?)"
+                bindings.append(.text(cursor.namespace))
+            }
             bindings.append(.text(cursor.key))
         }
         sql += " ORDER BY namespace, key LIMIT ?"

@@ -433,14 +433,21 @@ final class CheckpointTrigger: Sendable {
         let context = Unmanaged.passUnretained(self).toOpaque()
         sqlite3_wal_hook(
             connection.db,
-            { context, _, _, pages in
+            { context, db, _, pages in
                 guard let context else { return SQLITE_OK }
-                Unmanaged<CheckpointTrigger>.fromOpaque(context).takeUnretainedValue().committed(pages: pages)
+                Unmanaged<CheckpointTrigger>.fromOpaque(context).takeUnretainedValue().committed(db: db, pages: pages)
                 return SQLITE_OK
             }, context)
     }
 
-    private func committed(pages: Int32) {
+    private func committed(db: OpaquePointer?, pages: Int32) {
+        // A background checkpoint never catches up with a writer that keeps committing, so the log
+        // would only grow; once it is well past the threshold, this commit checkpoints inline (the
+        // writer's own checkpoint finishes and lets the log start over), as SQLite's automatic one would.
+        if pages >= self.pages &* 4 {
+            sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            return
+        }
         guard pages >= self.pages, pending.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return }
         worker.enqueue { [self] connection in

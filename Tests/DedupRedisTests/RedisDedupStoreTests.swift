@@ -123,9 +123,9 @@ struct RedisDedupStoreTests {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             let record = id("billing", "slow")
-            let first = try #require(try await store.claim(request(record, lease: .milliseconds(100))).lease)
-            #expect(try await store.claim(request(record, lease: .milliseconds(100))).kind == "inFlight")
-            try await Task.sleep(for: .milliseconds(150))  // the lease is on the server's clock
+            let first = try #require(try await store.claim(request(record, lease: .milliseconds(1000))).lease)
+            #expect(try await store.claim(request(record, lease: .milliseconds(1000))).kind == "inFlight")
+            try await Task.sleep(for: .milliseconds(1100))  // the lease is on the server's clock
             let second = try #require(try await store.claim(request(record)).lease)
             #expect(second.isTakeover && second.fencingToken == 2 && second.attempt == 2)
             await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: first, retention: .seconds(60))) }

@@ -25,6 +25,9 @@ public enum WorkerFleet {
         let barrier = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-barrier-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: barrier, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: barrier) }
+        let go = barrier.appendingPathComponent("go").path
+        // Whatever happens, let waiting workers go, so a failed start never leaves them hanging.
+        defer { _ = FileManager.default.createFile(atPath: go, contents: nil) }
         let results = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
             for index in 0..<processes {
                 group.addTask {
@@ -37,11 +40,12 @@ public enum WorkerFleet {
             let deadline = ContinuousClock.now + .seconds(120)
             while try FileManager.default.contentsOfDirectory(atPath: barrier.path).count < processes {
                 guard ContinuousClock.now < deadline else {
+                    _ = FileManager.default.createFile(atPath: go, contents: nil)
                     throw RedisServer.Failure(description: "the workers did not all get ready within 120 s")
                 }
                 try await Task.sleep(for: .milliseconds(5))
             }
-            _ = FileManager.default.createFile(atPath: barrier.appendingPathComponent("go").path, contents: nil)
+            _ = FileManager.default.createFile(atPath: go, contents: nil)
             return try await group.reduce(into: []) { $0.append($1) }
         }
         for result in results where result.status != 0 {

@@ -36,7 +36,7 @@ struct InMemoryConformanceTests {
 struct RealClockInMemoryHarness: ConformanceHarness {
     func makeStore() async throws -> any DedupStore { InMemoryDedupStore() }
     func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
-    var timeUnit: Duration { .milliseconds(100) }
+    var timeUnit: Duration { .milliseconds(400) }
     func advance(by duration: Duration) async throws { try await Task.sleep(for: duration) }
     var pagesInRecordIDOrder: Bool { true }
 }
