@@ -278,17 +278,41 @@ enum RecordSQL {
         }
     }
 
-    static func purge(_ connection: Connection, limit: Int, now: Int64) throws(SQLiteFailure) -> Int {
-        let statement = try connection.cachedStatement(
-            """
-            DELETE FROM dedup_records WHERE (namespace, key) IN \
-            (SELECT namespace, key FROM dedup_records WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)
-            """)
-        defer { statement.reset() }
-        statement.bind(1, now)
-        statement.bind(2, Int64(limit))
-        _ = try statement.step()
-        return connection.changes
+    /// Deletes up to `limit` expired records, walking the primary key from `cursor` (no index on
+    /// expiry: the hot path would pay for it). Returns how many it deleted and where to go on from;
+    /// `nil` once the walk reached the end of the table.
+    static func purge(_ connection: Connection, limit: Int, after cursor: RecordID?, now: Int64) throws(SQLiteFailure)
+        -> (deleted: Int, next: RecordID?)
+    {
+        var sql = "SELECT namespace, key FROM dedup_records WHERE expires_at <= ?"
+        var bindings: [SQLiteValue] = [.integer(now)]
+        if let cursor {
+            sql += " AND (namespace, key) > (?, ?)"
+            bindings += [.text(cursor.namespace), .text(cursor.key)]
+        }
+        sql += " ORDER BY namespace, key LIMIT ?"
+        bindings.append(.integer(Int64(limit)))
+        return try transaction(connection) { () throws(SQLiteFailure) -> (Int, RecordID?) in
+            let select = try connection.cachedStatement(sql)
+            var expired: [RecordID] = []
+            do {
+                defer { select.reset() }
+                for (index, value) in bindings.enumerated() { select.bind(Int32(index + 1), value) }
+                while try select.step() {
+                    expired.append(RecordID(uncheckedNamespace: select.text(0) ?? "", key: select.text(1) ?? ""))
+                }
+            }
+            let delete = try connection.cachedStatement(
+                "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at <= ?")
+            for id in expired {
+                defer { delete.reset() }
+                delete.bind(1, id.namespace)
+                delete.bind(2, id.key)
+                delete.bind(3, now)
+                _ = try delete.step()
+            }
+            return (expired.count, expired.count == limit ? expired.last : nil)
+        }
     }
 
     static func stats(_ connection: Connection, now: Int64) throws(SQLiteFailure) -> DedupStats {

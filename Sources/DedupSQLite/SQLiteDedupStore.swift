@@ -65,6 +65,8 @@ public final class SQLiteDedupStore: DedupStore {
 
     /// The database file.
     public let path: String
+    /// Where the last purge call stopped walking the table, so the next one goes on from there.
+    private let purgeCursor = Mutex<RecordID?>(nil)
     let configuration: Configuration
     let logger: Logger
     private let hot: Mutex<Connection?>
@@ -388,13 +390,18 @@ public final class SQLiteDedupStore: DedupStore {
         }
     }
 
-    /// Deletes up to `limit` expired records, oldest expiry first, in one statement on the worker
-    /// thread.
+    /// Deletes up to `limit` expired records in one transaction on the worker thread, walking the
+    /// primary key on from where the previous call stopped (there is no expiry index for the hot
+    /// path to maintain); a call that deletes fewer than `limit` has reached the end of the table.
     public func purgeExpired(limit: Int) async throws -> Int {
         guard limit > 0 else { return 0 }
         let clock = configuration.clock
-        return try await onWorker("purge") { connection in
-            try RecordSQL.purge(connection, limit: limit, now: clock.nowMilliseconds())
+        return try await onWorker("purge") { [self] connection in
+            let (deleted, next) = try RecordSQL.purge(
+                connection, limit: limit, after: purgeCursor.withLock { $0 }, now: clock.nowMilliseconds()
+            )
+            purgeCursor.withLock { $0 = next }
+            return deleted
         }
     }
 

@@ -28,7 +28,7 @@ struct PurgeTests {
         return all
     }
 
-    @Test("purgeExpired deletes only expired records, at most limit per call, oldest expiry first")
+    @Test("purgeExpired deletes only expired records, at most limit per call, until a call finds fewer")
     func purgeExpired() async throws {
         let fixture = StoreFixture()
         let store = try SQLiteDedupStore(path: fixture.path, configuration: fixture.configuration, logger: quietLogger)
