@@ -96,34 +96,23 @@ do {
         // Deferred keys (in flight in another process) are retried until each ends applied or duplicate.
         while !pending.isEmpty {
             var retry: [Int] = []
-            if options.batch == 1 {
-                for number in pending {
-                    let outcome = try await consumer.process(key: "key-\(number)") { context in
-                        ledger.append("\(number) \(pid) \(context.fencingToken)")
-                        if handlerMicroseconds > 0 { usleep(UInt32(handlerMicroseconds)) }
-                    }
-                    switch outcome {
-                    case .applied: applied += 1
-                    case .duplicate: duplicates += 1
-                    case .deferred:
-                        deferred += 1
-                        retry.append(number)
-                    case .bypassed: fail("bypassed a key")
-                    }
-                }
-                if !retry.isEmpty { usleep(2000) }
-                pending = retry
-                continue
-            }
             for chunkStart in stride(from: 0, to: pending.count, by: options.batch) {
                 let chunk = Array(pending[chunkStart..<min(chunkStart + options.batch, pending.count)])
-                let results = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
-                    number, context in
+                let handler: (Int, DedupContext) -> Void = { number, context in
                     ledger.append("\(number) \(pid) \(context.fencingToken)")
                     if handlerMicroseconds > 0 { usleep(UInt32(handlerMicroseconds)) }
                 }
-                for (number, result) in zip(chunk, results) {
-                    switch try result.get() {
+                // One message goes through the single-message path, more through the batch path.
+                let outcomes: [ProcessOutcome]
+                if chunk.count == 1 {
+                    outcomes = [try await consumer.process(key: "key-\(chunk[0])") { handler(chunk[0], $0) }]
+                } else {
+                    outcomes = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
+                        handler($0, $1)
+                    }.map { try $0.get() }
+                }
+                for (number, outcome) in zip(chunk, outcomes) {
+                    switch outcome {
                     case .applied: applied += 1
                     case .duplicate: duplicates += 1
                     case .deferred:
