@@ -31,26 +31,59 @@ struct RedisCommand: Sendable {
         lengths.append(argument.count)
     }
 
-    /// Appends the command to a hiredis context's output buffer.
+    /// Appends the command to a hiredis context's output buffer, formatted here as RESP in one
+    /// buffer (`*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per argument): hiredis's own argv
+    /// formatting grows an sds string piece by piece with `sdscatfmt`, several times the cost.
     func append(to context: UnsafeMutablePointer<redisContext>) -> Bool {
         let count = lengths.count
-        return bytes.withUnsafeBufferPointer { buffer in
-            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
-                // An empty buffer has no base address; any valid pointer does for zero-length args.
-                let base = buffer.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(Self.emptyArgument.utf8Start)
+        // Each header is at most 1 + 20 digits + 2 bytes; each argument adds its CRLF.
+        let capacity = 23 + count * 25 + bytes.count
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { out -> Bool in
+            guard let base = out.baseAddress else { return false }
+            var end = Self.writeHeader(UInt8(ascii: "*"), count, at: base)
+            bytes.withUnsafeBufferPointer { argumentBytes in
                 var offset = 0
                 for index in 0..<count {
-                    pointers[index] = (base + offset).assumingMemoryBound(to: CChar.self)
-                    offset += lengths[index]
+                    let length = lengths[index]
+                    end = Self.writeHeader(UInt8(ascii: "$"), length, at: end)
+                    if length > 0, let source = argumentBytes.baseAddress {
+                        end.update(from: source + offset, count: length)
+                        end += length
+                    }
+                    offset += length
+                    end[0] = 13
+                    end[1] = 10
+                    end += 2
                 }
-                return lengths.withUnsafeBufferPointer { lengthBuffer in
-                    redisAppendCommandArgv(context, Int32(count), pointers.baseAddress, lengthBuffer.baseAddress) == REDIS_OK
-                }
+            }
+            let length = end - base
+            return base.withMemoryRebound(to: CChar.self, capacity: length) {
+                redisAppendFormattedCommand(context, $0, length) == REDIS_OK
             }
         }
     }
 
-    private static let emptyArgument: StaticString = ""
+    /// Writes `<marker><value>\r\n` at `position`; returns the position after it.
+    @inline(__always)
+    private static func writeHeader(_ marker: UInt8, _ value: Int, at position: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
+        position[0] = marker
+        var digitCount = 1
+        var probe = UInt(value) / 10
+        while probe > 0 {
+            digitCount += 1
+            probe /= 10
+        }
+        var remaining = UInt(value)
+        var index = digitCount
+        while index > 0 {
+            position[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining % 10)
+            remaining /= 10
+            index -= 1
+        }
+        position[digitCount + 1] = 13
+        position[digitCount + 2] = 10
+        return position + digitCount + 3
+    }
 
     /// The command's name, for messages.
     var name: String {
