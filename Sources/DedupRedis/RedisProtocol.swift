@@ -1,4 +1,5 @@
 import CHiredis
+import Dedup
 
 /// One Redis command as binary-safe arguments: all argument bytes in one buffer plus each length,
 /// so building one costs two allocations and the I/O thread passes pointers into it to
@@ -22,8 +23,54 @@ struct RedisCommand: Sendable {
         argument.withUnsafeBufferPointer { append(bytes: $0) }
     }
 
+    /// Appends a decimal integer without making a `String` of it.
     mutating func append(_ value: Int64) {
-        append(String(value))
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 20 digits and a sign fit
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 {
+                start -= 1
+                buffer[start] = UInt8(ascii: "-")
+            }
+            let bound = buffer.bindMemory(to: UInt8.self)
+            append(bytes: UnsafeBufferPointer(rebasing: bound[start...]))
+        }
+    }
+
+    /// Appends one argument made of `prefix` followed by `text`'s UTF-8 (a record's key: the
+    /// store's prefix and the record identity), without building it separately first.
+    mutating func append(_ prefix: [UInt8], _ id: RecordID) {
+        bytes.append(contentsOf: prefix)
+        let before = bytes.count
+        appendDecimal(id.namespace.utf8.count)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(contentsOf: id.namespace.utf8)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(contentsOf: id.key.utf8)
+        lengths.append(prefix.count + bytes.count - before)
+    }
+
+    private mutating func appendDecimal(_ value: Int) {
+        var divisor = 1
+        while divisor <= value / 10 { divisor *= 10 }
+        var remaining = value
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining / divisor))
+            remaining %= divisor
+            divisor /= 10
+        }
+    }
+
+    /// Makes sure appending `extra` more bytes of arguments allocates at most once.
+    mutating func reserve(extraBytes extra: Int, extraArguments: Int) {
+        bytes.reserveCapacity(bytes.count + extra)
+        lengths.reserveCapacity(lengths.count + extraArguments)
     }
 
     mutating func append(bytes argument: UnsafeBufferPointer<UInt8>) {

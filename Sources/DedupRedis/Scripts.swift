@@ -15,7 +15,11 @@ struct RedisScript: Sendable {
         self.name = name
         self.source = source
         self.sha = SHA1.hexDigest(Array(source.utf8))
+        self.callPrefix = RedisCommand("EVALSHA", sha, "1")
     }
+
+    /// `EVALSHA <sha> 1`, the start of every call of the script.
+    let callPrefix: RedisCommand
 
     private static let prelude = """
         local key = KEYS[1]
