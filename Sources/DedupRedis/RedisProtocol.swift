@@ -191,9 +191,33 @@ enum RedisReply: Sendable {
     var integerValue: Int64? {
         switch self {
         case .integer(let value): return value
-        case .string(let bytes): return Int64(String(decoding: bytes, as: UTF8.self))
+        case .string(let bytes): return Self.parseInteger(bytes)
         default: return nil
         }
+    }
+
+    /// `Int64(String(decoding: bytes, as: UTF8.self))` without making the `String`: an optional
+    /// sign, then one or more ASCII digits; `nil` on anything else or overflow.
+    private static func parseInteger(_ bytes: [UInt8]) -> Int64? {
+        var index = 0
+        var negative = false
+        if let first = bytes.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
+            negative = first == UInt8(ascii: "-")
+            index = 1
+        }
+        guard index < bytes.count else { return nil }
+        var value: Int64 = 0
+        while index < bytes.count {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) =
+                negative ? times10.subtractingReportingOverflow(Int64(digit)) : times10.addingReportingOverflow(Int64(digit))
+            guard !overflow1, !overflow2 else { return nil }
+            value = next
+            index += 1
+        }
+        return value
     }
 
     var bytesValue: [UInt8]? {
