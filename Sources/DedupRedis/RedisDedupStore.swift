@@ -408,9 +408,22 @@ public final class RedisDedupStore: DedupStore {
         keyPrefixBytes + Array(id.encoded.utf8)
     }
 
+    /// `EVALSHA <sha> 1 <key>`, with room for the script's other arguments.
+    private func scriptCommand(_ script: RedisScript, key id: RecordID, extraBytes: Int, extraArguments: Int) -> RedisCommand {
+        var command = script.callPrefix
+        command.reserve(
+            extraBytes: keyPrefixBytes.count + id.namespace.utf8.count + id.key.utf8.count + 8 + extraBytes,
+            extraArguments: 1 + extraArguments
+        )
+        command.append(keyPrefixBytes, id)
+        return command
+    }
+
     private func claimCommand(_ request: ClaimRequest) -> RedisCommand {
-        var command = RedisCommand("EVALSHA", RedisScript.claim.sha, "1")
-        command.append(key(for: request.id))
+        var command = scriptCommand(
+            RedisScript.claim, key: request.id,
+            extraBytes: request.ownerToken.utf8.count + 40 + (request.fingerprint?.utf8.count ?? 0), extraArguments: 5
+        )
         command.append(request.ownerToken)
         command.append(request.lease.wholeMilliseconds)
         command.append(request.retention.wholeMilliseconds)
@@ -420,13 +433,15 @@ public final class RedisDedupStore: DedupStore {
     }
 
     private func completeCommand(_ completion: Completion) -> RedisCommand {
-        var command = RedisCommand("EVALSHA", RedisScript.complete.sha, "1")
-        command.append(key(for: completion.lease.id))
+        var command = scriptCommand(
+            RedisScript.complete, key: completion.lease.id,
+            extraBytes: completion.lease.ownerToken.utf8.count + 24 + (completion.result?.count ?? 0), extraArguments: 4
+        )
         command.append(completion.lease.ownerToken)
         command.append(completion.retention.wholeMilliseconds)
         if let result = completion.result {
             command.append("1")
-            command.append(Array(result))
+            result.withUnsafeBytes { command.append(bytes: $0.bindMemory(to: UInt8.self)) }
         } else {
             command.append("0")
             command.append("")

@@ -15,7 +15,11 @@ struct RedisScript: Sendable {
         self.name = name
         self.source = source
         self.sha = SHA1.hexDigest(Array(source.utf8))
+        self.callPrefix = RedisCommand("EVALSHA", sha, "1")
     }
+
+    /// `EVALSHA <sha> 1`, the start of every call of the script.
+    let callPrefix: RedisCommand
 
     private static let prelude = """
         local key = KEYS[1]
@@ -53,9 +57,13 @@ struct RedisScript: Sendable {
             if not state then
               local lease_until = now + lease
               local expires_at = lease_until + retention
-              redis.call('HSET', key, 'state', 'in_flight', 'owner', ARGV[1], 'fencing', 1, 'attempt', 1,
-                'created_ms', now, 'lease_until_ms', lease_until, 'expires_ms', expires_at)
-              if fp then redis.call('HSET', key, 'fp', fp) end
+              if fp then
+                redis.call('HSET', key, 'state', 'in_flight', 'owner', ARGV[1], 'fencing', 1, 'attempt', 1,
+                  'created_ms', now, 'lease_until_ms', lease_until, 'expires_ms', expires_at, 'fp', fp)
+              else
+                redis.call('HSET', key, 'state', 'in_flight', 'owner', ARGV[1], 'fencing', 1, 'attempt', 1,
+                  'created_ms', now, 'lease_until_ms', lease_until, 'expires_ms', expires_at)
+              end
               redis.call('PEXPIREAT', key, expires_at)
               return {0, 1, 1, lease_until}
             end
@@ -73,9 +81,13 @@ struct RedisScript: Sendable {
             local attempt = (tonumber(r[4]) or 0) + 1
             local lease_until = now + lease
             local expires_at = lease_until + retention
-            redis.call('HSET', key, 'owner', ARGV[1], 'fencing', fencing, 'attempt', attempt,
-              'lease_until_ms', lease_until, 'expires_ms', expires_at)
-            if fp and not r[9] then redis.call('HSET', key, 'fp', fp) end
+            if fp and not r[9] then
+              redis.call('HSET', key, 'owner', ARGV[1], 'fencing', fencing, 'attempt', attempt,
+                'lease_until_ms', lease_until, 'expires_ms', expires_at, 'fp', fp)
+            else
+              redis.call('HSET', key, 'owner', ARGV[1], 'fencing', fencing, 'attempt', attempt,
+                'lease_until_ms', lease_until, 'expires_ms', expires_at)
+            end
             redis.call('PEXPIREAT', key, expires_at)
             return {1, fencing, attempt, lease_until}
             """
@@ -89,9 +101,13 @@ struct RedisScript: Sendable {
             local expires = tonumber(r[3])
             if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] or not expires or expires <= now then return 0 end
             local expires_at = now + tonumber(ARGV[2])
-            redis.call('HDEL', key, 'owner', 'lease_until_ms', 'result')
-            redis.call('HSET', key, 'state', 'completed', 'completed_ms', now, 'expires_ms', expires_at)
-            if ARGV[3] == '1' then redis.call('HSET', key, 'result', ARGV[4]) end
+            if ARGV[3] == '1' then
+              redis.call('HDEL', key, 'owner', 'lease_until_ms')
+              redis.call('HSET', key, 'state', 'completed', 'completed_ms', now, 'expires_ms', expires_at, 'result', ARGV[4])
+            else
+              redis.call('HDEL', key, 'owner', 'lease_until_ms', 'result')
+              redis.call('HSET', key, 'state', 'completed', 'completed_ms', now, 'expires_ms', expires_at)
+            end
             redis.call('PEXPIREAT', key, expires_at)
             return 1
             """
