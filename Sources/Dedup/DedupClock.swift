@@ -34,9 +34,14 @@ extension Date {
 }
 
 extension Duration {
-    /// The duration in whole milliseconds, rounded down (at least 0).
+    /// The duration in whole milliseconds, rounded down, between 0 and 1,000 years: longer
+    /// durations (such as `.seconds(.max)`, "forever") count as 1,000 years, so a store adding one to
+    /// "now" can never overflow.
     public var wholeMilliseconds: Int64 {
+        let limit: Int64 = 1000 * 366 * 86_400_000
         let (seconds, attoseconds) = components
-        return max(0, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        guard seconds >= 0 else { return 0 }
+        guard seconds < limit / 1000 else { return limit }
+        return min(limit, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 }

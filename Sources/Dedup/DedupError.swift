@@ -8,7 +8,7 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case invalidNamespace, invalidKey, missingKey, invalidConfiguration
             case leaseLost, payloadMismatch
-            case storeUnavailable, timeout, authenticationFailed, corruptStore
+            case storeUnavailable, timeout, busy, authenticationFailed, corruptStore
             case schemaTooNew, schemaAltered, wrongType, readOnly, outOfMemory
             case permissionDenied, storeError
         }
@@ -30,8 +30,12 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let payloadMismatch = Code(.payloadMismatch)
         /// The store cannot be reached: connection refused or reset, server down, file not openable.
         public static let storeUnavailable = Code(.storeUnavailable)
-        /// The store did not answer in time (a network timeout, or a lock held past the busy timeout).
+        /// The store did not answer in time (a network timeout).
         public static let timeout = Code(.timeout)
+        /// The store answered, but another writer held its lock past the busy timeout (SQLite).
+        /// Not "unreachable": fail-open never runs a handler past it, since the store is healthy
+        /// and the lock holder may be processing the same key.
+        public static let busy = Code(.busy)
         /// The store refused the credentials.
         public static let authenticationFailed = Code(.authenticationFailed)
         /// The store's data is damaged or is not a dedup store (a corrupt SQLite file, say).

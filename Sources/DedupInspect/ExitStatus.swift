@@ -23,7 +23,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         switch error.code {
         case .invalidNamespace, .invalidKey, .missingKey, .invalidConfiguration:
             self = .usage
-        case .storeUnavailable, .timeout:
+        case .storeUnavailable, .timeout, .busy:
             self = .storeUnreachable
         case .schemaTooNew, .schemaAltered:
             self = .schemaMismatch

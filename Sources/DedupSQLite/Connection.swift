@@ -25,7 +25,7 @@ struct SQLiteFailure: Error, CustomStringConvertible {
         let text = "\(context) on \(path.debugDescription): \(message)"
         switch code & 0xff {
         case SQLITE_BUSY, SQLITE_LOCKED:
-            return DedupError(.timeout, "\(text): another connection held the lock past the busy timeout")
+            return DedupError(.busy, "\(text): another connection held the lock past the busy timeout")
         case SQLITE_CORRUPT, SQLITE_NOTADB:
             return DedupError(.corruptStore, "\(text): the file is damaged or is not an SQLite database")
         case SQLITE_READONLY:

@@ -292,27 +292,33 @@ enum RecordSQL {
         }
         sql += " ORDER BY namespace, key LIMIT ?"
         bindings.append(.integer(Int64(limit)))
-        return try transaction(connection) { () throws(SQLiteFailure) -> (Int, RecordID?) in
-            let select = try connection.cachedStatement(sql)
-            var expired: [RecordID] = []
-            do {
-                defer { select.reset() }
-                for (index, value) in bindings.enumerated() { select.bind(Int32(index + 1), value) }
-                while try select.step() {
-                    expired.append(RecordID(uncheckedNamespace: select.text(0) ?? "", key: select.text(1) ?? ""))
-                }
+        // The walk reads outside any transaction (WAL readers take no lock), so other writers are
+        // held up only by the short deleting transaction, never by the scan.
+        let select = try connection.cachedStatement(sql)
+        var expired: [RecordID] = []
+        do {
+            defer { select.reset() }
+            for (index, value) in bindings.enumerated() { select.bind(Int32(index + 1), value) }
+            while try select.step() {
+                expired.append(RecordID(uncheckedNamespace: select.text(0) ?? "", key: select.text(1) ?? ""))
             }
+        }
+        guard !expired.isEmpty else { return (0, nil) }
+        let deleted = try transaction(connection) { () throws(SQLiteFailure) -> Int in
             let delete = try connection.cachedStatement(
                 "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at <= ?")
+            var deleted = 0
             for id in expired {
                 defer { delete.reset() }
                 delete.bind(1, id.namespace)
                 delete.bind(2, id.key)
                 delete.bind(3, now)
                 _ = try delete.step()
+                deleted += connection.changes
             }
-            return (expired.count, expired.count == limit ? expired.last : nil)
+            return deleted
         }
+        return (deleted, expired.count == limit ? expired.last : nil)
     }
 
     static func stats(_ connection: Connection, now: Int64) throws(SQLiteFailure) -> DedupStats {

@@ -23,7 +23,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// How the store opens and uses its file.
     public struct Configuration: Sendable {
         /// How long a write waits for another connection's lock before failing with
-        /// ``DedupError/Code/timeout`` (the wait happens on the store's worker thread). Default 5 s.
+        /// ``DedupError/Code/busy`` (the wait happens on the store's worker thread). Default 5 s.
         public var busyTimeout: Duration
         /// How hard a commit pushes to disk. Default ``Synchronous/normal``.
         public var synchronous: Synchronous

@@ -130,9 +130,9 @@ struct ConcurrencyTests {
         #expect(sqlite3_open(fixture.path, &raw) == SQLITE_OK)
         defer { sqlite3_close(raw) }
         #expect(sqlite3_exec(raw, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK)
-        let error = await expectDedupError(.timeout) { try await store.claim(request("blocked")) }
+        let error = await expectDedupError(.busy) { try await store.claim(request("blocked")) }
         #expect(error?.message.contains(fixture.path) == true)
-        await expectDedupError(.timeout) { try await store.claim(batch: [request("b1"), request("b2")]) }
+        await expectDedupError(.busy) { try await store.claim(batch: [request("b1"), request("b2")]) }
         #expect(sqlite3_exec(raw, "ROLLBACK", nil, nil, nil) == SQLITE_OK)
         #expect(try await store.record(for: makeID("blocked")) == nil)
         #expect(try await store.record(for: makeID("b1")) == nil)

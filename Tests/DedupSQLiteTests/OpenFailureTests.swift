@@ -171,7 +171,7 @@ struct OpenFailureTests {
         func code(_ rc: Int32, errno: Int32 = 0) -> DedupError.Code {
             SQLiteFailure(code: rc, message: "m", systemErrno: errno).dedupError("op", path: "/p").code
         }
-        #expect(code(SQLITE_BUSY) == .timeout)
+        #expect(code(SQLITE_BUSY) == .busy)
         #expect(code(SQLITE_CORRUPT) == .corruptStore)
         #expect(code(SQLITE_NOTADB) == .corruptStore)
         #expect(code(SQLITE_READONLY) == .readOnly)

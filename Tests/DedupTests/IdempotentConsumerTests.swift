@@ -470,6 +470,83 @@ struct IdempotentConsumerTests {
         #expect(try await store.base.record(for: RecordID(namespace: "orders", key: "fail")) == nil)
     }
 
+    @Test("a batch keeps every lease renewed until the batch completion, so no message of it is taken over")
+    func batchLeasesRenewedUntilCompletion() async throws {
+        let store = InMemoryDedupStore(clock: SystemDedupClock())
+        var configuration = ConsumerConfiguration()
+        configuration.lease = .milliseconds(600)
+        configuration.renewalInterval = .milliseconds(100)
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
+        let other = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
+        let ledger = SideEffectLedger()
+        let results = try await consumer.processBatch(["k1", "k2"], keyStrategy: KeyStrategy<String>.messageID { $0 }) { message, _ in
+            ledger.record("A:\(message)")
+            // Outlast the lease (the passing of time is what is under test), then race for the
+            // message whose lease would have passed without renewal: k2 before its handler ran,
+            // k1 after its handler ran but before the batch completion.
+            try await Task.sleep(for: .seconds(1))
+            let rival = message == "k1" ? "k2" : "k1"
+            let outcome = try await other.process(key: rival) { _ in ledger.record("B:\(rival)") }
+            guard case .deferred = outcome else {
+                Issue.record("\(rival) was not held by the batch: \(outcome)")
+                return
+            }
+        }
+        #expect(try results.map { try $0.get() } == [.applied, .applied])
+        #expect(ledger.all == ["A:k1", "A:k2"])
+    }
+
+    @Test("a result that cannot be encoded is not stored, and the message stays applied")
+    func unencodableResult() async throws {
+        struct Reading: Codable, Sendable { var value: Double }
+        let store = InMemoryDedupStore(clock: clock)
+        let consumer = try makeConsumer(store)
+        let ledger = SideEffectLedger()
+        for _ in 0..<2 {
+            _ = try await consumer.process(key: "nan", returning: Reading.self) { _ in
+                ledger.record("nan")
+                return Reading(value: .nan)  // JSON has no NaN: encoding throws
+            }
+        }
+        #expect(ledger.count("nan") == 1)
+        #expect(try await store.record(for: RecordID(namespace: "orders", key: "nan"))?.state == .completed)
+    }
+
+    @Test("a completion whose reply was lost is recognised as applied on retry")
+    func completionReplyLost() async throws {
+        let base = InMemoryDedupStore(clock: clock)
+        /// Completes in the store, then reports a lost connection, once.
+        final class ReplyLosingStore: DedupStore {
+            let base: any DedupStore
+            let lost = Mutex(false)
+            init(_ base: any DedupStore) { self.base = base }
+            func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
+            func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
+            func complete(_ completion: Completion) async throws {
+                try await base.complete(completion)
+                if lost.withLock({ value in defer { value = true }; return !value }) {
+                    throw DedupError(.timeout, "reply lost")
+                }
+            }
+            func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
+                try await base.complete(batch: completions)
+            }
+            func release(_ lease: Lease) async throws { try await base.release(lease) }
+            func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
+            func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
+            func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+                try await base.records(matching: filter, after: cursor, limit: limit)
+            }
+            func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
+                try await base.delete(ids, matching: filter)
+            }
+            func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
+            func stats() async throws -> DedupStats { try await base.stats() }
+        }
+        let consumer = try makeConsumer(ReplyLosingStore(base)) { $0.completionBackoff = .milliseconds(1) }
+        #expect(try await consumer.process(key: "lost-reply") { _ in } == .applied)
+    }
+
     @Test("many concurrent consumers on the same keys apply each key exactly once")
     func concurrentConsumers() async throws {
         let store = InMemoryDedupStore(clock: clock)

@@ -130,4 +130,5 @@ final class LeaseWatch: Sendable {
         }
     }
     var currentLease: Lease { state.withLock { $0.lease } }
+    var localDeadline: ContinuousClock.Instant { state.withLock { $0.localDeadline } }
 }

@@ -95,7 +95,13 @@ public struct IdempotentConsumer: Sendable {
         let (outcome, stored) = try await run(key: key, fingerprint: fingerprint) { context in
             let result = try await handler(context)
             value = result
-            return try JSONEncoder().encode(result)
+            // The side effect has happened: a result that cannot be encoded is not stored, but it
+            // must not turn a success into a failure (that would release the key and run it again).
+            guard let encoded = try? JSONEncoder().encode(result) else {
+                logger.warning("handler result could not be encoded as JSON; duplicates will get no result")
+                return nil
+            }
+            return encoded
         }
         if case .duplicate(let record) = outcome, let bytes = record.result {
             value = try? JSONDecoder().decode(Value.self, from: bytes)
@@ -309,8 +315,23 @@ public struct IdempotentConsumer: Sendable {
             return results.map { $0! }
         }
 
+        // Every acquired lease is watched (renewed) from the claim until the batch completion is
+        // written, not just while its own handler runs: the later ones wait for the earlier handlers,
+        // the earlier ones for the batch completion.
+        var watches: [Int: (id: UInt64, watch: LeaseWatch)] = [:]
+        for (position, answer) in answers.enumerated() {
+            if case .acquired(let lease) = answer, let keeper {
+                watches[position] = keeper.register(lease, claimStarted: claimStarted)
+            }
+        }
+        defer {
+            for registration in watches.values { keeper?.unregister(registration.id) }
+        }
+        let leaseDeadline = claimStarted + configuration.lease
+
         var completions: [Completion] = []
         var completionIndex: [Int] = []
+        var completionPosition: [Int] = []
         var stillInFlight: [Int] = []
         for (position, answer) in answers.enumerated() {
             let index = requestIndex[position]
@@ -331,55 +352,63 @@ public struct IdempotentConsumer: Sendable {
                 }
             case .acquired(let lease):
                 countAcquired(lease)
-                let registration = keeper?.register(lease, claimStarted: claimStarted)
+                let watch = watches[position]?.watch
+                // A lease that may have passed while earlier handlers ran can be held by someone else
+                // now: the handler must not start.
+                let expired = watch.map { $0.isLost || ContinuousClock.now >= $0.localDeadline }
+                    ?? (ContinuousClock.now >= leaseDeadline)
+                if expired {
+                    watch?.markLost()
+                    metrics.leaseLosses.increment()
+                    results[index] = .failure(
+                        DedupError(.leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch")
+                    )
+                    continue
+                }
                 do {
-                    try await handler(messages[index], DedupContext(lease: lease, watch: registration?.1))
+                    try await handler(messages[index], DedupContext(lease: watch?.currentLease ?? lease, watch: watch))
                 } catch {
-                    if let registration { keeper?.unregister(registration.0) }
                     metrics.handlerFailures.increment()
-                    if registration?.1.isLost != true {
-                        await releaseAfterFailure(registration?.1.currentLease ?? lease, handlerError: error)
+                    if watch?.isLost != true {
+                        await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
                     }
                     results[index] = .failure(error)
                     continue
                 }
-                if let registration {
-                    keeper?.unregister(registration.0)
-                    if registration.1.isLost {
-                        results[index] = .failure(
-                            DedupError(.leaseLost, "the lease on \(lease.id) was lost while the handler ran")
-                        )
-                        continue
-                    }
-                }
-                completions.append(
-                    Completion(
-                        lease: registration?.1.currentLease ?? lease, retention: configuration.retention, result: nil
-                    )
-                )
+                completions.append(Completion(lease: lease, retention: configuration.retention, result: nil))
                 completionIndex.append(index)
+                completionPosition.append(position)
             }
         }
 
         if !completions.isEmpty {
+            // Complete with the newest lease of each (renewals change its end, not its owner). The
+            // store's owner check decides: a lease that passed but was not taken over still completes,
+            // as on the single-message path; one taken over answers leaseLost.
+            var current: [Completion] = []
+            for (completion, position) in zip(completions, completionPosition) {
+                let lease = watches[position]?.watch.currentLease ?? completion.lease
+                current.append(Completion(lease: lease, retention: completion.retention, result: nil))
+            }
+            let currentIndex = completionIndex
             do {
                 let completeStarted = ContinuousClock.now
-                let completionAnswers = try await completeBatchWithRetry(completions)
+                let completionAnswers = current.isEmpty ? [] : try await completeBatchWithRetry(current)
                 metrics.completeDuration.recordNanoseconds((ContinuousClock.now - completeStarted).nanoseconds)
                 for (position, answer) in completionAnswers.enumerated() {
-                    let index = completionIndex[position]
+                    let index = currentIndex[position]
                     switch answer {
                     case .completed:
                         results[index] = .success(.applied)
                     case .leaseLost:
                         metrics.leaseLosses.increment()
                         results[index] = .failure(
-                            DedupError(.leaseLost, "the lease on \(completions[position].lease.id) was lost before completion")
+                            DedupError(.leaseLost, "the lease on \(current[position].lease.id) was lost before completion")
                         )
                     }
                 }
             } catch {
-                for index in completionIndex { results[index] = .failure(error) }
+                for index in currentIndex { results[index] = .failure(error) }
             }
         }
 
@@ -421,6 +450,13 @@ public struct IdempotentConsumer: Sendable {
                 metrics.completeDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
                 return
             } catch let error as DedupError where error.code == .leaseLost {
+                // An earlier attempt may have been carried out with its reply lost: then the record is
+                // completed under our fencing token, and the message is applied.
+                if attempt > 1, let record = try? await store.record(for: completion.lease.id),
+                    record.state == .completed, record.fencingToken == completion.lease.fencingToken
+                {
+                    return
+                }
                 metrics.leaseLosses.increment()
                 throw error
             } catch {

@@ -1,3 +1,4 @@
+import Foundation
 import OrderedCollections
 import Synchronization
 
@@ -25,7 +26,8 @@ final class LocalCache: Sendable {
             guard let index = entries.index(forKey: id) else { return nil }
             let entry = entries.values[index]
             entries.remove(at: index)
-            guard entry.until > now else { return nil }
+            // Never outlive the record itself (a retention shorter than the cache's time to live).
+            guard entry.until > now, entry.record.expiresAt > Date() else { return nil }
             // Re-insert at the end: most recently used.
             entries[id] = entry
             return entry.record
