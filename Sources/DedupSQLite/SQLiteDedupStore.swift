@@ -97,7 +97,7 @@ public final class SQLiteDedupStore: DedupStore {
         self.path = path
         self.configuration = configuration
         self.logger = logger
-        let primary = try Self.openMigrated(path: path, configuration: configuration, logger: logger)
+        let primary = try Self.openMigratedRetryingBusy(path: path, configuration: configuration, logger: logger)
         let secondary: Connection
         do {
             secondary = try Self.openConnection(path: path, configuration: configuration)
@@ -164,6 +164,20 @@ public final class SQLiteDedupStore: DedupStore {
 
     /// Opens the main connection: checks the schema before writing anything, then switches to WAL
     /// and applies the pending migrations.
+    /// ``openMigrated(path:configuration:logger:)``, tried again while another process that is
+    /// creating or migrating the same file keeps it busy: some steps of opening (switching a new file
+    /// to WAL, recovering its log) answer `SQLITE_BUSY` at once instead of waiting in the busy handler.
+    static func openMigratedRetryingBusy(path: String, configuration: Configuration, logger: Logger) throws -> Connection {
+        let deadline = ContinuousClock.now + configuration.busyTimeout
+        while true {
+            do {
+                return try openMigrated(path: path, configuration: configuration, logger: logger)
+            } catch let error as DedupError where error.code == .busy && ContinuousClock.now < deadline {
+                usleep(2_000)
+            }
+        }
+    }
+
     static func openMigrated(path: String, configuration: Configuration, logger: Logger) throws -> Connection {
         let connection = try openConnection(path: path, configuration: configuration)
         do {

@@ -28,7 +28,7 @@ public enum WorkerFleet {
         let go = barrier.appendingPathComponent("go").path
         // Whatever happens, let waiting workers go, so a failed start never leaves them hanging.
         defer { _ = FileManager.default.createFile(atPath: go, contents: nil) }
-        let results = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
+        let (results, allReady) = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
             for index in 0..<processes {
                 group.addTask {
                     try await runProcess(
@@ -37,19 +37,24 @@ public enum WorkerFleet {
                     )
                 }
             }
-            let deadline = ContinuousClock.now + .seconds(120)
-            while try FileManager.default.contentsOfDirectory(atPath: barrier.path).count < processes {
-                guard ContinuousClock.now < deadline else {
-                    _ = FileManager.default.createFile(atPath: go, contents: nil)
-                    throw RedisServer.Failure(description: "the workers did not all get ready within 120 s")
+            // Wait until every worker is connected, or one has given up (its stderr says why below).
+            let deadline = ContinuousClock.now + .seconds(60)
+            var allReady = false
+            while ContinuousClock.now < deadline {
+                if try FileManager.default.contentsOfDirectory(atPath: barrier.path).count >= processes {
+                    allReady = true
+                    break
                 }
                 try await Task.sleep(for: .milliseconds(5))
             }
             _ = FileManager.default.createFile(atPath: go, contents: nil)
-            return try await group.reduce(into: []) { $0.append($1) }
+            return (try await group.reduce(into: []) { $0.append($1) }, allReady)
         }
         for result in results where result.status != 0 {
             throw RedisServer.Failure(description: "dedup-worker exited with \(result.status): \(result.errors)")
+        }
+        guard allReady else {
+            throw RedisServer.Failure(description: "the workers did not all get ready within 60 s")
         }
         let lines = (try String(contentsOfFile: ledger, encoding: .utf8)).split(separator: "\n")
         var runsPerKey: [Int: Int] = [:]
