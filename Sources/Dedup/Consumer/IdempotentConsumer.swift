@@ -329,9 +329,8 @@ public struct IdempotentConsumer: Sendable {
         }
         let leaseDeadline = claimStarted + configuration.lease
 
-        var completions: [Completion] = []
-        var completionIndex: [Int] = []
-        var completionPosition: [Int] = []
+        // Messages whose handler succeeded: their place in the results and among the answers.
+        var succeeded: [(index: Int, position: Int, lease: Lease)] = []
         var stillInFlight: [Int] = []
         for (position, answer) in answers.enumerated() {
             let index = requestIndex[position]
@@ -375,40 +374,38 @@ public struct IdempotentConsumer: Sendable {
                     results[index] = .failure(error)
                     continue
                 }
-                completions.append(Completion(lease: lease, retention: configuration.retention, result: nil))
-                completionIndex.append(index)
-                completionPosition.append(position)
+                succeeded.append((index, position, lease))
             }
         }
 
-        if !completions.isEmpty {
+        if !succeeded.isEmpty {
             // Complete with the newest lease of each (renewals change its end, not its owner). The
             // store's owner check decides: a lease that passed but was not taken over still completes,
             // as on the single-message path; one taken over answers leaseLost.
-            var current: [Completion] = []
-            for (completion, position) in zip(completions, completionPosition) {
-                let lease = watches[position]?.watch.currentLease ?? completion.lease
-                current.append(Completion(lease: lease, retention: completion.retention, result: nil))
+            let completions = succeeded.map { entry in
+                Completion(
+                    lease: watches[entry.position]?.watch.currentLease ?? entry.lease,
+                    retention: configuration.retention, result: nil
+                )
             }
-            let currentIndex = completionIndex
             do {
                 let completeStarted = ContinuousClock.now
-                let completionAnswers = current.isEmpty ? [] : try await completeBatchWithRetry(current)
+                let completionAnswers = try await completeBatchWithRetry(completions)
                 metrics.completeDuration.recordNanoseconds((ContinuousClock.now - completeStarted).nanoseconds)
                 for (position, answer) in completionAnswers.enumerated() {
-                    let index = currentIndex[position]
+                    let index = succeeded[position].index
                     switch answer {
                     case .completed:
                         results[index] = .success(.applied)
                     case .leaseLost:
                         metrics.leaseLosses.increment()
                         results[index] = .failure(
-                            DedupError(.leaseLost, "the lease on \(current[position].lease.id) was lost before completion")
+                            DedupError(.leaseLost, "the lease on \(completions[position].lease.id) was lost before completion")
                         )
                     }
                 }
             } catch {
-                for index in currentIndex { results[index] = .failure(error) }
+                for entry in succeeded { results[entry.index] = .failure(error) }
             }
         }
 
