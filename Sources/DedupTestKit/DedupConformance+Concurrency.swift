@@ -94,14 +94,22 @@ extension DedupConformance {
 // MARK: - Races
 
 extension DedupConformance {
+    /// 16 handles for a race: even tasks share the environment's store, odd ones get peers of it.
+    private static func racingHandles(_ env: ConformanceEnvironment, _ harness: any ConformanceHarness) async throws
+        -> [any DedupStore]
+    {
+        var handles: [any DedupStore] = []
+        for task in 0..<16 {
+            handles.append(task.isMultiple(of: 2) ? env.store : try await harness.makePeer(of: env.store))
+        }
+        return handles
+    }
+
     static let raceChecks: [ConformanceCheck] = [
         ConformanceCheck("16 concurrent tasks on two handles claiming the same 50 keys, singly and in batches, acquire each key exactly once") { harness in
             let env = try await ConformanceEnvironment(harness)
             let keys = try (0..<50).map { try env.id("race-\($0)") }
-            var handles: [any DedupStore] = []
-            for task in 0..<16 {
-                handles.append(task.isMultiple(of: 2) ? env.store : try await harness.makePeer(of: env.store))
-            }
+            let handles = try await racingHandles(env, harness)
             let lease = env.longLease
             let retention = env.longLease
             let start = StartingLine(tasks: handles.count)
@@ -164,10 +172,7 @@ extension DedupConformance {
             let keys = try (0..<20).map { try env.id("takeover-\($0)") }
             for id in keys { _ = try await env.acquire(id, lease: env.unit) }
             try await env.advance(units: 2)
-            var handles: [any DedupStore] = []
-            for task in 0..<16 {
-                handles.append(task.isMultiple(of: 2) ? env.store : try await harness.makePeer(of: env.store))
-            }
+            let handles = try await racingHandles(env, harness)
             let lease = env.longLease
             let retention = env.longLease
             let start = StartingLine(tasks: handles.count)

@@ -117,12 +117,15 @@ struct OpenFailureTests {
         await expectDedupError(.storeUnavailable) { try SQLiteDedupStore.migrate(path: path, logger: quietLogger) }
     }
 
-    @Test("an unreadable file is permissionDenied naming the path, and is left as it was")
-    func unreadable() async throws {
+    @Test(
+        "an unreadable file is permissionDenied, a read-only one readOnly, each naming the path and left as it was",
+        arguments: [(mode_t(0o000), DedupError.Code.permissionDenied), (mode_t(0o444), DedupError.Code.readOnly)]
+    )
+    func refusedFile(mode: mode_t, code: DedupError.Code) async throws {
         let directory = TemporaryDirectory()
         let path = try await populatedStore(directory)
         chmod(directory.path, 0o755)
-        chmod(path, 0o000)
+        chmod(path, mode)
         let before = contents(path)
         let result = await asUnprivilegedFileUser { () -> DedupError? in
             do {
@@ -132,28 +135,7 @@ struct OpenFailureTests {
                 return error as? DedupError
             }
         }
-        #expect(result?.code == .permissionDenied, "\(String(describing: result))")
-        #expect(result?.message.contains(path) == true)
-        #expect(contents(path) == before)
-        #expect(!exists(path + "-wal"))
-    }
-
-    @Test("a read-only file is readOnly, and is left as it was")
-    func readOnlyFile() async throws {
-        let directory = TemporaryDirectory()
-        let path = try await populatedStore(directory)
-        chmod(directory.path, 0o755)
-        chmod(path, 0o444)
-        let before = contents(path)
-        let result = await asUnprivilegedFileUser { () -> DedupError? in
-            do {
-                _ = try SQLiteDedupStore(path: path, logger: quietLogger)
-                return nil
-            } catch {
-                return error as? DedupError
-            }
-        }
-        #expect(result?.code == .readOnly, "\(String(describing: result))")
+        #expect(result?.code == code, "\(String(describing: result))")
         #expect(result?.message.contains(path) == true)
         #expect(contents(path) == before)
         #expect(!exists(path + "-wal"))
