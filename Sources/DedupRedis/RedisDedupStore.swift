@@ -4,37 +4,36 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A ``DedupStore`` on a Redis server (6.0 or later; 7 recommended), through the system hiredis.
+/// A ``DedupStore`` on a Redis server (7.0 or later), through the system hiredis.
 ///
 /// ## Key layout
 ///
-/// One Redis hash per record, at `<keyPrefix>:<RecordID.encoded>`, i.e.
+/// One Redis string per record, at `<keyPrefix>:<RecordID.encoded>`, i.e.
 /// `dedup:<namespace byte count>:<namespace>:<key>` (the byte count makes the key injective
-/// whatever the namespace contains), with `PEXPIREAT` set to the record's `expires_ms` so Redis
-/// forgets it when its retention ends. Fields, all readable with `redis-cli HGETALL`:
+/// whatever the namespace contains), expiring when the record's retention ends. The value reads
+/// with `redis-cli GET`:
 ///
-/// | field | meaning |
-/// |---|---|
-/// | `state` | `in_flight` or `completed` |
-/// | `owner` | the current owner token (in flight only) |
-/// | `fencing` | the fencing token of the latest acquisition |
-/// | `attempt` | how many times the key has been acquired |
-/// | `created_ms` | first claim, Unix milliseconds (server clock) |
-/// | `lease_until_ms` | end of the current lease (in flight only) |
-/// | `completed_ms` | completion time (completed only) |
-/// | `expires_ms` | when the record is forgotten (also the key's `PEXPIREAT`) |
-/// | `fp` | the payload fingerprint, when the claim carried one |
-/// | `result` | the handler's encoded result, when it returned one (binary) |
+/// ```
+/// in_flight owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
+/// completed fencing=1 attempt=1 created_ms=<t> completed_ms=<t> expires_ms=<t> fp=5:fp-42 result=-
+/// ```
 ///
-/// So `redis-cli --scan --pattern 'dedup:*'` lists records, `HGETALL` shows one and `PTTL` tells
-/// how long it stays.
+/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. Completed records
+/// carry absolute times (Unix milliseconds, server clock). An in-flight record's times are relative
+/// to its key's expiry (`PEXPIRETIME` + 1 is the record's expiry): the lease ends `retention_ms`
+/// before it and the key was first claimed `lease_span_ms` before that. So a claim can create the
+/// record with a plain `SET`, which knows no server time.
 ///
 /// ## Behaviour
 ///
-/// Every transition (claim, complete, release, renew, conditional delete) is one Lua script on one
-/// key, loaded once per connection and called by `EVALSHA` (reloaded after `NOSCRIPT`, once), using
-/// the server's clock. A claim is one round trip (a duplicate's answer carries the record), a
-/// processed message two (claim, complete); batches are pipelined, one round trip each.
+/// A claim is `SET <key> <new in-flight record> NX PX <lease + retention> GET`, one command as
+/// cheap as Redis gets: no reply creates the record, a completed record is a duplicate. Only when
+/// the key is in flight does a second step run, the claim script, which decides between a live
+/// lease, a payload mismatch and a takeover atomically. Complete, release, renew and conditional
+/// delete are owner-checked Lua scripts on one key, loaded once per connection and called by
+/// `EVALSHA` (reloaded after `NOSCRIPT`, once), using the server's clock. A duplicate costs one
+/// round trip, a processed message two (claim, complete); batches are pipelined, one round trip
+/// each (plus one for the keys of a batch found in flight).
 ///
 /// Connections are made on first use. Each pooled connection is owned by a thread of its own, so a
 /// network wait never holds one of Swift's cooperative threads, and concurrent calls on one
@@ -185,22 +184,51 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Transitions
 
-    /// Claims a key with one `EVALSHA` of the claim script.
+    /// Claims a key: `TIME` and `SET … NX PX … GET` in one round trip; a second one (the claim
+    /// script) only when the key is in flight.
+    ///
+    /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
+    /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
-        let reply = try await single(claimCommand(request))
-        return try decodeClaim(reply, request: request)
+        var durations = DurationMilliseconds()
+        let replies = try await execute([RedisCommand("TIME"), fastClaimCommand(request, &durations)])
+        let now = try serverTime(replies[0])
+        if let answer = try decodeFastClaim(replies[1], request: request, now: now) { return answer }
+        return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
 
-    /// Claims many keys in one pipelined round trip.
+    /// Claims many keys in one pipelined round trip (`TIME`, then a `SET … NX GET` each), plus one
+    /// for those found in flight, whose claim scripts run in the batch's order.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
-        let replies = try await execute(requests.map(claimCommand))
-        return try zip(replies, requests).map { try decodeClaim($0, request: $1) }
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(requests.count + 1)
+        commands.append(RedisCommand("TIME"))
+        var durations = DurationMilliseconds()
+        for request in requests { commands.append(fastClaimCommand(request, &durations)) }
+        let replies = try await execute(commands)
+        let now = try serverTime(replies[0])
+        var answers: [ClaimAnswer?] = []
+        answers.reserveCapacity(requests.count)
+        var inFlight: [Int] = []
+        for (index, request) in requests.enumerated() {
+            let answer = try decodeFastClaim(replies[index + 1], request: request, now: now)
+            if answer == nil { inFlight.append(index) }
+            answers.append(answer)
+        }
+        if !inFlight.isEmpty {
+            let scripted = try await execute(inFlight.map { scriptClaimCommand(requests[$0]) })
+            for (index, reply) in zip(inFlight, scripted) {
+                answers[index] = try decodeScriptClaim(reply, request: requests[index])
+            }
+        }
+        return answers.map { $0! }
     }
 
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
-        let reply = try await single(completeCommand(completion))
+        var durations = DurationMilliseconds()
+        let reply = try await single(completeCommand(completion, &durations))
         if try decodeFlag(reply) == false {
             throw leaseLost(completion.lease, doing: "complete")
         }
@@ -209,15 +237,14 @@ public final class RedisDedupStore: DedupStore {
     /// Completes many leases in one pipelined round trip.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
-        let replies = try await execute(completions.map(completeCommand))
+        var durations = DurationMilliseconds()
+        let replies = try await execute(completions.map { completeCommand($0, &durations) })
         return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
     }
 
     /// Releases with one `EVALSHA` of the release script (the record is deleted).
     public func release(_ lease: Lease) async throws {
-        var command = RedisCommand("EVALSHA", RedisScript.release.sha, "1")
-        command.append(key(for: lease.id))
-        command.append(lease.ownerToken)
+        let command = ownerCommand(RedisScript.release, lease, extraBytes: 0, extraArguments: 0)
         if try decodeFlag(try await single(command)) == false {
             throw leaseLost(lease, doing: "release")
         }
@@ -225,12 +252,11 @@ public final class RedisDedupStore: DedupStore {
 
     /// Renews with one `EVALSHA` of the renew script.
     public func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
-        var command = RedisCommand("EVALSHA", RedisScript.renew.sha, "1")
-        command.append(key(for: lease.id))
-        command.append(lease.ownerToken)
+        var command = ownerCommand(RedisScript.renew, lease, extraBytes: 20, extraArguments: 1)
         command.append(duration.wholeMilliseconds)
         let reply = try await single(command)
         if case .integer(0) = reply { throw leaseLost(lease, doing: "renew") }
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         guard let fields = reply.arrayValue, fields.count == 2, let leaseUntil = fields[1].integerValue else {
             throw unexpected(reply, doing: "renew")
         }
@@ -241,12 +267,11 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Inspection
 
-    /// The record of one identity (`HGETALL` and `TIME` in one round trip).
+    /// The record of one identity (`TIME` and the read script in one round trip).
     public func record(for id: RecordID) async throws -> DedupRecord? {
-        let replies = try await execute([RedisCommand("TIME"), hgetall(key(for: id))])
+        let replies = try await execute([RedisCommand("TIME"), readCommand(key(for: id))])
         let now = try serverTime(replies[0])
-        if let text = replies[1].errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-        guard let record = try decodeHash(replies[1], id: id, strict: true), now < record.expiresAt.millisecondsSince1970 else {
+        guard let record = try decodeRead(replies[1], id: id, strict: true), now < record.expiresAt.millisecondsSince1970 else {
             return nil
         }
         return record
@@ -255,7 +280,8 @@ public final class RedisDedupStore: DedupStore {
     /// A page of records in `SCAN` order.
     ///
     /// Keys are found with `SCAN … MATCH <prefix>:*` (`<prefix>:<n>:<namespace>:<keyPrefix>*` when
-    /// the filter names a namespace) `TYPE hash`, read with pipelined `HGETALL`, and filtered here.
+    /// the filter names a namespace) `TYPE string`, read with the pipelined read script, and
+    /// filtered here.
     /// The cursor is the `SCAN` cursor, plus the last key returned when a page ends inside one
     /// `SCAN` batch (the batch's keys are taken in byte order so the rest can be found again). As
     /// with `SCAN` itself, a record present for the whole listing is returned at least once; one
@@ -284,12 +310,11 @@ public final class RedisDedupStore: DedupStore {
             if let skipThrough { keys.removeAll { !skipThrough.lexicographicallyPrecedes($0) } }
             skipThrough = nil
             if !keys.isEmpty {
-                let replies = try await execute([RedisCommand("TIME")] + keys.map(hgetall))
+                let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
                 let now = try serverTime(replies[0])
                 for (position, key) in keys.enumerated() {
                     let reply = replies[position + 1]
-                    if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-                    guard let id = recordID(fromKey: key), let record = try decodeHash(reply, id: id, strict: false),
+                    guard let id = recordID(fromKey: key), let record = try decodeRead(reply, id: id, strict: false),
                         now < record.expiresAt.millisecondsSince1970, filter.matches(record)
                     else { continue }
                     page.append(record)
@@ -344,8 +369,8 @@ public final class RedisDedupStore: DedupStore {
         0
     }
 
-    /// Counts live records by namespace and state with a `SCAN` over `<prefix>:*` and pipelined
-    /// `HMGET`s, one batch at a time (memory stays bounded by the number of namespaces).
+    /// Counts live records by namespace and state with a `SCAN` over `<prefix>:*` and the pipelined
+    /// read script, one batch at a time (memory stays bounded by the number of namespaces).
     public func stats() async throws -> DedupStats {
         struct Counts {
             var inFlight = 0, expiredLeases = 0, completed = 0
@@ -358,37 +383,23 @@ public final class RedisDedupStore: DedupStore {
             let (next, keys) = try await scan(cursor: cursor, pattern: pattern, count: 1000)
             cursor = next
             if keys.isEmpty { continue }
-            var commands = [RedisCommand("TIME")]
-            for key in keys {
-                var command = RedisCommand("HMGET")
-                command.append(key)
-                for field in ["state", "lease_until_ms", "created_ms", "completed_ms", "expires_ms"] { command.append(field) }
-                commands.append(command)
-            }
-            let replies = try await execute(commands)
+            let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
             let now = try serverTime(replies[0])
             for (position, key) in keys.enumerated() {
-                let reply = replies[position + 1]
-                if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-                guard let fields = reply.arrayValue, fields.count == 5, let id = recordID(fromKey: key),
-                    let state = fields[0].stringValue.flatMap(RecordState.init(rawValue:)),
-                    let expires = fields[4].integerValue, now < expires
+                guard let id = recordID(fromKey: key), let record = try decodeRead(replies[position + 1], id: id, strict: false),
+                    now < record.expiresAt.millisecondsSince1970
                 else { continue }
                 var entry = counts[id.namespace] ?? Counts()
-                let time: Int64?
-                switch state {
+                switch record.state {
                 case .inFlight:
                     entry.inFlight += 1
-                    if let leaseUntil = fields[1].integerValue, leaseUntil <= now { entry.expiredLeases += 1 }
-                    time = fields[2].integerValue
+                    if let leaseUntil = record.leaseUntil, leaseUntil.millisecondsSince1970 <= now { entry.expiredLeases += 1 }
                 case .completed:
                     entry.completed += 1
-                    time = fields[3].integerValue ?? fields[2].integerValue
                 }
-                if let time {
-                    entry.oldest = min(entry.oldest ?? time, time)
-                    entry.newest = max(entry.newest ?? time, time)
-                }
+                let time = record.recordTime.millisecondsSince1970
+                entry.oldest = min(entry.oldest ?? time, time)
+                entry.newest = max(entry.newest ?? time, time)
                 counts[id.namespace] = entry
             }
         } while cursor != "0"
@@ -419,38 +430,73 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    private func claimCommand(_ request: ClaimRequest) -> RedisCommand {
-        var command = scriptCommand(
-            RedisScript.claim, key: request.id,
-            extraBytes: request.ownerToken.utf8.count + 40 + (request.fingerprint?.utf8.count ?? 0), extraArguments: 5
+    /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
+    /// millisecond before the record does (see ``RedisScript``).
+    private func fastClaimCommand(_ request: ClaimRequest, _ durations: inout DurationMilliseconds) -> RedisCommand {
+        let lease = durations.milliseconds(request.lease)
+        let retention = durations.milliseconds(request.retention)
+        var command = RedisCommand("SET")
+        command.reserve(
+            extraBytes: keyPrefixBytes.count + request.id.namespace.utf8.count + request.id.key.utf8.count + 8
+                + request.ownerToken.utf8.count + 120 + (request.fingerprint?.utf8.count ?? 0) + 32,
+            extraArguments: 6
         )
-        command.append(request.ownerToken)
-        command.append(request.lease.wholeMilliseconds)
-        command.append(request.retention.wholeMilliseconds)
-        command.append(request.fingerprint == nil ? "0" : "1")
-        command.append(request.fingerprint ?? "")
+        command.append(keyPrefixBytes, request.id)
+        command.append { RecordValue.appendNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0) }
+        command.append("NX")
+        command.append("PX")
+        command.append(Self.keyLifetime(lease: lease, retention: retention))
+        command.append("GET")
         return command
     }
 
-    private func completeCommand(_ completion: Completion) -> RedisCommand {
+    /// The milliseconds a new in-flight key lives: lease and retention, less the one the key's
+    /// expiry runs ahead of the record's (at least 1, which Redis requires).
+    private static func keyLifetime(lease: Int64, retention: Int64) -> Int64 {
+        let (total, overflow) = lease.addingReportingOverflow(retention)
+        return overflow ? Int64.max / 2 : max(1, total - 1)
+    }
+
+    private func scriptClaimCommand(_ request: ClaimRequest) -> RedisCommand {
+        var durations = DurationMilliseconds()
+        let lease = durations.milliseconds(request.lease)
+        let retention = durations.milliseconds(request.retention)
         var command = scriptCommand(
-            RedisScript.complete, key: completion.lease.id,
-            extraBytes: completion.lease.ownerToken.utf8.count + 24 + (completion.result?.count ?? 0), extraArguments: 4
+            RedisScript.claim, key: request.id,
+            extraBytes: 2 * request.ownerToken.utf8.count + 160 + 2 * (request.fingerprint?.utf8.count ?? 0), extraArguments: 5
         )
-        command.append(completion.lease.ownerToken)
-        command.append(completion.retention.wholeMilliseconds)
-        if let result = completion.result {
-            command.append("1")
-            result.withUnsafeBytes { command.append(bytes: $0.bindMemory(to: UInt8.self)) }
-        } else {
-            command.append("0")
-            command.append("")
+        command.append { RecordValue.appendNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0) }
+        command.append { RecordValue.appendOwnerHeader(request.ownerToken, to: &$0) }
+        command.append(lease)
+        command.append(retention)
+        command.append(RecordValue.encodedFingerprint(request.fingerprint))
+        return command
+    }
+
+    /// `EVALSHA <sha> 1 <key> <owner header>`: the start of an owner-checked script's call.
+    private func ownerCommand(_ script: RedisScript, _ lease: Lease, extraBytes: Int, extraArguments: Int) -> RedisCommand {
+        var command = scriptCommand(
+            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + 24 + extraBytes, extraArguments: 1 + extraArguments
+        )
+        command.append { RecordValue.appendOwnerHeader(lease.ownerToken, to: &$0) }
+        return command
+    }
+
+    private func completeCommand(_ completion: Completion, _ durations: inout DurationMilliseconds) -> RedisCommand {
+        var command = ownerCommand(RedisScript.complete, completion.lease, extraBytes: 40 + (completion.result?.count ?? 0), extraArguments: 2)
+        command.append(durations.milliseconds(completion.retention))
+        command.append { bytes in
+            if let result = completion.result {
+                result.withUnsafeBytes { RecordValue.appendLengthPrefixed($0, to: &bytes) }
+            } else {
+                bytes.append(UInt8(ascii: "-"))
+            }
         }
         return command
     }
 
-    private func hgetall(_ key: [UInt8]) -> RedisCommand {
-        var command = RedisCommand("HGETALL")
+    private func readCommand(_ key: [UInt8]) -> RedisCommand {
+        var command = RedisScript.read.callPrefix
         command.append(key)
         return command
     }
@@ -461,7 +507,7 @@ public final class RedisDedupStore: DedupStore {
         command.append("COUNT")
         command.append(String(count))
         command.append("TYPE")
-        command.append("hash")
+        command.append("string")
         let replies = try await execute([command])
         let reply = replies[0]
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
@@ -505,75 +551,97 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Decoding
 
-    private func decodeClaim(_ reply: RedisReply, request: ClaimRequest) throws -> ClaimAnswer {
-        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-        guard let fields = reply.arrayValue, let code = fields.first?.integerValue else {
-            throw unexpected(reply, doing: "claim")
-        }
-        switch code {
-        case 0, 1:
-            guard fields.count == 4, let fencing = fields[1].integerValue, let attempt = fields[2].integerValue,
-                let leaseUntil = fields[3].integerValue
-            else { throw unexpected(reply, doing: "claim") }
+    /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight and the claim
+    /// script must decide.
+    private func decodeFastClaim(_ reply: RedisReply, request: ClaimRequest, now: Int64) throws -> ClaimAnswer? {
+        switch reply {
+        case .null:
             return .acquired(
                 Lease(
-                    id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: code == 1
+                    id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
+                    leaseUntil: Date(millisecondsSince1970: now &+ request.lease.wholeMilliseconds), isTakeover: false
                 )
             )
-        case 2, 3, 4:
-            guard fields.count == 11, let record = decodeRecord(Array(fields[1...]), id: request.id) else {
-                throw DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the record of \(request.id) cannot be read")
+        case .string(let value):
+            if RecordValue.isInFlight(value) { return nil }
+            return try completedAnswer(value, request: request)
+        case .error(let text):
+            if text.hasPrefix("ERR syntax error") {
+                throw DedupError(
+                    .storeError,
+                    "Redis at \(endpoint.redactedDescription) refused SET … NX GET: the dedup store needs Redis 7.0 or later (\(text))"
+                )
             }
-            switch code {
-            case 2: return .duplicate(record)
-            case 3: return .inFlight(record)
-            default: return .payloadMismatch(record)
-            }
+            throw DedupError.fromServer(text, endpoint: endpoint)
         default:
             throw unexpected(reply, doing: "claim")
         }
     }
 
-    /// A record from the claim script's field list, in the order state, owner, fencing, attempt,
-    /// created_ms, lease_until_ms, completed_ms, expires_ms, fp, result.
-    private func decodeRecord(_ fields: [RedisReply], id: RecordID) -> DedupRecord? {
-        guard fields.count == 10, let state = fields[0].stringValue.flatMap(RecordState.init(rawValue:)),
-            let fencing = fields[2].integerValue, let created = fields[4].integerValue, let expires = fields[7].integerValue
-        else { return nil }
-        return DedupRecord(
-            id: id, state: state, ownerToken: fields[1].stringValue, fencingToken: fencing,
-            attempt: Int(fields[3].integerValue ?? 1), createdAt: Date(millisecondsSince1970: created),
-            leaseUntil: fields[5].integerValue.map { Date(millisecondsSince1970: $0) },
-            completedAt: fields[6].integerValue.map { Date(millisecondsSince1970: $0) },
-            expiresAt: Date(millisecondsSince1970: expires), fingerprint: fields[8].stringValue,
-            result: fields[9].bytesValue.map { Data($0) }
-        )
+    /// The claim script's answer: created, taken over, completed or in flight.
+    private func decodeScriptClaim(_ reply: RedisReply, request: ClaimRequest) throws -> ClaimAnswer {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let fields = reply.arrayValue, let code = fields.first?.integerValue else {
+            throw unexpected(reply, doing: "claim")
+        }
+        switch (code, fields.count) {
+        case (0, 2), (1, 4):
+            let isTakeover = code == 1
+            guard let leaseUntil = fields[fields.count - 1].integerValue,
+                let fencing = isTakeover ? fields[1].integerValue : 1, let attempt = isTakeover ? fields[2].integerValue : 1
+            else { throw unexpected(reply, doing: "claim") }
+            return .acquired(
+                Lease(
+                    id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover
+                )
+            )
+        case (2, 2):
+            guard let value = fields[1].bytesValue else { throw unexpected(reply, doing: "claim") }
+            return try completedAnswer(value, request: request)
+        case (3, 3):
+            guard let value = fields[1].bytesValue, let expires = fields[2].integerValue,
+                let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expires)
+            else { throw corrupt(request.id) }
+            return Self.differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .inFlight(record)
+        default:
+            throw unexpected(reply, doing: "claim")
+        }
     }
 
-    private static let recordFields = [
-        "state", "owner", "fencing", "attempt", "created_ms", "lease_until_ms", "completed_ms", "expires_ms", "fp", "result",
-    ]
+    /// A completed record found by a claim: a duplicate, or a payload mismatch when both sides
+    /// carry a fingerprint and they differ.
+    private func completedAnswer(_ value: [UInt8], request: ClaimRequest) throws -> ClaimAnswer {
+        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: nil) else {
+            throw corrupt(request.id)
+        }
+        return Self.differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
+    }
 
-    /// A record from an `HGETALL` reply; `nil` for no hash. A hash that is not a dedup record
-    /// throws ``DedupError/Code/corruptStore`` when `strict`, and is skipped otherwise (listing
-    /// goes on past someone else's hash).
-    private func decodeHash(_ reply: RedisReply, id: RecordID, strict: Bool) throws -> DedupRecord? {
-        guard let flat = reply.arrayValue else { throw unexpected(reply, doing: "HGETALL") }
-        if flat.isEmpty { return nil }
-        var byName: [String: RedisReply] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            if let name = flat[index].stringValue { byName[name] = flat[index + 1] }
-            index += 2
+    private static func differ(_ requested: String?, _ stored: String?) -> Bool {
+        guard let requested, let stored else { return false }
+        return !requested.utf8.elementsEqual(stored.utf8)
+    }
+
+    /// A record from the read script's reply ({value, PEXPIRETIME}); `nil` for no key. A value that
+    /// is not a dedup record throws ``DedupError/Code/corruptStore`` when `strict`, and is skipped
+    /// otherwise (listing goes on past someone else's string).
+    private func decodeRead(_ reply: RedisReply, id: RecordID, strict: Bool) throws -> DedupRecord? {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let fields = reply.arrayValue, fields.count == 2, let expiryTime = fields[1].integerValue else {
+            throw unexpected(reply, doing: "read")
         }
-        let fields = Self.recordFields.map { byName[$0] ?? .null }
-        if let record = decodeRecord(fields, id: id) { return record }
-        if strict {
-            throw DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the hash of \(id) is not a dedup record")
+        guard let value = fields[0].bytesValue else { return nil }
+        if expiryTime >= 0, let record = RecordValue.decode(value, id: id, expiresMilliseconds: expiryTime + 1) {
+            return record
         }
-        logger.debug("Skipping a hash that is not a dedup record", metadata: ["record": "\(id)"])
+        if strict { throw corrupt(id) }
+        logger.debug("Skipping a value that is not a dedup record", metadata: ["record": "\(id)"])
         return nil
+    }
+
+    private func corrupt(_ id: RecordID) -> DedupError {
+        DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the value at the key of \(id) is not a dedup record")
     }
 
     private func decodeFlag(_ reply: RedisReply) throws -> Bool {
@@ -670,5 +738,22 @@ public final class RedisDedupStore: DedupStore {
         case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
         default: return nil
         }
+    }
+}
+
+/// Whole milliseconds of the durations a call converts, remembering the last two: a batch's
+/// requests share their lease and retention, and converting a `Duration` costs hundreds of
+/// instructions.
+struct DurationMilliseconds {
+    private var first: (Duration, Int64)?
+    private var second: (Duration, Int64)?
+
+    mutating func milliseconds(_ duration: Duration) -> Int64 {
+        if let first, first.0 == duration { return first.1 }
+        if let second, second.0 == duration { return second.1 }
+        let value = duration.wholeMilliseconds
+        second = first
+        first = (duration, value)
+        return value
     }
 }

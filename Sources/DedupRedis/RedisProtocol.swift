@@ -1,16 +1,16 @@
 import CHiredis
 import Dedup
 
-/// One Redis command as binary-safe arguments: all argument bytes in one buffer plus each length,
-/// so building one costs two allocations and the I/O thread passes pointers into it to
-/// `redisAppendCommandArgv` (arguments may contain NUL).
+/// One Redis command as binary-safe arguments, kept as they go on the wire: each argument a RESP
+/// bulk string (`$<length>\r\n<bytes>\r\n`) in one buffer, so building one costs one allocation and
+/// sending it is two appends to hiredis's output buffer (the `*<count>` header, then the body) with
+/// no formatting step in between (arguments may contain NUL).
 struct RedisCommand: Sendable {
-    private(set) var bytes: [UInt8] = []
-    private(set) var lengths: [Int] = []
+    private(set) var body: [UInt8] = []
+    private(set) var count = 0
 
     init(_ arguments: String...) {
-        bytes.reserveCapacity(128)
-        lengths.reserveCapacity(8)
+        body.reserveCapacity(64)
         for argument in arguments { append(argument) }
     }
 
@@ -21,6 +21,12 @@ struct RedisCommand: Sendable {
 
     mutating func append(_ argument: [UInt8]) {
         argument.withUnsafeBufferPointer { append(bytes: $0) }
+    }
+
+    mutating func append(bytes argument: UnsafeBufferPointer<UInt8>) {
+        appendHeader(argument.count)
+        body.append(contentsOf: argument)
+        appendCRLF()
     }
 
     /// Appends a decimal integer without making a `String` of it.
@@ -43,17 +49,56 @@ struct RedisCommand: Sendable {
         }
     }
 
-    /// Appends one argument made of `prefix` followed by `text`'s UTF-8 (a record's key: the
-    /// store's prefix and the record identity), without building it separately first.
+    /// Appends one argument made of `prefix` followed by the record identity's encoding (a record's
+    /// key), without building it separately first.
     mutating func append(_ prefix: [UInt8], _ id: RecordID) {
-        bytes.append(contentsOf: prefix)
-        let before = bytes.count
-        appendDecimal(id.namespace.utf8.count)
-        bytes.append(UInt8(ascii: ":"))
-        bytes.append(contentsOf: id.namespace.utf8)
-        bytes.append(UInt8(ascii: ":"))
-        bytes.append(contentsOf: id.key.utf8)
-        lengths.append(prefix.count + bytes.count - before)
+        var namespace = id.namespace
+        var key = id.key
+        namespace.withUTF8 { namespace in
+            key.withUTF8 { key in
+                appendHeader(prefix.count + Self.digitCount(namespace.count) + 1 + namespace.count + 1 + key.count)
+                body.append(contentsOf: prefix)
+                appendDecimal(namespace.count)
+                body.append(UInt8(ascii: ":"))
+                body.append(contentsOf: namespace)
+                body.append(UInt8(ascii: ":"))
+                body.append(contentsOf: key)
+                appendCRLF()
+            }
+        }
+    }
+
+    /// Appends one argument that `build` writes straight into the command's buffer (a record value
+    /// made of several parts, without an intermediate array); its header goes in front afterwards.
+    mutating func append(building build: (inout [UInt8]) -> Void) {
+        let start = body.count
+        build(&body)
+        let length = body.count - start
+        var header: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &header) { buffer in
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let end = Self.writeHeader(UInt8(ascii: "$"), length, at: base)
+            body.insert(contentsOf: UnsafeBufferPointer(start: base, count: end - base), at: start)
+        }
+        appendCRLF()
+        count += 1
+    }
+
+    /// Makes sure appending `extra` more bytes of arguments allocates at most once.
+    mutating func reserve(extraBytes extra: Int, extraArguments: Int) {
+        body.reserveCapacity(body.count + extra + extraArguments * 16)
+    }
+
+    private mutating func appendHeader(_ length: Int) {
+        body.append(UInt8(ascii: "$"))
+        appendDecimal(length)
+        appendCRLF()
+        count += 1
+    }
+
+    private mutating func appendCRLF() {
+        body.append(13)
+        body.append(10)
     }
 
     private mutating func appendDecimal(_ value: Int) {
@@ -61,51 +106,39 @@ struct RedisCommand: Sendable {
         while divisor <= value / 10 { divisor *= 10 }
         var remaining = value
         while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining / divisor))
+            body.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining / divisor))
             remaining %= divisor
             divisor /= 10
         }
     }
 
-    /// Makes sure appending `extra` more bytes of arguments allocates at most once.
-    mutating func reserve(extraBytes extra: Int, extraArguments: Int) {
-        bytes.reserveCapacity(bytes.count + extra)
-        lengths.reserveCapacity(lengths.count + extraArguments)
+    private static func digitCount(_ value: Int) -> Int {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        return digits
     }
 
-    mutating func append(bytes argument: UnsafeBufferPointer<UInt8>) {
-        bytes.append(contentsOf: argument)
-        lengths.append(argument.count)
-    }
-
-    /// Appends the command to a hiredis context's output buffer, formatted here as RESP in one
-    /// buffer (`*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per argument): hiredis's own argv
-    /// formatting grows an sds string piece by piece with `sdscatfmt`, several times the cost.
+    /// Appends the command to a hiredis context's output buffer: the `*<count>` header, then the
+    /// arguments as they are (hiredis's own argv formatting grows an sds string piece by piece
+    /// with `sdscatfmt`, several times the cost).
     func append(to context: UnsafeMutablePointer<redisContext>) -> Bool {
-        let count = lengths.count
-        // Each header is at most 1 + 20 digits + 2 bytes; each argument adds its CRLF.
-        let capacity = 23 + count * 25 + bytes.count
-        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { out -> Bool in
-            guard let base = out.baseAddress else { return false }
-            var end = Self.writeHeader(UInt8(ascii: "*"), count, at: base)
-            bytes.withUnsafeBufferPointer { argumentBytes in
-                var offset = 0
-                for index in 0..<count {
-                    let length = lengths[index]
-                    end = Self.writeHeader(UInt8(ascii: "$"), length, at: end)
-                    if length > 0, let source = argumentBytes.baseAddress {
-                        end.update(from: source + offset, count: length)
-                        end += length
-                    }
-                    offset += length
-                    end[0] = 13
-                    end[1] = 10
-                    end += 2
-                }
+        var header: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let headerAppended = withUnsafeMutableBytes(of: &header) { buffer -> Bool in
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let end = Self.writeHeader(UInt8(ascii: "*"), count, at: base)
+            return base.withMemoryRebound(to: CChar.self, capacity: end - base) {
+                redisAppendFormattedCommand(context, $0, end - base) == REDIS_OK
             }
-            let length = end - base
-            return base.withMemoryRebound(to: CChar.self, capacity: length) {
-                redisAppendFormattedCommand(context, $0, length) == REDIS_OK
+        }
+        guard headerAppended else { return false }
+        return body.withUnsafeBufferPointer { body in
+            guard let base = body.baseAddress, body.count > 0 else { return true }
+            return base.withMemoryRebound(to: CChar.self, capacity: body.count) {
+                redisAppendFormattedCommand(context, $0, body.count) == REDIS_OK
             }
         }
     }
@@ -114,12 +147,7 @@ struct RedisCommand: Sendable {
     @inline(__always)
     private static func writeHeader(_ marker: UInt8, _ value: Int, at position: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
         position[0] = marker
-        var digitCount = 1
-        var probe = UInt(value) / 10
-        while probe > 0 {
-            digitCount += 1
-            probe /= 10
-        }
+        let digitCount = digitCount(value)
         var remaining = UInt(value)
         var index = digitCount
         while index > 0 {
@@ -132,10 +160,12 @@ struct RedisCommand: Sendable {
         return position + digitCount + 3
     }
 
-    /// The command's name, for messages.
+    /// The command's name (its first argument), for messages.
     var name: String {
-        guard let first = lengths.first else { return "" }
-        return String(decoding: bytes[0..<first], as: UTF8.self)
+        guard count > 0, let lineEnd = body.firstIndex(of: 13), let length = Int(String(decoding: body[1..<lineEnd], as: UTF8.self)),
+            lineEnd + 2 + length <= body.count
+        else { return "" }
+        return String(decoding: body[(lineEnd + 2)..<(lineEnd + 2 + length)], as: UTF8.self)
     }
 }
 

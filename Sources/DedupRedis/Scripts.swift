@@ -1,11 +1,17 @@
-/// The Lua scripts behind every state transition. Each touches exactly one key (`KEYS[1]`), so a
-/// Redis Cluster could run them unchanged, and reads the time from the server (`TIME`; Redis 7
-/// replicates scripts by effects, so a non-deterministic command before a write is allowed), never
-/// from the client.
+/// The Lua scripts behind the transitions a plain command cannot make safely. Each touches exactly
+/// one key (`KEYS[1]`), so a Redis Cluster could run them unchanged, and reads the time from the
+/// server (`TIME`, `PEXPIRETIME`; Redis 7 replicates scripts by effects, so a non-deterministic
+/// command before a write is allowed), never from the client.
 ///
-/// Times are integer milliseconds. A record whose `expires_ms` has come is treated as absent even
-/// if Redis has not removed it yet (Redis expires a key only once `now > PEXPIREAT`; the contract
-/// says a record is live while `now < expires_ms`).
+/// Numbers are concatenated as Lua prints them (`%.14g`): exact for integers below 10^14, and every
+/// time here is below that (milliseconds until the year 5138; durations saturate at 1,000 years).
+///
+/// Records are strings in the layout of ``RecordValue``. A key's `PEXPIRETIME` is one millisecond
+/// before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`, and the
+/// contract says a record is gone from its expiry on), so a key that exists is a live record. The
+/// times of an in-flight record are kept relative to that expiry (`retention_ms` before it the
+/// lease ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create
+/// the record with a plain `SET … NX PX … GET` that knows no server time.
 struct RedisScript: Sendable {
     let name: String
     let source: String
@@ -23,136 +29,143 @@ struct RedisScript: Sendable {
 
     private static let prelude = """
         local key = KEYS[1]
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local function now_ms()
+          local t = redis.call('TIME')
+          return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        end
+        local function corrupt()
+          return redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
+        end
+        local counters = '^fencing=(%d+) attempt=(%d+) lease_span_ms=(%d+) retention_ms=(%d+) fp=()'
 
         """
 
-    /// ARGV: owner, lease_ms, retention_ms, has_fp ('1'/'0'), fp.
-    /// Returns {0, fencing, attempt, lease_until} acquired, {1, ...} taken over, or
-    /// {2 duplicate | 3 in flight | 4 fingerprint mismatch, state, owner, fencing, attempt,
-    /// created_ms, lease_until_ms, completed_ms, expires_ms, fp, result}.
+    /// Run when the claim's `SET … NX GET` found an in-flight record: decides, atomically, between a
+    /// live lease, a payload mismatch and a takeover; creates the record if it is gone by now.
+    ///
+    /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
+    /// encoded fingerprint. Returns {0, lease_until} created, {1, fencing, attempt, lease_until}
+    /// taken over, {2, value} completed, {3, value, expires_ms} in flight (held, or a different
+    /// fingerprint: the caller compares).
     static let claim = RedisScript(
         name: "claim",
         source: prelude + """
-            local lease = tonumber(ARGV[2])
-            local retention = tonumber(ARGV[3])
-            local fp = false
-            if ARGV[4] == '1' then fp = ARGV[5] end
-            local r = redis.call('HMGET', key, 'state', 'owner', 'fencing', 'attempt', 'created_ms',
-                'lease_until_ms', 'completed_ms', 'expires_ms', 'fp', 'result')
-            local state = r[1]
-            if state then
-              local expires = tonumber(r[8])
-              if (state ~= 'in_flight' and state ~= 'completed') or not expires or not tonumber(r[3]) then
-                return redis.error_reply('DEDUPCORRUPT the hash at ' .. key .. ' is not a dedup record')
-              end
-              if expires <= now then
-                redis.call('DEL', key)
-                state = false
-              end
-            elseif redis.call('EXISTS', key) == 1 then
-              return redis.error_reply('DEDUPCORRUPT the hash at ' .. key .. ' is not a dedup record')
+            local v = redis.call('GET', key)
+            local now = now_ms()
+            local lease = tonumber(ARGV[3])
+            local retention = tonumber(ARGV[4])
+            if v then
+              if string.sub(v, 1, 10) == 'completed ' then return {2, v} end
+              local n, p = string.match(v, '^in_flight owner=(%d+):()')
+              if not n then return corrupt() end
+              local head_end = p + tonumber(n)
+              local f, a, s, r, t = string.match(v, counters, head_end + 1)
+              local e = redis.call('PEXPIRETIME', key)
+              if not f or e < 0 then return corrupt() end
+              e = e + 1
+              local lease_until = e - tonumber(r)
+              local fp = string.sub(v, t)
+              if now < lease_until or (ARGV[5] ~= '-' and fp ~= '-' and ARGV[5] ~= fp) then return {3, v, e} end
+              if fp == '-' then fp = ARGV[5] end
+              local created = lease_until - tonumber(s)
+              local fencing = tonumber(f) + 1
+              local attempt = tonumber(a) + 1
+              local new_until = now + lease
+              redis.call('SET', key, ARGV[2] .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
+                ' lease_span_ms=' .. (new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
+                'PXAT', new_until + retention - 1)
+              return {1, fencing, attempt, new_until}
             end
-            if not state then
-              local lease_until = now + lease
-              local expires_at = lease_until + retention
-              if fp then
-                redis.call('HSET', key, 'state', 'in_flight', 'owner', ARGV[1], 'fencing', 1, 'attempt', 1,
-                  'created_ms', now, 'lease_until_ms', lease_until, 'expires_ms', expires_at, 'fp', fp)
-              else
-                redis.call('HSET', key, 'state', 'in_flight', 'owner', ARGV[1], 'fencing', 1, 'attempt', 1,
-                  'created_ms', now, 'lease_until_ms', lease_until, 'expires_ms', expires_at)
-              end
-              redis.call('PEXPIREAT', key, expires_at)
-              return {0, 1, 1, lease_until}
-            end
-            if fp and r[9] and r[9] ~= fp then
-              return {4, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]}
-            end
-            if state == 'completed' then
-              return {2, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]}
-            end
-            local held_until = tonumber(r[6])
-            if held_until and now < held_until then
-              return {3, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]}
-            end
-            local fencing = tonumber(r[3]) + 1
-            local attempt = (tonumber(r[4]) or 0) + 1
-            local lease_until = now + lease
-            local expires_at = lease_until + retention
-            if fp and not r[9] then
-              redis.call('HSET', key, 'owner', ARGV[1], 'fencing', fencing, 'attempt', attempt,
-                'lease_until_ms', lease_until, 'expires_ms', expires_at, 'fp', fp)
-            else
-              redis.call('HSET', key, 'owner', ARGV[1], 'fencing', fencing, 'attempt', attempt,
-                'lease_until_ms', lease_until, 'expires_ms', expires_at)
-            end
-            redis.call('PEXPIREAT', key, expires_at)
-            return {1, fencing, attempt, lease_until}
+            local new_until = now + lease
+            redis.call('SET', key, ARGV[1], 'PXAT', new_until + retention - 1)
+            return {0, new_until}
             """
     )
 
-    /// ARGV: owner, retention_ms, has_result ('1'/'0'), result. Returns 1 completed, 0 lease lost.
+    /// ARGV: owner header, retention_ms, encoded result. Returns 1 completed, 0 lease lost.
     static let complete = RedisScript(
         name: "complete",
         source: prelude + """
-            local r = redis.call('HMGET', key, 'state', 'owner', 'expires_ms')
-            local expires = tonumber(r[3])
-            if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] or not expires or expires <= now then return 0 end
-            local expires_at = now + tonumber(ARGV[2])
-            if ARGV[3] == '1' then
-              redis.call('HDEL', key, 'owner', 'lease_until_ms')
-              redis.call('HSET', key, 'state', 'completed', 'completed_ms', now, 'expires_ms', expires_at, 'result', ARGV[4])
-            else
-              redis.call('HDEL', key, 'owner', 'lease_until_ms', 'result')
-              redis.call('HSET', key, 'state', 'completed', 'completed_ms', now, 'expires_ms', expires_at)
-            end
-            redis.call('PEXPIREAT', key, expires_at)
+            local v = redis.call('GET', key)
+            local head = ARGV[1]
+            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+            local f, a, s, r, t = string.match(v, counters, #head + 1)
+            local e = redis.call('PEXPIRETIME', key)
+            if not f or e < 0 then return corrupt() end
+            local now = now_ms()
+            if now > e then return 0 end
+            local created = e + 1 - tonumber(r) - tonumber(s)
+            local expires = now + tonumber(ARGV[2])
+            redis.call('SET', key, 'completed fencing=' .. f .. ' attempt=' .. a .. ' created_ms=' .. created ..
+              ' completed_ms=' .. now .. ' expires_ms=' .. expires .. ' fp=' .. string.sub(v, t) ..
+              ' result=' .. ARGV[3], 'PXAT', expires - 1)
             return 1
             """
     )
 
-    /// ARGV: owner. Returns 1 released (deleted), 0 lease lost.
+    /// ARGV: owner header. Returns 1 released (deleted), 0 lease lost.
     static let release = RedisScript(
         name: "release",
-        source: prelude + """
-            local r = redis.call('HMGET', key, 'state', 'owner', 'expires_ms')
-            local expires = tonumber(r[3])
-            if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] or not expires or expires <= now then return 0 end
-            redis.call('DEL', key)
+        source: """
+            local v = redis.call('GET', KEYS[1])
+            local head = ARGV[1]
+            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+            redis.call('DEL', KEYS[1])
             return 1
             """
     )
 
-    /// ARGV: owner, duration_ms. Returns {1, lease_until} renewed, 0 lease lost. The record keeps
-    /// the same distance between lease end and expiry (the retention the claim gave it).
+    /// ARGV: owner header, duration_ms. Returns {1, lease_until} renewed, 0 lease lost. The record
+    /// keeps its retention after the lease and its first-claim time.
     static let renew = RedisScript(
         name: "renew",
         source: prelude + """
-            local r = redis.call('HMGET', key, 'state', 'owner', 'expires_ms', 'lease_until_ms')
-            local expires = tonumber(r[3])
-            local held_until = tonumber(r[4])
-            if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] or not expires or expires <= now or not held_until then return 0 end
-            local lease_until = now + tonumber(ARGV[2])
-            local expires_at = lease_until + (expires - held_until)
-            redis.call('HSET', key, 'lease_until_ms', lease_until, 'expires_ms', expires_at)
-            redis.call('PEXPIREAT', key, expires_at)
-            return {1, lease_until}
+            local v = redis.call('GET', key)
+            local head = ARGV[1]
+            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+            local f, a, s, r, t = string.match(v, counters, #head + 1)
+            local e = redis.call('PEXPIRETIME', key)
+            if not f or e < 0 then return corrupt() end
+            local now = now_ms()
+            if now > e then return 0 end
+            local created = e + 1 - tonumber(r) - tonumber(s)
+            local new_until = now + tonumber(ARGV[2])
+            redis.call('SET', key, head .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. (new_until - created) ..
+              ' retention_ms=' .. r .. ' fp=' .. string.sub(v, t), 'PXAT', new_until + tonumber(r) - 1)
+            return {1, new_until}
             """
     )
 
-    /// ARGV: state ('' any), from_ms ('' none), until_ms ('' none). Deletes the live record if it
-    /// matches (record time = completed_ms when completed, else created_ms); returns 1 or 0.
+    /// A record and its key's expiry, read together: {value or nil, PEXPIRETIME}.
+    static let read = RedisScript(
+        name: "read",
+        source: """
+            return {redis.call('GET', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1])}
+            """
+    )
+
+    /// ARGV: state ('' any), from_ms ('' none), until_ms ('' none). Deletes the record if it
+    /// matches (record time = completed_ms when completed, else the first claim); returns 1 or 0.
     static let conditionalDelete = RedisScript(
         name: "delete",
         source: prelude + """
-            local r = redis.call('HMGET', key, 'state', 'created_ms', 'completed_ms', 'expires_ms')
-            local expires = tonumber(r[4])
-            if not r[1] or not expires or expires <= now then return 0 end
-            if ARGV[1] ~= '' and r[1] ~= ARGV[1] then return 0 end
-            local time = tonumber(r[3] or r[2])
+            local v = redis.call('GET', key)
+            if not v then return 0 end
+            local state, time
+            if string.sub(v, 1, 10) == 'completed ' then
+              state = 'completed'
+              time = tonumber(string.match(v, '^completed fencing=%d+ attempt=%d+ created_ms=%d+ completed_ms=(%d+) '))
+            else
+              local n, p = string.match(v, '^in_flight owner=(%d+):()')
+              if not n then return 0 end
+              local f, a, s, r = string.match(v, counters, p + tonumber(n) + 1)
+              local e = redis.call('PEXPIRETIME', key)
+              if not f or e < 0 then return 0 end
+              state = 'in_flight'
+              time = e + 1 - tonumber(r) - tonumber(s)
+            end
             if not time then return 0 end
+            if ARGV[1] ~= '' and state ~= ARGV[1] then return 0 end
             if ARGV[2] ~= '' and time < tonumber(ARGV[2]) then return 0 end
             if ARGV[3] ~= '' and time >= tonumber(ARGV[3]) then return 0 end
             redis.call('DEL', key)
@@ -161,5 +174,5 @@ struct RedisScript: Sendable {
     )
 
     /// Every script, in the order connections load them.
-    static let all: [RedisScript] = [claim, complete, release, renew, conditionalDelete]
+    static let all: [RedisScript] = [claim, complete, release, renew, read, conditionalDelete]
 }

@@ -116,6 +116,24 @@ struct ConformanceEnvironment: Sendable {
         }
     }
 
+    /// Expects a lease's end to be its record's: exactly on a manual clock; on a real clock the
+    /// lease may end earlier by less than one unit, never later (a store may hand out the time it
+    /// sent the claim, plus the lease, rather than read the record's own time back).
+    func expectLeaseEnd(
+        _ lease: Lease, matches record: DedupRecord, _ what: String, file: StaticString = #fileID, line: UInt = #line
+    ) throws {
+        let recorded = try unwrap(record.leaseUntil, "\(what): no leaseUntil on the record", file: file, line: line)
+        let early = recorded.millisecondsSince1970 - lease.leaseUntil.millisecondsSince1970
+        if manualClock {
+            try expect(early == 0, "\(what): the lease ends at \(lease.leaseUntil.millisecondsSince1970), the record's at \(recorded.millisecondsSince1970)", file: file, line: line)
+        } else {
+            try expect(
+                early >= 0 && early < unit.wholeMilliseconds,
+                "\(what): the lease ends \(early) ms before the record's lease (allowed: 0 to less than one unit)", file: file, line: line
+            )
+        }
+    }
+
     /// When an observation "before a boundary `duration` from now" must have been made, by the
     /// test's monotonic clock. Take it just before the operation the boundary counts from.
     func deadline(in duration: Duration) -> ContinuousClock.Instant {

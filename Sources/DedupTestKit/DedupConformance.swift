@@ -58,7 +58,7 @@ extension DedupConformance {
             try expectEqual(record.ownerToken, token, "owner token of the record")
             try expectEqual(record.fencingToken, 1, "record fencing token")
             try expectEqual(record.attempt, 1, "record attempt")
-            try expectEqual(record.leaseUntil, lease.leaseUntil, "record leaseUntil vs the lease's")
+            try env.expectLeaseEnd(lease, matches: record, "record leaseUntil vs the lease's")
             try expectEqual(record.completedAt, nil, "completedAt while in flight")
             try expectEqual(record.result, nil, "result while in flight")
             try expectEqual(record.fingerprint, "fp-1", "fingerprint kept from the request")
@@ -105,7 +105,7 @@ extension DedupConformance {
             try expectEqual(after.fencingToken, second.fencingToken, "record fencing token after a takeover")
             try expectEqual(after.attempt, 2, "record attempt after a takeover")
             try expectEqual(after.createdAt, before.createdAt, "createdAt across a takeover")
-            try expectEqual(after.leaseUntil, second.leaseUntil, "record leaseUntil vs the new lease's")
+            try env.expectLeaseEnd(second, matches: after, "record leaseUntil vs the new lease's")
             let leaseUntil = try unwrap(after.leaseUntil, "no leaseUntil after a takeover")
             try env.expectElapsed(from: before.createdAt, to: leaseUntil, env.units(4) + env.lease, "new leaseUntil - createdAt (4 units waited + the lease)")
             try expectEqual(

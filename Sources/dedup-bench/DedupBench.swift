@@ -82,6 +82,13 @@ struct DedupBench: ParsableCommand, Sendable {
     @Option(help: "Consumer tasks on the concurrent Redis path.")
     var tasks = 8
 
+    enum Group: String, ExpressibleByArgument, CaseIterable { case single, batch, concurrent }
+
+    @Option(help: "Only these kinds of path (repeatable: single, batch, concurrent), for profiling one of them.")
+    var group: [Group] = []
+
+    private func runs(_ kind: Group) -> Bool { group.isEmpty || group.contains(kind) }
+
     /// Runs the benchmark on Swift's concurrency pool while the main thread waits on a semaphore,
     /// rather than as an async main: the async main parks the main thread in `sigsuspend`, which
     /// valgrind (callgrind, for profiles) cannot follow.
@@ -244,7 +251,7 @@ struct DedupBench: ParsableCommand, Sendable {
     ) async throws {
         // Each mode on a fresh file, as the ceiling does: new keys, then the same keys again.
         let singlePath = "\(temp)/ours-single-\(round).sqlite"
-        do {
+        if runs(.single) {
             let consumer = try sqliteConsumer(path: singlePath, logger: logger)
             _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
             try await record(.sqliteSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
@@ -252,7 +259,7 @@ struct DedupBench: ParsableCommand, Sendable {
         }
         try removeSQLite(singlePath)
         let batchPath = "\(temp)/ours-batch-\(round).sqlite"
-        do {
+        if runs(.batch) {
             let consumer = try sqliteConsumer(path: batchPath, logger: logger)
             _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
             try await record(.sqliteBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
@@ -261,7 +268,7 @@ struct DedupBench: ParsableCommand, Sendable {
         try removeSQLite(batchPath)
         guard breakdown else { return }
         let storeSinglePath = "\(temp)/store-single-\(round).sqlite"
-        do {
+        if runs(.single) {
             try removeSQLite(storeSinglePath)
             let store = try SQLiteDedupStore(path: storeSinglePath, configuration: sqliteConfiguration, logger: logger)
             _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
@@ -270,7 +277,7 @@ struct DedupBench: ParsableCommand, Sendable {
         }
         try removeSQLite(storeSinglePath)
         let storeBatchPath = "\(temp)/store-batch-\(round).sqlite"
-        do {
+        if runs(.batch) {
             try removeSQLite(storeBatchPath)
             let store = try SQLiteDedupStore(path: storeBatchPath, configuration: sqliteConfiguration, logger: logger)
             _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
@@ -284,7 +291,7 @@ struct DedupBench: ParsableCommand, Sendable {
         keys: [String], batches: [[String]], warmUp: [String], redis: RedisServer, logger: Logger,
         into results: inout RunResults
     ) async throws {
-        do {
+        if runs(.single) {
             try redis.flushAll()
             let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
@@ -292,7 +299,7 @@ struct DedupBench: ParsableCommand, Sendable {
             try await record(.redisSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
             await store.close()
         }
-        do {
+        if runs(.batch) {
             try redis.flushAll()
             let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
@@ -300,7 +307,7 @@ struct DedupBench: ParsableCommand, Sendable {
             try await record(.redisBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
             await store.close()
         }
-        do {
+        if runs(.concurrent) {
             try redis.flushAll()
             let (store, consumer) = try redisConsumer(redis, logger: logger)
             _ = try await measureConcurrent(consumer, keys: warmUp, tasks: tasks)
@@ -308,15 +315,19 @@ struct DedupBench: ParsableCommand, Sendable {
             await store.close()
         }
         if breakdown {
-            try redis.flushAll()
             let store = try RedisDedupStore(url: redis.url, logger: logger)
-            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
-            try await recordStore(.redisSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
-            try await recordStore(.redisSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
-            try redis.flushAll()
-            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
-            try await recordStore(.redisBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
-            try await recordStore(.redisBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+            if runs(.single) {
+                try redis.flushAll()
+                _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+                try await recordStore(.redisSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
+                try await recordStore(.redisSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
+            }
+            if runs(.batch) {
+                try redis.flushAll()
+                _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+                try await recordStore(.redisBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
+                try await recordStore(.redisBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
+            }
             await store.close()
         }
         try redis.flushAll()

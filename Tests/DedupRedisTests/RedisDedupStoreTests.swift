@@ -7,7 +7,7 @@ import Testing
 
 @Suite("RedisDedupStore on a real redis-server")
 struct RedisDedupStoreTests {
-    @Test("claim, in flight, complete, duplicate with result; one hash per record readable with redis-cli")
+    @Test("claim, in flight, complete, duplicate with result; one string per record readable with redis-cli")
     func lifecycleAndLayout() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
@@ -23,20 +23,35 @@ struct RedisDedupStoreTests {
             // The layout a person reads with redis-cli.
             let keys = try await server.cli("--scan", "--pattern", "dedup:*")
             #expect(keys == "dedup:12:orders-group:order-42")
-            #expect(try await server.cli("HGET", keys, "state") == "in_flight")
-            #expect(try await server.cli("HGET", keys, "owner") == lease.ownerToken)
-            #expect(try await server.cli("HGET", keys, "fp") == "fp-1")
-            let leaseUntil = try await server.cli("HGET", keys, "lease_until_ms")
-            #expect(Int64(leaseUntil) == lease.leaseUntil.millisecondsSince1970)
+            #expect(try await server.cli("TYPE", keys) == "string")
+            #expect(
+                try await server.cli("GET", keys)
+                    == "in_flight owner=32:\(lease.ownerToken) fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1"
+            )
+            // The key expires one millisecond before the record; the lease ends a retention earlier.
+            let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
+            let inFlight = try #require(second.record)
+            #expect(inFlight.expiresAt.millisecondsSince1970 == expiry + 1)
+            #expect(inFlight.leaseUntil?.millisecondsSince1970 == expiry + 1 - 3_600_000)
+            #expect(inFlight.createdAt.millisecondsSince1970 == expiry + 1 - 3_600_000 - 30_000)
+            let leaseEarly = try #require(inFlight.leaseUntil).millisecondsSince1970 - lease.leaseUntil.millisecondsSince1970
+            #expect(leaseEarly >= 0 && leaseEarly < 50, "the lease ends with the record's, or a little earlier")
 
             try await store.complete(Completion(lease: lease, retention: .seconds(600), result: Data([0, 1, 2, 255])))
-            #expect(try await server.cli("HGET", keys, "state") == "completed")
-            #expect(try await server.cli("HEXISTS", keys, "owner") == "0")
             let pttl = try #require(Int(try await server.cli("PTTL", keys)))
             #expect(pttl > 590_000 && pttl <= 600_000)
-            let expires = try #require(Int64(try await server.cli("HGET", keys, "expires_ms")))
-            let completed = try #require(Int64(try await server.cli("HGET", keys, "completed_ms")))
+            let completedValue = try await server.cli("--no-raw", "GET", keys)
+            let fields = completedValue.split(separator: " ")
+            #expect(fields.first == "\"completed")
+            #expect(fields.contains("fp=4:fp-1") && fields.last == #"result=4:\x00\x01\x02\xff""#, "\(completedValue)")
+            let number = { (name: String) -> Int64? in
+                fields.first { $0.hasPrefix(name + "=") }.flatMap { Int64($0.dropFirst(name.count + 1)) }
+            }
+            let expires = try #require(number("expires_ms"))
+            let completed = try #require(number("completed_ms"))
             #expect(expires == completed + 600_000)
+            #expect(try #require(Int64(try await server.cli("PEXPIRETIME", keys))) == expires - 1)
+            #expect(number("created_ms") == inFlight.createdAt.millisecondsSince1970)
 
             let third = try await store.claim(request(record))
             guard case .duplicate(let stored) = third else {
@@ -123,9 +138,13 @@ struct RedisDedupStoreTests {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             let record = id("billing", "slow")
-            let first = try #require(try await store.claim(request(record, lease: .milliseconds(1000))).lease)
-            #expect(try await store.claim(request(record, lease: .milliseconds(1000))).kind == "inFlight")
-            try await Task.sleep(for: .milliseconds(1100))  // the lease is on the server's clock
+            _ = try await store.ping()  // connected, so the lease below starts when the claim is sent
+            let claimed = ContinuousClock.now
+            let first = try #require(try await store.claim(request(record, lease: .milliseconds(2000))).lease)
+            let early = try await store.claim(request(record, lease: .milliseconds(2000)))
+            if ContinuousClock.now - claimed < .milliseconds(1900) { #expect(early.kind == "inFlight") }
+            // The lease is on the server's clock.
+            try await Task.sleep(until: claimed + .milliseconds(2100), clock: .continuous)
             let second = try #require(try await store.claim(request(record)).lease)
             #expect(second.isTakeover && second.fencingToken == 2 && second.attempt == 2)
             await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: first, retention: .seconds(60))) }
@@ -335,17 +354,28 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("someone else's value at a record's key is wrongType; another hash is corruptStore")
+    @Test("another kind of value at a record's key is wrongType; a string that is no record is corruptStore; neither is changed")
     func wrongType() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
-            try await server.cli("SET", "dedup:2:ns:taken", "someone else's")
+            try await server.cli("HSET", "dedup:2:ns:taken", "name", "x")
             await expectDedupError(.wrongType) { _ = try await store.claim(request(id("ns", "taken"))) }
             await expectDedupError(.wrongType) { _ = try await store.record(for: id("ns", "taken")) }
-            #expect(try await server.cli("GET", "dedup:2:ns:taken") == "someone else's")
-            try await server.cli("HSET", "dedup:2:ns:hash", "name", "x")
-            await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", "hash"))) }
-            #expect(try await server.cli("HGET", "dedup:2:ns:hash", "name") == "x")
+            #expect(try await server.cli("HGET", "dedup:2:ns:taken", "name") == "x")
+            for (key, value) in [
+                ("plain", "someone else's"),
+                ("flight", "in_flight owner=3:abc fencing=x"),
+                ("done", "completed fencing=1 attempt=1"),
+            ] {
+                try await server.cli("SET", "dedup:2:ns:\(key)", value)
+                await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", key))) }
+                await expectDedupError(.corruptStore) { _ = try await store.claim(batch: [request(id("ns", key))]) }
+                await expectDedupError(.corruptStore) { _ = try await store.record(for: id("ns", key)) }
+                #expect(try await server.cli("GET", "dedup:2:ns:\(key)") == value)
+            }
+            // Listing and stats step over them.
+            #expect(try await store.records(matching: RecordFilter(), after: nil, limit: 10).records.isEmpty)
+            #expect(try await store.stats().namespaces.isEmpty)
             await store.close()
         }
     }

@@ -318,14 +318,16 @@ public struct IdempotentConsumer: Sendable {
         // Every acquired lease is watched (renewed) from the claim until the batch completion is
         // written, not just while its own handler runs: the later ones wait for the earlier handlers,
         // the earlier ones for the batch completion.
-        var watches: [Int: (id: UInt64, watch: LeaseWatch)] = [:]
-        for (position, answer) in answers.enumerated() {
-            if case .acquired(let lease) = answer, let keeper {
-                watches[position] = keeper.register(lease, claimStarted: claimStarted)
+        var watches = [(id: UInt64, watch: LeaseWatch)?](repeating: nil, count: keeper == nil ? 0 : answers.count)
+        if let keeper {
+            for (position, answer) in answers.enumerated() {
+                if case .acquired(let lease) = answer {
+                    watches[position] = keeper.register(lease, claimStarted: claimStarted)
+                }
             }
         }
         defer {
-            for registration in watches.values { keeper?.unregister(registration.id) }
+            for case let registration? in watches { keeper?.unregister(registration.id) }
         }
         let leaseDeadline = claimStarted + configuration.lease
 
@@ -351,7 +353,7 @@ public struct IdempotentConsumer: Sendable {
                 }
             case .acquired(let lease):
                 countAcquired(lease)
-                let watch = watches[position]?.watch
+                let watch = watches.isEmpty ? nil : watches[position]?.watch
                 // A lease that may have passed while earlier handlers ran can be held by someone else
                 // now: the handler must not start.
                 let expired = watch.map { $0.isLost || ContinuousClock.now >= $0.localDeadline }
@@ -384,7 +386,7 @@ public struct IdempotentConsumer: Sendable {
             // as on the single-message path; one taken over answers leaseLost.
             let completions = succeeded.map { entry in
                 Completion(
-                    lease: watches[entry.position]?.watch.currentLease ?? entry.lease,
+                    lease: (watches.isEmpty ? nil : watches[entry.position])?.watch.currentLease ?? entry.lease,
                     retention: configuration.retention, result: nil
                 )
             }

@@ -1,0 +1,182 @@
+import Dedup
+import Foundation
+
+/// How a record is stored: one Redis string per record, readable with `redis-cli GET`.
+///
+/// ```
+/// in_flight owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
+/// completed fencing=<f> attempt=<a> created_ms=<t> completed_ms=<t> expires_ms=<t> fp=<fp> result=<r>
+/// ```
+///
+/// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner token always
+/// the latter. An in-flight record's times are relative to its expiry, which is the key's
+/// `PEXPIRETIME` + 1: its lease ends `retention_ms` before the expiry and it was first claimed
+/// `lease_span_ms` before that. A completed record's times are absolute Unix milliseconds on the
+/// server's clock, and the key's `PEXPIRETIME` is `expires_ms` − 1.
+enum RecordValue {
+    static let inFlightPrefix = Array("in_flight ".utf8)
+    static let completedPrefix = Array("completed ".utf8)
+    private static let ownerField = Array("in_flight owner=".utf8)
+    private static let firstCounters = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
+    private static let retentionField = Array(" retention_ms=".utf8)
+    private static let fingerprintField = Array(" fp=".utf8)
+
+    /// `in_flight owner=<n>:<token> `: the start of every in-flight value of this owner, which the
+    /// owner-checked scripts compare byte for byte.
+    static func appendOwnerHeader(_ ownerToken: String, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: ownerField)
+        appendLengthPrefixed(ownerToken, to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+    }
+
+    /// The value a claim creates: fencing 1, attempt 1, the lease from creation to its end.
+    static func appendNewInFlight(_ request: ClaimRequest, leaseMilliseconds: Int64, retentionMilliseconds: Int64, to bytes: inout [UInt8]) {
+        appendOwnerHeader(request.ownerToken, to: &bytes)
+        bytes.append(contentsOf: firstCounters)
+        appendDecimal(leaseMilliseconds, to: &bytes)
+        bytes.append(contentsOf: retentionField)
+        appendDecimal(retentionMilliseconds, to: &bytes)
+        bytes.append(contentsOf: fingerprintField)
+        appendOptional(request.fingerprint, to: &bytes)
+    }
+
+    /// `-` for none, else `<byte count>:<bytes>`.
+    static func appendOptional(_ value: String?, to bytes: inout [UInt8]) {
+        if let value { appendLengthPrefixed(value, to: &bytes) } else { bytes.append(UInt8(ascii: "-")) }
+    }
+
+    static func appendLengthPrefixed(_ value: String, to bytes: inout [UInt8]) {
+        var value = value
+        value.withUTF8 { appendLengthPrefixed($0, to: &bytes) }
+    }
+
+    static func appendLengthPrefixed(_ value: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
+        appendLengthPrefixed(value.bindMemory(to: UInt8.self), to: &bytes)
+    }
+
+    static func appendLengthPrefixed(_ value: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+        appendDecimal(Int64(value.count), to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(contentsOf: value)
+    }
+
+    /// Appends a non-negative decimal (negative values, which no record holds, append as 0).
+    static func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
+        var magnitude = UInt64(max(0, value))
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 20 digits fit
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
+        }
+    }
+
+    /// The fingerprint as the scripts compare it (`-` or `<n>:<bytes>`).
+    static func encodedFingerprint(_ fingerprint: String?) -> [UInt8] {
+        var bytes: [UInt8] = []
+        appendOptional(fingerprint, to: &bytes)
+        return bytes
+    }
+
+    static func isInFlight(_ value: [UInt8]) -> Bool { value.starts(with: inFlightPrefix) }
+    static func isCompleted(_ value: [UInt8]) -> Bool { value.starts(with: completedPrefix) }
+
+    /// The record a value holds; `expiresMilliseconds` (the key's `PEXPIRETIME` + 1) is needed for
+    /// an in-flight value and ignored for a completed one. `nil` when the value is not a record.
+    static func decode(_ value: [UInt8], id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
+        var reader = Reader(value)
+        if reader.skip(inFlightPrefix) {
+            guard let expires = expiresMilliseconds,
+                reader.skip("owner="), let owner = reader.lengthPrefixed(),
+                reader.skip(" fencing="), let fencing = reader.integer(),
+                reader.skip(" attempt="), let attempt = reader.integer(),
+                reader.skip(" lease_span_ms="), let span = reader.integer(),
+                reader.skip(" retention_ms="), let retention = reader.integer(),
+                reader.skip(" fp="), let fingerprint = reader.optional(), reader.isAtEnd
+            else { return nil }
+            let leaseUntil = expires - retention
+            return DedupRecord(
+                id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: fencing,
+                attempt: Int(attempt), createdAt: Date(millisecondsSince1970: leaseUntil - span),
+                leaseUntil: Date(millisecondsSince1970: leaseUntil), completedAt: nil,
+                expiresAt: Date(millisecondsSince1970: expires), fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) },
+                result: nil
+            )
+        }
+        guard reader.skip(completedPrefix),
+            reader.skip("fencing="), let fencing = reader.integer(),
+            reader.skip(" attempt="), let attempt = reader.integer(),
+            reader.skip(" created_ms="), let created = reader.integer(),
+            reader.skip(" completed_ms="), let completed = reader.integer(),
+            reader.skip(" expires_ms="), let expires = reader.integer(),
+            reader.skip(" fp="), let fingerprint = reader.optional(),
+            reader.skip(" result="), let result = reader.optional(), reader.isAtEnd
+        else { return nil }
+        return DedupRecord(
+            id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
+            createdAt: Date(millisecondsSince1970: created), leaseUntil: nil,
+            completedAt: Date(millisecondsSince1970: completed), expiresAt: Date(millisecondsSince1970: expires),
+            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data($0) }
+        )
+    }
+
+    /// A cursor over a value's bytes.
+    private struct Reader {
+        let bytes: [UInt8]
+        var position = 0
+
+        init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+        var isAtEnd: Bool { position == bytes.count }
+
+        mutating func skip(_ literal: [UInt8]) -> Bool {
+            literal.withUnsafeBufferPointer { skip($0) }
+        }
+
+        mutating func skip(_ literal: StaticString) -> Bool {
+            literal.withUTF8Buffer { skip($0) }
+        }
+
+        private mutating func skip(_ literal: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard bytes.count - position >= literal.count else { return false }
+            var index = 0
+            while index < literal.count {
+                if bytes[position + index] != literal[index] { return false }
+                index += 1
+            }
+            position += literal.count
+            return true
+        }
+
+        /// One or more ASCII digits (no sign: every number stored is non-negative).
+        mutating func integer() -> Int64? {
+            var value: Int64 = 0
+            let start = position
+            while position < bytes.count, case let digit = bytes[position] &- UInt8(ascii: "0"), digit < 10 {
+                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+                let (next, overflow2) = times10.addingReportingOverflow(Int64(digit))
+                guard !overflow1, !overflow2 else { return nil }
+                value = next
+                position += 1
+            }
+            return position > start ? value : nil
+        }
+
+        mutating func lengthPrefixed() -> ArraySlice<UInt8>? {
+            guard let count = integer(), skip(":"), count <= bytes.count - position else { return nil }
+            defer { position += Int(count) }
+            return bytes[position..<position + Int(count)]
+        }
+
+        /// `-` (none: `.some(nil)`) or `<n>:<bytes>`; `nil` when malformed.
+        mutating func optional() -> ArraySlice<UInt8>?? {
+            if skip("-") { return .some(nil) }
+            guard let value = lengthPrefixed() else { return nil }
+            return .some(value)
+        }
+    }
+}
