@@ -184,46 +184,52 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Transitions
 
-    /// Claims a key: `TIME` and `SET … NX PX … GET` in one round trip; a second one (the claim
-    /// script) only when the key is in flight.
-    ///
-    /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
-    /// never later than the record's, and equal to it up to the milliseconds between the two.
+    /// Claims a key: `SET … NX PX … GET` and the key's `PEXPIRETIME` in one round trip; a second
+    /// one (the claim script) only when the key is in flight.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         var durations = DurationMilliseconds()
-        let replies = try await execute([RedisCommand("TIME"), fastClaimCommand(request, &durations)])
-        let now = try serverTime(replies[0])
-        if let answer = try decodeFastClaim(replies[1], request: request, now: now) { return answer }
+        let replies = try await execute([fastClaimCommand(request, &durations), expiryCommand(request.id)])
+        if let answer = try decodeFastClaim(replies[0], expiry: replies[1], request: request, durations: &durations) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
 
-    /// Claims many keys in one pipelined round trip (`TIME`, then a `SET … NX GET` each), plus one
-    /// for those found in flight, whose claim scripts run in the batch's order.
+    /// Claims many keys in one pipelined round trip (a `SET … NX GET` and a `PEXPIRETIME` each),
+    /// plus one for those found in flight, whose claim scripts run in the batch's order.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(requests.count + 1)
-        commands.append(RedisCommand("TIME"))
+        commands.reserveCapacity(2 * requests.count)
         var durations = DurationMilliseconds()
-        for request in requests { commands.append(fastClaimCommand(request, &durations)) }
-        let replies = try await execute(commands)
-        let now = try serverTime(replies[0])
-        var answers: [ClaimAnswer?] = []
-        answers.reserveCapacity(requests.count)
-        var inFlight: [Int] = []
-        for (index, request) in requests.enumerated() {
-            let answer = try decodeFastClaim(replies[index + 1], request: request, now: now)
-            if answer == nil { inFlight.append(index) }
-            answers.append(answer)
+        for request in requests {
+            commands.append(fastClaimCommand(request, &durations))
+            commands.append(expiryCommand(request.id))
         }
-        if !inFlight.isEmpty {
-            let scripted = try await execute(inFlight.map { scriptClaimCommand(requests[$0]) })
-            for (index, reply) in zip(inFlight, scripted) {
+        let replies = try await execute(commands)
+        var answers: [ClaimAnswer] = []
+        answers.reserveCapacity(requests.count)
+        var unsettled: [Int] = []
+        for (index, request) in requests.enumerated() {
+            if let answer = try decodeFastClaim(replies[2 * index], expiry: replies[2 * index + 1], request: request, durations: &durations) {
+                answers.append(answer)
+            } else {
+                unsettled.append(index)
+                answers.append(.acquired(Self.placeholderLease))
+            }
+        }
+        if !unsettled.isEmpty {
+            let scripted = try await execute(unsettled.map { scriptClaimCommand(requests[$0]) })
+            for (index, reply) in zip(unsettled, scripted) {
                 answers[index] = try decodeScriptClaim(reply, request: requests[index])
             }
         }
-        return answers.map { $0! }
+        return answers
     }
+
+    /// Stands in the answers of a batch for those the claim script is still to decide.
+    private static let placeholderLease = Lease(
+        id: RecordID(uncheckedNamespace: "-", key: "-"), ownerToken: "", fencingToken: 0, attempt: 0,
+        leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
+    )
 
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
@@ -435,19 +441,42 @@ public final class RedisDedupStore: DedupStore {
     private func fastClaimCommand(_ request: ClaimRequest, _ durations: inout DurationMilliseconds) -> RedisCommand {
         let lease = durations.milliseconds(request.lease)
         let retention = durations.milliseconds(request.retention)
-        var command = RedisCommand("SET")
-        command.reserve(
-            extraBytes: keyPrefixBytes.count + request.id.namespace.utf8.count + request.id.key.utf8.count + 8
-                + request.ownerToken.utf8.count + 120 + (request.fingerprint?.utf8.count ?? 0) + 32,
-            extraArguments: 6
-        )
-        command.append(keyPrefixBytes, request.id)
-        command.append { RecordValue.appendNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0) }
-        command.append("NX")
-        command.append("PX")
-        command.append(Self.keyLifetime(lease: lease, retention: retention))
-        command.append("GET")
-        return command
+        let capacity = 7 * 24 + keyBytes(request.id) + 2 * 8 + 16 + 2 * request.ownerToken.utf8.count + 120
+            + (request.fingerprint?.utf8.count ?? 0) + 64
+        return RedisCommand(count: 7, capacity: capacity) { writer in
+            writer.argument(Self.setName)
+            writeKey(request.id, to: &writer)
+            writer.begin()
+            RecordValue.writeNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &writer)
+            writer.end()
+            writer.argument(Self.nxName)
+            writer.argument(Self.pxName)
+            writer.argument(Self.keyLifetime(lease: lease, retention: retention))
+            writer.argument(Self.getName)
+        }
+    }
+
+    private static let setName = Array("SET".utf8)
+    private static let nxName = Array("NX".utf8)
+    private static let pxName = Array("PX".utf8)
+    private static let getName = Array("GET".utf8)
+    private static let evalshaName = Array("EVALSHA".utf8)
+    private static let oneKey = Array("1".utf8)
+
+    /// An upper bound of a record key's bytes.
+    private func keyBytes(_ id: RecordID) -> Int {
+        keyPrefixBytes.count + 21 + id.namespace.utf8.count + id.key.utf8.count
+    }
+
+    /// The record's key as one argument: `<keyPrefix>:<namespace byte count>:<namespace>:<key>`.
+    private func writeKey(_ id: RecordID, to writer: inout RespWriter) {
+        writer.begin()
+        keyPrefixBytes.withUnsafeBytes { writer.raw($0) }
+        var namespace = id.namespace
+        namespace.withUTF8 { writer.lengthPrefixed(UnsafeRawBufferPointer($0)) }
+        writer.raw(UInt8(ascii: ":"))
+        writer.raw(id.key)
+        writer.end()
     }
 
     /// The milliseconds a new in-flight key lives: lease and retention, less the one the key's
@@ -482,18 +511,41 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
+    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <key lifetime> <result>`, written
+    /// in one pass.
     private func completeCommand(_ completion: Completion, _ durations: inout DurationMilliseconds) -> RedisCommand {
-        var command = ownerCommand(RedisScript.complete, completion.lease, extraBytes: 40 + (completion.result?.count ?? 0), extraArguments: 2)
-        command.append(durations.milliseconds(completion.retention))
-        command.append { bytes in
+        let lease = completion.lease
+        let retention = durations.milliseconds(completion.retention)
+        let capacity = 7 * 24 + 8 + 40 + keyBytes(lease.id) + 40 + lease.ownerToken.utf8.count + 20 + 24 + (completion.result?.count ?? 0) + 64
+        return RedisCommand(count: 8, capacity: capacity + 48) { writer in
+            writer.argument(Self.evalshaName)
+            writer.argument(RedisScript.complete.shaBytes)
+            writer.argument(Self.oneKey)
+            writeKey(lease.id, to: &writer)
+            writer.begin()
+            RecordValue.writeOwnerHeader(lease.ownerToken, to: &writer)
+            writer.end()
+            writer.argument(retention)
+            writer.argument(max(1, retention - 1))  // the key expires a millisecond before the record
+            writer.begin()
             if let result = completion.result {
-                result.withUnsafeBytes { RecordValue.appendLengthPrefixed($0, to: &bytes) }
+                result.withUnsafeBytes { writer.lengthPrefixed($0) }
             } else {
-                bytes.append(UInt8(ascii: "-"))
+                writer.raw(UInt8(ascii: "-"))
             }
+            writer.end()
         }
-        return command
     }
+
+    /// `PEXPIRETIME <key>`, sent right after a claim's `SET` to date the record it found or made.
+    private func expiryCommand(_ id: RecordID) -> RedisCommand {
+        RedisCommand(count: 2, capacity: 2 * 24 + 11 + keyBytes(id) + 24) { writer in
+            writer.argument(Self.pexpiretimeName)
+            writeKey(id, to: &writer)
+        }
+    }
+
+    private static let pexpiretimeName = Array("PEXPIRETIME".utf8)
 
     private func readCommand(_ key: [UInt8]) -> RedisCommand {
         var command = RedisScript.read.callPrefix
@@ -551,20 +603,29 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Decoding
 
-    /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight and the claim
-    /// script must decide.
-    private func decodeFastClaim(_ reply: RedisReply, request: ClaimRequest, now: Int64) throws -> ClaimAnswer? {
+    /// The answer of the claim's `SET … NX GET` and the `PEXPIRETIME` after it; `nil` when the
+    /// key is in flight, or changed between the two commands, and the claim script must decide.
+    private func decodeFastClaim(
+        _ reply: RedisReply, expiry: RedisReply, request: ClaimRequest, durations: inout DurationMilliseconds
+    ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
+            // Created: the lease ends a retention before the key's expiry, exactly the record's.
+            guard case .integer(let expiryTime) = expiry, expiryTime >= 0 else { return nil }
+            let leaseUntil = expiryTime + 1 - durations.milliseconds(request.retention)
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: now &+ request.lease.wholeMilliseconds), isTakeover: false
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false
                 )
             )
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
-            return try completedAnswer(value, request: request)
+            guard case .integer(let expiryTime) = expiry, expiryTime >= 0 else {
+                // Gone between the two commands, or someone else's string: the script decides.
+                return RecordValue.isCompleted(value) ? nil : try completedAnswer(value, expiryTime: -1, request: request)
+            }
+            return try completedAnswer(value, expiryTime: expiryTime, request: request)
         case .error(let text):
             if text.hasPrefix("ERR syntax error") {
                 throw DedupError(
@@ -596,9 +657,9 @@ public final class RedisDedupStore: DedupStore {
                     leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover
                 )
             )
-        case (2, 2):
-            guard let value = fields[1].bytesValue else { throw unexpected(reply, doing: "claim") }
-            return try completedAnswer(value, request: request)
+        case (2, 3):
+            guard let value = fields[1].bytesValue, let expiryTime = fields[2].integerValue else { throw unexpected(reply, doing: "claim") }
+            return try completedAnswer(value, expiryTime: expiryTime, request: request)
         case (3, 3):
             guard let value = fields[1].bytesValue, let expires = fields[2].integerValue,
                 let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expires)
@@ -611,10 +672,10 @@ public final class RedisDedupStore: DedupStore {
 
     /// A completed record found by a claim: a duplicate, or a payload mismatch when both sides
     /// carry a fingerprint and they differ.
-    private func completedAnswer(_ value: [UInt8], request: ClaimRequest) throws -> ClaimAnswer {
-        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: nil) else {
-            throw corrupt(request.id)
-        }
+    private func completedAnswer(_ value: [UInt8], expiryTime: Int64, request: ClaimRequest) throws -> ClaimAnswer {
+        guard RecordValue.isCompleted(value), expiryTime >= 0,
+            let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expiryTime + 1)
+        else { throw corrupt(request.id) }
         return Self.differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
     }
 

@@ -14,6 +14,19 @@ struct RedisCommand: Sendable {
         for argument in arguments { append(argument) }
     }
 
+    /// A command written in one pass by `write`, which must add exactly `count` arguments in at
+    /// most `capacity` bytes of RESP (allow 24 bytes of framing per argument): the hot-path
+    /// commands, built with one allocation and no per-piece array growth.
+    init(count: Int, capacity: Int, _ write: (inout RespWriter) -> Void) {
+        body = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            var writer = RespWriter(start: buffer.baseAddress!, capacity: capacity)
+            write(&writer)
+            precondition(writer.arguments == count && writer.count <= capacity, "RESP writer overran its buffer")
+            initialized = writer.count
+        }
+        self.count = count
+    }
+
     mutating func append(_ argument: String) {
         var argument = argument
         argument.withUTF8 { append(bytes: $0) }
@@ -166,6 +179,135 @@ struct RedisCommand: Sendable {
             lineEnd + 2 + length <= body.count
         else { return "" }
         return String(decoding: body[(lineEnd + 2)..<(lineEnd + 2 + length)], as: UTF8.self)
+    }
+}
+
+/// Writes RESP bulk strings into a buffer sized in advance (see ``RedisCommand/init(count:capacity:_:)``).
+struct RespWriter {
+    private let start: UnsafeMutablePointer<UInt8>
+    private let capacity: Int
+    private(set) var count = 0
+    private(set) var arguments = 0
+    /// Where the argument being composed begins (its header space), while one is open.
+    private var openedAt: Int?
+
+    init(start: UnsafeMutablePointer<UInt8>, capacity: Int) {
+        self.start = start
+        self.capacity = capacity
+    }
+
+    /// One argument of raw bytes.
+    mutating func argument(_ bytes: UnsafeRawBufferPointer) {
+        header(bytes.count)
+        raw(bytes)
+        crlf()
+    }
+
+    mutating func argument(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { argument($0) }
+    }
+
+    mutating func argument(_ text: String) {
+        var text = text
+        text.withUTF8 { argument(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func argument(_ value: Int64) {
+        begin()
+        decimal(value)
+        end()
+    }
+
+    /// Starts an argument whose length is known only once written: its pieces follow, then ``end()``.
+    mutating func begin() {
+        precondition(openedAt == nil)
+        openedAt = count
+        count += Self.headerRoom
+    }
+
+    /// Closes the argument ``begin()`` opened: writes its header and moves its bytes up behind it.
+    mutating func end() {
+        guard let opened = openedAt else { preconditionFailure("no argument is open") }
+        openedAt = nil
+        let contentStart = opened + Self.headerRoom
+        let length = count - contentStart
+        count = opened
+        header(length)
+        if count != contentStart {
+            // The regions may overlap; copyMemory is a memmove.
+            UnsafeMutableRawPointer(start + count).copyMemory(from: start + contentStart, byteCount: length)
+        }
+        count += length
+        crlf()
+    }
+
+    /// Raw bytes inside an open argument.
+    mutating func raw(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(count + bytes.count <= capacity)
+        UnsafeMutableRawPointer(start + count).copyMemory(from: base, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    mutating func raw(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { raw($0) }
+    }
+
+    mutating func raw(_ text: String) {
+        var text = text
+        text.withUTF8 { raw(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func raw(_ byte: UInt8) {
+        precondition(count < capacity)
+        start[count] = byte
+        count += 1
+    }
+
+    /// A decimal integer inside an open argument (or as part of a header).
+    mutating func decimal(_ value: Int64) {
+        var magnitude = value.magnitude
+        var digits = 1
+        var rest = magnitude / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        if value < 0 { raw(UInt8(ascii: "-")) }
+        precondition(count + digits <= capacity)
+        var index = count + digits - 1
+        repeat {
+            start[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+            magnitude /= 10
+            index -= 1
+        } while magnitude > 0
+        count += digits
+    }
+
+    /// `<count>:<bytes>` inside an open argument.
+    mutating func lengthPrefixed(_ bytes: UnsafeRawBufferPointer) {
+        decimal(Int64(bytes.count))
+        raw(UInt8(ascii: ":"))
+        raw(bytes)
+    }
+
+    mutating func lengthPrefixed(_ text: String) {
+        var text = text
+        text.withUTF8 { lengthPrefixed(UnsafeRawBufferPointer($0)) }
+    }
+
+    private static let headerRoom = 24
+
+    private mutating func header(_ length: Int) {
+        raw(UInt8(ascii: "$"))
+        decimal(Int64(length))
+        crlf()
+        arguments += 1
+    }
+
+    private mutating func crlf() {
+        raw(13)
+        raw(10)
     }
 }
 
