@@ -15,19 +15,21 @@ import Synchronization
 ///
 /// ```
 /// in_flight owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
-/// completed fencing=1 attempt=1 created_ms=<t> completed_ms=<t> expires_ms=<t> fp=5:fp-42 result=-
+/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 claim_expiry_ms=<t> kept_ms=86400000 result=-
 /// ```
 ///
-/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. Completed records
-/// carry absolute times (Unix milliseconds, server clock). An in-flight record's times are relative
-/// to its key's expiry (`PEXPIRETIME` + 1 is the record's expiry): the lease ends `retention_ms`
-/// before it and the key was first claimed `lease_span_ms` before that. So a claim can create the
-/// record with a plain `SET`, which knows no server time.
+/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. Times hang off the
+/// record's expiry, the key's `PEXPIRETIME` + 1 (server clock): an in-flight record's lease ends
+/// `retention_ms` before it and the key was first claimed `lease_span_ms` before that; a completed
+/// record was completed `kept_ms` before it, and first claimed `retention_ms` + `lease_span_ms`
+/// before `claim_expiry_ms` (its in-flight expiry when it completed). So neither a claim nor a
+/// completion has to read or format a clock (see ``RecordValue``).
 ///
 /// ## Behaviour
 ///
-/// A claim is `SET <key> <new in-flight record> NX PX <lease + retention> GET`, one command as
-/// cheap as Redis gets: no reply creates the record, a completed record is a duplicate. Only when
+/// A claim is `SET <key> <new in-flight record> NX PX <lease + retention − 1> GET` followed in the
+/// same round trip by `PEXPIRETIME <key>`: no value means the record was created (and the expiry
+/// gives its exact lease end), a completed value is a duplicate (dated by the expiry). Only when
 /// the key is in flight does a second step run, the claim script, which decides between a live
 /// lease, a payload mismatch and a takeover atomically. Complete, release, renew and conditional
 /// delete are owner-checked Lua scripts on one key, loaded once per connection and called by
