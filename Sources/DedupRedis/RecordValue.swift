@@ -5,16 +5,16 @@ import Foundation
 ///
 /// ```
 /// in_flight owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
-/// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> claim_expiry_ms=<t> kept_ms=<ms> result=<r>
+/// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> claim_expiry_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
 /// ```
 ///
 /// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner token always
-/// the latter. Times hang off the record's expiry, which is the key's `PEXPIRETIME` + 1 (server
-/// clock): an in-flight record's lease ends `retention_ms` before it and the key was first claimed
+/// the latter. An in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1
+/// (server clock): its lease ends `retention_ms` before it and the key was first claimed
 /// `lease_span_ms` before that. A completed record keeps its in-flight fields, where
 /// `claim_expiry_ms` is the expiry the in-flight record had when it completed (so the first claim
-/// was `retention_ms` + `lease_span_ms` before it), and it was completed `kept_ms` before its own
-/// expiry.
+/// was `retention_ms` + `lease_span_ms` before it), and adds when it completed and for how long it
+/// is kept (its expiry is `completed_ms` + `kept_ms`, the key's `PEXPIRETIME` + 1).
 enum RecordValue {
     static let inFlightPrefix = Array("in_flight ".utf8)
     static let completedPrefix = Array("completed ".utf8)
@@ -105,8 +105,8 @@ enum RecordValue {
     static func isInFlight(_ value: [UInt8]) -> Bool { value.starts(with: inFlightPrefix) }
     static func isCompleted(_ value: [UInt8]) -> Bool { value.starts(with: completedPrefix) }
 
-    /// The record a value holds, given its expiry (the key's `PEXPIRETIME` + 1); `nil` when the
-    /// value is not a record or the expiry is unknown.
+    /// The record a value holds; `expiresMilliseconds` (the key's `PEXPIRETIME` + 1) is needed for
+    /// an in-flight value and ignored for a completed one. `nil` when the value is not a record.
     static func decode(_ value: [UInt8], id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
         var reader = Reader(value)
         if reader.skip(inFlightPrefix) {
@@ -127,20 +127,21 @@ enum RecordValue {
                 result: nil
             )
         }
-        guard let expires = expiresMilliseconds, reader.skip(completedPrefix),
+        guard reader.skip(completedPrefix),
             reader.skip("fencing="), let fencing = reader.integer(),
             reader.skip(" attempt="), let attempt = reader.integer(),
             reader.skip(" lease_span_ms="), let span = reader.integer(),
             reader.skip(" retention_ms="), let retention = reader.integer(),
             reader.skip(" fp="), let fingerprint = reader.optional(),
             reader.skip(" claim_expiry_ms="), let claimExpiry = reader.integer(),
+            reader.skip(" completed_ms="), let completed = reader.integer(),
             reader.skip(" kept_ms="), let kept = reader.integer(),
             reader.skip(" result="), let result = reader.optional(), reader.isAtEnd
         else { return nil }
         return DedupRecord(
             id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
             createdAt: Date(millisecondsSince1970: claimExpiry - retention - span), leaseUntil: nil,
-            completedAt: Date(millisecondsSince1970: expires - kept), expiresAt: Date(millisecondsSince1970: expires),
+            completedAt: Date(millisecondsSince1970: completed), expiresAt: Date(millisecondsSince1970: completed + kept),
             fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data($0) }
         )
     }

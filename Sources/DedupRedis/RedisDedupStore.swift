@@ -15,21 +15,21 @@ import Synchronization
 ///
 /// ```
 /// in_flight owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
-/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 claim_expiry_ms=<t> kept_ms=86400000 result=-
+/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 claim_expiry_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
 /// ```
 ///
-/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. Times hang off the
-/// record's expiry, the key's `PEXPIRETIME` + 1 (server clock): an in-flight record's lease ends
-/// `retention_ms` before it and the key was first claimed `lease_span_ms` before that; a completed
-/// record was completed `kept_ms` before it, and first claimed `retention_ms` + `lease_span_ms`
-/// before `claim_expiry_ms` (its in-flight expiry when it completed). So neither a claim nor a
-/// completion has to read or format a clock (see ``RecordValue``).
+/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An in-flight record's
+/// times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its lease ends
+/// `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so a claim
+/// can create the record with a plain `SET`, which knows no server time. A completed record keeps
+/// those fields and adds `claim_expiry_ms` (its in-flight expiry when it completed, from which the
+/// first claim follows), `completed_ms` and `kept_ms` (it expires at their sum, see ``RecordValue``).
 ///
 /// ## Behaviour
 ///
-/// A claim is `SET <key> <new in-flight record> NX PX <lease + retention − 1> GET` followed in the
-/// same round trip by `PEXPIRETIME <key>`: no value means the record was created (and the expiry
-/// gives its exact lease end), a completed value is a duplicate (dated by the expiry). Only when
+/// A claim is `SET <key> <new in-flight record> NX PX <lease + retention − 1> GET`, with one
+/// `TIME` ahead of it (or of a whole batch) in the same round trip: no value means the record was
+/// created, a completed value is a duplicate and carries its record. Only when
 /// the key is in flight does a second step run, the claim script, which decides between a live
 /// lease, a payload mismatch and a takeover atomically. Complete, release, renew and conditional
 /// delete are owner-checked Lua scripts on one key, loaded once per connection and called by
@@ -186,32 +186,35 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Transitions
 
-    /// Claims a key: `SET … NX PX … GET` and the key's `PEXPIRETIME` in one round trip; a second
-    /// one (the claim script) only when the key is in flight.
+    /// Claims a key: `TIME` and `SET … NX PX … GET` in one round trip; a second one (the claim
+    /// script) only when the key is in flight.
+    ///
+    /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
+    /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         var durations = DurationMilliseconds()
-        let replies = try await execute([fastClaimCommand(request, &durations), expiryCommand(request.id)])
-        if let answer = try decodeFastClaim(replies[0], expiry: replies[1], request: request, durations: &durations) { return answer }
+        let replies = try await execute([Self.timeCommand, fastClaimCommand(request, &durations)])
+        let now = try serverTime(replies[0])
+        if let answer = try decodeFastClaim(replies[1], request: request, now: now, durations: &durations) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
 
-    /// Claims many keys in one pipelined round trip (a `SET … NX GET` and a `PEXPIRETIME` each),
-    /// plus one for those found in flight, whose claim scripts run in the batch's order.
+    /// Claims many keys in one pipelined round trip (`TIME`, then a `SET … NX GET` each), plus one
+    /// for those found in flight, whose claim scripts run in the batch's order.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(2 * requests.count)
+        commands.reserveCapacity(requests.count + 1)
+        commands.append(Self.timeCommand)
         var durations = DurationMilliseconds()
-        for request in requests {
-            commands.append(fastClaimCommand(request, &durations))
-            commands.append(expiryCommand(request.id))
-        }
+        for request in requests { commands.append(fastClaimCommand(request, &durations)) }
         let replies = try await execute(commands)
+        let now = try serverTime(replies[0])
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
         for (index, request) in requests.enumerated() {
-            if let answer = try decodeFastClaim(replies[2 * index], expiry: replies[2 * index + 1], request: request, durations: &durations) {
+            if let answer = try decodeFastClaim(replies[index + 1], request: request, now: now, durations: &durations) {
                 answers.append(answer)
             } else {
                 unsettled.append(index)
@@ -226,6 +229,8 @@ public final class RedisDedupStore: DedupStore {
         }
         return answers
     }
+
+    private static let timeCommand = RedisCommand("TIME")
 
     /// Stands in the answers of a batch for those the claim script is still to decide.
     private static let placeholderLease = Lease(
@@ -513,13 +518,12 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <key lifetime> <result>`, written
-    /// in one pass.
+    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <result>`, written in one pass.
     private func completeCommand(_ completion: Completion, _ durations: inout DurationMilliseconds) -> RedisCommand {
         let lease = completion.lease
         let retention = durations.milliseconds(completion.retention)
         let capacity = 7 * 24 + 8 + 40 + keyBytes(lease.id) + 40 + lease.ownerToken.utf8.count + 20 + 24 + (completion.result?.count ?? 0) + 64
-        return RedisCommand(count: 8, capacity: capacity + 48) { writer in
+        return RedisCommand(count: 7, capacity: capacity) { writer in
             writer.argument(Self.evalshaName)
             writer.argument(RedisScript.complete.shaBytes)
             writer.argument(Self.oneKey)
@@ -528,7 +532,6 @@ public final class RedisDedupStore: DedupStore {
             RecordValue.writeOwnerHeader(lease.ownerToken, to: &writer)
             writer.end()
             writer.argument(retention)
-            writer.argument(max(1, retention - 1))  // the key expires a millisecond before the record
             writer.begin()
             if let result = completion.result {
                 result.withUnsafeBytes { writer.lengthPrefixed($0) }
@@ -538,16 +541,6 @@ public final class RedisDedupStore: DedupStore {
             writer.end()
         }
     }
-
-    /// `PEXPIRETIME <key>`, sent right after a claim's `SET` to date the record it found or made.
-    private func expiryCommand(_ id: RecordID) -> RedisCommand {
-        RedisCommand(count: 2, capacity: 2 * 24 + 11 + keyBytes(id) + 24) { writer in
-            writer.argument(Self.pexpiretimeName)
-            writeKey(id, to: &writer)
-        }
-    }
-
-    private static let pexpiretimeName = Array("PEXPIRETIME".utf8)
 
     private func readCommand(_ key: [UInt8]) -> RedisCommand {
         var command = RedisScript.read.callPrefix
@@ -605,29 +598,22 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Decoding
 
-    /// The answer of the claim's `SET … NX GET` and the `PEXPIRETIME` after it; `nil` when the
-    /// key is in flight, or changed between the two commands, and the claim script must decide.
+    /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight and the claim
+    /// script must decide.
     private func decodeFastClaim(
-        _ reply: RedisReply, expiry: RedisReply, request: ClaimRequest, durations: inout DurationMilliseconds
+        _ reply: RedisReply, request: ClaimRequest, now: Int64, durations: inout DurationMilliseconds
     ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
-            // Created: the lease ends a retention before the key's expiry, exactly the record's.
-            guard case .integer(let expiryTime) = expiry, expiryTime >= 0 else { return nil }
-            let leaseUntil = expiryTime + 1 - durations.milliseconds(request.retention)
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false
+                    leaseUntil: Date(millisecondsSince1970: now &+ durations.milliseconds(request.lease)), isTakeover: false
                 )
             )
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
-            guard case .integer(let expiryTime) = expiry, expiryTime >= 0 else {
-                // Gone between the two commands, or someone else's string: the script decides.
-                return RecordValue.isCompleted(value) ? nil : try completedAnswer(value, expiryTime: -1, request: request)
-            }
-            return try completedAnswer(value, expiryTime: expiryTime, request: request)
+            return try completedAnswer(value, request: request)
         case .error(let text):
             if text.hasPrefix("ERR syntax error") {
                 throw DedupError(
@@ -659,9 +645,9 @@ public final class RedisDedupStore: DedupStore {
                     leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover
                 )
             )
-        case (2, 3):
-            guard let value = fields[1].bytesValue, let expiryTime = fields[2].integerValue else { throw unexpected(reply, doing: "claim") }
-            return try completedAnswer(value, expiryTime: expiryTime, request: request)
+        case (2, 2):
+            guard let value = fields[1].bytesValue else { throw unexpected(reply, doing: "claim") }
+            return try completedAnswer(value, request: request)
         case (3, 3):
             guard let value = fields[1].bytesValue, let expires = fields[2].integerValue,
                 let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expires)
@@ -674,10 +660,10 @@ public final class RedisDedupStore: DedupStore {
 
     /// A completed record found by a claim: a duplicate, or a payload mismatch when both sides
     /// carry a fingerprint and they differ.
-    private func completedAnswer(_ value: [UInt8], expiryTime: Int64, request: ClaimRequest) throws -> ClaimAnswer {
-        guard RecordValue.isCompleted(value), expiryTime >= 0,
-            let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expiryTime + 1)
-        else { throw corrupt(request.id) }
+    private func completedAnswer(_ value: [UInt8], request: ClaimRequest) throws -> ClaimAnswer {
+        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: nil) else {
+            throw corrupt(request.id)
+        }
         return Self.differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
     }
 

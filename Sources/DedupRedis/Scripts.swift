@@ -48,8 +48,8 @@ struct RedisScript: Sendable {
     ///
     /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
     /// encoded fingerprint. Returns {0, lease_until} created, {1, fencing, attempt, lease_until}
-    /// taken over, {2, value, PEXPIRETIME} completed, {3, value, expires_ms} in flight (held, or a
-    /// different fingerprint: the caller compares).
+    /// taken over, {2, value} completed, {3, value, expires_ms} in flight (held, or a different
+    /// fingerprint: the caller compares).
     static let claim = RedisScript(
         name: "claim",
         source: prelude + """
@@ -58,7 +58,7 @@ struct RedisScript: Sendable {
             local lease = tonumber(ARGV[3])
             local retention = tonumber(ARGV[4])
             if v then
-              if string.sub(v, 1, 10) == 'completed ' then return {2, v, redis.call('PEXPIRETIME', key)} end
+              if string.sub(v, 1, 10) == 'completed ' then return {2, v} end
               local n, p = string.match(v, '^in_flight owner=(%d+):()')
               if not n then return corrupt() end
               local head_end = p + tonumber(n)
@@ -85,14 +85,16 @@ struct RedisScript: Sendable {
             """
     )
 
-    /// ARGV: owner header, retention_ms, the key's lifetime (retention_ms - 1), encoded result.
-    /// Returns 1 completed, 0 lease lost.
+    /// ARGV: owner header, retention_ms, encoded result. Returns 1 completed, 0 lease lost.
     ///
-    /// The cheapest script that can do it (it runs once per processed message): no clock read and
-    /// no number parsed or formatted but the in-flight key's expiry. The completed value keeps the
-    /// in-flight fields, adds that expiry (`claim_expiry_ms`, from which the first claim follows)
-    /// and the retention (`kept_ms`), and the key lives exactly the retention, so the completion
-    /// time is the key's expiry less `kept_ms`.
+    /// Kept as cheap as it can be (it runs once per processed message): Lua formats numbers with
+    /// `sprintf`, which costs more than the rest of the script, so only the in-flight expiry is
+    /// formatted; the completion time is spliced from `TIME`'s digits and the key's lifetime is the
+    /// retention as the client sent it. The value keeps the in-flight fields as they are and adds
+    /// the in-flight expiry (`claim_expiry_ms`, from which the first claim follows), the completion
+    /// time and the retention (`kept_ms`). Redis starts the key's lifetime at the `SET`, a moment
+    /// after `TIME`, so the key outlives `completed_ms` + `kept_ms` by at most a millisecond or two,
+    /// never less.
     static let complete = RedisScript(
         name: "complete",
         source: """
@@ -100,8 +102,10 @@ struct RedisScript: Sendable {
             local head = ARGV[1]
             if not v or string.sub(v, 1, #head) ~= head then return 0 end
             local e = redis.call('PEXPIRETIME', KEYS[1])
+            local t = redis.call('TIME')
             redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' claim_expiry_ms=' .. (e + 1) ..
-              ' kept_ms=' .. ARGV[2] .. ' result=' .. ARGV[4], 'PX', ARGV[3])
+              ' completed_ms=' .. t[1] .. string.sub('00000' .. t[2], -6, -4) .. ' kept_ms=' .. ARGV[2] ..
+              ' result=' .. ARGV[3], 'PX', ARGV[2])
             return 1
             """
     )
@@ -166,10 +170,7 @@ struct RedisScript: Sendable {
                 if not n then return 0 end
                 p = q + tonumber(n)
               end
-              local kept = tonumber(string.match(v, '^ claim_expiry_ms=%d+ kept_ms=(%d+) result=', p))
-              local e = redis.call('PEXPIRETIME', key)
-              if not kept or e < 0 then return 0 end
-              time = e + 1 - kept
+              time = tonumber(string.match(v, '^ claim_expiry_ms=%d+ completed_ms=(%d+) kept_ms=%d+ result=', p))
             else
               local n, p = string.match(v, '^in_flight owner=(%d+):()')
               if not n then return 0 end
