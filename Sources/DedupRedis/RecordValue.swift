@@ -18,7 +18,7 @@ import Foundation
 enum RecordValue {
     static let inFlightPrefix = Array("in_flight ".utf8)
     static let completedPrefix = Array("completed ".utf8)
-    private static let ownerField = Array("in_flight owner=".utf8)
+    static let ownerField = Array("in_flight owner=".utf8)
     private static let firstCounters = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
     private static let retentionField = Array(" retention_ms=".utf8)
     private static let fingerprintField = Array(" fp=".utf8)
@@ -40,24 +40,6 @@ enum RecordValue {
         appendDecimal(retentionMilliseconds, to: &bytes)
         bytes.append(contentsOf: fingerprintField)
         appendOptional(request.fingerprint, to: &bytes)
-    }
-
-    /// ``appendOwnerHeader(_:to:)`` into an open argument of a command written in one pass.
-    static func writeOwnerHeader(_ ownerToken: String, to writer: inout RespWriter) {
-        ownerField.withUnsafeBytes { writer.raw($0) }
-        writer.lengthPrefixed(ownerToken)
-        writer.raw(UInt8(ascii: " "))
-    }
-
-    /// ``appendNewInFlight(_:leaseMilliseconds:retentionMilliseconds:to:)`` into an open argument.
-    static func writeNewInFlight(_ request: ClaimRequest, leaseMilliseconds: Int64, retentionMilliseconds: Int64, to writer: inout RespWriter) {
-        writeOwnerHeader(request.ownerToken, to: &writer)
-        firstCounters.withUnsafeBytes { writer.raw($0) }
-        writer.decimal(leaseMilliseconds)
-        retentionField.withUnsafeBytes { writer.raw($0) }
-        writer.decimal(retentionMilliseconds)
-        fingerprintField.withUnsafeBytes { writer.raw($0) }
-        if let fingerprint = request.fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
     }
 
     /// `-` for none, else `<byte count>:<bytes>`.
@@ -108,8 +90,12 @@ enum RecordValue {
     /// The record a value holds; `expiresMilliseconds` (the key's `PEXPIRETIME` + 1) is needed for
     /// an in-flight value and ignored for a completed one. `nil` when the value is not a record.
     static func decode(_ value: [UInt8], id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
+        value.withUnsafeBufferPointer { decode($0, id: id, expiresMilliseconds: expiresMilliseconds) }
+    }
+
+    private static func decode(_ value: UnsafeBufferPointer<UInt8>, id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
         var reader = Reader(value)
-        if reader.skip(inFlightPrefix) {
+        if reader.skip("in_flight ") {
             guard let expires = expiresMilliseconds,
                 reader.skip("owner="), let owner = reader.lengthPrefixed(),
                 reader.skip(" fencing="), let fencing = reader.integer(),
@@ -127,8 +113,7 @@ enum RecordValue {
                 result: nil
             )
         }
-        guard reader.skip(completedPrefix),
-            reader.skip("fencing="), let fencing = reader.integer(),
+        guard reader.skip("completed fencing="), let fencing = reader.integer(),
             reader.skip(" attempt="), let attempt = reader.integer(),
             reader.skip(" lease_span_ms="), let span = reader.integer(),
             reader.skip(" retention_ms="), let retention = reader.integer(),
@@ -142,60 +127,52 @@ enum RecordValue {
             id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
             createdAt: Date(millisecondsSince1970: claimExpiry - retention - span), leaseUntil: nil,
             completedAt: Date(millisecondsSince1970: completed), expiresAt: Date(millisecondsSince1970: completed + kept),
-            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data($0) }
+            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) },
+            result: result.map { Data(buffer: $0) }
         )
     }
 
     /// A cursor over a value's bytes.
     private struct Reader {
-        let bytes: [UInt8]
+        let bytes: UnsafeBufferPointer<UInt8>
         var position = 0
 
-        init(_ bytes: [UInt8]) { self.bytes = bytes }
+        init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
         var isAtEnd: Bool { position == bytes.count }
 
-        mutating func skip(_ literal: [UInt8]) -> Bool {
-            literal.withUnsafeBufferPointer { skip($0) }
-        }
-
+        /// Steps over `literal` if the bytes continue with it.
         mutating func skip(_ literal: StaticString) -> Bool {
-            literal.withUTF8Buffer { skip($0) }
-        }
-
-        private mutating func skip(_ literal: UnsafeBufferPointer<UInt8>) -> Bool {
-            guard bytes.count - position >= literal.count else { return false }
-            var index = 0
-            while index < literal.count {
-                if bytes[position + index] != literal[index] { return false }
-                index += 1
-            }
-            position += literal.count
+            let length = literal.utf8CodeUnitCount
+            guard bytes.count - position >= length, let base = bytes.baseAddress,
+                memcmp(base + position, literal.utf8Start, length) == 0
+            else { return false }
+            position += length
             return true
         }
 
-        /// One or more ASCII digits (no sign: every number stored is non-negative).
+        /// One to 18 ASCII digits (no sign: every number stored is non-negative; 18 digits cannot
+        /// overflow).
         mutating func integer() -> Int64? {
             var value: Int64 = 0
             let start = position
-            while position < bytes.count, case let digit = bytes[position] &- UInt8(ascii: "0"), digit < 10 {
-                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
-                let (next, overflow2) = times10.addingReportingOverflow(Int64(digit))
-                guard !overflow1, !overflow2 else { return nil }
-                value = next
+            while position < bytes.count, position - start < 18 {
+                let digit = bytes[position] &- UInt8(ascii: "0")
+                guard digit < 10 else { break }
+                value = value &* 10 &+ Int64(digit)
                 position += 1
             }
             return position > start ? value : nil
         }
 
-        mutating func lengthPrefixed() -> ArraySlice<UInt8>? {
+        mutating func lengthPrefixed() -> UnsafeBufferPointer<UInt8>? {
             guard let count = integer(), skip(":"), count <= bytes.count - position else { return nil }
             defer { position += Int(count) }
-            return bytes[position..<position + Int(count)]
+            return UnsafeBufferPointer(rebasing: bytes[position..<position + Int(count)])
         }
 
         /// `-` (none: `.some(nil)`) or `<n>:<bytes>`; `nil` when malformed.
-        mutating func optional() -> ArraySlice<UInt8>?? {
+        mutating func optional() -> UnsafeBufferPointer<UInt8>?? {
             if skip("-") { return .some(nil) }
             guard let value = lengthPrefixed() else { return nil }
             return .some(value)

@@ -192,10 +192,10 @@ public final class RedisDedupStore: DedupStore {
     /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
-        var durations = DurationMilliseconds()
-        let replies = try await execute([Self.timeCommand, fastClaimCommand(request, &durations)])
+        var pieces = CommandPieces()
+        let replies = try await execute([Self.timeCommand, fastClaimCommand(request, &pieces)])
         let now = try serverTime(replies[0])
-        if let answer = try decodeFastClaim(replies[1], request: request, now: now, durations: &durations) { return answer }
+        if let answer = try decodeFastClaim(replies[1], request: request, now: now, pieces: &pieces) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
 
@@ -206,15 +206,15 @@ public final class RedisDedupStore: DedupStore {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
-        var durations = DurationMilliseconds()
-        for request in requests { commands.append(fastClaimCommand(request, &durations)) }
+        var pieces = CommandPieces()
+        for request in requests { commands.append(fastClaimCommand(request, &pieces)) }
         let replies = try await execute(commands)
         let now = try serverTime(replies[0])
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
         for (index, request) in requests.enumerated() {
-            if let answer = try decodeFastClaim(replies[index + 1], request: request, now: now, durations: &durations) {
+            if let answer = try decodeFastClaim(replies[index + 1], request: request, now: now, pieces: &pieces) {
                 answers.append(answer)
             } else {
                 unsettled.append(index)
@@ -240,8 +240,8 @@ public final class RedisDedupStore: DedupStore {
 
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
-        var durations = DurationMilliseconds()
-        let reply = try await single(completeCommand(completion, &durations))
+        var pieces = CommandPieces()
+        let reply = try await single(completeCommand(completion, &pieces))
         if try decodeFlag(reply) == false {
             throw leaseLost(completion.lease, doing: "complete")
         }
@@ -250,8 +250,8 @@ public final class RedisDedupStore: DedupStore {
     /// Completes many leases in one pipelined round trip.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
-        var durations = DurationMilliseconds()
-        let replies = try await execute(completions.map { completeCommand($0, &durations) })
+        var pieces = CommandPieces()
+        let replies = try await execute(completions.map { completeCommand($0, &pieces) })
         return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
     }
 
@@ -445,52 +445,52 @@ public final class RedisDedupStore: DedupStore {
 
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
     /// millisecond before the record does (see ``RedisScript``).
-    private func fastClaimCommand(_ request: ClaimRequest, _ durations: inout DurationMilliseconds) -> RedisCommand {
-        let lease = durations.milliseconds(request.lease)
-        let retention = durations.milliseconds(request.retention)
-        let capacity = 7 * 24 + keyBytes(request.id) + 2 * 8 + 16 + 2 * request.ownerToken.utf8.count + 120
-            + (request.fingerprint?.utf8.count ?? 0) + 64
-        return RedisCommand(count: 7, capacity: capacity) { writer in
-            writer.argument(Self.setName)
-            writeKey(request.id, to: &writer)
-            writer.begin()
-            RecordValue.writeNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &writer)
-            writer.end()
-            writer.argument(Self.nxName)
-            writer.argument(Self.pxName)
-            writer.argument(Self.keyLifetime(lease: lease, retention: retention))
-            writer.argument(Self.getName)
+    private func fastClaimCommand(_ request: ClaimRequest, _ pieces: inout CommandPieces) -> RedisCommand {
+        let (middle, tail) = pieces.claim(request)
+        var token = request.ownerToken
+        return token.withUTF8 { token in
+            let keyLength = keyLength(request.id)
+            let fingerprintLength = request.fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
+            let valueLength = RecordValue.ownerField.count + RespWriter.digitCount(token.count) + 1 + token.count + 1 + middle.count
+                + fingerprintLength
+            let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
+            return RedisCommand(count: 7, capacity: capacity) { writer in
+                writer.encoded(Self.setArgument, arguments: 1)
+                writeKey(request.id, length: keyLength, to: &writer)
+                writer.bulkHeader(valueLength)
+                RecordValue.ownerField.withUnsafeBytes { writer.raw($0) }
+                writer.lengthPrefixed(UnsafeRawBufferPointer(token))
+                writer.raw(UInt8(ascii: " "))
+                middle.withUnsafeBytes { writer.raw($0) }
+                if let fingerprint = request.fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
+                writer.finish()
+                writer.encoded(tail, arguments: 4)
+            }
         }
     }
 
-    private static let setName = Array("SET".utf8)
-    private static let nxName = Array("NX".utf8)
-    private static let pxName = Array("PX".utf8)
-    private static let getName = Array("GET".utf8)
-    private static let evalshaName = Array("EVALSHA".utf8)
-    private static let oneKey = Array("1".utf8)
+    /// `$3\r\nSET\r\n`: a claim's first argument, encoded.
+    private static let setArgument: [UInt8] = RedisCommand("SET").body
 
-    /// An upper bound of a record key's bytes.
-    private func keyBytes(_ id: RecordID) -> Int {
-        keyPrefixBytes.count + 21 + id.namespace.utf8.count + id.key.utf8.count
+
+    /// The exact byte count of a record's key.
+    private func keyLength(_ id: RecordID) -> Int {
+        let namespace = id.namespace.utf8.count
+        return keyPrefixBytes.count + RespWriter.digitCount(namespace) + 1 + namespace + 1 + id.key.utf8.count
     }
 
     /// The record's key as one argument: `<keyPrefix>:<namespace byte count>:<namespace>:<key>`.
-    private func writeKey(_ id: RecordID, to writer: inout RespWriter) {
-        writer.begin()
+    private func writeKey(_ id: RecordID, length: Int, to writer: inout RespWriter) {
+        writer.bulkHeader(length)
         keyPrefixBytes.withUnsafeBytes { writer.raw($0) }
-        var namespace = id.namespace
-        namespace.withUTF8 { writer.lengthPrefixed(UnsafeRawBufferPointer($0)) }
+        writer.lengthPrefixed(id.namespace)
         writer.raw(UInt8(ascii: ":"))
         writer.raw(id.key)
-        writer.end()
+        writer.finish()
     }
 
-    /// The milliseconds a new in-flight key lives: lease and retention, less the one the key's
-    /// expiry runs ahead of the record's (at least 1, which Redis requires).
-    private static func keyLifetime(lease: Int64, retention: Int64) -> Int64 {
-        let (total, overflow) = lease.addingReportingOverflow(retention)
-        return overflow ? Int64.max / 2 : max(1, total - 1)
+    private func writeKey(_ id: RecordID, to writer: inout RespWriter) {
+        writeKey(id, length: keyLength(id), to: &writer)
     }
 
     private func scriptClaimCommand(_ request: ClaimRequest) -> RedisCommand {
@@ -519,28 +519,37 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <result>`, written in one pass.
-    private func completeCommand(_ completion: Completion, _ durations: inout DurationMilliseconds) -> RedisCommand {
+    private func completeCommand(_ completion: Completion, _ pieces: inout CommandPieces) -> RedisCommand {
         let lease = completion.lease
-        let retention = durations.milliseconds(completion.retention)
-        let capacity = 7 * 24 + 8 + 40 + keyBytes(lease.id) + 40 + lease.ownerToken.utf8.count + 20 + 24 + (completion.result?.count ?? 0) + 64
-        return RedisCommand(count: 7, capacity: capacity) { writer in
-            writer.argument(Self.evalshaName)
-            writer.argument(RedisScript.complete.shaBytes)
-            writer.argument(Self.oneKey)
-            writeKey(lease.id, to: &writer)
-            writer.begin()
-            RecordValue.writeOwnerHeader(lease.ownerToken, to: &writer)
-            writer.end()
-            writer.argument(retention)
-            writer.begin()
-            if let result = completion.result {
-                result.withUnsafeBytes { writer.lengthPrefixed($0) }
-            } else {
-                writer.raw(UInt8(ascii: "-"))
+        let retention = pieces.retentionArgument(completion.retention)
+        var token = lease.ownerToken
+        return token.withUTF8 { token in
+            let keyLength = keyLength(lease.id)
+            let headerLength = RecordValue.ownerField.count + RespWriter.digitCount(token.count) + 1 + token.count + 1
+            let resultLength = completion.result.map { RespWriter.digitCount($0.count) + 1 + $0.count } ?? 1
+            let capacity = Self.completePrefix.count + 3 * 24 + keyLength + headerLength + retention.count + resultLength
+            return RedisCommand(count: 7, capacity: capacity) { writer in
+                writer.encoded(Self.completePrefix, arguments: 3)
+                writeKey(lease.id, length: keyLength, to: &writer)
+                writer.bulkHeader(headerLength)
+                RecordValue.ownerField.withUnsafeBytes { writer.raw($0) }
+                writer.lengthPrefixed(UnsafeRawBufferPointer(token))
+                writer.raw(UInt8(ascii: " "))
+                writer.finish()
+                writer.encoded(retention, arguments: 1)
+                writer.bulkHeader(resultLength)
+                if let result = completion.result {
+                    result.withUnsafeBytes { writer.lengthPrefixed($0) }
+                } else {
+                    writer.raw(UInt8(ascii: "-"))
+                }
+                writer.finish()
             }
-            writer.end()
         }
     }
+
+    /// `EVALSHA <complete sha> 1`, encoded.
+    private static let completePrefix: [UInt8] = RedisScript.complete.callPrefix.body
 
     private func readCommand(_ key: [UInt8]) -> RedisCommand {
         var command = RedisScript.read.callPrefix
@@ -601,14 +610,14 @@ public final class RedisDedupStore: DedupStore {
     /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight and the claim
     /// script must decide.
     private func decodeFastClaim(
-        _ reply: RedisReply, request: ClaimRequest, now: Int64, durations: inout DurationMilliseconds
+        _ reply: RedisReply, request: ClaimRequest, now: Int64, pieces: inout CommandPieces
     ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: now &+ durations.milliseconds(request.lease)), isTakeover: false
+                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(request.lease)), isTakeover: false
                 )
             )
         case .string(let value):
@@ -804,5 +813,49 @@ struct DurationMilliseconds {
         second = first
         first = (duration, value)
         return value
+    }
+}
+
+/// The parts of a call's hot commands that depend only on its leases and retentions, encoded once
+/// per call rather than once per message (a batch's requests share them).
+struct CommandPieces {
+    private var durations = DurationMilliseconds()
+    private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
+    private var retentionPiece: (retention: Duration, argument: [UInt8])?
+
+    mutating func milliseconds(_ duration: Duration) -> Int64 {
+        durations.milliseconds(duration)
+    }
+
+    /// For a claim's `SET`: the new record's counters up to its fingerprint
+    /// (`fencing=1 attempt=1 lease_span_ms=<L> retention_ms=<R> fp=`) and the encoded arguments
+    /// after the value (`NX PX <lease + retention - 1> GET`).
+    mutating func claim(_ request: ClaimRequest) -> (middle: [UInt8], tail: [UInt8]) {
+        if let claimPieces, claimPieces.lease == request.lease, claimPieces.retention == request.retention {
+            return (claimPieces.middle, claimPieces.tail)
+        }
+        let lease = milliseconds(request.lease)
+        let retention = milliseconds(request.retention)
+        var middle = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
+        RecordValue.appendDecimal(lease, to: &middle)
+        middle.append(contentsOf: " retention_ms=".utf8)
+        RecordValue.appendDecimal(retention, to: &middle)
+        middle.append(contentsOf: " fp=".utf8)
+        var tail = RedisCommand("NX", "PX")
+        let (total, overflow) = lease.addingReportingOverflow(retention)
+        // The key expires one millisecond before the record (at least 1, which Redis requires).
+        tail.append(overflow ? Int64.max / 2 : max(1, total - 1))
+        tail.append("GET")
+        claimPieces = (request.lease, request.retention, middle, tail.body)
+        return (middle, tail.body)
+    }
+
+    /// A completion's retention in milliseconds, encoded as an argument.
+    mutating func retentionArgument(_ retention: Duration) -> [UInt8] {
+        if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.argument }
+        var argument = RedisCommand()
+        argument.append(milliseconds(retention))
+        retentionPiece = (retention, argument.body)
+        return argument.body
     }
 }

@@ -69,7 +69,7 @@ struct RedisCommand: Sendable {
         var key = id.key
         namespace.withUTF8 { namespace in
             key.withUTF8 { key in
-                appendHeader(prefix.count + Self.digitCount(namespace.count) + 1 + namespace.count + 1 + key.count)
+                appendHeader(prefix.count + RespWriter.digitCount(namespace.count) + 1 + namespace.count + 1 + key.count)
                 body.append(contentsOf: prefix)
                 appendDecimal(namespace.count)
                 body.append(UInt8(ascii: ":"))
@@ -125,15 +125,6 @@ struct RedisCommand: Sendable {
         }
     }
 
-    private static func digitCount(_ value: Int) -> Int {
-        var digits = 1
-        var rest = value / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
-        return digits
-    }
 
     /// Appends the command to a hiredis context's output buffer: the `*<count>` header, then the
     /// arguments as they are (hiredis's own argv formatting grows an sds string piece by piece
@@ -160,7 +151,7 @@ struct RedisCommand: Sendable {
     @inline(__always)
     private static func writeHeader(_ marker: UInt8, _ value: Int, at position: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
         position[0] = marker
-        let digitCount = digitCount(value)
+        let digitCount = RespWriter.digitCount(value)
         var remaining = UInt(value)
         var index = digitCount
         while index > 0 {
@@ -188,56 +179,37 @@ struct RespWriter {
     private let capacity: Int
     private(set) var count = 0
     private(set) var arguments = 0
-    /// Where the argument being composed begins (its header space), while one is open.
-    private var openedAt: Int?
 
     init(start: UnsafeMutablePointer<UInt8>, capacity: Int) {
         self.start = start
         self.capacity = capacity
     }
 
-    /// One argument of raw bytes.
-    mutating func argument(_ bytes: UnsafeRawBufferPointer) {
-        header(bytes.count)
-        raw(bytes)
-        crlf()
-    }
-
-    mutating func argument(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { argument($0) }
-    }
-
-    mutating func argument(_ text: String) {
-        var text = text
-        text.withUTF8 { argument(UnsafeRawBufferPointer($0)) }
-    }
-
-    mutating func argument(_ value: Int64) {
-        begin()
-        decimal(value)
-        end()
-    }
-
-    /// Starts an argument whose length is known only once written: its pieces follow, then ``end()``.
-    mutating func begin() {
-        precondition(openedAt == nil)
-        openedAt = count
-        count += Self.headerRoom
-    }
-
-    /// Closes the argument ``begin()`` opened: writes its header and moves its bytes up behind it.
-    mutating func end() {
-        guard let opened = openedAt else { preconditionFailure("no argument is open") }
-        openedAt = nil
-        let contentStart = opened + Self.headerRoom
-        let length = count - contentStart
-        count = opened
-        header(length)
-        if count != contentStart {
-            // The regions may overlap; copyMemory is a memmove.
-            UnsafeMutableRawPointer(start + count).copyMemory(from: start + contentStart, byteCount: length)
+    /// The number of decimal digits of a non-negative value.
+    static func digitCount(_ value: Int) -> Int {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
         }
-        count += length
+        return digits
+    }
+
+    /// Arguments already encoded as RESP (the body of a ``RedisCommand``).
+    mutating func encoded(_ bytes: [UInt8], arguments: Int) {
+        bytes.withUnsafeBytes { raw($0) }
+        self.arguments += arguments
+    }
+
+    /// The header of an argument of `length` bytes, whose bytes follow as ``raw(_:)-(UnsafeRawBufferPointer)``
+    /// pieces and which ``finish()`` closes.
+    mutating func bulkHeader(_ length: Int) {
+        header(length)
+    }
+
+    /// Closes an argument begun with ``bulkHeader(_:)``.
+    mutating func finish() {
         crlf()
     }
 
@@ -296,7 +268,6 @@ struct RespWriter {
         text.withUTF8 { lengthPrefixed(UnsafeRawBufferPointer($0)) }
     }
 
-    private static let headerRoom = 24
 
     private mutating func header(_ length: Int) {
         raw(UInt8(ascii: "$"))
