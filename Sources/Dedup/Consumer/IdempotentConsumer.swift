@@ -259,16 +259,35 @@ public struct IdempotentConsumer: Sendable {
         fingerprint: ((Message) -> String?)? = nil,
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
-        var results = [Result<ProcessOutcome, any Error>?](repeating: nil, count: messages.count)
+        // Only the keys and fingerprints need the message type: the rest is not generic, so it is
+        // compiled for good rather than looking up generic metadata for every message.
+        var keys: [String?] = []
+        keys.reserveCapacity(messages.count)
+        var fingerprints: [String?] = []
+        for index in messages.indices {
+            keys.append(keyStrategy.key(for: messages[index]))
+            if let fingerprint { fingerprints.append(fingerprint(messages[index])) }
+        }
+        return try await processBatch(keys: keys, fingerprints: fingerprint == nil ? nil : fingerprints) { index, context in
+            try await handler(messages[index], context)
+        }
+    }
+
+    /// ``processBatch(_:keyStrategy:fingerprint:_:)`` on the messages' keys and fingerprints; the
+    /// handler gets a message's position.
+    private func processBatch(
+        keys: [String?], fingerprints: [String?]?, _ handler: (Int, DedupContext) async throws -> Void
+    ) async throws -> [Result<ProcessOutcome, any Error>] {
+        var results = [Result<ProcessOutcome, any Error>?](repeating: nil, count: keys.count)
         var requests: [ClaimRequest] = []
         var requestIndex: [Int] = []
-        requests.reserveCapacity(messages.count)
-        requestIndex.reserveCapacity(messages.count)
-        for (index, message) in messages.enumerated() {
-            guard let key = keyStrategy.key(for: message) else {
+        requests.reserveCapacity(keys.count)
+        requestIndex.reserveCapacity(keys.count)
+        for index in keys.indices {
+            guard let key = keys[index] else {
                 results[index] = await Self.capture {
                     try await runWithoutKey { context in
-                        try await handler(message, context)
+                        try await handler(index, context)
                         return nil
                     }.outcome
                 }
@@ -289,7 +308,7 @@ public struct IdempotentConsumer: Sendable {
             requests.append(
                 ClaimRequest(
                     id: id, lease: configuration.lease, retention: configuration.retention,
-                    fingerprint: fingerprint?(message)
+                    fingerprint: fingerprints?[index]
                 )
             )
             requestIndex.append(index)
@@ -308,7 +327,7 @@ public struct IdempotentConsumer: Sendable {
             for index in requestIndex {
                 metrics.bypassed.increment()
                 results[index] = await Self.capture {
-                    try await handler(messages[index], DedupContext(lease: nil, watch: nil))
+                    try await handler(index, DedupContext(lease: nil, watch: nil))
                     return .bypassed(.storeUnavailable)
                 }
             }
@@ -367,7 +386,7 @@ public struct IdempotentConsumer: Sendable {
                     continue
                 }
                 do {
-                    try await handler(messages[index], DedupContext(lease: watch?.currentLease ?? lease, watch: watch))
+                    try await handler(index, DedupContext(lease: watch?.currentLease ?? lease, watch: watch))
                 } catch {
                     metrics.handlerFailures.increment()
                     if watch?.isLost != true {
@@ -413,12 +432,9 @@ public struct IdempotentConsumer: Sendable {
 
         // Messages in flight elsewhere under the wait policy: wait for each on its own.
         for index in stillInFlight {
-            let message = messages[index]
             results[index] = await Self.capture {
-                try await process(
-                    key: keyStrategy.key(for: message), fingerprint: fingerprint?(message)
-                ) { context in
-                    try await handler(message, context)
+                try await process(key: keys[index], fingerprint: fingerprints?[index]) { context in
+                    try await handler(index, context)
                 }
             }
         }
