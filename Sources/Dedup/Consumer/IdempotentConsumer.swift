@@ -337,16 +337,25 @@ public struct IdempotentConsumer: Sendable {
         // Every acquired lease is watched (renewed) from the claim until the batch completion is
         // written, not just while its own handler runs: the later ones wait for the earlier handlers,
         // the earlier ones for the batch completion.
-        var watches = [(id: UInt64, watch: LeaseWatch)?](repeating: nil, count: keeper == nil ? 0 : answers.count)
+        var watches = [LeaseWatch?](repeating: nil, count: keeper == nil ? 0 : answers.count)
+        var registration: UInt64?
         if let keeper {
+            var acquired: [Lease] = []
+            var positions: [Int] = []
             for (position, answer) in answers.enumerated() {
                 if case .acquired(let lease) = answer {
-                    watches[position] = keeper.register(lease, claimStarted: claimStarted)
+                    acquired.append(lease)
+                    positions.append(position)
                 }
+            }
+            if !acquired.isEmpty {
+                let (id, registered) = keeper.register(batch: acquired, claimStarted: claimStarted)
+                registration = id
+                for (position, watch) in zip(positions, registered) { watches[position] = watch }
             }
         }
         defer {
-            for case let registration? in watches { keeper?.unregister(registration.id) }
+            if let registration { keeper?.unregister(registration) }
         }
         let leaseDeadline = claimStarted + configuration.lease
 
@@ -372,7 +381,7 @@ public struct IdempotentConsumer: Sendable {
                 }
             case .acquired(let lease):
                 countAcquired(lease)
-                let watch = watches.isEmpty ? nil : watches[position]?.watch
+                let watch = watches.isEmpty ? nil : watches[position]
                 // A lease that may have passed while earlier handlers ran can be held by someone else
                 // now: the handler must not start.
                 let expired = watch.map { $0.isLost || ContinuousClock.now >= $0.localDeadline }
@@ -405,7 +414,7 @@ public struct IdempotentConsumer: Sendable {
             // as on the single-message path; one taken over answers leaseLost.
             let completions = succeeded.map { entry in
                 Completion(
-                    lease: (watches.isEmpty ? nil : watches[entry.position])?.watch.currentLease ?? entry.lease,
+                    lease: (watches.isEmpty ? nil : watches[entry.position])?.currentLease ?? entry.lease,
                     retention: configuration.retention, result: nil
                 )
             }

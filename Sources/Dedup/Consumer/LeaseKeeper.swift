@@ -6,9 +6,15 @@ import Synchronization
 /// not a task of its own.
 final class LeaseKeeper: Sendable {
     private struct State {
-        var watches: [UInt64: LeaseWatch] = [:]
+        /// Registrations: one lease, or a batch's leases under one entry.
+        var entries: [UInt64: Entry] = [:]
         var nextID: UInt64 = 0
         var running = false
+    }
+
+    private enum Entry {
+        case single(LeaseWatch)
+        case batch([LeaseWatch])
     }
 
     private let state = Mutex(State())
@@ -31,12 +37,31 @@ final class LeaseKeeper: Sendable {
 
     /// Starts watching a lease; returns the handle to pass to ``unregister(_:)``.
     func register(_ lease: Lease, claimStarted: ContinuousClock.Instant) -> (UInt64, LeaseWatch) {
-        let watch = LeaseWatch(
-            lease: lease, claimStarted: claimStarted, leaseDuration: leaseDuration, renewalInterval: renewalInterval
-        )
+        let watch = makeWatch(lease, claimStarted: claimStarted)
+        return (add(.single(watch)), watch)
+    }
+
+    /// Starts watching a batch's leases under one registration (one lock and one entry for the
+    /// batch, not one per message); returns the handle to pass to ``unregister(_:)`` and a watch
+    /// per lease, in order.
+    func register(batch leases: [Lease], claimStarted: ContinuousClock.Instant) -> (UInt64, [LeaseWatch]) {
+        let watches = leases.map { makeWatch($0, claimStarted: claimStarted) }
+        return (add(.batch(watches)), watches)
+    }
+
+    /// Stops watching; the leases' final state is in their watches.
+    func unregister(_ id: UInt64) {
+        _ = state.withLock { $0.entries.removeValue(forKey: id) }
+    }
+
+    private func makeWatch(_ lease: Lease, claimStarted: ContinuousClock.Instant) -> LeaseWatch {
+        LeaseWatch(lease: lease, claimStarted: claimStarted, leaseDuration: leaseDuration, renewalInterval: renewalInterval)
+    }
+
+    private func add(_ entry: Entry) -> UInt64 {
         let (id, start) = state.withLock { state -> (UInt64, Bool) in
             state.nextID &+= 1
-            state.watches[state.nextID] = watch
+            state.entries[state.nextID] = entry
             let start = !state.running
             state.running = true
             return (state.nextID, start)
@@ -44,12 +69,7 @@ final class LeaseKeeper: Sendable {
         if start {
             Task { await self.run() }
         }
-        return (id, watch)
-    }
-
-    /// Stops watching; the lease's final state is in the watch.
-    func unregister(_ id: UInt64) {
-        _ = state.withLock { $0.watches.removeValue(forKey: id) }
+        return id
     }
 
     private func run() async {
@@ -57,14 +77,21 @@ final class LeaseKeeper: Sendable {
         while true {
             try? await clock.sleep(for: tick)
             let due: [LeaseWatch]? = state.withLock { state in
-                if state.watches.isEmpty {
+                if state.entries.isEmpty {
                     state.running = false
                     return nil
                 }
                 let now = clock.now
-                return state.watches.values.filter { watch in
-                    watch.state.withLock { $0.nextRenewal <= now }
+                var due: [LeaseWatch] = []
+                for entry in state.entries.values {
+                    switch entry {
+                    case .single(let watch):
+                        if watch.state.withLock({ $0.nextRenewal <= now }) { due.append(watch) }
+                    case .batch(let watches):
+                        for watch in watches where watch.state.withLock({ $0.nextRenewal <= now }) { due.append(watch) }
+                    }
                 }
+                return due
             }
             guard let due else { return }
             for watch in due where !watch.isLost {
