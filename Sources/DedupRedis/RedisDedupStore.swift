@@ -207,14 +207,15 @@ public final class RedisDedupStore: DedupStore {
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
         var pieces = CommandPieces()
-        for request in requests { commands.append(fastClaimCommand(request, &pieces)) }
+        // Indices, not elements: iterating would copy each request (four strings retained and released).
+        for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
         let replies = try await execute(commands)
         let now = try serverTime(replies[0])
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
-        for (index, request) in requests.enumerated() {
-            if let answer = try decodeFastClaim(replies[index + 1], request: request, now: now, pieces: &pieces) {
+        for index in requests.indices {
+            if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
                 answers.append(answer)
             } else {
                 unsettled.append(index)
