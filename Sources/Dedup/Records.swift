@@ -69,7 +69,9 @@ public struct Lease: Hashable, Sendable {
     public var fencingToken: Int64
     /// 1 for the first acquisition, more after takeovers.
     public var attempt: Int
-    /// When the lease ends unless renewed (store clock).
+    /// When the lease ends unless renewed, on the store's clock: the record's own lease end, or a
+    /// moment before it, never after (a store may date a new lease by the time it sent the claim,
+    /// as `RedisDedupStore` does by the server's `TIME` read just before its `SET`).
     public var leaseUntil: Date
     /// `true` when this acquisition took over an expired lease of another consumer.
     public var isTakeover: Bool

@@ -201,6 +201,10 @@ public final class RedisDedupStore: DedupStore {
 
     /// Claims many keys in one pipelined round trip (`TIME`, then a `SET … NX GET` each), plus one
     /// for those found in flight, whose claim scripts run in the batch's order.
+    ///
+    /// When one key fails (someone else's value at its key, say), the call throws that error and
+    /// first releases the keys this batch acquired, so none is left in flight until its lease
+    /// passes.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
         var commands: [RedisCommand] = []
@@ -214,21 +218,59 @@ public final class RedisDedupStore: DedupStore {
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
+        var settled = [Bool](repeating: false, count: requests.count)
+        var failure: (any Error)?
         for index in requests.indices {
-            if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
-                answers.append(answer)
-            } else {
+            do {
+                if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
+                    answers.append(answer)
+                    settled[index] = true
+                    continue
+                }
                 unsettled.append(index)
-                answers.append(.acquired(Self.placeholderLease))
+            } catch {
+                failure = failure ?? error
+            }
+            answers.append(.acquired(Self.placeholderLease))
+        }
+        if !unsettled.isEmpty && failure == nil {
+            do {
+                let scripted = try await execute(unsettled.map { scriptClaimCommand(requests[$0]) })
+                for (index, reply) in zip(unsettled, scripted) {
+                    do {
+                        answers[index] = try decodeScriptClaim(reply, request: requests[index])
+                        settled[index] = true
+                    } catch {
+                        failure = failure ?? error
+                    }
+                }
+            } catch {
+                failure = error
             }
         }
-        if !unsettled.isEmpty {
-            let scripted = try await execute(unsettled.map { scriptClaimCommand(requests[$0]) })
-            for (index, reply) in zip(unsettled, scripted) {
-                answers[index] = try decodeScriptClaim(reply, request: requests[index])
-            }
+        if let failure {
+            await releaseAcquired(requests.indices.filter { settled[$0] }.map { answers[$0] })
+            throw failure
         }
         return answers
+    }
+
+    /// Best effort after a failed batch claim: releases what it acquired (their owner checks keep
+    /// anyone else's record safe); a failure here leaves those keys to their leases, as before.
+    private func releaseAcquired(_ answers: [ClaimAnswer]) async {
+        let leases = answers.compactMap { answer -> Lease? in
+            guard case .acquired(let lease) = answer else { return nil }
+            return lease
+        }
+        if leases.isEmpty { return }
+        do {
+            _ = try await execute(leases.map { ownerCommand(RedisScript.release, $0, extraBytes: 0, extraArguments: 0) })
+        } catch {
+            logger.warning(
+                "could not release the keys of a failed batch claim; they stay in flight until their leases pass",
+                metadata: ["keys": "\(leases.count)", "error": "\(error)"]
+            )
+        }
     }
 
     private static let timeCommand = RedisCommand("TIME")

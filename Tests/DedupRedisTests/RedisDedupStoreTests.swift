@@ -179,6 +179,59 @@ struct RedisDedupStoreTests {
         }
     }
 
+    @Test("a batch with someone else's value at one key throws that error and releases what it acquired")
+    func failedBatchReleases() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            try await server.cli("HSET", "dedup:2:ns:taken", "name", "x")
+            let requests = [request(id("ns", "a")), request(id("ns", "taken")), request(id("ns", "b"))]
+            await expectDedupError(.wrongType) { _ = try await store.claim(batch: requests) }
+            #expect(try await store.record(for: id("ns", "a")) == nil, "not left in flight")
+            #expect(try await store.record(for: id("ns", "b")) == nil, "not left in flight")
+            #expect(try await server.cli("HGET", "dedup:2:ns:taken", "name") == "x")
+            // A key the batch found in flight (its script step) fails the same way.
+            let held = try #require(try await store.claim(request(id("ns", "held"))).lease)
+            try await server.cli("SET", "dedup:2:ns:junk", "in_flight owner=3:abc fencing=x")
+            await expectDedupError(.corruptStore) {
+                _ = try await store.claim(batch: [request(id("ns", "c")), request(id("ns", "held")), request(id("ns", "junk"))])
+            }
+            #expect(try await store.record(for: id("ns", "c")) == nil, "not left in flight")
+            #expect(try await store.record(for: id("ns", "held"))?.ownerToken == held.ownerToken, "someone else's lease untouched")
+            await store.close()
+        }
+    }
+
+    @Test("the largest identities, long owner tokens, fingerprints and results fit every command, single and batched")
+    func largeArguments() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let namespace = String(repeating: "é", count: 64)  // 128 bytes, the limit
+            let keys = [String(repeating: "k", count: 511), String(repeating: "🎉", count: 127), "x"]  // with the round digit: 512 and 509 bytes
+            let fingerprint = String(repeating: "f", count: 5_000)
+            let result = Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0) })
+            for (round, owner) in ["o", String(repeating: "t", count: 300), Lease.makeOwnerToken()].enumerated() {
+                let ids = keys.map { id(namespace, "\(round)" + $0) }
+                let single = ClaimRequest(id: ids[0], ownerToken: owner, lease: .seconds(30), retention: .seconds(3600), fingerprint: fingerprint)
+                let lease = try #require(try await store.claim(single).lease)
+                try await store.complete(Completion(lease: lease, retention: .seconds(3600), result: result))
+                let batch = ids.dropFirst().map {
+                    ClaimRequest(id: $0, ownerToken: owner + "-\($0.key.count)", lease: .seconds(30), retention: .seconds(3600), fingerprint: fingerprint)
+                }
+                let leases = try await store.claim(batch: Array(batch)).map { try #require($0.lease) }
+                let answers = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600), result: result) })
+                #expect(answers == [.completed, .completed])
+                for recordID in ids {
+                    guard case .duplicate(let record) = try await store.claim(request(recordID, fingerprint: fingerprint)) else {
+                        Issue.record("expected a duplicate of \(recordID)")
+                        continue
+                    }
+                    #expect(record.result == result && record.fingerprint == fingerprint && record.id == recordID)
+                }
+            }
+            await store.close()
+        }
+    }
+
     @Test("records, conditional delete and stats by SCAN")
     func inspection() async throws {
         try await withRedisServer { server in
