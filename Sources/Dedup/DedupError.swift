@@ -9,7 +9,7 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidNamespace, invalidKey, missingKey, invalidConfiguration
             case leaseLost, payloadMismatch
             case storeUnavailable, timeout, busy, authenticationFailed, corruptStore
-            case schemaTooNew, schemaAltered, wrongType, readOnly, outOfMemory
+            case schemaTooNew, schemaOutdated, schemaAltered, wrongType, readOnly, outOfMemory
             case permissionDenied, storeError
         }
         private let base: Base
@@ -42,6 +42,9 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let corruptStore = Code(.corruptStore)
         /// The store's schema was written by a newer swift-dedup than this one.
         public static let schemaTooNew = Code(.schemaTooNew)
+        /// The store's schema is older than this library's, and the caller would not migrate it
+        /// (`dedup-inspect` reads and deletes only on a current schema; a consumer migrates on open).
+        public static let schemaOutdated = Code(.schemaOutdated)
         /// A migration already applied to the store differs from the one this library ships.
         public static let schemaAltered = Code(.schemaAltered)
         /// The store holds someone else's data where a dedup record belongs (Redis `WRONGTYPE`).

@@ -14,8 +14,9 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case storeUnreachable = 3
     /// Any other store error: refused credentials, corrupt or foreign data, read-only store.
     case storeError = 4
-    /// The store's schema is not the one this tool expects: migrations pending (`check`), written by
-    /// a newer swift-dedup, or an applied migration was altered.
+    /// The store's schema is not the one this tool expects: migrations pending (reported by `check`;
+    /// every other command but `migrate` refuses such a file rather than migrate it), written by a
+    /// newer swift-dedup, or an applied migration was altered.
     case schemaMismatch = 5
 
     /// The code for a store error.
@@ -25,7 +26,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
             self = .usage
         case .storeUnavailable, .timeout, .busy:
             self = .storeUnreachable
-        case .schemaTooNew, .schemaAltered:
+        case .schemaTooNew, .schemaOutdated, .schemaAltered:
             self = .schemaMismatch
         default:
             self = .storeError

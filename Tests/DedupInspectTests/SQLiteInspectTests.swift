@@ -298,6 +298,13 @@ struct SQLiteInspectTests {
         #expect(schema.int("version") == 0)
         #expect((schema["pending"] as? [String])?.first == "0001_create_records")
         #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
+        // Reading and deleting commands refuse it too (exit 5), rather than writing a schema into it.
+        for command in [["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["reset", "--namespace", "orders", "--all-time", "--yes"]] {
+            let refused = try await InspectBinary.run(command + ["--store", "sqlite:\(emptyPath)"])
+            #expect(refused.status == 5, "\(command): \(refused.stderr)")
+            #expect(refused.stderr.contains("dedup-inspect migrate"), "\(refused.stderr)")
+        }
+        #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
 
         // A file that is not a database: a store error (4), not "unreachable".
         let junkPath = directory.path + "/junk.sqlite"
