@@ -38,7 +38,8 @@ extension IdempotentConsumer {
     ///
     /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``, or
     ///   ``ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
-    ///   lease on the key.
+    ///   lease on the key (under the ``InFlightPolicy/wait(timeout:)`` policy, only once the
+    ///   timeout has passed without the holder completing or its lease passing).
     /// - Throws: `body`'s error (nothing was written), ``DedupError/Code/missingKey``,
     ///   ``DedupError/Code/payloadMismatch``, ``DedupError/Code/invalidConfiguration`` when the
     ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
@@ -59,34 +60,38 @@ extension IdempotentConsumer {
         let request = ClaimRequest(
             id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
         )
-        let started = ContinuousClock.now
-        let outcome: TransactionalOutcome
-        do {
-            outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) { transaction, lease in
-                try body(transaction, DedupContext(lease: lease))
-                return nil
+        var waiter = InFlightWaiter(configuration)
+        while true {
+            let started = ContinuousClock.now
+            let outcome: TransactionalOutcome
+            do {
+                outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) { transaction, lease in
+                    try body(transaction, DedupContext(lease: lease))
+                    return nil
+                }
+            } catch let error as DedupError where error.isStoreFailure {
+                metrics.storeError(error)
+                throw error
+            } catch {
+                metrics.handlerFailures.increment()
+                throw error
             }
-        } catch let error as DedupError where error.isStoreFailure {
-            metrics.storeError(error)
-            throw error
-        } catch {
-            metrics.handlerFailures.increment()
-            throw error
-        }
-        metrics.claimDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
-        switch outcome {
-        case .committed(let lease, _):
-            countAcquired(lease)
-            return .applied
-        case .duplicate(let record):
-            metrics.duplicate.increment()
-            return .duplicate(record)
-        case .inFlight(let record):
-            metrics.inFlight.increment()
-            return .deferred(retryAfter: retryAfter(for: record))
-        case .payloadMismatch(let record):
-            metrics.payloadMismatch.increment()
-            throw Self.mismatch(record, fingerprint: fingerprint)
+            metrics.claimDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+            switch outcome {
+            case .committed(let lease, _):
+                countAcquired(lease)
+                return .applied
+            case .duplicate(let record):
+                metrics.duplicate.increment()
+                return .duplicate(record)
+            case .inFlight(let record):
+                metrics.inFlight.increment()
+                if try await waiter.waitedForAnotherTry() { continue }
+                return .deferred(retryAfter: retryAfter(for: record))
+            case .payloadMismatch(let record):
+                metrics.payloadMismatch.increment()
+                throw Self.mismatch(record, fingerprint: fingerprint)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@ import Dedup
 import DedupSQLite
 import DedupTestKit
 import Foundation
+import Synchronization
 import Testing
 
 struct HandlerFailed: Error {}
@@ -164,6 +165,51 @@ struct TransactionalTests {
         await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: holder, retention: .seconds(1))) }
     }
 
+    @Test("processInTransaction: the effect and the completion commit together; a redelivery is a duplicate; a held key defers")
+    func consumerTransactions() async throws {
+        let fixture = StoreFixture()
+        let store = try await store(fixture)
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", logger: quietLogger)
+        let applied = try await consumer.processInTransaction(key: "t-1") { tx, context in
+            #expect(context.fencingToken == 1)
+            try tx.execute("INSERT INTO ledger(key, amount) VALUES (?, ?)", [.text("t-1"), .integer(5)])
+        }
+        #expect(applied == .applied)
+        let again = try await consumer.processInTransaction(key: "t-1") { _, _ in Issue.record("ran twice") }
+        guard case .duplicate = again else {
+            Issue.record("expected a duplicate, got \(again)")
+            return
+        }
+        #expect(try await ledger(store) == ["t-1": 5])
+
+        _ = try #require(try await store.claim(request("held", lease: .seconds(10))).lease)
+        let deferred = try await consumer.processInTransaction(key: "held") { _, _ in Issue.record("ran while held") }
+        guard case .deferred = deferred else {
+            Issue.record("expected deferred, got \(deferred)")
+            return
+        }
+    }
+
+    @Test("processInTransaction under the wait policy keeps trying while the key is held, and takes over once the lease passes")
+    func consumerTransactionsWait() async throws {
+        let directory = TemporaryDirectory()
+        let clock = ObservedClock()
+        let store = try SQLiteDedupStore(path: directory.file(), configuration: .init(clock: clock), logger: quietLogger)
+        var configuration = ConsumerConfiguration()
+        configuration.inFlightPolicy = .wait(timeout: .seconds(60))
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, logger: quietLogger)
+        let holder = try #require(try await store.claim(request("w-1", lease: .seconds(10))).lease)
+        let readsBefore = clock.reads
+        async let waited = consumer.processInTransaction(key: "w-1") { _, context in
+            #expect(context.fencingToken == holder.fencingToken + 1)
+        }
+        // Its first claim has read the clock, so it found the lease live; only then does it pass.
+        await clock.waitForRead(after: readsBefore)
+        clock.base.advance(by: .seconds(10))
+        #expect(try await waited == .applied)
+        await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: holder, retention: .seconds(60))) }
+    }
+
     @Test("a mismatched fingerprint is reported and nothing runs")
     func mismatch() async throws {
         let fixture = StoreFixture()
@@ -192,6 +238,40 @@ struct TransactionalTests {
             #expect(rows[0].values == [7, 1.5, .text("a\u{0}b"), .blob(Data([0, 255])), .null])
             #expect(throws: DedupError.self) { try tx.query("SELECT ?", [1, 2]) }
             return nil
+        }
+    }
+}
+
+/// A manual clock that tells when it has been read: a test waits for a claim to have looked at the
+/// time before moving it.
+final class ObservedClock: DedupClock {
+    let base = ManualDedupClock()
+    private let state = Mutex<(reads: Int, waiters: [(after: Int, continuation: CheckedContinuation<Void, Never>)])>((0, []))
+
+    func nowMilliseconds() -> Int64 {
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.reads += 1
+            let reads = state.reads
+            let ready = state.waiters.filter { reads > $0.after }.map(\.continuation)
+            state.waiters.removeAll { reads > $0.after }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+        return base.nowMilliseconds()
+    }
+
+    /// How many times the clock has been read.
+    var reads: Int { state.withLock { $0.reads } }
+
+    /// Returns once the clock has been read more than `count` times.
+    func waitForRead(after count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.reads > count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
         }
     }
 }

@@ -132,13 +132,7 @@ public struct IdempotentConsumer: Sendable {
             metrics.cacheHits.increment()
             return (.duplicate(record), nil)
         }
-        let waitDeadline: ContinuousClock.Instant?
-        if case .wait(let timeout) = configuration.inFlightPolicy {
-            waitDeadline = .now + timeout
-        } else {
-            waitDeadline = nil
-        }
-        var pollDelay = Duration.milliseconds(10)
+        var waiter = InFlightWaiter(configuration)
         while true {
             let request = ClaimRequest(
                 id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
@@ -164,12 +158,7 @@ public struct IdempotentConsumer: Sendable {
                 throw Self.mismatch(record, fingerprint: fingerprint)
             case .inFlight(let record):
                 metrics.inFlight.increment()
-                if let waitDeadline, ContinuousClock.now + pollDelay < waitDeadline {
-                    // Poll: the holder completes (duplicate) or its lease passes (takeover).
-                    try await Task.sleep(for: pollDelay)
-                    pollDelay = min(pollDelay * 2, max(configuration.lease / 10, .milliseconds(10)))
-                    continue
-                }
+                if try await waiter.waitedForAnotherTry() { continue }
                 return (.deferred(retryAfter: retryAfter(for: record)), nil)
             }
         }
@@ -576,5 +565,33 @@ extension Duration {
     var timeInterval: TimeInterval {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// The ``InFlightPolicy/wait(timeout:)`` policy for one message: polls with a doubling delay
+/// (10 ms up to a tenth of the lease) until the holder completes (a duplicate) or its lease passes
+/// (a takeover), or the timeout would pass before the next try.
+package struct InFlightWaiter {
+    private let deadline: ContinuousClock.Instant?
+    private let longestDelay: Duration
+    private var delay = Duration.milliseconds(10)
+
+    /// Starts the timeout now (none under ``InFlightPolicy/defer``).
+    package init(_ configuration: ConsumerConfiguration) {
+        if case .wait(let timeout) = configuration.inFlightPolicy {
+            deadline = .now + timeout
+        } else {
+            deadline = nil
+        }
+        longestDelay = max(configuration.lease / 10, .milliseconds(10))
+    }
+
+    /// Sleeps before the next try and returns `true`, or returns `false` at once when the policy
+    /// does not wait or the timeout would pass first (the message is then deferred).
+    package mutating func waitedForAnotherTry() async throws -> Bool {
+        guard let deadline, ContinuousClock.now + delay < deadline else { return false }
+        try await Task.sleep(for: delay)
+        delay = min(delay * 2, longestDelay)
+        return true
     }
 }
