@@ -93,10 +93,14 @@ enum RecordValue {
         value.withUnsafeBufferPointer { decode($0, id: id, expiresMilliseconds: expiresMilliseconds) }
     }
 
+    /// Expiries beyond this (milliseconds; the year 5138) are not ours: the scripts never set one,
+    /// and Lua, which computes in doubles, could not compute with it exactly.
+    static let latestExpiry: Int64 = 100_000_000_000_000
+
     private static func decode(_ value: UnsafeBufferPointer<UInt8>, id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
         var reader = Reader(value)
         if reader.skip("in_flight ") {
-            guard let expires = expiresMilliseconds,
+            guard let expires = expiresMilliseconds, (0...latestExpiry).contains(expires),
                 reader.skip("owner="), let owner = reader.lengthPrefixed(),
                 reader.skip(" fencing="), let fencing = reader.integer(),
                 reader.skip(" attempt="), let attempt = reader.integer(),

@@ -194,7 +194,7 @@ public final class RedisDedupStore: DedupStore {
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         var pieces = CommandPieces()
         let replies = try await execute([Self.timeCommand, fastClaimCommand(request, &pieces)])
-        let now = try serverTime(replies[0])
+        let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: [request])
         if let answer = try decodeFastClaim(replies[1], request: request, now: now, pieces: &pieces) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
@@ -214,7 +214,7 @@ public final class RedisDedupStore: DedupStore {
         // Indices, not elements: iterating would copy each request (four strings retained and released).
         for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
         let replies = try await execute(commands)
-        let now = try serverTime(replies[0])
+        let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: requests)
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
@@ -253,6 +253,26 @@ public final class RedisDedupStore: DedupStore {
             throw failure
         }
         return answers
+    }
+
+    /// The claim's `TIME`; when it failed (an ACL without `TIME`, say), the keys the claim's `SET`s
+    /// created are released before the error is thrown, so none is left in flight.
+    private func serverTime(_ reply: RedisReply, releasingCreated setReplies: ArraySlice<RedisReply>, of requests: [ClaimRequest]) async throws -> Int64 {
+        do {
+            return try serverTime(reply)
+        } catch {
+            let created = zip(setReplies, requests).compactMap { setReply, request -> ClaimAnswer? in
+                guard case .null = setReply else { return nil }
+                return .acquired(
+                    Lease(
+                        id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
+                        leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
+                    )
+                )
+            }
+            await releaseAcquired(created)
+            throw error
+        }
     }
 
     /// Best effort after a failed batch claim: releases what it acquired (their owner checks keep
@@ -733,7 +753,9 @@ public final class RedisDedupStore: DedupStore {
             throw unexpected(reply, doing: "read")
         }
         guard let value = fields[0].bytesValue else { return nil }
-        if expiryTime >= 0, let record = RecordValue.decode(value, id: id, expiresMilliseconds: expiryTime + 1) {
+        // A completed value dates itself; an in-flight one needs the key's expiry.
+        let expires = expiryTime >= 0 && expiryTime < RecordValue.latestExpiry ? expiryTime + 1 : nil
+        if let record = RecordValue.decode(value, id: id, expiresMilliseconds: expires) {
             return record
         }
         if strict { throw corrupt(id) }

@@ -4,7 +4,10 @@
 /// command before a write is allowed), never from the client.
 ///
 /// Numbers are concatenated as Lua prints them (`%.14g`): exact for integers below 10^14, and every
-/// time here is below that (milliseconds until the year 5138; durations saturate at 1,000 years).
+/// time here is below that (milliseconds until the year 5138; durations saturate at 1,000 years);
+/// a key whose expiry is not (someone else's, or none) is not taken for a record. If a key's expiry
+/// moves later behind the scripts' back (an operator's `PEXPIRE`, the server's clock stepping back),
+/// a rewritten record's `lease_span_ms` stops at 0 rather than going negative.
 ///
 /// Records are strings in the layout of ``RecordValue``. A key's `PEXPIRETIME` is one millisecond
 /// before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`, and the
@@ -64,7 +67,7 @@ struct RedisScript: Sendable {
               local head_end = p + tonumber(n)
               local f, a, s, r, t = string.match(v, counters, head_end + 1)
               local e = redis.call('PEXPIRETIME', key)
-              if not f or e < 0 then return corrupt() end
+              if not f or e < 0 or e > 1e14 then return corrupt() end
               e = e + 1
               local lease_until = e - tonumber(r)
               local fp = string.sub(v, t)
@@ -75,7 +78,7 @@ struct RedisScript: Sendable {
               local attempt = tonumber(a) + 1
               local new_until = now + lease
               redis.call('SET', key, ARGV[2] .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
-                ' lease_span_ms=' .. (new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
+                ' lease_span_ms=' .. math.max(0, new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
                 'PXAT', new_until + retention - 1)
               return {1, fencing, attempt, new_until}
             end
@@ -102,10 +105,14 @@ struct RedisScript: Sendable {
             local head = ARGV[1]
             if not v or string.sub(v, 1, #head) ~= head then return 0 end
             local e = redis.call('PEXPIRETIME', KEYS[1])
+            if e < 0 or e > 1e14 then
+              return redis.error_reply('DEDUPCORRUPT the key ' .. KEYS[1] .. ' has no dedup expiry')
+            end
             local t = redis.call('TIME')
+            local ms = string.sub('00000' .. t[2], -6, -4)
             redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' claim_expiry_ms=' .. (e + 1) ..
-              ' completed_ms=' .. t[1] .. string.sub('00000' .. t[2], -6, -4) .. ' kept_ms=' .. ARGV[2] ..
-              ' result=' .. ARGV[3], 'PX', ARGV[2])
+              ' completed_ms=' .. t[1] .. ms .. ' kept_ms=' .. ARGV[2] .. ' result=' .. ARGV[3],
+              'PXAT', string.format('%d', t[1] * 1000 + ms + ARGV[2] - 1))
             return 1
             """
     )
@@ -132,12 +139,12 @@ struct RedisScript: Sendable {
             if not v or string.sub(v, 1, #head) ~= head then return 0 end
             local f, a, s, r, t = string.match(v, counters, #head + 1)
             local e = redis.call('PEXPIRETIME', key)
-            if not f or e < 0 then return corrupt() end
+            if not f or e < 0 or e > 1e14 then return corrupt() end
             local now = now_ms()
             if now > e then return 0 end
             local created = e + 1 - tonumber(r) - tonumber(s)
             local new_until = now + tonumber(ARGV[2])
-            redis.call('SET', key, head .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. (new_until - created) ..
+            redis.call('SET', key, head .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. math.max(0, new_until - created) ..
               ' retention_ms=' .. r .. ' fp=' .. string.sub(v, t), 'PXAT', new_until + tonumber(r) - 1)
             return {1, new_until}
             """
@@ -158,6 +165,12 @@ struct RedisScript: Sendable {
         source: prelude + """
             local v = redis.call('GET', key)
             if not v then return 0 end
+            if ARGV[1] == '' and ARGV[2] == '' and ARGV[3] == '' and
+              (string.sub(v, 1, 10) == 'completed ' or string.sub(v, 1, 10) == 'in_flight ') then
+              -- No filter (forget): a record of ours goes even if it cannot be read any more.
+              redis.call('DEL', key)
+              return 1
+            end
             local state, time
             if string.sub(v, 1, 10) == 'completed ' then
               state = 'completed'
@@ -176,7 +189,7 @@ struct RedisScript: Sendable {
               if not n then return 0 end
               local f, a, s, r = string.match(v, counters, p + tonumber(n) + 1)
               local e = redis.call('PEXPIRETIME', key)
-              if not f or e < 0 then return 0 end
+              if not f or e < 0 or e > 1e14 then return 0 end
               state = 'in_flight'
               time = e + 1 - tonumber(r) - tonumber(s)
             end

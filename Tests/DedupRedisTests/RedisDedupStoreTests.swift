@@ -41,15 +41,14 @@ struct RedisDedupStoreTests {
             let pttl = try #require(Int(try await server.cli("PTTL", keys)))
             #expect(pttl > 590_000 && pttl <= 600_000)
             // The completed value keeps the in-flight fields and adds the in-flight expiry it
-            // completed under, the completion time and the retention; the key lives that retention
-            // (from the SET, a moment after the completion time: never less).
+            // completed under, the completion time and the retention; the key expires with it.
             let completedValue = try await server.cli("--no-raw", "GET", keys)
             let head = "\"completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1 claim_expiry_ms=\(expiry + 1) completed_ms="
             #expect(completedValue.hasPrefix(head), "\(completedValue)")
             #expect(completedValue.hasSuffix(#" kept_ms=600000 result=4:\x00\x01\x02\xff""#), "\(completedValue)")
             let completed = try #require(Int64(completedValue.dropFirst(head.count).prefix { $0 != " " }))
             let keyExpiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
-            #expect((completed + 600_000 - 1...completed + 600_000 + 1).contains(keyExpiry))
+            #expect(keyExpiry == completed + 600_000 - 1)
 
             let third = try await store.claim(request(record))
             guard case .duplicate(let stored) = third else {
@@ -229,6 +228,58 @@ struct RedisDedupStoreTests {
                 }
             }
             await store.close()
+        }
+    }
+
+    @Test("keys tampered with behind the store: an expiry moved later keeps the record readable; one out of range is corruptStore, not a crash; forget clears a damaged record")
+    func tamperedExpiries() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            // An operator's PEXPIRE (or the server's clock stepping back) moves the expiry later.
+            let moved = id("ns", "moved")
+            let lease = try #require(try await store.claim(request(moved, lease: .seconds(30), retention: .seconds(3600))).lease)
+            let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", "dedup:2:ns:moved")))
+            try await server.cli("PEXPIREAT", "dedup:2:ns:moved", String(expiry + 60_000))
+            let renewed = try await store.renew(lease, for: .seconds(30))
+            #expect(try await store.claim(request(moved)).kind == "inFlight")
+            try await store.complete(Completion(lease: renewed, retention: .seconds(3600)))
+            #expect(try await store.claim(request(moved)).kind == "duplicate")
+
+            // An expiry no dedup record has: refused as corrupt, never a trap.
+            try await server.cli("SET", "dedup:2:ns:far", "in_flight owner=1:t fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=-")
+            try await server.cli("PEXPIREAT", "dedup:2:ns:far", "9223372036854775700")
+            await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", "far"))) }
+            await expectDedupError(.corruptStore) { _ = try await store.record(for: id("ns", "far")) }
+            #expect(try await store.records(matching: RecordFilter(namespace: "ns"), after: nil, limit: 10).records.map(\.id) == [moved])
+
+            // forget (no filter) clears a record of ours that cannot be read; someone else's string stays.
+            #expect(try await store.forget(id("ns", "far")))
+            #expect(try await server.cli("EXISTS", "dedup:2:ns:far") == "0")
+            try await server.cli("SET", "dedup:2:ns:theirs", "not ours")
+            #expect(try await store.forget(id("ns", "theirs")) == false)
+            #expect(try await server.cli("GET", "dedup:2:ns:theirs") == "not ours")
+            await store.close()
+        }
+    }
+
+    @Test("a retention under a millisecond completes (the record is kept 0 ms); a claim whose TIME is refused leaves nothing in flight")
+    func edgeArguments() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            let brief = try #require(try await store.claim(request(id("ns", "brief"))).lease)
+            try await store.complete(Completion(lease: brief, retention: .microseconds(500)))
+            #expect(try await store.record(for: id("ns", "brief")) == nil)
+
+            try await server.cli("ACL", "SETUSER", "notime", "on", ">pw", "~dedup:*", "+@all", "-time")
+            let limited = try makeRedisStore("redis://notime:pw@127.0.0.1:\(server.port!)/0")
+            await expectDedupError(.authenticationFailed) { _ = try await limited.claim(request(id("ns", "one"))) }
+            await expectDedupError(.authenticationFailed) {
+                _ = try await limited.claim(batch: [request(id("ns", "two")), request(id("ns", "three"))])
+            }
+            for key in ["one", "two", "three"] {
+                #expect(try await server.cli("EXISTS", "dedup:2:ns:\(key)") == "0", "\(key) left in flight")
+            }
+            for store in [store, limited] { await store.close() }
         }
     }
 
