@@ -91,13 +91,12 @@ struct RedisScript: Sendable {
     /// ARGV: owner header, retention_ms, encoded result. Returns 1 completed, 0 lease lost.
     ///
     /// Kept as cheap as it can be (it runs once per processed message): Lua formats numbers with
-    /// `sprintf`, which costs more than the rest of the script, so only the in-flight expiry is
-    /// formatted; the completion time is spliced from `TIME`'s digits and the key's lifetime is the
-    /// retention as the client sent it. The value keeps the in-flight fields as they are and adds
-    /// the in-flight expiry (`claim_expiry_ms`, from which the first claim follows), the completion
-    /// time and the retention (`kept_ms`). Redis starts the key's lifetime at the `SET`, a moment
-    /// after `TIME`, so the key outlives `completed_ms` + `kept_ms` by at most a millisecond or two,
-    /// never less.
+    /// `sprintf("%.14g")`, which costs more than the rest of the script, so the completion time is
+    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` (as an
+    /// integer) are formatted. The value keeps the in-flight fields as they are and adds the
+    /// in-flight expiry (`claim_expiry_ms`, from which the first claim follows), the completion time
+    /// and the retention (`kept_ms`); the key's last live millisecond is `completed_ms` + `kept_ms`
+    /// − 1, exactly the record's.
     static let complete = RedisScript(
         name: "complete",
         source: """
