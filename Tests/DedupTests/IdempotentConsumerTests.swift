@@ -517,36 +517,20 @@ struct IdempotentConsumerTests {
     @Test("a completion whose reply was lost is recognised as applied on retry")
     func completionReplyLost() async throws {
         let base = InMemoryDedupStore(clock: clock)
-        /// Completes in the store, then reports a lost connection, once.
-        final class ReplyLosingStore: DedupStore {
-            let base: any DedupStore
-            let lost = Mutex(false)
-            init(_ base: any DedupStore) { self.base = base }
-            func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
-            func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
-            func complete(_ completion: Completion) async throws {
-                try await base.complete(completion)
-                if lost.withLock({ value in defer { value = true }; return !value }) {
-                    throw DedupError(.timeout, "reply lost")
-                }
-            }
-            func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
-                try await base.complete(batch: completions)
-            }
-            func release(_ lease: Lease) async throws { try await base.release(lease) }
-            func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
-            func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
-            func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
-                try await base.records(matching: filter, after: cursor, limit: limit)
-            }
-            func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
-                try await base.delete(ids, matching: filter)
-            }
-            func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
-            func stats() async throws -> DedupStats { try await base.stats() }
-        }
         let consumer = try makeConsumer(ReplyLosingStore(base)) { $0.completionBackoff = .milliseconds(1) }
         #expect(try await consumer.process(key: "lost-reply") { _ in } == .applied)
+    }
+
+    @Test("a batch completion whose reply was lost is recognised as applied on retry, message by message")
+    func batchCompletionReplyLost() async throws {
+        let base = InMemoryDedupStore(clock: clock)
+        let consumer = try makeConsumer(ReplyLosingStore(base)) { $0.completionBackoff = .milliseconds(1) }
+        let ledger = SideEffectLedger()
+        let results = try await consumer.processBatch(["b-1", "b-2", "b-3"], keyStrategy: .messageID { $0 }) { key, _ in
+            ledger.record(key)
+        }
+        for result in results { #expect(try result.get() == .applied) }
+        #expect(ledger.count("b-1") == 1 && ledger.count("b-2") == 1 && ledger.count("b-3") == 1)
     }
 
     @Test("many concurrent consumers on the same keys apply each key exactly once")
@@ -588,4 +572,39 @@ struct IdempotentConsumerTests {
         #expect(strategy.key(for: []) == nil)
         #expect(KeyStrategy<String>.custom { _ in "" }.key(for: "x") == nil)
     }
+}
+
+/// Completes in the store, then reports a lost connection: once for single completions, once for
+/// batches.
+final class ReplyLosingStore: DedupStore {
+    let base: any DedupStore
+    let lost = Mutex(false)
+    init(_ base: any DedupStore) { self.base = base }
+    func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
+    func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
+    func complete(_ completion: Completion) async throws {
+        try await base.complete(completion)
+        if lost.withLock({ value in defer { value = true }; return !value }) {
+            throw DedupError(.timeout, "reply lost")
+        }
+    }
+    let lostBatch = Mutex(false)
+    func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
+        let answers = try await base.complete(batch: completions)
+        if lostBatch.withLock({ value in defer { value = true }; return !value }) {
+            throw DedupError(.timeout, "reply lost")
+        }
+        return answers
+    }
+    func release(_ lease: Lease) async throws { try await base.release(lease) }
+    func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
+    func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
+    func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+        try await base.records(matching: filter, after: cursor, limit: limit)
+    }
+    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
+        try await base.delete(ids, matching: filter)
+    }
+    func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
+    func stats() async throws -> DedupStats { try await base.stats() }
 }

@@ -494,7 +494,21 @@ public struct IdempotentConsumer: Sendable {
         var attempt = 1
         while true {
             do {
-                return try await store.complete(batch: completions)
+                var answers = try await store.complete(batch: completions)
+                // After a failed attempt some completions may have been carried out with their replies
+                // lost (or the batch failed on one item after others took effect): those records are
+                // completed under our fencing tokens, and their messages are applied.
+                if attempt > 1 {
+                    for index in answers.indices where answers[index] == .leaseLost {
+                        let lease = completions[index].lease
+                        if let record = try? await store.record(for: lease.id), record.state == .completed,
+                            record.fencingToken == lease.fencingToken
+                        {
+                            answers[index] = .completed
+                        }
+                    }
+                }
+                return answers
             } catch {
                 metrics.storeError(error)
                 guard attempt < configuration.completionAttempts else { throw error }
