@@ -24,11 +24,10 @@ final class Session {
 
     /// How a subcommand needs the store opened.
     enum OpenMode {
-        /// The store must exist already (a SQLite file that is not there is an error, not a new file).
+        /// The store must exist already (a SQLite file that is not there is an error, not a new file)
+        /// with a current schema.
         case existing
-        /// The store may be created (`migrate`).
-        case creating
-        /// The subcommand opens the store itself (`check`).
+        /// The subcommand opens the store itself (`check`, `migrate`).
         case none
     }
 
@@ -56,8 +55,7 @@ final class Session {
             let store: (any DedupStore)?
             switch mode {
             case .none: store = nil
-            case .existing: store = try StoreAccess.open(location, creating: false)
-            case .creating: store = try StoreAccess.open(location, creating: true)
+            case .existing: store = try StoreAccess.open(location)
             }
             status = try await body(session, store)
         } catch let error as DedupError {

@@ -8,19 +8,24 @@ import Foundation
 /// The store-specific parts of `dedup-inspect`: opening without creating, schema status and
 /// migration (SQLite), connectivity (Redis), counting expired records.
 enum StoreAccess {
-    /// Opens the store. Unless `creating`, a SQLite file that does not exist is reported as
-    /// unreachable rather than silently created (a mistyped path must not look like an empty store),
-    /// and one whose schema is not current is refused rather than migrated: an inspection never
-    /// writes a schema into a file, someone else's database included (`migrate` does that).
-    static func open(_ location: StoreLocation, creating: Bool) throws -> any DedupStore {
-        if case .sqlite(let path) = location, !creating {
+    /// Opens an existing store. A SQLite file that does not exist is reported as unreachable rather
+    /// than silently created (a mistyped path must not look like an empty store), and one whose
+    /// schema is not current is refused rather than migrated: an inspection never writes a schema
+    /// into a file, someone else's database included (`migrate` does that).
+    static func open(_ location: StoreLocation) throws -> any DedupStore {
+        if case .sqlite(let path) = location {
             try requireFile(path)
             let status = try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false)
             if !status.isNewerThanLibrary && status.altered.isEmpty && !status.pending.isEmpty {
-                let what = status.currentVersion == 0 ? "has no dedup schema" : "has schema version \(status.currentVersion)"
+                if status.currentVersion == 0 {
+                    throw DedupError(
+                        .schemaOutdated,
+                        "SQLite file \(path.debugDescription) has no dedup schema: check the path (a consumer's store has one); dedup-inspect migrate would create it there"
+                    )
+                }
                 throw DedupError(
                     .schemaOutdated,
-                    "SQLite file \(path.debugDescription) \(what); this dedup-inspect expects version \(status.latestVersion) (pending: \(status.pending.map(\.name).joined(separator: ", "))). Run dedup-inspect migrate first, or the dedup-inspect of the consumers' version"
+                    "SQLite file \(path.debugDescription) has schema version \(status.currentVersion); this dedup-inspect expects version \(status.latestVersion) (pending: \(status.pending.map(\.name).joined(separator: ", "))). Run dedup-inspect migrate first, or the dedup-inspect of the consumers' version"
                 )
             }
         }

@@ -40,7 +40,8 @@ extension IdempotentConsumer {
     ///   ``ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
     ///   lease on the key (under the ``InFlightPolicy/wait(timeout:)`` policy, only once the
     ///   timeout has passed without the holder completing or its lease passing).
-    /// - Throws: `body`'s error (nothing was written), ``DedupError/Code/missingKey``,
+    /// - Throws: `body`'s error (nothing was written), `CancellationError` when the task is cancelled
+    ///   while waiting under the wait policy, ``DedupError/Code/missingKey``,
     ///   ``DedupError/Code/payloadMismatch``, ``DedupError/Code/invalidConfiguration`` when the
     ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
     public func processInTransaction(
@@ -86,7 +87,7 @@ extension IdempotentConsumer {
                 return .duplicate(record)
             case .inFlight(let record):
                 metrics.inFlight.increment()
-                if try await waiter.waitedForAnotherTry() { continue }
+                if try await waiter.waitBeforeRetrying() { continue }
                 return .deferred(retryAfter: retryAfter(for: record))
             case .payloadMismatch(let record):
                 metrics.payloadMismatch.increment()

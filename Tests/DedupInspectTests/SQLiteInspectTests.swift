@@ -299,11 +299,17 @@ struct SQLiteInspectTests {
         #expect((schema["pending"] as? [String])?.first == "0001_create_records")
         #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
         // Reading and deleting commands refuse it too (exit 5), rather than writing a schema into it.
-        for command in [["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["reset", "--namespace", "orders", "--all-time", "--yes"]] {
+        for command in [
+            ["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["forget", "--namespace", "orders", "k", "--yes"],
+            ["reset", "--namespace", "orders", "--all-time", "--yes"], ["purge", "--yes"],
+        ] {
             let refused = try await InspectBinary.run(command + ["--store", "sqlite:\(emptyPath)"])
             #expect(refused.status == 5, "\(command): \(refused.stderr)")
             #expect(refused.stderr.contains("dedup-inspect migrate"), "\(refused.stderr)")
         }
+        let refusedJSON = try await inspect("stats", "--store", "sqlite:\(emptyPath)", "--format", "json")
+        #expect(refusedJSON.status == 5)
+        #expect(try refusedJSON.json().object("error")?.string("code") == "schemaOutdated", "\(refusedJSON.stdout)")
         #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
 
         // A file that is not a database: a store error (4), not "unreachable".

@@ -249,6 +249,8 @@ final class ObservedClock: DedupClock {
     private let state = Mutex<(reads: Int, waiters: [(after: Int, continuation: CheckedContinuation<Void, Never>)])>((0, []))
 
     func nowMilliseconds() -> Int64 {
+        // Read first, then tell: whoever waited for this read may move the clock at once.
+        let now = base.nowMilliseconds()
         let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.reads += 1
             let reads = state.reads
@@ -257,7 +259,7 @@ final class ObservedClock: DedupClock {
             return ready
         }
         for continuation in ready { continuation.resume() }
-        return base.nowMilliseconds()
+        return now
     }
 
     /// How many times the clock has been read.

@@ -521,6 +521,31 @@ struct IdempotentConsumerTests {
         #expect(try await consumer.process(key: "lost-reply") { _ in } == .applied)
     }
 
+    @Test("a batch stops renewing its leases once their completion is written, before waiting on keys held elsewhere")
+    func batchLeasesSettledBeforeWaiting() async throws {
+        let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))
+        let metrics = TestMetrics()
+        var configuration = ConsumerConfiguration()
+        configuration.lease = .seconds(2)
+        configuration.renewalInterval = .milliseconds(40)
+        configuration.inFlightPolicy = .wait(timeout: .milliseconds(400))
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, metricsFactory: metrics)
+        // Held elsewhere for the whole wait (the store's clock does not move).
+        _ = try await store.claim(ClaimRequest(id: RecordID(namespace: "orders", key: "held"), lease: .seconds(60), retention: .seconds(60)))
+        let results = try await consumer.processBatch(["done", "failed", "held"], keyStrategy: .messageID { $0 }) { key, _ in
+            if key == "failed" { throw TestError() }
+        }
+        #expect(try results[0].get() == .applied)
+        #expect(throws: TestError.self) { try results[1].get() }
+        guard case .deferred = try results[2].get() else {
+            Issue.record("expected the held key deferred, got \(results[2])")
+            return
+        }
+        // Ten renewal intervals passed while waiting: a completed or released lease renewed then
+        // would have been refused and counted as lost.
+        #expect(metrics.counters(label: "dedup.lease.losses").allSatisfy { $0.totalValue == 0 })
+    }
+
     @Test("a batch completion whose reply was lost is recognised as applied on retry, message by message")
     func batchCompletionReplyLost() async throws {
         let base = InMemoryDedupStore(clock: clock)
@@ -574,8 +599,8 @@ struct IdempotentConsumerTests {
     }
 }
 
-/// Completes in the store, then reports a lost connection: once for single completions, once for
-/// batches.
+/// Completes in the store, then reports a lost connection: once for single completions; once for
+/// batches, after carrying out only the first completion of the batch (the rest never reached it).
 final class ReplyLosingStore: DedupStore {
     let base: any DedupStore
     let lost = Mutex(false)
@@ -590,11 +615,11 @@ final class ReplyLosingStore: DedupStore {
     }
     let lostBatch = Mutex(false)
     func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
-        let answers = try await base.complete(batch: completions)
         if lostBatch.withLock({ value in defer { value = true }; return !value }) {
+            _ = try await base.complete(batch: Array(completions.prefix(1)))
             throw DedupError(.timeout, "reply lost")
         }
-        return answers
+        return try await base.complete(batch: completions)
     }
     func release(_ lease: Lease) async throws { try await base.release(lease) }
     func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }

@@ -85,6 +85,7 @@ final class LeaseWatch: Sendable {
 
     let state: Mutex<State>
     private let lost = Atomic<Bool>(false)
+    private let retired = Atomic<Bool>(false)
     /// Tasks waiting in ``waitUntilLost()``, by a number so a cancelled waiter can leave.
     private let waiters = Mutex<(next: Int, continuations: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
 
@@ -99,6 +100,15 @@ final class LeaseWatch: Sendable {
     }
 
     var isLost: Bool { lost.load(ordering: .acquiring) }
+
+    /// `true` once the lease needs no more renewals (its handler failed and it was released, while
+    /// the rest of its batch still runs).
+    var isRetired: Bool { retired.load(ordering: .acquiring) }
+
+    /// Stops the keeper renewing this lease; its batch registration may stay a while longer.
+    func retire() {
+        retired.store(true, ordering: .releasing)
+    }
 
     func markLost() {
         lost.store(true, ordering: .releasing)

@@ -158,7 +158,7 @@ public struct IdempotentConsumer: Sendable {
                 throw Self.mismatch(record, fingerprint: fingerprint)
             case .inFlight(let record):
                 metrics.inFlight.increment()
-                if try await waiter.waitedForAnotherTry() { continue }
+                if try await waiter.waitBeforeRetrying() { continue }
                 return (.deferred(retryAfter: retryAfter(for: record)), nil)
             }
         }
@@ -236,7 +236,10 @@ public struct IdempotentConsumer: Sendable {
     // MARK: A batch
 
     /// Processes a batch of messages with one store call to claim them all and one to complete the
-    /// ones whose handlers succeeded; handlers run one after another, in order.
+    /// ones whose handlers succeeded. Every key (and fingerprint) is computed first; handlers then
+    /// run one after another: those of keyless messages under ``MissingKeyPolicy/bypass``, the
+    /// claimed ones in the batch's order, and last, under ``InFlightPolicy/wait(timeout:)``, those
+    /// of messages held elsewhere, each after its own wait.
     ///
     /// - Returns: one result per message, in order: its outcome, or the error that kept it from
     ///   being acked (its handler's error, a lease lost, an invalid or missing key, a payload
@@ -249,10 +252,11 @@ public struct IdempotentConsumer: Sendable {
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
         // Only the keys and fingerprints need the message type: the rest is not generic, so it is
-        // compiled for good rather than looking up generic metadata for every message.
+        // compiled once rather than looking up generic metadata for every message.
         var keys: [String?] = []
         keys.reserveCapacity(messages.count)
         var fingerprints: [String?] = []
+        if fingerprint != nil { fingerprints.reserveCapacity(messages.count) }
         for index in messages.indices {
             keys.append(keyStrategy.key(for: messages[index]))
             if let fingerprint { fingerprints.append(fingerprint(messages[index])) }
@@ -343,6 +347,8 @@ public struct IdempotentConsumer: Sendable {
                 for (position, watch) in zip(positions, registered) { watches[position] = watch }
             }
         }
+        // Unregistered once the batch's completion is written (before any waiting on keys held
+        // elsewhere), or on the way out of an error.
         defer {
             if let registration { keeper?.unregister(registration) }
         }
@@ -390,6 +396,7 @@ public struct IdempotentConsumer: Sendable {
                     if watch?.isLost != true {
                         await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
                     }
+                    watch?.retire()
                     results[index] = .failure(error)
                     continue
                 }
@@ -427,6 +434,12 @@ public struct IdempotentConsumer: Sendable {
                 for entry in succeeded { results[entry.index] = .failure(error) }
             }
         }
+
+        // The batch's leases are settled: stop renewing them before waiting on anything else.
+        if let registration {
+            keeper?.unregister(registration)
+        }
+        registration = nil
 
         // Messages in flight elsewhere under the wait policy: wait for each on its own.
         for index in stillInFlight {
@@ -466,7 +479,7 @@ public struct IdempotentConsumer: Sendable {
                 // An earlier attempt may have been carried out with its reply lost: then the record is
                 // completed under our fencing token, and the message is applied.
                 if attempt > 1, let record = try? await store.record(for: completion.lease.id),
-                    record.state == .completed, record.fencingToken == completion.lease.fencingToken
+                    Self.isOurCompletion(record, completion.lease)
                 {
                     return
                 }
@@ -501,9 +514,7 @@ public struct IdempotentConsumer: Sendable {
                 if attempt > 1 {
                     for index in answers.indices where answers[index] == .leaseLost {
                         let lease = completions[index].lease
-                        if let record = try? await store.record(for: lease.id), record.state == .completed,
-                            record.fencingToken == lease.fencingToken
-                        {
+                        if let record = try? await store.record(for: lease.id), Self.isOurCompletion(record, lease) {
                             answers[index] = .completed
                         }
                     }
@@ -518,6 +529,14 @@ public struct IdempotentConsumer: Sendable {
                 attempt += 1
             }
         }
+    }
+
+    /// Whether `record` is the completion of `lease` whose reply was lost. Best effort: completed
+    /// records keep no owner token, so a record completed by someone else after ours vanished (a
+    /// `forget`, fencing restarting at 1) with the same fencing token and attempt would pass too;
+    /// the key is completed either way.
+    private static func isOurCompletion(_ record: DedupRecord, _ lease: Lease) -> Bool {
+        record.state == .completed && record.fencingToken == lease.fencingToken && record.attempt == lease.attempt
     }
 
     private func releaseAfterFailure(_ lease: Lease, handlerError: any Error) async {
@@ -602,7 +621,7 @@ package struct InFlightWaiter {
 
     /// Sleeps before the next try and returns `true`, or returns `false` at once when the policy
     /// does not wait or the timeout would pass first (the message is then deferred).
-    package mutating func waitedForAnotherTry() async throws -> Bool {
+    package mutating func waitBeforeRetrying() async throws -> Bool {
         guard let deadline, ContinuousClock.now + delay < deadline else { return false }
         try await Task.sleep(for: delay)
         delay = min(delay * 2, longestDelay)

@@ -94,7 +94,7 @@ final class LeaseKeeper: Sendable {
                 return due
             }
             guard let due else { return }
-            for watch in due where !watch.isLost {
+            for watch in due where !watch.isLost && !watch.isRetired {
                 await renew(watch, clock: clock)
             }
         }
