@@ -35,11 +35,23 @@ enum RecordValue {
     static func appendNewInFlight(_ request: ClaimRequest, leaseMilliseconds: Int64, retentionMilliseconds: Int64, to bytes: inout [UInt8]) {
         appendOwnerHeader(request.ownerToken, to: &bytes)
         bytes.append(contentsOf: firstCounters)
-        appendDecimal(leaseMilliseconds, to: &bytes)
+        DedupRedis.appendDecimal(leaseMilliseconds, to: &bytes)
         bytes.append(contentsOf: retentionField)
-        appendDecimal(retentionMilliseconds, to: &bytes)
+        DedupRedis.appendDecimal(retentionMilliseconds, to: &bytes)
         bytes.append(contentsOf: fingerprintField)
         appendOptional(request.fingerprint, to: &bytes)
+    }
+
+    /// The byte count of ``appendOwnerHeader(_:to:)`` for a token of `tokenBytes` bytes.
+    static func ownerHeaderLength(tokenBytes: Int) -> Int {
+        ownerField.count + RespWriter.digitCount(tokenBytes) + 1 + tokenBytes + 1
+    }
+
+    /// ``appendOwnerHeader(_:to:)`` into an argument of a command written in one pass.
+    static func writeOwnerHeader(_ token: UnsafeRawBufferPointer, to writer: inout RespWriter) {
+        ownerField.withUnsafeBytes { writer.raw($0) }
+        writer.lengthPrefixed(token)
+        writer.raw(UInt8(ascii: " "))
     }
 
     /// `-` for none, else `<byte count>:<bytes>`.
@@ -57,24 +69,9 @@ enum RecordValue {
     }
 
     static func appendLengthPrefixed(_ value: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
-        appendDecimal(Int64(value.count), to: &bytes)
+        DedupRedis.appendDecimal(Int64(value.count), to: &bytes)
         bytes.append(UInt8(ascii: ":"))
         bytes.append(contentsOf: value)
-    }
-
-    /// Appends a non-negative decimal (negative values, which no record holds, append as 0).
-    static func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
-        var magnitude = UInt64(max(0, value))
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 20 digits fit
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var start = buffer.count
-            repeat {
-                start -= 1
-                buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
-        }
     }
 
     /// The fingerprint as the scripts compare it (`-` or `<n>:<bytes>`).

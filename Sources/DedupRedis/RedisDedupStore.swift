@@ -514,16 +514,13 @@ public final class RedisDedupStore: DedupStore {
         return token.withUTF8 { token in
             let keyLength = keyLength(request.id)
             let fingerprintLength = request.fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
-            let valueLength = RecordValue.ownerField.count + RespWriter.digitCount(token.count) + 1 + token.count + 1 + middle.count
-                + fingerprintLength
+            let valueLength = RecordValue.ownerHeaderLength(tokenBytes: token.count) + middle.count + fingerprintLength
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
                 writeKey(request.id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
-                RecordValue.ownerField.withUnsafeBytes { writer.raw($0) }
-                writer.lengthPrefixed(UnsafeRawBufferPointer(token))
-                writer.raw(UInt8(ascii: " "))
+                RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
                 middle.withUnsafeBytes { writer.raw($0) }
                 if let fingerprint = request.fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
@@ -588,16 +585,14 @@ public final class RedisDedupStore: DedupStore {
         var token = lease.ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(lease.id)
-            let headerLength = RecordValue.ownerField.count + RespWriter.digitCount(token.count) + 1 + token.count + 1
+            let headerLength = RecordValue.ownerHeaderLength(tokenBytes: token.count)
             let resultLength = completion.result.map { RespWriter.digitCount($0.count) + 1 + $0.count } ?? 1
             let capacity = Self.completePrefix.count + 3 * 24 + keyLength + headerLength + retention.count + resultLength
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.completePrefix, arguments: 3)
                 writeKey(lease.id, length: keyLength, to: &writer)
                 writer.bulkHeader(headerLength)
-                RecordValue.ownerField.withUnsafeBytes { writer.raw($0) }
-                writer.lengthPrefixed(UnsafeRawBufferPointer(token))
-                writer.raw(UInt8(ascii: " "))
+                RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
                 writer.finish()
                 writer.encoded(retention, arguments: 1)
                 writer.bulkHeader(resultLength)
@@ -902,9 +897,9 @@ struct CommandPieces {
         let lease = milliseconds(request.lease)
         let retention = milliseconds(request.retention)
         var middle = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
-        RecordValue.appendDecimal(lease, to: &middle)
+        appendDecimal(lease, to: &middle)
         middle.append(contentsOf: " retention_ms=".utf8)
-        RecordValue.appendDecimal(retention, to: &middle)
+        appendDecimal(retention, to: &middle)
         middle.append(contentsOf: " fp=".utf8)
         var tail = RedisCommand("NX", "PX")
         let (total, overflow) = lease.addingReportingOverflow(retention)

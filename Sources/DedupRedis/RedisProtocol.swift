@@ -44,22 +44,9 @@ struct RedisCommand: Sendable {
 
     /// Appends a decimal integer without making a `String` of it.
     mutating func append(_ value: Int64) {
-        var magnitude = value.magnitude
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 20 digits and a sign fit
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var start = buffer.count
-            repeat {
-                start -= 1
-                buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            if value < 0 {
-                start -= 1
-                buffer[start] = UInt8(ascii: "-")
-            }
-            let bound = buffer.bindMemory(to: UInt8.self)
-            append(bytes: UnsafeBufferPointer(rebasing: bound[start...]))
-        }
+        appendHeader((value < 0 ? 1 : 0) + RespWriter.digitCount(Int(clamping: value.magnitude)))
+        appendDecimal(value, to: &body)
+        appendCRLF()
     }
 
     /// Appends one argument made of `prefix` followed by the record identity's encoding (a record's
@@ -71,7 +58,7 @@ struct RedisCommand: Sendable {
             key.withUTF8 { key in
                 appendHeader(prefix.count + RespWriter.digitCount(namespace.count) + 1 + namespace.count + 1 + key.count)
                 body.append(contentsOf: prefix)
-                appendDecimal(namespace.count)
+                appendDecimal(Int64(namespace.count), to: &body)
                 body.append(UInt8(ascii: ":"))
                 body.append(contentsOf: namespace)
                 body.append(UInt8(ascii: ":"))
@@ -104,7 +91,7 @@ struct RedisCommand: Sendable {
 
     private mutating func appendHeader(_ length: Int) {
         body.append(UInt8(ascii: "$"))
-        appendDecimal(length)
+        appendDecimal(Int64(length), to: &body)
         appendCRLF()
         count += 1
     }
@@ -114,16 +101,6 @@ struct RedisCommand: Sendable {
         body.append(10)
     }
 
-    private mutating func appendDecimal(_ value: Int) {
-        var divisor = 1
-        while divisor <= value / 10 { divisor *= 10 }
-        var remaining = value
-        while divisor > 0 {
-            body.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining / divisor))
-            remaining %= divisor
-            divisor /= 10
-        }
-    }
 
 
     /// Appends the command to a hiredis context's output buffer: the `*<count>` header, then the
@@ -279,6 +256,25 @@ struct RespWriter {
     private mutating func crlf() {
         raw(13)
         raw(10)
+    }
+}
+
+/// Appends `value` in decimal digits (a `-` first when negative) without making a `String` of it.
+func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
+    var magnitude = value.magnitude
+    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 20 digits and a sign fit
+    withUnsafeMutableBytes(of: &digits) { buffer in
+        var start = buffer.count
+        repeat {
+            start -= 1
+            buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        if value < 0 {
+            start -= 1
+            buffer[start] = UInt8(ascii: "-")
+        }
+        bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
     }
 }
 
