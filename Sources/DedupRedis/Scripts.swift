@@ -46,6 +46,15 @@ struct RedisScript: Sendable {
 
         """
 
+    /// The start of every owner-checked script: the record as `v`, the owner header (ARGV[1]) as
+    /// `head`, and 0 (lease lost) unless the record is in flight under that owner.
+    private static let ownedValue = """
+        local v = redis.call('GET', KEYS[1])
+        local head = ARGV[1]
+        if not v or string.sub(v, 1, #head) ~= head then return 0 end
+
+        """
+
     /// Run when the claim's `SET … NX GET` found an in-flight record: decides, atomically, between a
     /// live lease, a payload mismatch and a takeover; creates the record if it is gone by now.
     ///
@@ -99,10 +108,7 @@ struct RedisScript: Sendable {
     /// − 1, exactly the record's.
     static let complete = RedisScript(
         name: "complete",
-        source: """
-            local v = redis.call('GET', KEYS[1])
-            local head = ARGV[1]
-            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+        source: ownedValue + """
             local e = redis.call('PEXPIRETIME', KEYS[1])
             if e < 0 or e > 1e14 then
               return redis.error_reply('DEDUPCORRUPT the key ' .. KEYS[1] .. ' has no dedup expiry')
@@ -119,10 +125,7 @@ struct RedisScript: Sendable {
     /// ARGV: owner header. Returns 1 released (deleted), 0 lease lost.
     static let release = RedisScript(
         name: "release",
-        source: """
-            local v = redis.call('GET', KEYS[1])
-            local head = ARGV[1]
-            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+        source: ownedValue + """
             redis.call('DEL', KEYS[1])
             return 1
             """
@@ -132,10 +135,7 @@ struct RedisScript: Sendable {
     /// keeps its retention after the lease and its first-claim time.
     static let renew = RedisScript(
         name: "renew",
-        source: prelude + """
-            local v = redis.call('GET', key)
-            local head = ARGV[1]
-            if not v or string.sub(v, 1, #head) ~= head then return 0 end
+        source: prelude + ownedValue + """
             local f, a, s, r, t = string.match(v, counters, #head + 1)
             local e = redis.call('PEXPIRETIME', key)
             if not f or e < 0 or e > 1e14 then return corrupt() end
