@@ -101,8 +101,8 @@ struct RedisScript: Sendable {
     ///
     /// Kept as cheap as it can be (it runs once per processed message): Lua formats numbers with
     /// `sprintf("%.14g")`, which costs more than the rest of the script, so the completion time is
-    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` (as an
-    /// integer) are formatted. The value keeps the in-flight fields as they are and adds the
+    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` are formatted,
+    /// as integers (`%d`, about half the cost). The value keeps the in-flight fields as they are and adds the
     /// in-flight expiry (`claim_expiry_ms`, from which the first claim follows), the completion time
     /// and the retention (`kept_ms`); the key's last live millisecond is `completed_ms` + `kept_ms`
     /// − 1, exactly the record's.
@@ -115,7 +115,7 @@ struct RedisScript: Sendable {
             end
             local t = redis.call('TIME')
             local ms = string.sub('00000' .. t[2], -6, -4)
-            redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' claim_expiry_ms=' .. (e + 1) ..
+            redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' claim_expiry_ms=' .. string.format('%d', e + 1) ..
               ' completed_ms=' .. t[1] .. ms .. ' kept_ms=' .. ARGV[2] .. ' result=' .. ARGV[3],
               'PXAT', string.format('%d', t[1] * 1000 + ms + ARGV[2] - 1))
             return 1
