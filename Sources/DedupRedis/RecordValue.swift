@@ -34,12 +34,18 @@ enum RecordValue {
     /// The value a claim creates: fencing 1, attempt 1, the lease from creation to its end.
     static func appendNewInFlight(_ request: ClaimRequest, leaseMilliseconds: Int64, retentionMilliseconds: Int64, to bytes: inout [UInt8]) {
         appendOwnerHeader(request.ownerToken, to: &bytes)
+        appendNewCounters(leaseMilliseconds: leaseMilliseconds, retentionMilliseconds: retentionMilliseconds, to: &bytes)
+        appendOptional(request.fingerprint, to: &bytes)
+    }
+
+    /// The part of a new in-flight value between the owner header and the fingerprint:
+    /// `fencing=1 attempt=1 lease_span_ms=<L> retention_ms=<R> fp=`.
+    static func appendNewCounters(leaseMilliseconds: Int64, retentionMilliseconds: Int64, to bytes: inout [UInt8]) {
         bytes.append(contentsOf: firstCounters)
         DedupRedis.appendDecimal(leaseMilliseconds, to: &bytes)
         bytes.append(contentsOf: retentionField)
         DedupRedis.appendDecimal(retentionMilliseconds, to: &bytes)
         bytes.append(contentsOf: fingerprintField)
-        appendOptional(request.fingerprint, to: &bytes)
     }
 
     /// The byte count of ``appendOwnerHeader(_:to:)`` for a token of `tokenBytes` bytes.
@@ -49,7 +55,7 @@ enum RecordValue {
 
     /// ``appendOwnerHeader(_:to:)`` into an argument of a command written in one pass.
     static func writeOwnerHeader(_ token: UnsafeRawBufferPointer, to writer: inout RespWriter) {
-        ownerField.withUnsafeBytes { writer.raw($0) }
+        writer.raw(ownerField)
         writer.lengthPrefixed(token)
         writer.raw(UInt8(ascii: " "))
     }

@@ -498,11 +498,9 @@ public final class RedisDedupStore: DedupStore {
     /// `EVALSHA <sha> 1 <key>`, with room for the script's other arguments.
     private func scriptCommand(_ script: RedisScript, key id: RecordID, extraBytes: Int, extraArguments: Int) -> RedisCommand {
         var command = script.callPrefix
-        command.reserve(
-            extraBytes: keyPrefixBytes.count + id.namespace.utf8.count + id.key.utf8.count + 8 + extraBytes,
-            extraArguments: 1 + extraArguments
-        )
-        command.append(keyPrefixBytes, id)
+        let key = key(for: id)
+        command.reserve(extraBytes: key.count + extraBytes, extraArguments: 1 + extraArguments)
+        command.append(key)
         return command
     }
 
@@ -521,7 +519,7 @@ public final class RedisDedupStore: DedupStore {
                 writeKey(request.id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
-                middle.withUnsafeBytes { writer.raw($0) }
+                writer.raw(middle)
                 if let fingerprint = request.fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
                 writer.encoded(tail, arguments: 4)
@@ -532,7 +530,6 @@ public final class RedisDedupStore: DedupStore {
     /// `$3\r\nSET\r\n`: a claim's first argument, encoded.
     private static let setArgument: [UInt8] = RedisCommand("SET").body
 
-
     /// The exact byte count of a record's key.
     private func keyLength(_ id: RecordID) -> Int {
         let namespace = id.namespace.utf8.count
@@ -542,15 +539,11 @@ public final class RedisDedupStore: DedupStore {
     /// The record's key as one argument: `<keyPrefix>:<namespace byte count>:<namespace>:<key>`.
     private func writeKey(_ id: RecordID, length: Int, to writer: inout RespWriter) {
         writer.bulkHeader(length)
-        keyPrefixBytes.withUnsafeBytes { writer.raw($0) }
+        writer.raw(keyPrefixBytes)
         writer.lengthPrefixed(id.namespace)
         writer.raw(UInt8(ascii: ":"))
         writer.raw(id.key)
         writer.finish()
-    }
-
-    private func writeKey(_ id: RecordID, to writer: inout RespWriter) {
-        writeKey(id, length: keyLength(id), to: &writer)
     }
 
     private func scriptClaimCommand(_ request: ClaimRequest) -> RedisCommand {
@@ -896,11 +889,8 @@ struct CommandPieces {
         }
         let lease = milliseconds(request.lease)
         let retention = milliseconds(request.retention)
-        var middle = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
-        appendDecimal(lease, to: &middle)
-        middle.append(contentsOf: " retention_ms=".utf8)
-        appendDecimal(retention, to: &middle)
-        middle.append(contentsOf: " fp=".utf8)
+        var middle: [UInt8] = []
+        RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
         var tail = RedisCommand("NX", "PX")
         let (total, overflow) = lease.addingReportingOverflow(retention)
         // The key expires one millisecond before the record (at least 1, which Redis requires).

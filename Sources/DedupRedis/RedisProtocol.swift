@@ -1,5 +1,4 @@
 import CHiredis
-import Dedup
 
 /// One Redis command as binary-safe arguments, kept as they go on the wire: each argument a RESP
 /// bulk string (`$<length>\r\n<bytes>\r\n`) in one buffer, so building one costs one allocation and
@@ -47,25 +46,6 @@ struct RedisCommand: Sendable {
         appendHeader((value < 0 ? 1 : 0) + RespWriter.digitCount(Int(clamping: value.magnitude)))
         appendDecimal(value, to: &body)
         appendCRLF()
-    }
-
-    /// Appends one argument made of `prefix` followed by the record identity's encoding (a record's
-    /// key), without building it separately first.
-    mutating func append(_ prefix: [UInt8], _ id: RecordID) {
-        var namespace = id.namespace
-        var key = id.key
-        namespace.withUTF8 { namespace in
-            key.withUTF8 { key in
-                appendHeader(prefix.count + RespWriter.digitCount(namespace.count) + 1 + namespace.count + 1 + key.count)
-                body.append(contentsOf: prefix)
-                appendDecimal(Int64(namespace.count), to: &body)
-                body.append(UInt8(ascii: ":"))
-                body.append(contentsOf: namespace)
-                body.append(UInt8(ascii: ":"))
-                body.append(contentsOf: key)
-                appendCRLF()
-            }
-        }
     }
 
     /// Appends one argument that `build` writes straight into the command's buffer (a record value
@@ -216,12 +196,7 @@ struct RespWriter {
     /// A decimal integer inside an open argument (or as part of a header).
     mutating func decimal(_ value: Int64) {
         var magnitude = value.magnitude
-        var digits = 1
-        var rest = magnitude / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
+        let digits = Self.digitCount(Int(clamping: magnitude))
         if value < 0 { raw(UInt8(ascii: "-")) }
         precondition(count + digits <= capacity)
         var index = count + digits - 1
@@ -244,7 +219,6 @@ struct RespWriter {
         var text = text
         text.withUTF8 { lengthPrefixed(UnsafeRawBufferPointer($0)) }
     }
-
 
     private mutating func header(_ length: Int) {
         raw(UInt8(ascii: "$"))
