@@ -249,7 +249,12 @@ public final class RedisDedupStore: DedupStore {
             }
         }
         if let failure {
-            await releaseAcquired(requests.indices.filter { settled[$0] }.map { answers[$0] })
+            await releaseAfterFailedClaim(
+                requests.indices.compactMap { index in
+                    guard settled[index], case .acquired(let lease) = answers[index] else { return nil }
+                    return lease
+                }
+            )
             throw failure
         }
         return answers
@@ -261,27 +266,21 @@ public final class RedisDedupStore: DedupStore {
         do {
             return try serverTime(reply)
         } catch {
-            let created = zip(setReplies, requests).compactMap { setReply, request -> ClaimAnswer? in
+            let created = zip(setReplies, requests).compactMap { setReply, request -> Lease? in
                 guard case .null = setReply else { return nil }
-                return .acquired(
-                    Lease(
-                        id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                        leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
-                    )
+                return Lease(
+                    id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
+                    leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
                 )
             }
-            await releaseAcquired(created)
+            await releaseAfterFailedClaim(created)
             throw error
         }
     }
 
-    /// Best effort after a failed batch claim: releases what it acquired (their owner checks keep
+    /// Best effort after a failed claim: releases what it acquired (their owner checks keep
     /// anyone else's record safe); a failure here leaves those keys to their leases, as before.
-    private func releaseAcquired(_ answers: [ClaimAnswer]) async {
-        let leases = answers.compactMap { answer -> Lease? in
-            guard case .acquired(let lease) = answer else { return nil }
-            return lease
-        }
+    private func releaseAfterFailedClaim(_ leases: [Lease]) async {
         if leases.isEmpty { return }
         do {
             _ = try await execute(leases.map { ownerCommand(RedisScript.release, $0, extraBytes: 0, extraArguments: 0) })

@@ -101,11 +101,11 @@ struct RedisScript: Sendable {
     ///
     /// Kept as cheap as it can be (it runs once per processed message): Lua formats numbers with
     /// `sprintf("%.14g")`, which costs more than the rest of the script, so the completion time is
-    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` are formatted,
-    /// as integers (`%d`, about half the cost). The value keeps the in-flight fields as they are and adds the
-    /// in-flight expiry (`claim_expiry_ms`, from which the first claim follows), the completion time
-    /// and the retention (`kept_ms`); the key's last live millisecond is `completed_ms` + `kept_ms`
-    /// − 1, exactly the record's.
+    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` are
+    /// formatted, as integers (`%d`, about half the cost). The value keeps the in-flight fields as
+    /// they are and adds the in-flight expiry (`claim_expiry_ms`, from which the first claim
+    /// follows), the completion time and the retention (`kept_ms`); the key's last live
+    /// millisecond is `completed_ms` + `kept_ms` − 1, exactly the record's.
     static let complete = RedisScript(
         name: "complete",
         source: ownedValue + """
