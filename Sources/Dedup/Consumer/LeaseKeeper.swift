@@ -82,18 +82,18 @@ final class LeaseKeeper: Sendable {
                     return nil
                 }
                 let now = clock.now
+                let isDue = { (watch: LeaseWatch) in watch.state.withLock { $0.nextRenewal <= now } }
                 var due: [LeaseWatch] = []
                 for entry in state.entries.values {
                     switch entry {
-                    case .single(let watch):
-                        if watch.state.withLock({ $0.nextRenewal <= now }) { due.append(watch) }
-                    case .batch(let watches):
-                        for watch in watches where watch.state.withLock({ $0.nextRenewal <= now }) { due.append(watch) }
+                    case .single(let watch): if isDue(watch) { due.append(watch) }
+                    case .batch(let watches): due += watches.filter(isDue)
                     }
                 }
                 return due
             }
             guard let due else { return }
+            // Checked at each one's turn: an earlier renewal's wait may have seen it lost.
             for watch in due where !watch.isLost && !watch.isRetired {
                 await renew(watch, clock: clock)
             }
