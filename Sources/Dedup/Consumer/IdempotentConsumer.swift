@@ -255,13 +255,13 @@ public struct IdempotentConsumer: Sendable {
         // compiled once rather than looking up generic metadata for every message.
         var keys: [String?] = []
         keys.reserveCapacity(messages.count)
-        var fingerprints: [String?] = []
-        if fingerprint != nil { fingerprints.reserveCapacity(messages.count) }
+        var fingerprints: [String?]? = fingerprint == nil ? nil : []
+        fingerprints?.reserveCapacity(messages.count)
         for index in messages.indices {
             keys.append(keyStrategy.key(for: messages[index]))
-            if let fingerprint { fingerprints.append(fingerprint(messages[index])) }
+            if let fingerprint { fingerprints?.append(fingerprint(messages[index])) }
         }
-        return try await processBatch(keys: keys, fingerprints: fingerprint == nil ? nil : fingerprints) { index, context in
+        return try await processBatch(keys: keys, fingerprints: fingerprints) { index, context in
             try await handler(messages[index], context)
         }
     }
@@ -330,7 +330,7 @@ public struct IdempotentConsumer: Sendable {
         // Every acquired lease is watched (renewed) from the claim until the batch completion is
         // written, not just while its own handler runs: the later ones wait for the earlier handlers,
         // the earlier ones for the batch completion.
-        var watches = [LeaseWatch?](repeating: nil, count: keeper == nil ? 0 : answers.count)
+        var watches = [LeaseWatch?](repeating: nil, count: answers.count)
         var registration: UInt64?
         if let keeper {
             var acquired: [Lease] = []
@@ -376,7 +376,7 @@ public struct IdempotentConsumer: Sendable {
                 }
             case .acquired(let lease):
                 countAcquired(lease)
-                let watch = watches.isEmpty ? nil : watches[position]
+                let watch = watches[position]
                 // A lease that may have passed while earlier handlers ran can be held by someone else
                 // now: the handler must not start.
                 let expired = watch.map { $0.isLost || ContinuousClock.now >= $0.localDeadline }
@@ -410,7 +410,7 @@ public struct IdempotentConsumer: Sendable {
             // as on the single-message path; one taken over answers leaseLost.
             let completions = succeeded.map { entry in
                 Completion(
-                    lease: (watches.isEmpty ? nil : watches[entry.position])?.currentLease ?? entry.lease,
+                    lease: watches[entry.position]?.currentLease ?? entry.lease,
                     retention: configuration.retention, result: nil
                 )
             }
