@@ -81,8 +81,6 @@ struct RedisCommand: Sendable {
         body.append(10)
     }
 
-
-
     /// Appends the command to a hiredis context's output buffer: the `*<count>` header, then the
     /// arguments as they are (hiredis's own argv formatting grows an sds string piece by piece
     /// with `sdscatfmt`, several times the cost).
