@@ -98,6 +98,7 @@ let package = Package(
         // Helpers for the test targets: a redis-server per test, the built executables.
         .target(
             name: "DedupTestSupport",
+            dependencies: ["Dedup"],
             path: "Tests/DedupTestSupport"
         ),
         .testTarget(

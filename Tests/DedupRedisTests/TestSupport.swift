@@ -20,22 +20,6 @@ func withRedisServer<T>(
     }
 }
 
-/// Expects `body` to throw a ``DedupError`` with `code`; returns it.
-@discardableResult
-func expectDedupError(
-    _ code: DedupError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async -> DedupError? {
-    do {
-        try await body()
-        Issue.record("expected DedupError(\(code)), but the call succeeded", sourceLocation: sourceLocation)
-    } catch let error as DedupError {
-        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-        return error
-    } catch {
-        Issue.record("expected DedupError(\(code)), got \(error)", sourceLocation: sourceLocation)
-    }
-    return nil
-}
 
 /// A store with a short reconnect policy, so failure tests do not wait long.
 func makeRedisStore(

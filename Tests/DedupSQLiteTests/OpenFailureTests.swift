@@ -1,5 +1,6 @@
 import CSQLite
 import Dedup
+import DedupTestSupport
 @testable import DedupSQLite
 import DedupTestKit
 import Foundation

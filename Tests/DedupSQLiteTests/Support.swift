@@ -26,23 +26,6 @@ func contents(_ path: String) -> Data? { FileManager.default.contents(atPath: pa
 
 func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
-/// Expects `body` to throw a ``DedupError`` with `code`; returns it.
-@discardableResult
-func expectDedupError<R>(
-    _ code: DedupError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
-) async -> DedupError? {
-    do {
-        _ = try await body()
-        Issue.record("expected DedupError(\(code)), but nothing was thrown", sourceLocation: sourceLocation)
-        return nil
-    } catch let error as DedupError {
-        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-        return error
-    } catch {
-        Issue.record("expected DedupError(\(code)), got \(error)", sourceLocation: sourceLocation)
-        return nil
-    }
-}
 
 func makeID(_ key: String, namespace: String = "orders") -> RecordID {
     try! RecordID(namespace: namespace, key: key)

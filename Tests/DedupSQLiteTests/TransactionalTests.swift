@@ -1,4 +1,5 @@
 import Dedup
+import DedupTestSupport
 import DedupSQLite
 import DedupTestKit
 import Foundation
