@@ -54,6 +54,21 @@ public struct DedupRecord: Hashable, Sendable {
         self.result = result
     }
 
+    /// A record from times in Unix milliseconds, as stores keep them.
+    package init(
+        id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
+        createdMilliseconds: Int64, leaseUntilMilliseconds: Int64?, completedMilliseconds: Int64?, expiresMilliseconds: Int64,
+        fingerprint: String?, result: Data?
+    ) {
+        self.init(
+            id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
+            createdAt: Date(millisecondsSince1970: createdMilliseconds),
+            leaseUntil: leaseUntilMilliseconds.map { Date(millisecondsSince1970: $0) },
+            completedAt: completedMilliseconds.map { Date(millisecondsSince1970: $0) },
+            expiresAt: Date(millisecondsSince1970: expiresMilliseconds), fingerprint: fingerprint, result: result
+        )
+    }
+
     /// The time filters and `reset` use: completion time when completed, claim time in flight.
     public var recordTime: Date { completedAt ?? createdAt }
 }

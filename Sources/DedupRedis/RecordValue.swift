@@ -114,10 +114,9 @@ enum RecordValue {
             let leaseUntil = expires - retention
             return DedupRecord(
                 id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: fencing,
-                attempt: Int(attempt), createdAt: Date(millisecondsSince1970: leaseUntil - span),
-                leaseUntil: Date(millisecondsSince1970: leaseUntil), completedAt: nil,
-                expiresAt: Date(millisecondsSince1970: expires), fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) },
-                result: nil
+                attempt: Int(attempt), createdMilliseconds: leaseUntil - span, leaseUntilMilliseconds: leaseUntil,
+                completedMilliseconds: nil, expiresMilliseconds: expires,
+                fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil
             )
         }
         guard reader.skip("completed fencing="), let fencing = reader.integer(),
@@ -132,10 +131,9 @@ enum RecordValue {
         else { return nil }
         return DedupRecord(
             id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
-            createdAt: Date(millisecondsSince1970: claimExpiry - retention - span), leaseUntil: nil,
-            completedAt: Date(millisecondsSince1970: completed), expiresAt: Date(millisecondsSince1970: completed + kept),
-            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) },
-            result: result.map { Data(buffer: $0) }
+            createdMilliseconds: claimExpiry - retention - span, leaseUntilMilliseconds: nil,
+            completedMilliseconds: completed, expiresMilliseconds: completed + kept,
+            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) }
         )
     }
 

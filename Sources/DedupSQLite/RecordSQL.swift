@@ -34,10 +34,8 @@ struct StoredRecord {
     func record(_ id: RecordID) -> DedupRecord {
         DedupRecord(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencing, attempt: Int(attempt),
-            createdAt: Date(millisecondsSince1970: createdAt),
-            leaseUntil: leaseUntil.map { Date(millisecondsSince1970: $0) },
-            completedAt: completedAt.map { Date(millisecondsSince1970: $0) },
-            expiresAt: Date(millisecondsSince1970: expiresAt), fingerprint: fingerprint, result: result)
+            createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
+            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result)
     }
 }
 
