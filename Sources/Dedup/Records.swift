@@ -90,15 +90,24 @@ public struct Lease: Hashable, Sendable {
     public var leaseUntil: Date
     /// `true` when this acquisition took over an expired lease of another consumer.
     public var isTakeover: Bool
+    /// When the record was first claimed (its ``DedupRecord/createdAt``), on the store's clock, or a
+    /// moment before it, never after; `nil` when the store did not say. A store may keep it with the
+    /// completion instead of reading it back (`RedisDedupStore` does), so a renewed lease carries
+    /// the first claim's time, not the renewal's.
+    public var claimedAt: Date?
 
     /// Creates a lease.
-    public init(id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool) {
+    public init(
+        id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool,
+        claimedAt: Date? = nil
+    ) {
         self.id = id
         self.ownerToken = ownerToken
         self.fencingToken = fencingToken
         self.attempt = attempt
         self.leaseUntil = leaseUntil
         self.isTakeover = isTakeover
+        self.claimedAt = claimedAt
     }
 
     /// A new random owner token: 128 random bits as 32 hexadecimal digits.

@@ -5,16 +5,16 @@ import Foundation
 ///
 /// ```
 /// in_flight owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
-/// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> claim_expiry_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
+/// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> created_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
 /// ```
 ///
 /// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner token always
 /// the latter. An in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1
 /// (server clock): its lease ends `retention_ms` before it and the key was first claimed
-/// `lease_span_ms` before that. A completed record keeps its in-flight fields, where
-/// `claim_expiry_ms` is the expiry the in-flight record had when it completed (so the first claim
-/// was `retention_ms` + `lease_span_ms` before it), and adds when it completed and for how long it
-/// is kept (its expiry is `completed_ms` + `kept_ms`, the key's `PEXPIRETIME` + 1).
+/// `lease_span_ms` before that. A completed record keeps its in-flight fields (their times no
+/// longer apply) and adds when it was first claimed (`created_ms`, as the completing lease reported
+/// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`,
+/// the key's `PEXPIRETIME` + 1).
 enum RecordValue {
     static let inFlightPrefix = Array("in_flight ".utf8)
     static let completedPrefix = Array("completed ".utf8)
@@ -121,17 +121,17 @@ enum RecordValue {
         }
         guard reader.skip("completed fencing="), let fencing = reader.integer(),
             reader.skip(" attempt="), let attempt = reader.integer(),
-            reader.skip(" lease_span_ms="), let span = reader.integer(),
-            reader.skip(" retention_ms="), let retention = reader.integer(),
+            reader.skip(" lease_span_ms="), reader.integer() != nil,
+            reader.skip(" retention_ms="), reader.integer() != nil,
             reader.skip(" fp="), let fingerprint = reader.optional(),
-            reader.skip(" claim_expiry_ms="), let claimExpiry = reader.integer(),
+            reader.skip(" created_ms="), let created = reader.integer(),
             reader.skip(" completed_ms="), let completed = reader.integer(),
             reader.skip(" kept_ms="), let kept = reader.integer(),
             reader.skip(" result="), let result = reader.optional(), reader.isAtEnd
         else { return nil }
         return DedupRecord(
             id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
-            createdMilliseconds: claimExpiry - retention - span, leaseUntilMilliseconds: nil,
+            createdMilliseconds: created, leaseUntilMilliseconds: nil,
             completedMilliseconds: completed, expiresMilliseconds: completed + kept,
             fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) }
         )

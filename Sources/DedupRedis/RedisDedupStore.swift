@@ -15,15 +15,15 @@ import Synchronization
 ///
 /// ```
 /// in_flight owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
-/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 claim_expiry_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
+/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 created_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
 /// ```
 ///
 /// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An in-flight record's
 /// times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its lease ends
 /// `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so a claim
 /// can create the record with a plain `SET`, which knows no server time. A completed record keeps
-/// those fields and adds `claim_expiry_ms` (its in-flight expiry when it completed, from which the
-/// first claim follows), `completed_ms` and `kept_ms` (it expires at their sum, see ``RecordValue``).
+/// those fields and adds `created_ms` (the first claim, which the completing lease carries),
+/// `completed_ms` and `kept_ms` (it expires at their sum, see ``RecordValue``).
 ///
 /// ## Behaviour
 ///
@@ -570,28 +570,38 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <result>`, written in one pass.
+    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <PX ms> <result> <first claim ms
+    /// or "">`, written in one pass.
     private func completeCommand(_ completion: Completion, _ pieces: inout CommandPieces) -> RedisCommand {
         let lease = completion.lease
-        let retention = pieces.retentionArgument(completion.retention)
+        let retention = pieces.retentionArguments(completion.retention)
+        // A time the value could not hold (before 1970, past the scripts' range) is left to the script.
+        let claimed = lease.claimedAt.map(\.millisecondsSince1970).flatMap { (0...RecordValue.latestExpiry).contains($0) ? $0 : nil }
         var token = lease.ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(lease.id)
             let headerLength = RecordValue.ownerHeaderLength(tokenBytes: token.count)
             let resultLength = completion.result.map { RespWriter.digitCount($0.count) + 1 + $0.count } ?? 1
-            let capacity = Self.completePrefix.count + 3 * 24 + keyLength + headerLength + retention.count + resultLength
-            return RedisCommand(count: 7, capacity: capacity) { writer in
+            let capacity = Self.completePrefix.count + 4 * 24 + keyLength + headerLength + retention.count + resultLength + 20
+            return RedisCommand(count: 9, capacity: capacity) { writer in
                 writer.encoded(Self.completePrefix, arguments: 3)
                 writeKey(lease.id, length: keyLength, to: &writer)
                 writer.bulkHeader(headerLength)
                 RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
                 writer.finish()
-                writer.encoded(retention, arguments: 1)
+                writer.encoded(retention, arguments: 2)
                 writer.bulkHeader(resultLength)
                 if let result = completion.result {
                     result.withUnsafeBytes { writer.lengthPrefixed($0) }
                 } else {
                     writer.raw(UInt8(ascii: "-"))
+                }
+                writer.finish()
+                if let claimed {
+                    writer.bulkHeader(RespWriter.digitCount(Int(claimed)))
+                    writer.decimal(claimed)
+                } else {
+                    writer.bulkHeader(0)
                 }
                 writer.finish()
             }
@@ -667,12 +677,17 @@ public final class RedisDedupStore: DedupStore {
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(request.lease)), isTakeover: false
+                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(request.lease)), isTakeover: false,
+                    claimedAt: Date(millisecondsSince1970: now)
                 )
             )
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
-            return try completedAnswer(value, request: request)
+            let record = try completedRecord(value, id: request.id)
+            // The key can outlive its record by a millisecond (see `RedisScript.complete`): past its
+            // expiry the record is gone, and the claim script takes the key.
+            if record.expiresAt.millisecondsSince1970 <= now { return nil }
+            return Self.answer(finding: record, for: request)
         case .error(let text):
             if text.hasPrefix("ERR syntax error") {
                 throw DedupError(
@@ -693,20 +708,21 @@ public final class RedisDedupStore: DedupStore {
             throw unexpected(reply, doing: "claim")
         }
         switch (code, fields.count) {
-        case (0, 2), (1, 4):
+        case (0, 3), (1, 5):
             let isTakeover = code == 1
-            guard let leaseUntil = fields[fields.count - 1].integerValue,
+            guard let leaseUntil = fields[fields.count - 2].integerValue, let created = fields[fields.count - 1].integerValue,
                 let fencing = isTakeover ? fields[1].integerValue : 1, let attempt = isTakeover ? fields[2].integerValue : 1
             else { throw unexpected(reply, doing: "claim") }
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover,
+                    claimedAt: Date(millisecondsSince1970: created)
                 )
             )
         case (2, 2):
             guard let value = fields[1].bytesValue else { throw unexpected(reply, doing: "claim") }
-            return try completedAnswer(value, request: request)
+            return Self.answer(finding: try completedRecord(value, id: request.id), for: request)
         case (3, 3):
             guard let value = fields[1].bytesValue, let expires = fields[2].integerValue,
                 let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expires)
@@ -717,13 +733,18 @@ public final class RedisDedupStore: DedupStore {
         }
     }
 
+    /// The completed record a claim found.
+    private func completedRecord(_ value: [UInt8], id: RecordID) throws -> DedupRecord {
+        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: id, expiresMilliseconds: nil) else {
+            throw corrupt(id)
+        }
+        return record
+    }
+
     /// A completed record found by a claim: a duplicate, or a payload mismatch when both sides
     /// carry a fingerprint and they differ.
-    private func completedAnswer(_ value: [UInt8], request: ClaimRequest) throws -> ClaimAnswer {
-        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: nil) else {
-            throw corrupt(request.id)
-        }
-        return Self.differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
+    private static func answer(finding record: DedupRecord, for request: ClaimRequest) -> ClaimAnswer {
+        differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
     }
 
     private static func differ(_ requested: String?, _ stored: String?) -> Bool {
@@ -873,7 +894,7 @@ struct DurationMilliseconds {
 struct CommandPieces {
     private var durations = DurationMilliseconds()
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
-    private var retentionPiece: (retention: Duration, argument: [UInt8])?
+    private var retentionPiece: (retention: Duration, arguments: [UInt8])?
 
     mutating func milliseconds(_ duration: Duration) -> Int64 {
         durations.milliseconds(duration)
@@ -899,12 +920,15 @@ struct CommandPieces {
         return (middle, tail.body)
     }
 
-    /// A completion's retention in milliseconds, encoded as an argument.
-    mutating func retentionArgument(_ retention: Duration) -> [UInt8] {
-        if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.argument }
-        var argument = RedisCommand()
-        argument.append(milliseconds(retention))
-        retentionPiece = (retention, argument.body)
-        return argument.body
+    /// A completion's retention in milliseconds and the key's `PX` (one less, at least 1, which
+    /// Redis requires), encoded as two arguments.
+    mutating func retentionArguments(_ retention: Duration) -> [UInt8] {
+        if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.arguments }
+        let kept = milliseconds(retention)
+        var arguments = RedisCommand()
+        arguments.append(kept)
+        arguments.append(max(1, kept - 1))
+        retentionPiece = (retention, arguments.body)
+        return arguments.body
     }
 }

@@ -1,7 +1,8 @@
 /// The Lua scripts behind the transitions a plain command cannot make safely. Each touches exactly
-/// one key (`KEYS[1]`), so a Redis Cluster could run them unchanged, and reads the time from the
-/// server (`TIME`, `PEXPIRETIME`; Redis 7 replicates scripts by effects, so a non-deterministic
-/// command before a write is allowed), never from the client.
+/// one key (`KEYS[1]`), so a Redis Cluster could run them unchanged, and dates what it writes by
+/// the server's clock (`TIME`, `PEXPIRETIME`; Redis 7 replicates scripts by effects, so a
+/// non-deterministic command before a write is allowed), or by a server time the store was handed
+/// before (the first claim's, which a lease carries), never by the client's clock.
 ///
 /// Numbers are concatenated as Lua prints them (`%.14g`): exact for integers below 10^14, and every
 /// time here is below that (milliseconds until the year 5138; durations saturate at 1,000 years);
@@ -9,12 +10,13 @@
 /// moves later behind the scripts' back (an operator's `PEXPIRE`, the server's clock stepping back),
 /// a rewritten record's `lease_span_ms` stops at 0 rather than going negative.
 ///
-/// Records are strings in the layout of ``RecordValue``. A key's `PEXPIRETIME` is one millisecond
-/// before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`, and the
-/// contract says a record is gone from its expiry on), so a key that exists is a live record. The
-/// times of an in-flight record are kept relative to that expiry (`retention_ms` before it the
-/// lease ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create
-/// the record with a plain `SET … NX PX … GET` that knows no server time.
+/// Records are strings in the layout of ``RecordValue``. An in-flight key's `PEXPIRETIME` is one
+/// millisecond before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`,
+/// and the contract says a record is gone from its expiry on), so an in-flight key that exists is
+/// a live record. Its times are kept relative to that expiry (`retention_ms` before it the lease
+/// ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create the
+/// record with a plain `SET … NX PX … GET` that knows no server time. A completed value carries
+/// its own times; its key may outlive it by a millisecond (see ``complete``), which claims allow for.
 struct RedisScript: Sendable {
     let name: String
     let source: String
@@ -43,6 +45,22 @@ struct RedisScript: Sendable {
           return redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
         end
         local counters = '^fencing=(%d+) attempt=(%d+) lease_span_ms=(%d+) retention_ms=(%d+) fp=()'
+        -- A completed value's completion time and retention, read field by field past its
+        -- fingerprint (which may hold anything); nil when the value is not one.
+        local function completion_of(v)
+          local f, a, s, r, p = string.match(v, counters, 11)
+          if not f then return nil end
+          if string.sub(v, p, p) == '-' then
+            p = p + 1
+          else
+            local n, q = string.match(v, '^(%d+):()', p)
+            if not n then return nil end
+            p = q + tonumber(n)
+          end
+          local c, k = string.match(v, '^ created_ms=%d+ completed_ms=(%d+) kept_ms=(%d+) result=', p)
+          if not c then return nil end
+          return tonumber(c), tonumber(k)
+        end
 
         """
 
@@ -55,13 +73,15 @@ struct RedisScript: Sendable {
 
         """
 
-    /// Run when the claim's `SET … NX GET` found an in-flight record: decides, atomically, between a
-    /// live lease, a payload mismatch and a takeover; creates the record if it is gone by now.
+    /// Run when the claim's `SET … NX GET` found an in-flight record, or a completed one past its
+    /// expiry: decides, atomically, between a live lease, a payload mismatch and a takeover;
+    /// creates the record if it is gone by now (a completed key outlives its record by up to a
+    /// millisecond, see ``complete``).
     ///
     /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
-    /// encoded fingerprint. Returns {0, lease_until} created, {1, fencing, attempt, lease_until}
-    /// taken over, {2, value} completed, {3, value, expires_ms} in flight (held, or a different
-    /// fingerprint: the caller compares).
+    /// encoded fingerprint. Returns {0, lease_until, created_ms} created, {1, fencing, attempt,
+    /// lease_until, created_ms} taken over, {2, value} completed, {3, value, expires_ms} in flight
+    /// (held, or a different fingerprint: the caller compares).
     static let claim = RedisScript(
         name: "claim",
         source: prelude + """
@@ -69,8 +89,13 @@ struct RedisScript: Sendable {
             local now = now_ms()
             local lease = tonumber(ARGV[3])
             local retention = tonumber(ARGV[4])
+            if v and string.sub(v, 1, 10) == 'completed ' then
+              local completed, kept = completion_of(v)
+              if not completed then return corrupt() end
+              if now < completed + kept then return {2, v} end
+              v = nil
+            end
             if v then
-              if string.sub(v, 1, 10) == 'completed ' then return {2, v} end
               local n, p = string.match(v, '^in_flight owner=(%d+):()')
               if not n then return corrupt() end
               local head_end = p + tonumber(n)
@@ -89,35 +114,44 @@ struct RedisScript: Sendable {
               redis.call('SET', key, ARGV[2] .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
                 ' lease_span_ms=' .. math.max(0, new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
                 'PXAT', new_until + retention - 1)
-              return {1, fencing, attempt, new_until}
+              return {1, fencing, attempt, new_until, created}
             end
             local new_until = now + lease
             redis.call('SET', key, ARGV[1], 'PXAT', new_until + retention - 1)
-            return {0, new_until}
+            return {0, new_until, now}
             """
     )
 
-    /// ARGV: owner header, retention_ms, encoded result. Returns 1 completed, 0 lease lost.
+    /// ARGV: owner header, retention_ms, the key's `PX` (retention_ms − 1, at least 1), encoded
+    /// result, the first claim's time (Unix ms, as the lease carries it; empty when it does not).
+    /// Returns 1 completed, 0 lease lost.
     ///
-    /// Kept as cheap as it can be (it runs once per processed message): Lua formats numbers with
-    /// `sprintf("%.14g")`, which costs more than the rest of the script, so the completion time is
-    /// spliced from `TIME`'s digits and only the in-flight expiry and the key's `PXAT` are
-    /// formatted, as integers (`%d`, about half the cost). The value keeps the in-flight fields as
-    /// they are and adds the in-flight expiry (`claim_expiry_ms`, from which the first claim
-    /// follows), the completion time and the retention (`kept_ms`); the key's last live
-    /// millisecond is `completed_ms` + `kept_ms` − 1, exactly the record's.
+    /// Kept as cheap as it can be (it runs once per processed message): every command, and every
+    /// number Lua converts or formats, costs about as much as the owner check. So the first
+    /// claim's time comes with the call (the lease knows it) rather than from the key's expiry, the
+    /// completion time is spliced from `TIME`'s digits, and the key expires relative to the write
+    /// (`PX`, no arithmetic). The value keeps the in-flight fields as they are and adds the first
+    /// claim (`created_ms`), the completion time and the retention (`kept_ms`); the record expires
+    /// at `completed_ms` + `kept_ms`. The key does too, or one millisecond later when the clock
+    /// ticked between `TIME` and the `SET`: claims treat a completed value past its expiry as gone
+    /// (the claim script replaces it), so no one sees the record outlive its retention.
     static let complete = RedisScript(
         name: "complete",
         source: ownedValue + """
-            local e = redis.call('PEXPIRETIME', KEYS[1])
-            if e < 0 or e > 1e14 then
-              return redis.error_reply('DEDUPCORRUPT the key ' .. KEYS[1] .. ' has no dedup expiry')
+            local created = ARGV[5]
+            if created == '' then
+              -- A lease that does not say when its record was first claimed: from the key's expiry.
+              local s, r = string.match(v, '^fencing=%d+ attempt=%d+ lease_span_ms=(%d+) retention_ms=(%d+) fp=', #head + 1)
+              local e = redis.call('PEXPIRETIME', KEYS[1])
+              if not s or e < 0 or e > 1e14 then
+                return redis.error_reply('DEDUPCORRUPT the value at ' .. KEYS[1] .. ' is not a dedup record')
+              end
+              created = string.format('%d', math.max(0, e + 1 - r - s))
             end
             local t = redis.call('TIME')
-            local ms = string.sub('00000' .. t[2], -6, -4)
-            redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' claim_expiry_ms=' .. string.format('%d', e + 1) ..
-              ' completed_ms=' .. t[1] .. ms .. ' kept_ms=' .. ARGV[2] .. ' result=' .. ARGV[3],
-              'PXAT', string.format('%d', t[1] * 1000 + ms + ARGV[2] - 1))
+            redis.call('SET', KEYS[1], 'completed ' .. string.sub(v, #head + 1) .. ' created_ms=' .. created ..
+              ' completed_ms=' .. t[1] .. string.sub('00000' .. t[2], -6, -4) .. ' kept_ms=' .. ARGV[2] .. ' result=' .. ARGV[4],
+              'PX', ARGV[3])
             return 1
             """
     )
@@ -173,16 +207,7 @@ struct RedisScript: Sendable {
             local state, time
             if string.sub(v, 1, 10) == 'completed ' then
               state = 'completed'
-              local f, a, s, r, p = string.match(v, counters, 11)
-              if not f then return 0 end
-              if string.sub(v, p, p) == '-' then
-                p = p + 1
-              else
-                local n, q = string.match(v, '^(%d+):()', p)
-                if not n then return 0 end
-                p = q + tonumber(n)
-              end
-              time = tonumber(string.match(v, '^ claim_expiry_ms=%d+ completed_ms=(%d+) kept_ms=%d+ result=', p))
+              time = completion_of(v)
             else
               local n, p = string.match(v, '^in_flight owner=(%d+):()')
               if not n then return 0 end

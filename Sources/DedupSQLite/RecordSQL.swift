@@ -93,7 +93,7 @@ enum RecordSQL {
                 id: request.id, ownerToken: request.ownerToken, fencingToken: statement.int64(0),
                 attempt: Int(attempt), leaseUntil: Date(millisecondsSince1970: leaseUntil),
                 // A fresh record always starts at attempt 1; a takeover always increments it.
-                isTakeover: attempt > 1)
+                isTakeover: attempt > 1, claimedAt: Date(millisecondsSince1970: statement.int64(2)))
             // Finish the statement so its write is complete before the reset.
             _ = try statement.step()
             return lease

@@ -123,13 +123,22 @@ struct ConformanceEnvironment: Sendable {
         _ lease: Lease, matches record: DedupRecord, _ what: String, file: StaticString = #fileID, line: UInt = #line
     ) throws {
         let recorded = try unwrap(record.leaseUntil, "\(what): no leaseUntil on the record", file: file, line: line)
-        let early = recorded.millisecondsSince1970 - lease.leaseUntil.millisecondsSince1970
+        try expectSameOrMomentEarlier(lease.leaseUntil, than: recorded, what, file: file, line: line)
+    }
+
+    /// Expects a time a store reported from its side of a claim (a lease's end, its first claim) to
+    /// be the record's own: exactly on a manual clock; on a real clock earlier by less than one
+    /// unit, never later.
+    func expectSameOrMomentEarlier(
+        _ reported: Date, than recorded: Date, _ what: String, file: StaticString = #fileID, line: UInt = #line
+    ) throws {
+        let early = recorded.millisecondsSince1970 - reported.millisecondsSince1970
         if manualClock {
-            try expect(early == 0, "\(what): the lease ends at \(lease.leaseUntil.millisecondsSince1970), the record's at \(recorded.millisecondsSince1970)", file: file, line: line)
+            try expect(early == 0, "\(what): \(reported.millisecondsSince1970) reported, \(recorded.millisecondsSince1970) recorded", file: file, line: line)
         } else {
             try expect(
                 early >= 0 && early < unit.wholeMilliseconds,
-                "\(what): the lease ends \(early) ms before the record's lease (allowed: 0 to less than one unit)", file: file, line: line
+                "\(what): reported \(early) ms before the record's time (allowed: 0 to less than one unit)", file: file, line: line
             )
         }
     }

@@ -59,6 +59,9 @@ extension DedupConformance {
             try expectEqual(record.fencingToken, 1, "record fencing token")
             try expectEqual(record.attempt, 1, "record attempt")
             try env.expectLeaseEnd(lease, matches: record, "record leaseUntil vs the lease's")
+            if let claimedAt = lease.claimedAt {
+                try env.expectSameOrMomentEarlier(claimedAt, than: record.createdAt, "the lease's claimedAt vs the record's createdAt")
+            }
             try expectEqual(record.completedAt, nil, "completedAt while in flight")
             try expectEqual(record.result, nil, "result while in flight")
             try expectEqual(record.fingerprint, "fp-1", "fingerprint kept from the request")
@@ -105,6 +108,9 @@ extension DedupConformance {
             try expectEqual(after.fencingToken, second.fencingToken, "record fencing token after a takeover")
             try expectEqual(after.attempt, 2, "record attempt after a takeover")
             try expectEqual(after.createdAt, before.createdAt, "createdAt across a takeover")
+            if let claimedAt = second.claimedAt {
+                try expectEqual(claimedAt, after.createdAt, "the taking-over lease's claimedAt (the first claim's)")
+            }
             try env.expectLeaseEnd(second, matches: after, "record leaseUntil vs the new lease's")
             let leaseUntil = try unwrap(after.leaseUntil, "no leaseUntil after a takeover")
             try env.expectElapsed(from: before.createdAt, to: leaseUntil, env.units(4) + env.lease, "new leaseUntil - createdAt (4 units waited + the lease)")
@@ -171,7 +177,8 @@ extension DedupConformance {
             try expectEqual(duplicate.result, result, "stored result")
             try expectEqual(duplicate.fencingToken, lease.fencingToken, "fencing token kept")
             try expectEqual(duplicate.attempt, 1, "attempt kept")
-            try expectEqual(duplicate.createdAt, claimed.createdAt, "createdAt kept")
+            // A store may keep the first claim's time as the lease reported it.
+            try env.expectSameOrMomentEarlier(duplicate.createdAt, than: claimed.createdAt, "createdAt kept")
             try expectEqual(duplicate.fingerprint, "fp-7", "fingerprint kept")
             let completedAt = try unwrap(duplicate.completedAt, "a completed record has no completedAt")
             try expectEqual(duplicate.recordTime, completedAt, "recordTime of a completed record")
@@ -183,6 +190,18 @@ extension DedupConformance {
             try expectEqual(try await env.existingRecord(id), duplicate, "record(for:) vs the duplicate answer")
             let again = try expectDuplicate(try await env.claim(id), "a second duplicate claim")
             try expectEqual(again, duplicate, "a duplicate claim leaves the record unchanged")
+        },
+
+        ConformanceCheck("a completion by a lease that does not say when its record was first claimed keeps the record's createdAt") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let id = try env.id("order-8")
+            var lease = try await env.acquire(id)
+            let claimed = try await env.existingRecord(id)
+            lease.claimedAt = nil  // as a lease made by hand, or by a store that does not report it
+            try await env.advance(units: 1)
+            try await env.store.complete(Completion(lease: lease, retention: env.retention))
+            let duplicate = try expectDuplicate(try await env.claim(id), "a claim after completion")
+            try expectEqual(duplicate.createdAt, claimed.createdAt, "createdAt kept")
         },
 
         ConformanceCheck("stored results round-trip byte for byte: empty (not nil), every byte value, NUL and invalid UTF-8, 64 KiB, and none") { harness in
@@ -318,6 +337,7 @@ extension DedupConformance {
             try expectEqual(renewed.fencingToken, lease.fencingToken, "fencing token of the renewed lease")
             try expectEqual(renewed.attempt, lease.attempt, "attempt of the renewed lease")
             try expectSameBytes(renewed.id, lease.id, "id of the renewed lease")
+            try expectEqual(renewed.claimedAt, lease.claimedAt, "claimedAt of the renewed lease (the first claim's)")
             try env.expectElapsed(from: lease.leaseUntil, to: renewed.leaseUntil, env.units(2), "renewed leaseUntil - first leaseUntil")
             let record = try await env.existingRecord(id)
             try expectEqual(record.leaseUntil, renewed.leaseUntil, "record leaseUntil after renew")

@@ -296,7 +296,8 @@ private struct State {
             return .acquired(
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false,
+                    claimedAt: Date(millisecondsSince1970: now)
                 )
             )
         }
@@ -321,7 +322,8 @@ private struct State {
             return .acquired(
                 Lease(
                     id: stored.id, ownerToken: request.ownerToken, fencingToken: stored.fencingToken,
-                    attempt: stored.attempt, leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: true
+                    attempt: stored.attempt, leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: true,
+                    claimedAt: Date(millisecondsSince1970: stored.createdAt)
                 )
             )
         }

@@ -67,6 +67,11 @@ struct DedupBench: ParsableCommand, Sendable {
     @Flag(help: "Do not run the C ceilings (no ratios are judged).")
     var noCeilings = false
 
+    @Flag(
+        help: "Leave CPU placement to the scheduler. By default, when the benchmark starts its own redis-server and may use two or more CPUs, the server gets the last one and every client (ours and the C ceilings) the others."
+    )
+    var noPinning = false
+
     @Option(help: "The redis-server to start.")
     var redisServer = "redis-server"
 
@@ -145,6 +150,11 @@ struct DedupBench: ParsableCommand, Sendable {
         let facts = MachineFacts.read()
         progress("dedup-bench: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory); temp dir \(temp)")
 
+        let placement = needRedis && useRedisPort == nil && !noPinning ? CPUPlacement.split() : nil
+        if let placement {
+            try placement.pinThisProcess()
+            progress("placement: \(placement)")
+        }
         let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
         var redis: RedisServer?
         if needRedis {
@@ -153,6 +163,7 @@ struct DedupBench: ParsableCommand, Sendable {
             } else {
                 redis = try RedisServer(executable: redisServer, directory: temp + "/redis")
             }
+            if let placement, let processID = redis?.processID { try placement.pinServer(processID: processID) }
             progress("redis-server on 127.0.0.1:\(redis!.port)")
         }
         defer { redis?.stop() }
@@ -214,7 +225,9 @@ struct DedupBench: ParsableCommand, Sendable {
         var out = "Machine: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory) memory. "
         out += "Command: `\(commandLine())`"
         if rounds > 1 { out += " (best of \(rounds) rounds for ours and the ceilings alike)" }
-        out += ".\n\n" + table + "\n"
+        out += ".\n"
+        out += placement.map { "Placement: \($0).\n" } ?? "Placement: left to the scheduler.\n"
+        out += "\n" + table + "\n"
         print(out)
         if check {
             if !allMet {

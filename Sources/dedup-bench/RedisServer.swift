@@ -13,6 +13,9 @@ final class RedisServer {
 
     var url: String { "redis://\(host):\(port)/0" }
 
+    /// The server's process, when this benchmark started it.
+    var processID: Int32? { process?.processIdentifier }
+
     /// Starts redis-server and waits until it answers PING.
     init(executable: String, directory: String) throws {
         guard let path = findOnPath(executable) else {
