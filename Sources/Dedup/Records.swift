@@ -96,7 +96,9 @@ public struct Lease: Hashable, Sendable {
     /// the first claim's time, not the renewal's.
     public var claimedAt: Date?
 
-    /// Creates a lease.
+    /// Creates a lease. Stores make leases; one made by hand (a test's, say) should leave
+    /// `claimedAt` `nil` unless it comes from the store, since a store may keep it as the record's
+    /// first-claim time.
     public init(
         id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool,
         claimedAt: Date? = nil

@@ -13,8 +13,8 @@ import Foundation
 /// (server clock): its lease ends `retention_ms` before it and the key was first claimed
 /// `lease_span_ms` before that. A completed record keeps its in-flight fields (their times no
 /// longer apply) and adds when it was first claimed (`created_ms`, as the completing lease reported
-/// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`,
-/// the key's `PEXPIRETIME` + 1).
+/// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`;
+/// the key's `PEXPIRETIME` + 1 is that, or a little later, see `RedisScript.complete`).
 enum RecordValue {
     static let inFlightPrefix = Array("in_flight ".utf8)
     static let completedPrefix = Array("completed ".utf8)

@@ -29,9 +29,9 @@ import Synchronization
 ///
 /// A claim is `SET <key> <new in-flight record> NX PX <lease + retention − 1> GET`, with one
 /// `TIME` ahead of it (or of a whole batch) in the same round trip: no value means the record was
-/// created, a completed value is a duplicate and carries its record. Only when
-/// the key is in flight does a second step run, the claim script, which decides between a live
-/// lease, a payload mismatch and a takeover atomically. Complete, release, renew and conditional
+/// created, a completed value is a duplicate and carries its record. Only when the key is in
+/// flight (or holds a completed value past its expiry) does a second step run, the claim script,
+/// which decides between a live lease, a payload mismatch, a takeover and a fresh claim atomically. Complete, release, renew and conditional
 /// delete are owner-checked Lua scripts on one key, loaded once per connection and called by
 /// `EVALSHA` (reloaded after `NOSCRIPT`, once), using the server's clock. A duplicate costs one
 /// round trip, a processed message two (claim, complete); batches are pipelined, one round trip
@@ -187,7 +187,7 @@ public final class RedisDedupStore: DedupStore {
     // MARK: Transitions
 
     /// Claims a key: `TIME` and `SET … NX PX … GET` in one round trip; a second one (the claim
-    /// script) only when the key is in flight.
+    /// script) only when the key is in flight, or holds a completed value past its expiry.
     ///
     /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
     /// never later than the record's, and equal to it up to the milliseconds between the two.
@@ -438,8 +438,8 @@ public final class RedisDedupStore: DedupStore {
         return deleted
     }
 
-    /// Returns 0: Redis removes each record itself when its `PEXPIREAT` passes, and every read
-    /// here already treats a record at its expiry as absent.
+    /// Returns 0: Redis removes each record itself when its key expires, and every read here
+    /// already treats a record at its expiry as absent.
     public func purgeExpired(limit: Int) async throws -> Int {
         0
     }
@@ -575,8 +575,12 @@ public final class RedisDedupStore: DedupStore {
     private func completeCommand(_ completion: Completion, _ pieces: inout CommandPieces) -> RedisCommand {
         let lease = completion.lease
         let retention = pieces.retentionArguments(completion.retention)
-        // A time the value could not hold (before 1970, past the scripts' range) is left to the script.
-        let claimed = lease.claimedAt.map(\.millisecondsSince1970).flatMap { (0...RecordValue.latestExpiry).contains($0) ? $0 : nil }
+        // A time the value could not hold (before 1970, past the scripts' range, not a number) is
+        // left to the script.
+        let claimed = lease.claimedAt.flatMap { date -> Int64? in
+            let milliseconds = date.timeIntervalSince1970 * 1000
+            return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry) ? date.millisecondsSince1970 : nil
+        }
         var token = lease.ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(lease.id)
@@ -667,8 +671,8 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Decoding
 
-    /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight and the claim
-    /// script must decide.
+    /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight (or its completed
+    /// value is past its expiry) and the claim script must decide.
     private func decodeFastClaim(
         _ reply: RedisReply, request: ClaimRequest, now: Int64, pieces: inout CommandPieces
     ) throws -> ClaimAnswer? {

@@ -16,7 +16,7 @@
 /// a live record. Its times are kept relative to that expiry (`retention_ms` before it the lease
 /// ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create the
 /// record with a plain `SET … NX PX … GET` that knows no server time. A completed value carries
-/// its own times; its key may outlive it by a millisecond (see ``complete``), which claims allow for.
+/// its own times; its key may outlive it a little (see ``complete``), which claims allow for.
 struct RedisScript: Sendable {
     let name: String
     let source: String
@@ -75,8 +75,8 @@ struct RedisScript: Sendable {
 
     /// Run when the claim's `SET … NX GET` found an in-flight record, or a completed one past its
     /// expiry: decides, atomically, between a live lease, a payload mismatch and a takeover;
-    /// creates the record if it is gone by now (a completed key outlives its record by up to a
-    /// millisecond, see ``complete``).
+    /// creates the record if it is gone by now (a completed key may outlive its record a little,
+    /// see ``complete``).
     ///
     /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
     /// encoded fingerprint. Returns {0, lease_until, created_ms} created, {1, fencing, attempt,
@@ -114,7 +114,8 @@ struct RedisScript: Sendable {
               redis.call('SET', key, ARGV[2] .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
                 ' lease_span_ms=' .. math.max(0, new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
                 'PXAT', new_until + retention - 1)
-              return {1, fencing, attempt, new_until, created}
+              -- The first claim as the rewritten record has it (its span stops at 0 if the clock stepped back).
+              return {1, fencing, attempt, new_until, new_until - math.max(0, new_until - created)}
             end
             local new_until = now + lease
             redis.call('SET', key, ARGV[1], 'PXAT', new_until + retention - 1)
@@ -132,9 +133,10 @@ struct RedisScript: Sendable {
     /// completion time is spliced from `TIME`'s digits, and the key expires relative to the write
     /// (`PX`, no arithmetic). The value keeps the in-flight fields as they are and adds the first
     /// claim (`created_ms`), the completion time and the retention (`kept_ms`); the record expires
-    /// at `completed_ms` + `kept_ms`. The key does too, or one millisecond later when the clock
-    /// ticked between `TIME` and the `SET`: claims treat a completed value past its expiry as gone
-    /// (the claim script replaces it), so no one sees the record outlive its retention.
+    /// at `completed_ms` + `kept_ms`. The key does too, or later by the time between `TIME` and
+    /// the `SET` (rounded to milliseconds: usually none or one; Redis 7.2 and later date both by
+    /// the script's start, so none): claims and reads treat a completed value past its expiry as
+    /// gone (the claim script replaces it), so no one sees the record outlive its retention.
     static let complete = RedisScript(
         name: "complete",
         source: ownedValue + """

@@ -68,9 +68,9 @@ struct DedupBench: ParsableCommand, Sendable {
     var noCeilings = false
 
     @Flag(
-        help: "Leave CPU placement to the scheduler. By default, when the benchmark starts its own redis-server and may use two or more CPUs, the server gets the last one and every client (ours and the C ceilings) the others."
+        help: "Pin CPUs (a diagnostic; placement is left to the scheduler by default): when the benchmark starts its own redis-server and may use two or more CPUs, the server gets the last one and this process and the C ceilings the others."
     )
-    var noPinning = false
+    var pinCPUs = false
 
     @Option(help: "The redis-server to start.")
     var redisServer = "redis-server"
@@ -150,7 +150,7 @@ struct DedupBench: ParsableCommand, Sendable {
         let facts = MachineFacts.read()
         progress("dedup-bench: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory); temp dir \(temp)")
 
-        let placement = needRedis && useRedisPort == nil && !noPinning ? CPUPlacement.split() : nil
+        let placement = needRedis && useRedisPort == nil && pinCPUs ? CPUPlacement.split() : nil
         if let placement {
             try placement.pinThisProcess()
             progress("placement: \(placement)")

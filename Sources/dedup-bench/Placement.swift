@@ -1,8 +1,8 @@
-// Where the benchmark's processes run: redis-server on a CPU of its own, every client (ours and the
-// C ceilings) on the others. Left to the scheduler, a client and the server sometimes share a CPU
-// and sometimes not; a round trip between two CPUs costs a wake-up on the other one, so the same
-// program's batch throughput moved by half from run to run (the C ceiling alone: 85,000 to 170,000
-// msgs/s). Fixed, identical placement for both sides makes their ratio a property of the code.
+// Where the benchmark's processes run, when asked (--pin-cpus): redis-server on a CPU of its own,
+// this process and the C ceilings on the others. A diagnostic for the machine's noise: pinned or
+// not, the C ceiling's batch throughput on this 2-core VM ranged from about 85,000 to 150,000
+// msgs/s between runs, and pinning this process to one CPU takes the second CPU from the
+// concurrent path, so the default leaves placement to the scheduler.
 import Foundation
 
 #if canImport(Glibc)
