@@ -612,6 +612,10 @@ public final class RedisDedupStore: DedupStore {
         }
     }
 
+    /// The completion script's Lua source, for a benchmark that sends our protocol from another
+    /// client.
+    package static var completionScriptSource: String { RedisScript.complete.source }
+
     /// `EVALSHA <complete sha> 1`, encoded.
     private static let completePrefix: [UInt8] = RedisScript.complete.callPrefix.body
 

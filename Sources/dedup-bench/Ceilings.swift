@@ -73,28 +73,16 @@ struct Ceilings {
             return
         }
         var tried: [String] = []
-        let starts = [
-            FileManager.default.currentDirectoryPath,
-            URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path,
-        ]
-        for start in starts {
-            var directory = URL(fileURLWithPath: start).standardizedFileURL
-            while directory.path != "/" {
-                if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
-                    let script = directory.deletingLastPathComponent()
-                        .appendingPathComponent("shared/baselines/run-ceilings").path
-                    if FileManager.default.isExecutableFile(atPath: script) {
-                        self.script = script
-                        return
-                    }
-                    tried.append(script)
-                    break
-                }
-                directory.deleteLastPathComponent()
+        for root in repositoryRoots() {
+            let script = root.deletingLastPathComponent().appendingPathComponent("shared/baselines/run-ceilings").path
+            if FileManager.default.isExecutableFile(atPath: script) {
+                self.script = script
+                return
             }
+            tried.append(script)
         }
         throw BenchError(
-            "cannot find the C ceilings (looked for \(tried.isEmpty ? "a repository root above \(starts[0])" : tried.joined(separator: ", "))): pass --baselines DIR (the folder holding run-ceilings), or --no-ceilings"
+            "cannot find the C ceilings (looked for \(tried.isEmpty ? "a repository root above \(FileManager.default.currentDirectoryPath)" : tried.joined(separator: ", "))): pass --baselines DIR (the folder holding run-ceilings), or --no-ceilings"
         )
     }
 
@@ -104,5 +92,50 @@ struct Ceilings {
 
     func runRedis(host: String, port: Int, n: Int) throws -> String {
         try runProgram(script, ["redis", host, "\(port)", "\(n)"], environment: ["CEILING_BUILD_DIR": buildDirectory])
+    }
+}
+
+/// The repositories (folders holding Package.swift) above the working directory and above this
+/// executable, nearest first.
+func repositoryRoots() -> [URL] {
+    let starts = [
+        FileManager.default.currentDirectoryPath,
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path,
+    ]
+    var roots: [URL] = []
+    for start in starts {
+        var directory = URL(fileURLWithPath: start).standardizedFileURL
+        while directory.path != "/" {
+            if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+                if !roots.contains(directory) { roots.append(directory) }
+                break
+            }
+            directory.deleteLastPathComponent()
+        }
+    }
+    return roots
+}
+
+/// Our Redis protocol from a plain C client (Benchmarks/redis_protocol.c), for `--breakdown`: built
+/// with `cc` like the ceilings, run with the store's own completion script.
+struct ProtocolClient {
+    let executable: String
+    let scriptFile: String
+
+    init(buildDirectory: String, completionScript: String) throws {
+        guard let source = repositoryRoots().map({ $0.appendingPathComponent("Benchmarks/redis_protocol.c").path })
+            .first(where: { FileManager.default.fileExists(atPath: $0) })
+        else { throw BenchError("cannot find Benchmarks/redis_protocol.c above the working directory (needed by --breakdown)") }
+        try FileManager.default.createDirectory(atPath: buildDirectory, withIntermediateDirectories: true)
+        executable = buildDirectory + "/redis_protocol"
+        scriptFile = buildDirectory + "/complete.lua"
+        try completionScript.write(toFile: scriptFile, atomically: true, encoding: .utf8)
+        _ = try runProgram("/usr/bin/env", ["cc", "-O2", "-o", executable, source, "-lhiredis"], environment: [:])
+    }
+
+    /// The single-message (batch 1) and batch-of-100 passes, as the Redis ceiling prints them.
+    func run(host: String, port: Int, n: Int) throws -> String {
+        try ["1", "100"].map { try runProgram(executable, [host, "\(port)", "\(n)", $0, scriptFile], environment: [:]) }
+            .joined(separator: "\n")
     }
 }

@@ -68,6 +68,7 @@ struct DedupBench: ParsableCommand, Sendable {
     var noCeilings = false
 
     @Flag(
+        name: .customLong("pin-cpus"),
         help: "Pin CPUs (a diagnostic; placement is left to the scheduler by default): when the benchmark starts its own redis-server and may use two or more CPUs, the server gets the last one and this process and the C ceilings the others."
     )
     var pinCPUs = false
@@ -83,7 +84,9 @@ struct DedupBench: ParsableCommand, Sendable {
     )
     var useRedisPort: Int?
 
-    @Flag(help: "Also time each path straight to the store, without IdempotentConsumer (diagnostic rows: how much of the gap is the store's, how much the consumer's).")
+    @Flag(
+        help: "Diagnostic rows: each path straight to the store, without IdempotentConsumer (how much of the gap is the store's, how much the consumer's), and our Redis protocol from a plain C client (Benchmarks/redis_protocol.c: how much is the protocol's)."
+    )
     var breakdown = false
 
     @Option(help: "Consumer tasks on the concurrent Redis path.")
@@ -156,6 +159,9 @@ struct DedupBench: ParsableCommand, Sendable {
             progress("placement: \(placement)")
         }
         let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
+        let protocolClient =
+            breakdown && runRedis && ceilings != nil
+            ? try ProtocolClient(buildDirectory: temp + "/protocol", completionScript: RedisDedupStore.completionScriptSource) : nil
         var redis: RedisServer?
         if needRedis {
             if let useRedisPort {
@@ -211,11 +217,15 @@ struct DedupBench: ParsableCommand, Sendable {
                 if !ceilingFirst, let ceilings { try runSQLiteCeiling(ceilings, n: sqliteN, into: &results) }
             }
             if runRedis, let redis {
-                if ceilingFirst, let ceilings { try runRedisCeiling(ceilings, redis: redis, n: redisN, into: &results) }
+                if ceilingFirst, let ceilings {
+                    try runRedisCeiling(ceilings, protocolClient: protocolClient, redis: redis, n: redisN, into: &results)
+                }
                 try await runRedisPaths(
                     keys: redisKeys, batches: redisBatches, warmUp: warmUpKeys, redis: redis, logger: logger, into: &results
                 )
-                if !ceilingFirst, let ceilings { try runRedisCeiling(ceilings, redis: redis, n: redisN, into: &results) }
+                if !ceilingFirst, let ceilings {
+                    try runRedisCeiling(ceilings, protocolClient: protocolClient, redis: redis, n: redisN, into: &results)
+                }
             }
         }
         results.endMemory = MemoryReading.now()
@@ -253,12 +263,22 @@ struct DedupBench: ParsableCommand, Sendable {
         results.ceilings.take(output)
     }
 
-    private func runRedisCeiling(_ ceilings: Ceilings, redis: RedisServer, n: Int, into results: inout RunResults) throws {
+    private func runRedisCeiling(
+        _ ceilings: Ceilings, protocolClient: ProtocolClient?, redis: RedisServer, n: Int, into results: inout RunResults
+    ) throws {
         try redis.flushAll()
         progress("ceiling: redis, N=\(n)")
         let output = try ceilings.runRedis(host: redis.host, port: redis.port, n: n)
         FileHandle.standardError.write(Data(output.utf8))
         results.ceilings.take(output)
+        if let protocolClient {
+            // Right after the ceiling, so the two share the machine's mood.
+            try redis.flushAll()
+            progress("C client of our protocol: redis, N=\(n)")
+            let output = try protocolClient.run(host: redis.host, port: redis.port, n: n)
+            FileHandle.standardError.write(Data(output.utf8))
+            results.protocolClient.take(output)
+        }
     }
 
     private func runSQLitePaths(

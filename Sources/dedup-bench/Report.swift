@@ -54,6 +54,8 @@ struct RunResults {
     var memory: [MemoryCheck] = []
     /// With `--breakdown`: the same paths straight to the store, without the consumer.
     var storeOnly: [BenchPath: Measurement] = [:]
+    /// With `--breakdown`: our Redis protocol from a plain C client (Benchmarks/redis_protocol.c).
+    var protocolClient = CeilingRates()
     var startMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
     var endMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
 
@@ -113,6 +115,15 @@ struct Report {
             if let ours { ratio += String(format: " (consumer keeps %.0f%%)", 100 * ours.rate / store.rate) }
             lines.append(
                 "| store only: \(path.title) | \(thousands(Double(store.messages))) | \(thousands(store.rate)) | \(ceiling.map(thousands) ?? "—") | \(ratio) | — | — | (diagnostic) | |"
+            )
+        }
+        for path in BenchPath.allCases {
+            guard let rate = path.ceiling(in: results.protocolClient) else { continue }
+            let ceiling = path.ceiling(in: results.ceilings)
+            var ratio = ceiling.map { String(format: "%.2f", rate / $0) } ?? "—"
+            if let ours = results.ours[path] { ratio += String(format: " (ours: %.0f%% of it)", 100 * ours.rate / rate) }
+            lines.append(
+                "| C client, our protocol: \(path.title) | — | \(thousands(rate)) | \(ceiling.map(thousands) ?? "—") | \(ratio) | — | — | (diagnostic) | |"
             )
         }
         for check in results.memory {

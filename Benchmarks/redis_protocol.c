@@ -1,0 +1,113 @@
+/* Our Redis protocol from a plain C client: the commands RedisDedupStore sends for a processed
+ * message, with nothing around them. dedup-bench --breakdown runs it beside the shared C ceiling to
+ * split the distance between us and the ceiling into the protocol's part (what our records and our
+ * completion script cost the server) and the Swift client's part.
+ *
+ * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
+ * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the keys it created, one
+ * with B `EVALSHA <complete script> 1 <key> <owner header> <retention> <retention - 1> - <claim ms>`.
+ * A second pass over the same keys measures duplicates. Keys live under "dedup:<n>:protocol-<pid>:"
+ * and are deleted at the end.
+ *
+ * Build: cc -O2 -o redis_protocol redis_protocol.c -lhiredis
+ * Usage: redis_protocol HOST PORT N BATCH COMPLETE_SCRIPT_FILE
+ * Prints one line per pass, as the ceilings do: "redis batch=.. pass=unique|duplicate n=.. msgs_per_s=.." */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+
+static redisReply *reply(redisContext *c) {
+  redisReply *r = 0;
+  if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) { fprintf(stderr, "redis: %s\n", c->errstr); exit(1); }
+  if (r->type == REDIS_REPLY_ERROR) { fprintf(stderr, "redis: %s\n", r->str); exit(1); }
+  return r;
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) { perror(path); exit(1); }
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *text = malloc(size + 1);
+  if (fread(text, 1, size, f) != (size_t)size) { perror(path); exit(1); }
+  text[size] = 0;
+  fclose(f);
+  return text;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 6) { fprintf(stderr, "usage: %s HOST PORT N BATCH COMPLETE_SCRIPT_FILE\n", argv[0]); return 2; }
+  int n = atoi(argv[3]), batch = atoi(argv[4]);
+  const char *script = read_file(argv[5]);
+  redisContext *c = redisConnect(argv[1], atoi(argv[2]));
+  if (!c || c->err) { fprintf(stderr, "connect failed: %s\n", c ? c->errstr : "no memory"); return 1; }
+  const char *load[] = {"SCRIPT", "LOAD", script};
+  redisAppendCommandArgv(c, 3, load, NULL);
+  redisReply *r = reply(c);
+  char sha[64];
+  snprintf(sha, sizeof sha, "%s", r->str);
+  freeReplyObject(r);
+
+  /* The consumer's defaults: a 30 s lease, 24 h retention. */
+  const char *lease_ms = "30000", *retention_ms = "86400000", *key_px = "86429999", *kept_px = "86399999";
+  char namespace[64], key[160], head[96], value[256], claimed[32];
+  snprintf(namespace, sizeof namespace, "protocol-%d", (int)getpid());
+  int *created = malloc(sizeof(int) * batch);
+  for (int pass = 0; pass < 2; pass++) {
+    double t0 = now();
+    for (int i = 0; i < n; i += batch) {
+      int m = i + batch <= n ? batch : n - i;
+      const char *time_argv[] = {"TIME"};
+      redisAppendCommandArgv(c, 1, time_argv, NULL);
+      for (int j = 0; j < m; j++) {
+        snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
+        snprintf(head, sizeof head, "in_flight owner=32:%016x%016x ", pass, i + j);
+        snprintf(value, sizeof value, "%sfencing=1 attempt=1 lease_span_ms=%s retention_ms=%s fp=-", head, lease_ms, retention_ms);
+        const char *set_argv[] = {"SET", key, value, "NX", "PX", key_px, "GET"};
+        redisAppendCommandArgv(c, 7, set_argv, NULL);
+      }
+      r = reply(c);
+      snprintf(claimed, sizeof claimed, "%lld", atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000);
+      freeReplyObject(r);
+      for (int j = 0; j < m; j++) {
+        r = reply(c);
+        created[j] = r->type == REDIS_REPLY_NIL;
+        freeReplyObject(r);
+      }
+      int k = 0;
+      for (int j = 0; j < m; j++) {
+        if (!created[j]) continue;
+        snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
+        snprintf(head, sizeof head, "in_flight owner=32:%016x%016x ", pass, i + j);
+        const char *complete_argv[] = {"EVALSHA", sha, "1", key, head, retention_ms, kept_px, "-", claimed};
+        redisAppendCommandArgv(c, 9, complete_argv, NULL);
+        k++;
+      }
+      for (int j = 0; j < k; j++) {
+        r = reply(c);
+        if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) { fprintf(stderr, "completion refused\n"); exit(1); }
+        freeReplyObject(r);
+      }
+    }
+    double dt = now() - t0;
+    printf("redis batch=%d pass=%s n=%d msgs_per_s=%.0f\n", batch, pass ? "duplicate" : "unique", n, n / dt);
+    fflush(stdout);
+  }
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i);
+    const char *unlink_argv[] = {"UNLINK", key};
+    redisAppendCommandArgv(c, 2, unlink_argv, NULL);
+    if (i % 1000 == 999 || i == n - 1) {
+      for (int j = i - (i % 1000); j <= i; j++) freeReplyObject(reply(c));
+    }
+  }
+  redisFree(c);
+  free(created);
+  return 0;
+}
