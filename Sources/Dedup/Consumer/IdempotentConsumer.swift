@@ -335,8 +335,10 @@ public struct IdempotentConsumer: Sendable {
         if let keeper {
             var acquired: [Lease] = []
             var positions: [Int] = []
-            for (position, answer) in answers.enumerated() {
-                if case .acquired(let lease) = answer {
+            acquired.reserveCapacity(answers.count)
+            positions.reserveCapacity(answers.count)
+            for position in answers.indices {
+                if case .acquired(let lease) = answers[position] {
                     acquired.append(lease)
                     positions.append(position)
                 }
@@ -355,11 +357,13 @@ public struct IdempotentConsumer: Sendable {
         let leaseDeadline = claimStarted + configuration.lease
 
         // Messages whose handler succeeded: their place in the results and among the answers.
-        var succeeded: [(index: Int, position: Int, lease: Lease)] = []
+        var succeeded: [(index: Int, position: Int)] = []
+        succeeded.reserveCapacity(answers.count)
         var stillInFlight: [Int] = []
-        for (position, answer) in answers.enumerated() {
+        // Indices, not elements: iterating would copy every answer (and its lease or record).
+        for position in answers.indices {
             let index = requestIndex[position]
-            switch answer {
+            switch answers[position] {
             case .duplicate(let record):
                 metrics.duplicate.increment()
                 cache?.insert(record)
@@ -400,7 +404,7 @@ public struct IdempotentConsumer: Sendable {
                     results[index] = .failure(error)
                     continue
                 }
-                succeeded.append((index, position, lease))
+                succeeded.append((index, position))
             }
         }
 
@@ -410,7 +414,7 @@ public struct IdempotentConsumer: Sendable {
             // as on the single-message path; one taken over answers leaseLost.
             let completions = succeeded.map { entry in
                 Completion(
-                    lease: watches[entry.position]?.currentLease ?? entry.lease,
+                    lease: watches[entry.position]?.currentLease ?? Self.acquiredLease(answers[entry.position]),
                     retention: configuration.retention, result: nil
                 )
             }
@@ -453,6 +457,12 @@ public struct IdempotentConsumer: Sendable {
     }
 
     // MARK: Helpers
+
+    /// The lease of an answer known to be `.acquired`.
+    private static func acquiredLease(_ answer: ClaimAnswer) -> Lease {
+        guard case .acquired(let lease) = answer else { preconditionFailure("not an acquired answer: \(answer)") }
+        return lease
+    }
 
     package func countAcquired(_ lease: Lease) {
         if lease.isTakeover {
