@@ -6,7 +6,7 @@ import Synchronization
 /// the only protection that still holds when a handler outlives its lease.
 public struct DedupContext: Sendable {
     /// The record being processed; `nil` when the handler runs without dedup.
-    public let id: RecordID?
+    public var id: RecordID? { lease?.id }
     /// The lease the handler runs under; `nil` when it runs without dedup.
     public let lease: Lease?
     /// Strictly increasing per key across acquisitions (0 without dedup).
@@ -25,7 +25,6 @@ public struct DedupContext: Sendable {
     }
 
     init(lease: Lease?, watch: LeaseWatch?) {
-        self.id = lease?.id
         self.lease = lease
         self.watch = watch
     }

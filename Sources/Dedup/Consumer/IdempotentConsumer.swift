@@ -271,7 +271,9 @@ public struct IdempotentConsumer: Sendable {
     private func processBatch(
         keys: [String?], fingerprints: [String?]?, _ handler: (Int, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
-        var results = [Result<ProcessOutcome, any Error>?](repeating: nil, count: keys.count)
+        // Every message's result is set below; one left unset (a bug) comes out as an error, so its
+        // message is not acked, rather than as an outcome.
+        var results = [Result<ProcessOutcome, any Error>](repeating: .failure(Self.resultNotSet), count: keys.count)
         var requests: [ClaimRequest] = []
         var requestIndex: [Int] = []
         requests.reserveCapacity(keys.count)
@@ -324,7 +326,7 @@ public struct IdempotentConsumer: Sendable {
                     return .bypassed(.storeUnavailable)
                 }
             }
-            return results.map { $0! }
+            return results
         }
 
         // Every acquired lease is watched (renewed) from the claim until the batch completion is
@@ -453,10 +455,13 @@ public struct IdempotentConsumer: Sendable {
                 }
             }
         }
-        return results.map { $0! }
+        return results
     }
 
     // MARK: Helpers
+
+    /// The placeholder of a batch result until the message's own is known.
+    private static let resultNotSet = DedupError(.storeError, "internal error: no result was recorded for this message of the batch")
 
     /// The lease of an answer known to be `.acquired`.
     private static func acquiredLease(_ answer: ClaimAnswer) -> Lease {
