@@ -338,10 +338,11 @@ final class RedisConnection: @unchecked Sendable {
         var flushed = false
         while true {
             guard redisReaderGetReply(context.pointee.reader, &raw) == REDIS_OK else {
+                // As redisGetReply reports it: what answers is no Redis we can talk to.
                 let text = withUnsafeBytes(of: context.pointee.reader.pointee.errstr) { buffer in
                     String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
                 }
-                return .failure(DedupError(.storeError, "Redis at \(settings.endpoint.redactedDescription) sent a reply that cannot be read: \(text)"))
+                return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): \(text) (reading a reply)"))
             }
             if let raw {
                 let value = RedisReply(raw.assumingMemoryBound(to: redisReply.self))
@@ -360,20 +361,21 @@ final class RedisConnection: @unchecked Sendable {
             }
             if inboundStart == inboundEnd {
                 let count = inbound.withUnsafeMutableBytes { read(context.pointee.fd, $0.baseAddress, $0.count) }
+                let readErrno = errno
                 if count > 0 {
                     inboundStart = 0
                     inboundEnd = count
                 } else if count == 0 {
                     return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription) closed the connection (reading a reply)"))
-                } else if errno == EINTR {
+                } else if readErrno == EINTR {
                     continue
-                } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                } else if readErrno == EAGAIN || readErrno == EWOULDBLOCK || readErrno == ETIMEDOUT {
                     return .failure(
                         DedupError(.timeout, "Redis at \(settings.endpoint.redactedDescription) did not answer within \(settings.commandTimeout) (reading a reply)")
                     )
                 } else {
                     return .failure(
-                        DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): \(String(cString: strerror(errno))) (reading a reply)")
+                        DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): \(String(cString: strerror(readErrno))) (reading a reply)")
                     )
                 }
             }
@@ -382,7 +384,7 @@ final class RedisConnection: @unchecked Sendable {
                 redisReaderFeed(context.pointee.reader, bytes.baseAddress!.assumingMemoryBound(to: CChar.self) + inboundStart, slice)
             }
             guard fed == REDIS_OK else {
-                return .failure(DedupError(.storeError, "cannot buffer a Redis reply: out of memory"))
+                return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): out of memory buffering a reply"))
             }
             inboundStart += slice
         }
@@ -459,11 +461,12 @@ final class RedisConnection: @unchecked Sendable {
         throw lastError
     }
 
-    /// An idle connection has nothing to read: readable means the server closed it (EOF) or
-    /// reset it. One zero-timeout `poll`, about a microsecond.
+    /// An idle connection has nothing to read, neither in the socket nor left over from the last
+    /// reply: readable means the server closed it (EOF) or reset it. One zero-timeout `poll`, about
+    /// a microsecond.
     private func isHealthy(_ context: UnsafeMutablePointer<redisContext>) -> Bool {
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-        return context.pointee.err == 0 && poll(&descriptor, 1, 0) == 0
+        return context.pointee.err == 0 && inboundStart == inboundEnd && poll(&descriptor, 1, 0) == 0
     }
 
     private func connectOnce() throws(DedupError) -> UnsafeMutablePointer<redisContext> {

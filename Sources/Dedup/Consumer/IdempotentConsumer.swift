@@ -362,7 +362,7 @@ public struct IdempotentConsumer: Sendable {
         var succeeded: [(index: Int, position: Int)] = []
         succeeded.reserveCapacity(answers.count)
         var stillInFlight: [Int] = []
-        // Indices, not elements: iterating would copy every answer (and its lease or record).
+        // Indices, not elements: iterating would copy every answer first (the cases copy what they bind).
         for position in answers.indices {
             let index = requestIndex[position]
             switch answers[position] {
