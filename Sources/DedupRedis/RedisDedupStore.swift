@@ -192,8 +192,10 @@ public final class RedisDedupStore: DedupStore {
     /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
-        var pieces = CommandPieces()
-        let replies = try await execute([Self.timeCommand, fastClaimCommand(request, &pieces)])
+        var pieces = sharedPieces
+        let command = fastClaimCommand(request, &pieces)
+        keep(pieces)
+        let replies = try await execute([Self.timeCommand, command])
         let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: [request])
         if let answer = try decodeFastClaim(replies[1], request: request, now: now, pieces: &pieces) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
@@ -210,9 +212,10 @@ public final class RedisDedupStore: DedupStore {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
-        var pieces = CommandPieces()
+        var pieces = sharedPieces
         // Indices, not elements: iterating would copy each request (four strings retained and released).
         for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
+        keep(pieces)
         let replies = try await execute(commands)
         let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: requests)
         var answers: [ClaimAnswer] = []
@@ -302,8 +305,10 @@ public final class RedisDedupStore: DedupStore {
 
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
-        var pieces = CommandPieces()
-        let reply = try await single(completeCommand(completion, &pieces))
+        var pieces = sharedPieces
+        let command = completeCommand(completion, &pieces)
+        keep(pieces)
+        let reply = try await single(command)
         if try decodeFlag(reply) == false {
             throw leaseLost(completion.lease, doing: "complete")
         }
@@ -312,8 +317,10 @@ public final class RedisDedupStore: DedupStore {
     /// Completes many leases in one pipelined round trip.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
-        var pieces = CommandPieces()
-        let replies = try await execute(completions.map { completeCommand($0, &pieces) })
+        var pieces = sharedPieces
+        let commands = completions.map { completeCommand($0, &pieces) }
+        keep(pieces)
+        let replies = try await execute(commands)
         return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
     }
 
@@ -488,6 +495,16 @@ public final class RedisDedupStore: DedupStore {
     }
 
     // MARK: Commands
+
+    /// The command pieces the last call encoded: calls with the same lease and retention (a
+    /// consumer's all are) reuse them rather than encoding them again for every message.
+    private let piecesCache = Mutex(CommandPieces())
+
+    private var sharedPieces: CommandPieces { piecesCache.withLock { $0 } }
+
+    private func keep(_ pieces: CommandPieces) {
+        piecesCache.withLock { $0 = pieces }
+    }
 
     /// The Redis key of a record: `<keyPrefix>:<RecordID.encoded>` as bytes (NUL and all).
     func key(for id: RecordID) -> [UInt8] {
@@ -897,8 +914,8 @@ struct DurationMilliseconds {
     }
 }
 
-/// The parts of a call's hot commands that depend only on its leases and retentions, encoded once
-/// per call rather than once per message (a batch's requests share them).
+/// The parts of the hot commands that depend only on the lease and retention, encoded once and
+/// kept by the store while they stay the same (a consumer's calls all share them).
 struct CommandPieces {
     private var durations = DurationMilliseconds()
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
