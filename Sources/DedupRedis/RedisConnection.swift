@@ -342,7 +342,7 @@ final class RedisConnection: @unchecked Sendable {
                 let text = withUnsafeBytes(of: context.pointee.reader.pointee.errstr) { buffer in
                     String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
                 }
-                return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): \(text) (reading a reply)"))
+                return .failure(transportError(code: REDIS_ERR_PROTOCOL, savedErrno: 0, text: text, doing: "reading a reply"))
             }
             if let raw {
                 let value = RedisReply(raw.assumingMemoryBound(to: redisReply.self))
@@ -362,29 +362,21 @@ final class RedisConnection: @unchecked Sendable {
             if inboundStart == inboundEnd {
                 let count = inbound.withUnsafeMutableBytes { read(context.pointee.fd, $0.baseAddress, $0.count) }
                 let readErrno = errno
-                if count > 0 {
-                    inboundStart = 0
-                    inboundEnd = count
-                } else if count == 0 {
-                    return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription) closed the connection (reading a reply)"))
-                } else if readErrno == EINTR {
-                    continue
-                } else if readErrno == EAGAIN || readErrno == EWOULDBLOCK || readErrno == ETIMEDOUT {
-                    return .failure(
-                        DedupError(.timeout, "Redis at \(settings.endpoint.redactedDescription) did not answer within \(settings.commandTimeout) (reading a reply)")
-                    )
-                } else {
-                    return .failure(
-                        DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): \(String(cString: strerror(readErrno))) (reading a reply)")
-                    )
+                if count < 0 && readErrno == EINTR { continue }
+                guard count > 0 else {
+                    let code = count == 0 ? REDIS_ERR_EOF : REDIS_ERR_IO
+                    let text = String(cString: strerror(readErrno))
+                    return .failure(transportError(code: code, savedErrno: readErrno, text: text, doing: "reading a reply"))
                 }
+                inboundStart = 0
+                inboundEnd = count
             }
             let slice = min(Self.readerSlice, inboundEnd - inboundStart)
             let fed = inbound.withUnsafeBytes { bytes in
                 redisReaderFeed(context.pointee.reader, bytes.baseAddress!.assumingMemoryBound(to: CChar.self) + inboundStart, slice)
             }
             guard fed == REDIS_OK else {
-                return .failure(DedupError(.storeUnavailable, "Redis at \(settings.endpoint.redactedDescription): out of memory buffering a reply"))
+                return .failure(transportError(code: REDIS_ERR_OOM, savedErrno: 0, text: "out of memory", doing: "reading a reply"))
             }
             inboundStart += slice
         }
@@ -400,11 +392,16 @@ final class RedisConnection: @unchecked Sendable {
     private var inboundEnd = 0
 
     private func connectionError(_ context: UnsafeMutablePointer<redisContext>, savedErrno: Int32, doing: String) -> DedupError {
-        let where_ = settings.endpoint.redactedDescription
         let text = withUnsafeBytes(of: context.pointee.errstr) { buffer in
             String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
-        let code = context.pointee.err
+        return transportError(code: context.pointee.err, savedErrno: savedErrno, text: text, doing: doing)
+    }
+
+    /// A hiredis error code (`REDIS_ERR_IO`, `REDIS_ERR_EOF`, …) with the `errno` and text that came
+    /// with it, as the caller's error: a timeout, a closed connection, or the store unavailable.
+    private func transportError(code: Int32, savedErrno: Int32, text: String, doing: String) -> DedupError {
+        let where_ = settings.endpoint.redactedDescription
         if code == REDIS_ERR_IO && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS) {
             return DedupError(.timeout, "Redis at \(where_) did not answer within \(settings.commandTimeout) (\(doing))")
         }

@@ -31,11 +31,12 @@ import Synchronization
 /// `TIME` ahead of it (or of a whole batch) in the same round trip: no value means the record was
 /// created, a completed value is a duplicate and carries its record. Only when the key is in
 /// flight (or holds a completed value past its expiry) does a second step run, the claim script,
-/// which decides between a live lease, a payload mismatch, a takeover and a fresh claim atomically. Complete, release, renew and conditional
-/// delete are owner-checked Lua scripts on one key, loaded once per connection and called by
-/// `EVALSHA` (reloaded after `NOSCRIPT`, once), using the server's clock. A duplicate costs one
-/// round trip, a processed message two (claim, complete); batches are pipelined, one round trip
-/// each (plus one for the keys of a batch found in flight).
+/// which decides between a live lease, a payload mismatch, a takeover and a fresh claim
+/// atomically. Complete, release, renew and conditional delete are owner-checked Lua scripts on
+/// one key, loaded once per connection and called by `EVALSHA` (reloaded after `NOSCRIPT`, once),
+/// using the server's clock. A duplicate costs one round trip, a processed message two (claim,
+/// complete); batches are pipelined, one round trip each (plus one for the keys of a batch found
+/// in flight).
 ///
 /// Connections are made on first use. Each pooled connection is owned by a thread of its own, so a
 /// network wait never holds one of Swift's cooperative threads, and concurrent calls on one
@@ -709,8 +710,8 @@ public final class RedisDedupStore: DedupStore {
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
             let record = try completedRecord(value, id: request.id)
-            // The key can outlive its record by a millisecond (see `RedisScript.complete`): past its
-            // expiry the record is gone, and the claim script takes the key.
+            // The key can outlive its record a little (see `RedisScript.complete`): past its expiry
+            // the record is gone, and the claim script takes the key.
             if record.expiresAt.millisecondsSince1970 <= now { return nil }
             return Self.answer(finding: record, for: request)
         case .error(let text):
