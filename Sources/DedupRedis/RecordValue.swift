@@ -104,36 +104,28 @@ enum RecordValue {
         var reader = Reader(value)
         if reader.skip("in_flight ") {
             guard let expires = expiresMilliseconds, (0...latestExpiry).contains(expires),
-                reader.skip("owner="), let owner = reader.lengthPrefixed(),
-                reader.skip(" fencing="), let fencing = reader.integer(),
-                reader.skip(" attempt="), let attempt = reader.integer(),
-                reader.skip(" lease_span_ms="), let span = reader.integer(),
-                reader.skip(" retention_ms="), let retention = reader.integer(),
-                reader.skip(" fp="), let fingerprint = reader.optional(), reader.isAtEnd
+                reader.skip("owner="), let owner = reader.lengthPrefixed(), reader.skip(" "),
+                let counters = reader.counters(), reader.isAtEnd
             else { return nil }
-            let leaseUntil = expires - retention
+            let leaseUntil = expires - counters.retention
             return DedupRecord(
-                id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: fencing,
-                attempt: Int(attempt), createdMilliseconds: leaseUntil - span, leaseUntilMilliseconds: leaseUntil,
+                id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: counters.fencing,
+                attempt: Int(counters.attempt), createdMilliseconds: leaseUntil - counters.span, leaseUntilMilliseconds: leaseUntil,
                 completedMilliseconds: nil, expiresMilliseconds: expires,
-                fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil
+                fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil
             )
         }
-        guard reader.skip("completed fencing="), let fencing = reader.integer(),
-            reader.skip(" attempt="), let attempt = reader.integer(),
-            reader.skip(" lease_span_ms="), reader.integer() != nil,
-            reader.skip(" retention_ms="), reader.integer() != nil,
-            reader.skip(" fp="), let fingerprint = reader.optional(),
+        guard reader.skip("completed "), let counters = reader.counters(),
             reader.skip(" created_ms="), let created = reader.integer(),
             reader.skip(" completed_ms="), let completed = reader.integer(),
             reader.skip(" kept_ms="), let kept = reader.integer(),
             reader.skip(" result="), let result = reader.optional(), reader.isAtEnd
         else { return nil }
         return DedupRecord(
-            id: id, state: .completed, ownerToken: nil, fencingToken: fencing, attempt: Int(attempt),
+            id: id, state: .completed, ownerToken: nil, fencingToken: counters.fencing, attempt: Int(counters.attempt),
             createdMilliseconds: created, leaseUntilMilliseconds: nil,
             completedMilliseconds: completed, expiresMilliseconds: completed + kept,
-            fingerprint: fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) }
+            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) }
         )
     }
 
@@ -174,6 +166,16 @@ enum RecordValue {
             guard let count = integer(), skip(":"), count <= bytes.count - position else { return nil }
             defer { position += Int(count) }
             return UnsafeBufferPointer(rebasing: bytes[position..<position + Int(count)])
+        }
+
+        /// `fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>`, the fields both
+        /// states carry (a completed record keeps its in-flight ones); `nil` when malformed.
+        mutating func counters() -> (fencing: Int64, attempt: Int64, span: Int64, retention: Int64, fingerprint: UnsafeBufferPointer<UInt8>?)? {
+            guard skip("fencing="), let fencing = integer(), skip(" attempt="), let attempt = integer(),
+                skip(" lease_span_ms="), let span = integer(), skip(" retention_ms="), let retention = integer(),
+                skip(" fp="), let fingerprint = optional()
+            else { return nil }
+            return (fencing, attempt, span, retention, fingerprint)
         }
 
         /// `-` (none: `.some(nil)`) or `<n>:<bytes>`; `nil` when malformed.
