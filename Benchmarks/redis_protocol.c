@@ -4,8 +4,9 @@
  * completion script cost the server) and the Swift client's part.
  *
  * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
- * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the keys it created, one
- * with B `EVALSHA <complete script> 1 <key> <owner header> <retention> <retention - 1> - <claim ms>`.
+ * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the K keys it created,
+ * one with `EVALSHA <complete script> K <key>... <retention> <retention - 1>` followed by
+ * `<owner header> - <claim ms>` per key (one call for the batch, as RedisDedupStore sends it).
  * A second pass over the same keys measures duplicates. Keys live under "dedup:<n>:protocol-<pid>:"
  * and are deleted at the end.
  *
@@ -59,6 +60,10 @@ int main(int argc, char **argv) {
   char namespace[64], key[160], head[96], value[256], claimed[32];
   snprintf(namespace, sizeof namespace, "protocol-%d", (int)getpid());
   int *created = malloc(sizeof(int) * batch);
+  /* The completion call's arguments: 5 + 4 per key, pointing into per-key buffers. */
+  const char **complete_argv = malloc(sizeof(char *) * (5 + 4 * batch));
+  char (*keys)[160] = malloc(sizeof(*keys) * batch), (*heads)[96] = malloc(sizeof(*heads) * batch);
+  char key_count[16];
   for (int pass = 0; pass < 2; pass++) {
     double t0 = now();
     for (int i = 0; i < n; i += batch) {
@@ -83,17 +88,31 @@ int main(int argc, char **argv) {
       int k = 0;
       for (int j = 0; j < m; j++) {
         if (!created[j]) continue;
-        snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
-        snprintf(head, sizeof head, "in_flight owner=32:%016x%016x ", pass, i + j);
-        const char *complete_argv[] = {"EVALSHA", sha, "1", key, head, retention_ms, kept_px, "-", claimed};
-        redisAppendCommandArgv(c, 9, complete_argv, NULL);
+        snprintf(keys[k], sizeof keys[k], "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
+        snprintf(heads[k], sizeof heads[k], "in_flight owner=32:%016x%016x ", pass, i + j);
         k++;
       }
+      if (k == 0) continue;
+      int argc3 = 0;
+      snprintf(key_count, sizeof key_count, "%d", k);
+      complete_argv[argc3++] = "EVALSHA";
+      complete_argv[argc3++] = sha;
+      complete_argv[argc3++] = key_count;
+      for (int j = 0; j < k; j++) complete_argv[argc3++] = keys[j];
+      complete_argv[argc3++] = retention_ms;
+      complete_argv[argc3++] = kept_px;
       for (int j = 0; j < k; j++) {
-        r = reply(c);
-        if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) { fprintf(stderr, "completion refused\n"); exit(1); }
-        freeReplyObject(r);
+        complete_argv[argc3++] = heads[j];
+        complete_argv[argc3++] = "-";
+        complete_argv[argc3++] = claimed;
       }
+      redisAppendCommandArgv(c, argc3, complete_argv, NULL);
+      r = reply(c);
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)k) { fprintf(stderr, "unexpected completion reply\n"); exit(1); }
+      for (size_t j = 0; j < r->elements; j++) {
+        if (r->element[j]->type != REDIS_REPLY_INTEGER || r->element[j]->integer != 1) { fprintf(stderr, "completion refused\n"); exit(1); }
+      }
+      freeReplyObject(r);
     }
     double dt = now() - t0;
     printf("redis batch=%d pass=%s n=%d msgs_per_s=%.0f\n", batch, pass ? "duplicate" : "unique", n, n / dt);
@@ -109,5 +128,8 @@ int main(int argc, char **argv) {
   }
   redisFree(c);
   free(created);
+  free(complete_argv);
+  free(keys);
+  free(heads);
   return 0;
 }

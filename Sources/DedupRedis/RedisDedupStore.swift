@@ -32,11 +32,12 @@ import Synchronization
 /// created, a completed value is a duplicate and carries its record. Only when the key is in
 /// flight (or holds a completed value past its expiry) does a second step run, the claim script,
 /// which decides between a live lease, a payload mismatch, a takeover and a fresh claim
-/// atomically. Complete, release, renew and conditional delete are owner-checked Lua scripts on
-/// one key, loaded once per connection and called by `EVALSHA` (reloaded after `NOSCRIPT`, once),
-/// using the server's clock. A duplicate costs one round trip, a processed message two (claim,
-/// complete); batches are pipelined, one round trip each (plus one for the keys of a batch found
-/// in flight).
+/// atomically. Complete, release, renew and conditional delete are owner-checked Lua scripts,
+/// loaded once per connection and called by `EVALSHA` (reloaded after `NOSCRIPT`, once), using the
+/// server's clock; each works on one key, and a batch's completions share calls of the completion
+/// script (see ``Configuration/completesBatchesInOneScript``). A duplicate costs one round trip, a
+/// processed message two (claim, complete); batches are pipelined, one round trip each (plus one
+/// for the keys of a batch found in flight).
 ///
 /// Connections are made on first use. Each pooled connection is owned by a thread of its own, so a
 /// network wait never holds one of Swift's cooperative threads, and concurrent calls on one
@@ -70,11 +71,19 @@ public final class RedisDedupStore: DedupStore {
         /// a loopback round trip, and with the store otherwise idle at most one cooperative thread
         /// waits, briefly. Concurrent calls always go through the I/O threads.
         public var runsIdleCallsInline: Bool
+        /// Whether a batch of completions runs the completion script once for all its keys (up to
+        /// ``RedisDedupStore/maximumKeysPerCompletion`` per call) rather than once per key. Default
+        /// `true`: the script's fixed cost is most of a completion's cost on the server. Set it to
+        /// `false` behind a Redis Cluster proxy, or anything else that refuses a script whose keys
+        /// are in different hash slots (`CROSSSLOT`); each completion then takes a call of its own,
+        /// all still pipelined in one round trip.
+        public var completesBatchesInOneScript: Bool
 
         /// Creates a configuration; every argument has the documented default.
         public init(
             connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(2), poolSize: Int = 2,
-            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy(), runsIdleCallsInline: Bool = true
+            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy(), runsIdleCallsInline: Bool = true,
+            completesBatchesInOneScript: Bool = true
         ) {
             self.connectTimeout = connectTimeout
             self.commandTimeout = commandTimeout
@@ -82,6 +91,7 @@ public final class RedisDedupStore: DedupStore {
             self.keyPrefix = keyPrefix
             self.reconnect = reconnect
             self.runsIdleCallsInline = runsIdleCallsInline
+            self.completesBatchesInOneScript = completesBatchesInOneScript
         }
     }
 
@@ -307,22 +317,73 @@ public final class RedisDedupStore: DedupStore {
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
         var pieces = sharedPieces
-        let command = completeCommand(completion, &pieces)
+        let command = completeCommand([completion][...], &pieces)
         keep(pieces)
         let reply = try await single(command)
-        if try decodeFlag(reply) == false {
+        var answers: [CompletionAnswer] = []
+        try decodeCompletions(reply, count: 1, into: &answers)
+        if answers[0] == .leaseLost {
             throw leaseLost(completion.lease, doing: "complete")
         }
     }
 
-    /// Completes many leases in one pipelined round trip.
+    /// Most keys one call of the completion script takes: a longer batch is split (the calls
+    /// pipelined), so no call holds the server for long (about 3 µs of script time per key).
+    public static let maximumKeysPerCompletion = 256
+
+    /// Completes many leases in one round trip: one call of the completion script for a run of up
+    /// to ``maximumKeysPerCompletion`` completions with the same retention (a consumer's all
+    /// share it), or one per completion when
+    /// ``Configuration/completesBatchesInOneScript`` is off.
+    ///
+    /// When one record cannot be read (someone else's value at its key), the call throws that
+    /// error; the other completions of the batch are written all the same.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
+        let perCall = configuration.completesBatchesInOneScript ? Self.maximumKeysPerCompletion : 1
         var pieces = sharedPieces
-        let commands = completions.map { completeCommand($0, &pieces) }
+        var commands: [RedisCommand] = []
+        var counts: [Int] = []
+        var start = completions.startIndex
+        while start < completions.endIndex {
+            let retention = completions[start].retention
+            var end = start + 1
+            while end < completions.endIndex, end - start < perCall, completions[end].retention == retention { end += 1 }
+            commands.append(completeCommand(completions[start..<end], &pieces))
+            counts.append(end - start)
+            start = end
+        }
         keep(pieces)
         let replies = try await execute(commands)
-        return try replies.map { try decodeFlag($0) ? .completed : .leaseLost }
+        var answers: [CompletionAnswer] = []
+        answers.reserveCapacity(completions.count)
+        var failure: (any Error)?
+        for (reply, count) in zip(replies, counts) {
+            do {
+                try decodeCompletions(reply, count: count, into: &answers)
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+        return answers
+    }
+
+    /// The completion script's answers for `count` keys, appended in order; throws the first
+    /// error among them (after reading them all).
+    private func decodeCompletions(_ reply: RedisReply, count: Int, into answers: inout [CompletionAnswer]) throws {
+        if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
+        guard let flags = reply.arrayValue, flags.count == count else { throw unexpected(reply, doing: "the complete script") }
+        var failure: (any Error)?
+        for flag in flags {
+            do {
+                answers.append(try decodeFlag(flag) ? .completed : .leaseLost)
+            } catch {
+                failure = failure ?? error
+                answers.append(.leaseLost)
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// Releases with one `EVALSHA` of the release script (the record is deleted).
@@ -588,54 +649,67 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> 1 <key> <owner header> <retention_ms> <PX ms> <result> <first claim ms
-    /// or "">`, written in one pass.
-    private func completeCommand(_ completion: Completion, _ pieces: inout CommandPieces) -> RedisCommand {
+    /// `EVALSHA <complete> <n> <key>… <retention_ms> <PX ms>` and, per completion, `<owner header>
+    /// <result> <first claim ms or "">`, written in one pass. The completions share a retention.
+    private func completeCommand(_ completions: ArraySlice<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
+        let retention = pieces.retentionArguments(completions[completions.startIndex].retention)
+        var capacity = Self.completePrefix.count + 24 + retention.count
+        for completion in completions {
+            capacity += 4 * 24 + keyLength(completion.lease.id) + completion.lease.ownerToken.utf8.count + RecordValue.ownerField.count
+            capacity += completion.result.map { 21 + $0.count } ?? 1
+        }
+        return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
+            writer.encoded(Self.completePrefix, arguments: 2)
+            writer.bulkHeader(RespWriter.digitCount(completions.count))
+            writer.decimal(Int64(completions.count))
+            writer.finish()
+            for completion in completions {
+                writeKey(completion.lease.id, length: keyLength(completion.lease.id), to: &writer)
+            }
+            writer.encoded(retention, arguments: 2)
+            for completion in completions {
+                Self.writeCompletionArguments(completion, to: &writer)
+            }
+        }
+    }
+
+    /// A completion's owner header, encoded result and first claim (Unix ms, or empty when the
+    /// lease does not say, or says a time the value could not hold: the script reads it then).
+    private static func writeCompletionArguments(_ completion: Completion, to writer: inout RespWriter) {
         let lease = completion.lease
-        let retention = pieces.retentionArguments(completion.retention)
-        // A time the value could not hold (before 1970, past the scripts' range, not a number) is
-        // left to the script.
+        var token = lease.ownerToken
+        token.withUTF8 { token in
+            writer.bulkHeader(RecordValue.ownerHeaderLength(tokenBytes: token.count))
+            RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
+            writer.finish()
+        }
+        if let result = completion.result {
+            writer.bulkHeader(RespWriter.digitCount(result.count) + 1 + result.count)
+            result.withUnsafeBytes { writer.lengthPrefixed($0) }
+        } else {
+            writer.bulkHeader(1)
+            writer.raw(UInt8(ascii: "-"))
+        }
+        writer.finish()
         let claimed = lease.claimedAt.flatMap { date -> Int64? in
             let milliseconds = date.timeIntervalSince1970 * 1000
             return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry) ? date.millisecondsSince1970 : nil
         }
-        var token = lease.ownerToken
-        return token.withUTF8 { token in
-            let keyLength = keyLength(lease.id)
-            let headerLength = RecordValue.ownerHeaderLength(tokenBytes: token.count)
-            let resultLength = completion.result.map { RespWriter.digitCount($0.count) + 1 + $0.count } ?? 1
-            let capacity = Self.completePrefix.count + 4 * 24 + keyLength + headerLength + retention.count + resultLength + 20
-            return RedisCommand(count: 9, capacity: capacity) { writer in
-                writer.encoded(Self.completePrefix, arguments: 3)
-                writeKey(lease.id, length: keyLength, to: &writer)
-                writer.bulkHeader(headerLength)
-                RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
-                writer.finish()
-                writer.encoded(retention, arguments: 2)
-                writer.bulkHeader(resultLength)
-                if let result = completion.result {
-                    result.withUnsafeBytes { writer.lengthPrefixed($0) }
-                } else {
-                    writer.raw(UInt8(ascii: "-"))
-                }
-                writer.finish()
-                if let claimed {
-                    writer.bulkHeader(RespWriter.digitCount(Int(claimed)))
-                    writer.decimal(claimed)
-                } else {
-                    writer.bulkHeader(0)
-                }
-                writer.finish()
-            }
+        if let claimed {
+            writer.bulkHeader(RespWriter.digitCount(Int(claimed)))
+            writer.decimal(claimed)
+        } else {
+            writer.bulkHeader(0)
         }
+        writer.finish()
     }
 
     /// The completion script's Lua source, for a benchmark that sends our protocol from another
     /// client.
     package static var completionScriptSource: String { RedisScript.complete.source }
 
-    /// `EVALSHA <complete sha> 1`, encoded.
-    private static let completePrefix: [UInt8] = RedisScript.complete.callPrefix.body
+    /// `EVALSHA <complete sha>`, encoded (the key count follows).
+    private static let completePrefix: [UInt8] = RedisCommand("EVALSHA", RedisScript.complete.sha).body
 
     private func readCommand(_ key: [UInt8]) -> RedisCommand {
         var command = RedisScript.read.callPrefix

@@ -181,6 +181,50 @@ struct RedisDedupStoreTests {
         }
     }
 
+    @Test(
+        "a batch completion takes one script call per run of up to 256 keys with one retention (one per key when configured so); lease lost and unreadable records answer per key",
+        arguments: [true, false]
+    )
+    func batchCompletionCalls(oneScript: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, completesBatchesInOneScript: oneScript)
+            let ids = (0..<600).map { id("ns", "k\($0)") }
+            let leases = try await store.claim(batch: ids.map { request($0) }).map { try #require($0.lease) }
+            var completions = leases.indices.map { Completion(lease: leases[$0], retention: .seconds($0 < 300 ? 60 : 120)) }
+            for lost in [5, 450] { completions[lost].lease.ownerToken = "not-the-owner" }
+            try await server.cli("CONFIG", "RESETSTAT")
+            let answers = try await store.complete(batch: completions)
+            #expect(answers == completions.indices.map { [5, 450].contains($0) ? .leaseLost : .completed })
+            let stats = try await server.cli("INFO", "commandstats")
+            let calls = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_evalsha:") }
+            // 0..<256, 256..<300 (the retention changes), 300..<556, 556..<600.
+            #expect(calls?.hasPrefix("cmdstat_evalsha:calls=\(oneScript ? 4 : 600),") == true, "\(calls ?? "no EVALSHA")")
+            for (index, retention) in [(0, 60_000.0), (299, 60_000), (300, 120_000), (599, 120_000)] {
+                let record = try #require(try await store.record(for: ids[index]))
+                let completedAt = try #require(record.completedAt)
+                #expect(record.state == .completed && record.expiresAt.timeIntervalSince(completedAt) * 1000 == retention)
+            }
+            #expect(try await store.record(for: ids[5])?.state == .inFlight)
+
+            // A record of ours whose fields cannot be read, completed by a lease that does not say
+            // when it was first claimed (so the script must read them): that key answers with the
+            // error, the call throws it, and the batch's other completions are written.
+            try await server.cli("SET", "dedup:2:ns:bad", "in_flight owner=1:t fencing=x")
+            let bad = Lease(id: id("ns", "bad"), ownerToken: "t", fencingToken: 1, attempt: 1, leaseUntil: Date(), isTakeover: false)
+            let fresh = try await store.claim(batch: [request(id("ns", "before")), request(id("ns", "after"))]).map { try #require($0.lease) }
+            await expectDedupError(.corruptStore) {
+                _ = try await store.complete(batch: [
+                    Completion(lease: fresh[0], retention: .seconds(60)), Completion(lease: bad, retention: .seconds(60)),
+                    Completion(lease: fresh[1], retention: .seconds(60)),
+                ])
+            }
+            #expect(try await store.record(for: id("ns", "before"))?.state == .completed)
+            #expect(try await store.record(for: id("ns", "after"))?.state == .completed)
+            #expect(try await server.cli("GET", "dedup:2:ns:bad") == "in_flight owner=1:t fencing=x")
+            await store.close()
+        }
+    }
+
     @Test("a batch with someone else's value at one key throws that error and releases what it acquired")
     func failedBatchReleases() async throws {
         try await withRedisServer { server in

@@ -23,14 +23,15 @@ func withRedisServer<T>(
 
 /// A store with a short reconnect policy, so failure tests do not wait long.
 func makeRedisStore(
-    _ url: String, prefix: String = "dedup", commandTimeout: Duration = .seconds(2), poolSize: Int = 2, inline: Bool = true
+    _ url: String, prefix: String = "dedup", commandTimeout: Duration = .seconds(2), poolSize: Int = 2, inline: Bool = true,
+    completesBatchesInOneScript: Bool = true
 ) throws -> RedisDedupStore {
     try RedisDedupStore(
         url: url,
         configuration: .init(
             connectTimeout: .seconds(1), commandTimeout: commandTimeout, poolSize: poolSize, keyPrefix: prefix,
             reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
-            runsIdleCallsInline: inline
+            runsIdleCallsInline: inline, completesBatchesInOneScript: completesBatchesInOneScript
         )
     )
 }
