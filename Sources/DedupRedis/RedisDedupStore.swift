@@ -224,8 +224,11 @@ public final class RedisDedupStore: DedupStore {
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
         var pieces = sharedPieces
-        // Indices, not elements: iterating would copy each request (four strings retained and released).
-        for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
+        // Through a buffer pointer: iterating, or subscripting the array, would copy each request (four
+        // strings retained and released).
+        requests.withUnsafeBufferPointer { requests in
+            for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
+        }
         keep(pieces)
         let replies = try await execute(commands)
         let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: requests)
@@ -234,18 +237,22 @@ public final class RedisDedupStore: DedupStore {
         var unsettled: [Int] = []
         var settled = [Bool](repeating: false, count: requests.count)
         var failure: (any Error)?
-        for index in requests.indices {
-            do {
-                if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
-                    answers.append(answer)
-                    settled[index] = true
-                    continue
+        requests.withUnsafeBufferPointer { requests in
+            replies.withUnsafeBufferPointer { replies in
+                for index in requests.indices {
+                    do {
+                        if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
+                            answers.append(answer)
+                            settled[index] = true
+                            continue
+                        }
+                        unsettled.append(index)
+                    } catch {
+                        failure = failure ?? error
+                    }
+                    answers.append(.acquired(Self.placeholderLease))
                 }
-                unsettled.append(index)
-            } catch {
-                failure = failure ?? error
             }
-            answers.append(.acquired(Self.placeholderLease))
         }
         if !unsettled.isEmpty && failure == nil {
             do {
@@ -653,22 +660,26 @@ public final class RedisDedupStore: DedupStore {
     /// <result> <first claim ms or "">`, written in one pass. The completions share a retention.
     private func completeCommand(_ completions: ArraySlice<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
         let retention = pieces.retentionArguments(completions[completions.startIndex].retention)
-        var capacity = Self.completePrefix.count + 24 + retention.count
-        for completion in completions {
-            capacity += 4 * 24 + keyLength(completion.lease.id) + completion.lease.ownerToken.utf8.count + RecordValue.ownerField.count
-            capacity += completion.result.map { 21 + $0.count } ?? 1
-        }
-        return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
-            writer.encoded(Self.completePrefix, arguments: 2)
-            writer.bulkHeader(RespWriter.digitCount(completions.count))
-            writer.decimal(Int64(completions.count))
-            writer.finish()
-            for completion in completions {
-                writeKey(completion.lease.id, length: keyLength(completion.lease.id), to: &writer)
+        // Through a buffer pointer: iterating the slice would copy each completion.
+        return completions.withUnsafeBufferPointer { completions in
+            var capacity = Self.completePrefix.count + 24 + retention.count
+            for index in completions.indices {
+                capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
+                capacity += RecordValue.ownerField.count
+                capacity += completions[index].result.map { 21 + $0.count } ?? 1
             }
-            writer.encoded(retention, arguments: 2)
-            for completion in completions {
-                Self.writeCompletionArguments(completion, to: &writer)
+            return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
+                writer.encoded(Self.completePrefix, arguments: 2)
+                writer.bulkHeader(RespWriter.digitCount(completions.count))
+                writer.decimal(Int64(completions.count))
+                writer.finish()
+                for index in completions.indices {
+                    writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
+                }
+                writer.encoded(retention, arguments: 2)
+                for index in completions.indices {
+                    Self.writeCompletionArguments(completions[index], to: &writer)
+                }
             }
         }
     }

@@ -198,7 +198,8 @@ struct DedupBench: ParsableCommand, Sendable {
 
         var generator = KeyGenerator(seed: 0x5EED_0000_0000_0001)
         let sqliteKeys = runSQLite ? generator.keys(sqliteN) : []
-        let redisKeys = runRedis ? generator.keys(redisN) : []
+        // Each store's keys shaped like its ceiling's: the Redis one claims `<prefix>msg-<i>`.
+        let redisKeys = runRedis ? (0..<redisN).map { "msg-\($0)" } : []
         let warmUpKeys = generator.keys(100)
         let sqliteBatches = batched(sqliteKeys, size: 100)
         let redisBatches = batched(redisKeys, size: 100)
