@@ -40,7 +40,7 @@ struct DedupBench: ParsableCommand, Sendable {
     var redisN: Int?
 
     @Option(
-        help: "Run every path (ours and the ceiling's) this many times, alternating who goes first, and keep the best of each (default 3; 1 with --quick). The machine is noisy: a single pass of either side can land in a slow spell."
+        help: "Run every path (ours and the ceiling's) this many times, alternating who goes first, and report the median of each (default 3; 1 with --quick). The machine is noisy: a single pass of either side can land in a slow or a fast spell."
     )
     var rounds: Int?
 
@@ -235,7 +235,7 @@ struct DedupBench: ParsableCommand, Sendable {
         let (table, allMet, judged) = report.render()
         var out = "Machine: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory) memory. "
         out += "Command: `\(commandLine())`"
-        if rounds > 1 { out += " (best of \(rounds) rounds for ours and the ceilings alike)" }
+        if rounds > 1 { out += " (the median of \(rounds) rounds for ours and the ceilings alike)" }
         out += ".\n"
         out += placement.map { "Placement: \($0).\n" } ?? "Placement: left to the scheduler.\n"
         out += "\n" + table + "\n"
@@ -381,8 +381,7 @@ struct DedupBench: ParsableCommand, Sendable {
 
     private func recordStore(_ path: BenchPath, _ measurement: Measurement, into results: inout RunResults) {
         progress("  store only: \(path.title): \(thousands(measurement.rate)) msgs/s")
-        if let old = results.storeOnly[path], old.rate >= measurement.rate { return }
-        results.storeOnly[path] = measurement
+        results.keepStoreOnly(path, measurement)
     }
 
     private func sqliteConsumer(path: String, logger: Logger) throws -> IdempotentConsumer {

@@ -49,21 +49,32 @@ enum BenchPath: Int, CaseIterable, Comparable {
 
 /// Everything one run found.
 struct RunResults {
-    var ours: [BenchPath: Measurement] = [:]
+    /// Every pass of our paths, in the order they ran.
+    private(set) var oursPasses: [BenchPath: [Measurement]] = [:]
     var ceilings = CeilingRates()
     var memory: [MemoryCheck] = []
     /// With `--breakdown`: the same paths straight to the store, without the consumer.
-    var storeOnly: [BenchPath: Measurement] = [:]
+    private(set) var storeOnlyPasses: [BenchPath: [Measurement]] = [:]
     /// With `--breakdown`: our Redis protocol from a plain C client (Benchmarks/redis_protocol.c).
     var protocolClient = CeilingRates()
     var startMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
     var endMemory = MemoryReading(residentBytes: 0, peakBytes: 0)
 
-    /// Keeps the faster of two passes of the same path (rounds run the paths more than once).
+    /// Records a pass of one of our paths (rounds run the paths more than once).
     mutating func keep(_ path: BenchPath, _ measurement: Measurement) {
-        if let old = ours[path], old.rate >= measurement.rate { return }
-        ours[path] = measurement
+        oursPasses[path, default: []].append(measurement)
     }
+
+    /// Records a pass of a path straight to the store.
+    mutating func keepStoreOnly(_ path: BenchPath, _ measurement: Measurement) {
+        storeOnlyPasses[path, default: []].append(measurement)
+    }
+
+    /// Our median pass of each path (see ``median(_:by:)``).
+    var ours: [BenchPath: Measurement] { oursPasses.compactMapValues { median($0, by: \.rate) } }
+
+    /// The median pass of each path straight to the store.
+    var storeOnly: [BenchPath: Measurement] { storeOnlyPasses.compactMapValues { median($0, by: \.rate) } }
 }
 
 /// The memory-growth target.
@@ -78,17 +89,19 @@ struct Report {
         var lines: [String] = []
         var allMet = true
         var judged = 0
+        let oursByPath = results.ours
+        let storeOnlyByPath = results.storeOnly
         lines.append("| path | N | ours msgs/s | ceiling msgs/s | ratio | p50 µs | p99 µs | target | |")
         lines.append("|---|--:|--:|--:|--:|--:|--:|--:|---|")
         for path in BenchPath.allCases {
-            guard let ours = results.ours[path] else { continue }
+            guard let ours = oursByPath[path] else { continue }
             var ceilingText = "—"
             var ratioText = "—"
             var verdict = "n/a"
             var targetText = String(format: "≥ %.1f", path.target)
             if path == .redisConcurrent {
                 targetText = String(format: "≥ %.0f× Redis single", path.target)
-                if let single = results.ours[.redisSingle] {
+                if let single = oursByPath[.redisSingle] {
                     let ratio = ours.rate / single.rate
                     ratioText = String(format: "%.2f× ours single", ratio)
                     verdict = ratio >= path.target ? "met" : "**missed**"
@@ -108,9 +121,9 @@ struct Report {
             )
         }
         for path in BenchPath.allCases {
-            guard let store = results.storeOnly[path] else { continue }
+            guard let store = storeOnlyByPath[path] else { continue }
             let ceiling = path.ceiling(in: results.ceilings)
-            let ours = results.ours[path]
+            let ours = oursByPath[path]
             var ratio = ceiling.map { String(format: "%.2f", store.rate / $0) } ?? "—"
             if let ours { ratio += String(format: " (consumer keeps %.0f%%)", 100 * ours.rate / store.rate) }
             lines.append(
@@ -121,7 +134,7 @@ struct Report {
             guard let rate = path.ceiling(in: results.protocolClient) else { continue }
             let ceiling = path.ceiling(in: results.ceilings)
             var ratio = ceiling.map { String(format: "%.2f", rate / $0) } ?? "—"
-            if let ours = results.ours[path] { ratio += String(format: " (ours: %.0f%% of it)", 100 * ours.rate / rate) }
+            if let ours = oursByPath[path] { ratio += String(format: " (ours: %.0f%% of it)", 100 * ours.rate / rate) }
             lines.append(
                 "| C client, our protocol: \(path.title) | — | \(thousands(rate)) | \(ceiling.map(thousands) ?? "—") | \(ratio) | — | — | (diagnostic) | |"
             )
