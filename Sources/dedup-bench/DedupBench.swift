@@ -40,7 +40,7 @@ struct DedupBench: ParsableCommand, Sendable {
     var redisN: Int?
 
     @Option(
-        help: "Run every path (ours and the ceiling's) this many times, alternating who goes first, and report the median of each (default 3; 1 with --quick). The machine is noisy: a single pass of either side can land in a slow or a fast spell."
+        help: "Run every path (ours and the ceiling's) this many times, alternating who goes first, and report the median of each (default 5; 1 with --quick). The machine is noisy: a single pass of either side can land in a slow or a fast spell."
     )
     var rounds: Int?
 
@@ -205,7 +205,7 @@ struct DedupBench: ParsableCommand, Sendable {
         let redisBatches = batched(redisKeys, size: 100)
         results.startMemory = MemoryReading.now()
 
-        let rounds = max(1, self.rounds ?? (quick ? 1 : 3))
+        let rounds = max(1, self.rounds ?? (quick ? 1 : 5))
         for round in 1...rounds {
             // Alternate who goes first so neither side always gets the cooler machine.
             let ceilingFirst = round % 2 == 1
