@@ -5,7 +5,7 @@
  *
  * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
  * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the K keys it created,
- * one with `EVALSHA <complete script> K <key>... <retention> <retention - 1>` followed by
+ * one with `EVALSHA <complete script> K <key>... <retention>` followed by
  * `<owner header> - <claim ms>` per key (one call for the batch, as RedisDedupStore sends it).
  * A second pass over the same keys measures duplicates. Keys live under "dedup:<n>:protocol-<pid>:"
  * and are deleted at the end.
@@ -56,12 +56,12 @@ int main(int argc, char **argv) {
   freeReplyObject(r);
 
   /* The consumer's defaults: a 30 s lease, 24 h retention. */
-  const char *lease_ms = "30000", *retention_ms = "86400000", *key_px = "86429999", *kept_px = "86399999";
+  const char *lease_ms = "30000", *retention_ms = "86400000", *key_px = "86429999";
   char namespace[64], key[160], head[96], value[256], claimed[32];
   snprintf(namespace, sizeof namespace, "protocol-%d", (int)getpid());
   int *created = malloc(sizeof(int) * batch);
-  /* The completion call's arguments: 5 + 4 per key, pointing into per-key buffers. */
-  const char **complete_argv = malloc(sizeof(char *) * (5 + 4 * batch));
+  /* The completion call's arguments: 4 + 4 per key, pointing into per-key buffers. */
+  const char **complete_argv = malloc(sizeof(char *) * (4 + 4 * batch));
   char (*keys)[160] = malloc(sizeof(*keys) * batch), (*heads)[96] = malloc(sizeof(*heads) * batch);
   char key_count[16];
   for (int pass = 0; pass < 2; pass++) {
@@ -100,7 +100,6 @@ int main(int argc, char **argv) {
       complete_argv[argc3++] = key_count;
       for (int j = 0; j < k; j++) complete_argv[argc3++] = keys[j];
       complete_argv[argc3++] = retention_ms;
-      complete_argv[argc3++] = kept_px;
       for (int j = 0; j < k; j++) {
         complete_argv[argc3++] = heads[j];
         complete_argv[argc3++] = "-";

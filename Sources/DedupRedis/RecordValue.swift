@@ -14,7 +14,7 @@ import Foundation
 /// `lease_span_ms` before that. A completed record keeps its in-flight fields (their times no
 /// longer apply) and adds when it was first claimed (`created_ms`, as the completing lease reported
 /// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`;
-/// the key's `PEXPIRETIME` + 1 is that, or a little later, see `RedisScript.complete`).
+/// the key's `PEXPIRETIME` + 1 is that, see `RedisScript.complete`).
 enum RecordValue {
     static let inFlightPrefix = Array("in_flight ".utf8)
     static let completedPrefix = Array("completed ".utf8)

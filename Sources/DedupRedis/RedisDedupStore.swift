@@ -347,33 +347,73 @@ public final class RedisDedupStore: DedupStore {
     /// error; the other completions of the batch are written all the same.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
-        let perCall = configuration.completesBatchesInOneScript ? Self.maximumKeysPerCompletion : 1
-        var pieces = sharedPieces
-        var commands: [RedisCommand] = []
-        var counts: [Int] = []
-        var start = completions.startIndex
-        while start < completions.endIndex {
-            let retention = completions[start].retention
-            var end = start + 1
-            while end < completions.endIndex, end - start < perCall, completions[end].retention == retention { end += 1 }
-            commands.append(completeCommand(completions[start..<end], &pieces))
-            counts.append(end - start)
-            start = end
+        let oneScript = configuration.completesBatchesInOneScript && !refusesKeysAcrossSlots.load(ordering: .relaxed)
+        let calls = completionCalls(completions, keysPerCall: oneScript ? Self.maximumKeysPerCompletion : 1)
+        let replies = try await executeCompletions(completions, calls)
+        // A Redis Cluster proxy refuses a script whose keys lie in different hash slots, before it
+        // runs: those completions go again one key per call, and so do this store's from now on.
+        let refused = calls.indices.filter { calls[$0].count > 1 && replies[$0].errorText?.hasPrefix("CROSSSLOT") == true }
+        var answered: [(keys: Range<Int>, reply: RedisReply)] = []
+        if refused.isEmpty {
+            answered = Array(zip(calls, replies))
+        } else {
+            if !refusesKeysAcrossSlots.exchange(true, ordering: .relaxed) {
+                logger.warning(
+                    "Redis refused a batch completion across hash slots (CROSSSLOT); completing one key per call from now on: set completesBatchesInOneScript to false for this server"
+                )
+            }
+            let singles = refused.flatMap { calls[$0].map { $0..<$0 + 1 } }
+            let singleReplies = try await executeCompletions(completions, singles)
+            var next = 0
+            for index in calls.indices {
+                if refused.contains(index) {
+                    for _ in calls[index] {
+                        answered.append((singles[next], singleReplies[next]))
+                        next += 1
+                    }
+                } else {
+                    answered.append((calls[index], replies[index]))
+                }
+            }
         }
-        keep(pieces)
-        let replies = try await execute(commands)
         var answers: [CompletionAnswer] = []
         answers.reserveCapacity(completions.count)
         var failure: (any Error)?
-        for (reply, count) in zip(replies, counts) {
+        for (keys, reply) in answered {
             do {
-                try decodeCompletions(reply, count: count, into: &answers)
+                try decodeCompletions(reply, count: keys.count, into: &answers)
             } catch {
                 failure = failure ?? error
             }
         }
         if let failure { throw failure }
         return answers
+    }
+
+    /// Set once a server refused a completion across hash slots (`CROSSSLOT`).
+    private let refusesKeysAcrossSlots = Atomic<Bool>(false)
+
+    /// The calls a batch of completions takes: runs of up to `keysPerCall` completions with one
+    /// retention (a consumer's all share it), in order.
+    private func completionCalls(_ completions: [Completion], keysPerCall: Int) -> [Range<Int>] {
+        var calls: [Range<Int>] = []
+        var start = completions.startIndex
+        while start < completions.endIndex {
+            let retention = completions[start].retention
+            var end = start + 1
+            while end < completions.endIndex, end - start < keysPerCall, completions[end].retention == retention { end += 1 }
+            calls.append(start..<end)
+            start = end
+        }
+        return calls
+    }
+
+    /// One call of the completion script per range of `completions`, pipelined in one round trip.
+    private func executeCompletions(_ completions: [Completion], _ calls: [Range<Int>]) async throws(DedupError) -> [RedisReply] {
+        var pieces = sharedPieces
+        let commands = calls.map { completeCommand(completions[$0], &pieces) }
+        keep(pieces)
+        return try await execute(commands)
     }
 
     /// The completion script's answers for `count` keys, appended in order; throws the first
@@ -656,10 +696,10 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> <n> <key>… <retention_ms> <PX ms>` and, per completion, `<owner header>
-    /// <result> <first claim ms or "">`, written in one pass. The completions share a retention.
+    /// `EVALSHA <complete> <n> <key>… <retention_ms>` and, per completion, `<owner header> <result>
+    /// <first claim ms or "">`, written in one pass. The completions share a retention.
     private func completeCommand(_ completions: ArraySlice<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
-        let retention = pieces.retentionArguments(completions[completions.startIndex].retention)
+        let retention = pieces.retentionArgument(completions[completions.startIndex].retention)
         // Through a buffer pointer: iterating the slice would copy each completion.
         return completions.withUnsafeBufferPointer { completions in
             var capacity = Self.completePrefix.count + 24 + retention.count
@@ -668,7 +708,7 @@ public final class RedisDedupStore: DedupStore {
                 capacity += RecordValue.ownerField.count
                 capacity += completions[index].result.map { 21 + $0.count } ?? 1
             }
-            return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
+            return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
                 writer.encoded(Self.completePrefix, arguments: 2)
                 writer.bulkHeader(RespWriter.digitCount(completions.count))
                 writer.decimal(Int64(completions.count))
@@ -676,7 +716,7 @@ public final class RedisDedupStore: DedupStore {
                 for index in completions.indices {
                     writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
                 }
-                writer.encoded(retention, arguments: 2)
+                writer.encoded(retention, arguments: 1)
                 for index in completions.indices {
                     Self.writeCompletionArguments(completions[index], to: &writer)
                 }
@@ -795,8 +835,8 @@ public final class RedisDedupStore: DedupStore {
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
             let record = try completedRecord(value, id: request.id)
-            // The key can outlive its record a little (see `RedisScript.complete`): past its expiry
-            // the record is gone, and the claim script takes the key.
+            // A key can outlive its record (its expiry moved later behind the store's back): past
+            // its expiry the record is gone, and the claim script takes the key.
             if record.expiresAt.millisecondsSince1970 <= now { return nil }
             return Self.answer(finding: record, for: request)
         case .error(let text):
@@ -1005,7 +1045,7 @@ struct DurationMilliseconds {
 struct CommandPieces {
     private var durations = DurationMilliseconds()
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
-    private var retentionPiece: (retention: Duration, arguments: [UInt8])?
+    private var retentionPiece: (retention: Duration, argument: [UInt8])?
 
     mutating func milliseconds(_ duration: Duration) -> Int64 {
         durations.milliseconds(duration)
@@ -1031,15 +1071,12 @@ struct CommandPieces {
         return (middle, tail.body)
     }
 
-    /// A completion's retention in milliseconds and the key's `PX` (one less, at least 1, which
-    /// Redis requires), encoded as two arguments.
-    mutating func retentionArguments(_ retention: Duration) -> [UInt8] {
-        if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.arguments }
-        let kept = milliseconds(retention)
-        var arguments = RedisCommand()
-        arguments.append(kept)
-        arguments.append(max(1, kept - 1))
-        retentionPiece = (retention, arguments.body)
-        return arguments.body
+    /// A completion's retention in milliseconds, encoded as an argument.
+    mutating func retentionArgument(_ retention: Duration) -> [UInt8] {
+        if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.argument }
+        var argument = RedisCommand()
+        argument.append(milliseconds(retention))
+        retentionPiece = (retention, argument.body)
+        return argument.body
     }
 }

@@ -18,7 +18,8 @@
 /// a live record. Its times are kept relative to that expiry (`retention_ms` before it the lease
 /// ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create the
 /// record with a plain `SET … NX PX … GET` that knows no server time. A completed value carries
-/// its own times; its key may outlive it a little (see ``complete``), which claims allow for.
+/// its own times and its key expires with it; one read past its expiry (its key's expiry moved
+/// later behind the store's back) is taken for gone.
 struct RedisScript: Sendable {
     let name: String
     let source: String
@@ -77,8 +78,8 @@ struct RedisScript: Sendable {
 
     /// Run when the claim's `SET … NX GET` found an in-flight record, or a completed one past its
     /// expiry: decides, atomically, between a live lease, a payload mismatch and a takeover;
-    /// creates the record if it is gone by now (a completed key may outlive its record a little,
-    /// see ``complete``).
+    /// creates the record if it is gone by now (a completed key outlives its record only when its
+    /// expiry was moved later behind the store's back).
     ///
     /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
     /// encoded fingerprint. Returns {0, lease_until, created_ms} created, {1, fencing, attempt,
@@ -126,10 +127,11 @@ struct RedisScript: Sendable {
     )
 
     /// Completes one key or a batch of them: KEYS are the records, ARGV the retention in
-    /// milliseconds (`kept_ms`), the keys' `PX` (retention − 1, at least 1), then three per key:
-    /// its owner header, its encoded result, and the first claim's time (Unix ms, as the lease
-    /// carries it; empty when it does not). Returns one answer per key, in order: 1 completed, 0
-    /// lease lost, or an error (`DEDUPCORRUPT`) for a value that cannot be read.
+    /// milliseconds (`kept_ms`), then three per key: its owner header, its encoded result, and the
+    /// first claim's time (Unix ms, as the lease carries it; empty when it does not). Returns one
+    /// answer per key, in order: 1 completed, 0 lease lost, or that key's error (`DEDUPCORRUPT` for
+    /// a value that cannot be read, `WRONGTYPE` for another kind of value at the key); a key's
+    /// error does not stop the keys after it.
     ///
     /// Each key goes through the same owner-checked transition a call of its own would make; a batch
     /// in one call shares the script's fixed cost (the call, its arguments, `TIME`), which is most
@@ -140,27 +142,28 @@ struct RedisScript: Sendable {
     ///
     /// Kept as cheap as it can be (it runs for every processed message): every command, and every
     /// number Lua converts or formats, costs about as much as the owner check. So the first
-    /// claim's time comes with the call (the lease knows it) rather than from the key's expiry, the
-    /// completion time is spliced from `TIME`'s digits, and the key expires relative to the write
-    /// (`PX`, no arithmetic). The value keeps the in-flight fields as they are and adds the first
+    /// claim's time comes with the call (the lease knows it) rather than from the key's expiry, and
+    /// the completion time is spliced from `TIME`'s digits; the one number formatted is the keys'
+    /// expiry, once per call. The value keeps the in-flight fields as they are and adds the first
     /// claim (`created_ms`), the completion time and the retention (`kept_ms`); the record expires
-    /// at `completed_ms` + `kept_ms`. The key does too, or later by the time between `TIME` and
-    /// its `SET` (rounded to milliseconds: usually none or one, more for a long batch; Redis 7.2
-    /// and later date both by the script's start, so none): claims and reads treat a completed
-    /// value past its expiry as gone (the claim script replaces it), so no one sees the record
-    /// outlive its retention.
+    /// at `completed_ms` + `kept_ms`, and so does its key (`PXAT` its last millisecond, whatever
+    /// the server's version dates a relative expiry by, and however long the call runs).
     static let complete = RedisScript(
         name: "complete",
         source: """
-            local kept, px = ARGV[1], ARGV[2]
+            local kept = ARGV[1]
             local t = redis.call('TIME')
             local now = t[1] .. string.sub('00000' .. t[2], -6, -4)
+            local last = string.format('%d', tonumber(now) + tonumber(kept) - 1)
             local answers = {}
             for i = 1, #KEYS do
               local key = KEYS[i]
-              local head, result, created = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-              local v = redis.call('GET', key)
-              if not v or string.sub(v, 1, #head) ~= head then
+              local head, result, created = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+              local v = redis.pcall('GET', key)
+              if type(v) == 'table' then
+                -- Another kind of value at the key (WRONGTYPE): this key's answer; the others go on.
+                answers[i] = v
+              elseif not v or string.sub(v, 1, #head) ~= head then
                 answers[i] = 0
               else
                 if created == '' then
@@ -173,7 +176,7 @@ struct RedisScript: Sendable {
                   answers[i] = redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
                 else
                   redis.call('SET', key, 'completed ' .. string.sub(v, #head + 1) .. ' created_ms=' .. created ..
-                    ' completed_ms=' .. now .. ' kept_ms=' .. kept .. ' result=' .. result, 'PX', px)
+                    ' completed_ms=' .. now .. ' kept_ms=' .. kept .. ' result=' .. result, 'PXAT', last)
                   answers[i] = 1
                 end
               end

@@ -221,6 +221,48 @@ struct RedisDedupStoreTests {
             #expect(try await store.record(for: id("ns", "before"))?.state == .completed)
             #expect(try await store.record(for: id("ns", "after"))?.state == .completed)
             #expect(try await server.cli("GET", "dedup:2:ns:bad") == "in_flight owner=1:t fencing=x")
+
+            // Another kind of value put at a claimed key: that key answers wrongType, the others
+            // around it are completed all the same.
+            let claimed = try await store.claim(batch: ["first", "hashed", "last"].map { request(id("ns", $0)) }).map { try #require($0.lease) }
+            try await server.cli("DEL", "dedup:2:ns:hashed")
+            try await server.cli("HSET", "dedup:2:ns:hashed", "name", "x")
+            await expectDedupError(.wrongType) {
+                _ = try await store.complete(batch: claimed.map { Completion(lease: $0, retention: .seconds(60)) })
+            }
+            #expect(try await store.record(for: id("ns", "first"))?.state == .completed)
+            #expect(try await store.record(for: id("ns", "last"))?.state == .completed)
+            #expect(try await server.cli("HGET", "dedup:2:ns:hashed", "name") == "x")
+            await store.close()
+        }
+    }
+
+    @Test(
+        "behind a Redis Cluster (one node holding every slot) a batch completion refused across hash slots (CROSSSLOT) goes again one key per call, and so do the store's later ones"
+    )
+    func crossSlotCompletion() async throws {
+        try await withRedisServer(arguments: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]) { server in
+            try await server.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await !server.cli("CLUSTER", "INFO").contains("cluster_state:ok") {
+                try #require(ContinuousClock.now < deadline, "the one-node cluster did not come up")
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let store = try makeRedisStore(server.url)
+            for round in 0..<2 {
+                let ids = (0..<10).map { id("ns", "r\(round)-\($0)") }
+                let leases = try await store.claim(batch: ids.map { request($0) }).map { try #require($0.lease) }
+                try await server.cli("CONFIG", "RESETSTAT")
+                let answers = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(60)) })
+                #expect(answers == Array(repeating: .completed, count: 10))
+                let stats = try await server.cli("INFO", "commandstats")
+                let calls = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_evalsha:") }
+                // The first batch tries one call, refused before it runs, then one per key; the second
+                // goes one per key straight away.
+                #expect(calls?.hasPrefix("cmdstat_evalsha:calls=10,") == true, "\(calls ?? "no EVALSHA")")
+                #expect(calls?.contains("rejected_calls=\(round == 0 ? 1 : 0),") == true, "\(calls ?? "no EVALSHA")")
+                for recordID in ids { #expect(try await store.record(for: recordID)?.state == .completed) }
+            }
             await store.close()
         }
     }
