@@ -324,7 +324,7 @@ public final class RedisDedupStore: DedupStore {
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
         var pieces = sharedPieces
-        let command = completeCommand([completion][...], &pieces)
+        let command = withUnsafePointer(to: completion) { completeCommand(UnsafeBufferPointer(start: $0, count: 1), &pieces) }
         keep(pieces)
         let reply = try await single(command)
         var answers: [CompletionAnswer] = []
@@ -411,7 +411,10 @@ public final class RedisDedupStore: DedupStore {
     /// One call of the completion script per range of `completions`, pipelined in one round trip.
     private func executeCompletions(_ completions: [Completion], _ calls: [Range<Int>]) async throws(DedupError) -> [RedisReply] {
         var pieces = sharedPieces
-        let commands = calls.map { completeCommand(completions[$0], &pieces) }
+        // Through a buffer pointer: iterating, or subscripting the array, would copy each completion.
+        let commands = completions.withUnsafeBufferPointer { completions in
+            calls.map { completeCommand(UnsafeBufferPointer(rebasing: completions[$0]), &pieces) }
+        }
         keep(pieces)
         return try await execute(commands)
     }
@@ -698,28 +701,25 @@ public final class RedisDedupStore: DedupStore {
 
     /// `EVALSHA <complete> <n> <key>… <retention_ms>` and, per completion, `<owner header> <result>
     /// <first claim ms or "">`, written in one pass. The completions share a retention.
-    private func completeCommand(_ completions: ArraySlice<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
-        let retention = pieces.retentionArgument(completions[completions.startIndex].retention)
-        // Through a buffer pointer: iterating the slice would copy each completion.
-        return completions.withUnsafeBufferPointer { completions in
-            var capacity = Self.completePrefix.count + 24 + retention.count
+    private func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
+        let retention = pieces.retentionArgument(completions[0].retention)
+        var capacity = Self.completePrefix.count + 24 + retention.count
+        for index in completions.indices {
+            capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
+            capacity += RecordValue.ownerField.count
+            capacity += completions[index].result.map { 21 + $0.count } ?? 1
+        }
+        return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
+            writer.encoded(Self.completePrefix, arguments: 2)
+            writer.bulkHeader(RespWriter.digitCount(completions.count))
+            writer.decimal(Int64(completions.count))
+            writer.finish()
             for index in completions.indices {
-                capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
-                capacity += RecordValue.ownerField.count
-                capacity += completions[index].result.map { 21 + $0.count } ?? 1
+                writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
             }
-            return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
-                writer.encoded(Self.completePrefix, arguments: 2)
-                writer.bulkHeader(RespWriter.digitCount(completions.count))
-                writer.decimal(Int64(completions.count))
-                writer.finish()
-                for index in completions.indices {
-                    writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
-                }
-                writer.encoded(retention, arguments: 1)
-                for index in completions.indices {
-                    Self.writeCompletionArguments(completions[index], to: &writer)
-                }
+            writer.encoded(retention, arguments: 1)
+            for index in completions.indices {
+                Self.writeCompletionArguments(completions[index], to: &writer)
             }
         }
     }
