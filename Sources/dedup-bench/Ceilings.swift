@@ -23,7 +23,7 @@ struct CeilingLine {
     var isDuplicatePass: Bool { fields["pass"] == "duplicate" }
 }
 
-/// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:)``).
+/// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``).
 struct CeilingRates {
     private enum Path: Hashable {
         case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate, sqliteTransactional
