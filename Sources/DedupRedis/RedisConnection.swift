@@ -269,6 +269,7 @@ final class RedisConnection: @unchecked Sendable {
             disconnect()
             return units.indices.map { $0 < results.count ? .success(results[$0]) : .failure(failure) }
         }
+        trustedUntil = Self.coarseNanoseconds() + Self.recentAnswerWindow
         if sawNoScript, let (error, failed) = retryNoScript(units, &results, context) {
             return results.indices.map { failed.contains($0) ? .failure(error) : .success(results[$0]) }
         }
@@ -418,6 +419,7 @@ final class RedisConnection: @unchecked Sendable {
             redisFree(context)
             self.context = nil
         }
+        trustedUntil = 0
         inboundStart = 0
         inboundEnd = 0
     }
@@ -460,10 +462,33 @@ final class RedisConnection: @unchecked Sendable {
 
     /// An idle connection has nothing to read, neither in the socket nor left over from the last
     /// reply: readable means the server closed it (EOF) or reset it. One zero-timeout `poll`, about
-    /// a microsecond.
+    /// a microsecond, unless the connection answered within ``recentAnswerWindow``: a busy store
+    /// then skips a system call per round trip. Redis closes an idle client only after its
+    /// `timeout` (whole seconds), so what the skip gives up is noticing, on the next call, a
+    /// connection killed or a server restarted in those few milliseconds; that call fails with
+    /// ``DedupError/Code/storeUnavailable`` (as the calls in flight at that moment do in any case)
+    /// and the next one reconnects.
     private func isHealthy(_ context: UnsafeMutablePointer<redisContext>) -> Bool {
+        guard context.pointee.err == 0 && inboundStart == inboundEnd else { return false }
+        if Self.coarseNanoseconds() < trustedUntil { return true }
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-        return context.pointee.err == 0 && inboundStart == inboundEnd && poll(&descriptor, 1, 0) == 0
+        return poll(&descriptor, 1, 0) == 0
+    }
+
+    /// How recently a connection must have answered for ``isHealthy(_:)`` to trust it without a
+    /// `poll`: about 10 ms (the coarse clock moves in ticks of a few milliseconds).
+    private static let recentAnswerWindow: Int64 = 10_000_000
+
+    /// Until when (coarse monotonic nanoseconds) the connection is trusted without a `poll`:
+    /// ``recentAnswerWindow`` after it last answered a whole round trip; 0 once disconnected.
+    private var trustedUntil: Int64 = 0
+
+    /// The coarse monotonic clock: read from the vDSO without a system call, in ticks of a few
+    /// milliseconds.
+    private static func coarseNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        return Int64(now.tv_sec) &* 1_000_000_000 &+ Int64(now.tv_nsec)
     }
 
     private func connectOnce() throws(DedupError) -> UnsafeMutablePointer<redisContext> {

@@ -614,8 +614,12 @@ public final class RedisDedupStore: DedupStore {
 
     private var sharedPieces: CommandPieces { piecesCache.withLock { $0 } }
 
+    /// Keeps what a call encoded anew; a call that found every piece cached writes nothing back.
     private func keep(_ pieces: CommandPieces) {
-        piecesCache.withLock { $0 = pieces }
+        guard pieces.encodedAnew else { return }
+        var pieces = pieces
+        pieces.encodedAnew = false
+        piecesCache.withLock { [pieces] in $0 = pieces }
     }
 
     /// The Redis key of a record: `<keyPrefix>:<RecordID.encoded>` as bytes (NUL and all).
@@ -675,9 +679,8 @@ public final class RedisDedupStore: DedupStore {
     }
 
     private func scriptClaimCommand(_ request: ClaimRequest) -> RedisCommand {
-        var durations = DurationMilliseconds()
-        let lease = durations.milliseconds(request.lease)
-        let retention = durations.milliseconds(request.retention)
+        let lease = request.lease.wholeMilliseconds
+        let retention = request.retention.wholeMilliseconds
         var command = scriptCommand(
             RedisScript.claim, key: request.id,
             extraBytes: 2 * request.ownerToken.utf8.count + 160 + 2 * (request.fingerprint?.utf8.count ?? 0), extraArguments: 5
@@ -1030,9 +1033,10 @@ struct DurationMilliseconds {
     private var first: (Duration, Int64)?
     private var second: (Duration, Int64)?
 
-    mutating func milliseconds(_ duration: Duration) -> Int64 {
+    mutating func milliseconds(_ duration: Duration, encodedAnew: inout Bool) -> Int64 {
         if let first, first.0 == duration { return first.1 }
         if let second, second.0 == duration { return second.1 }
+        encodedAnew = true
         let value = duration.wholeMilliseconds
         second = first
         first = (duration, value)
@@ -1046,9 +1050,11 @@ struct CommandPieces {
     private var durations = DurationMilliseconds()
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
     private var retentionPiece: (retention: Duration, argument: [UInt8])?
+    /// Set when a piece was encoded since the copy was taken: only then is it worth keeping.
+    var encodedAnew = false
 
     mutating func milliseconds(_ duration: Duration) -> Int64 {
-        durations.milliseconds(duration)
+        durations.milliseconds(duration, encodedAnew: &encodedAnew)
     }
 
     /// For a claim's `SET`: the new record's counters up to its fingerprint
@@ -1068,6 +1074,7 @@ struct CommandPieces {
         tail.append(overflow ? Int64.max / 2 : max(1, total - 1))
         tail.append("GET")
         claimPieces = (request.lease, request.retention, middle, tail.body)
+        encodedAnew = true
         return (middle, tail.body)
     }
 
@@ -1077,6 +1084,7 @@ struct CommandPieces {
         var argument = RedisCommand()
         argument.append(milliseconds(retention))
         retentionPiece = (retention, argument.body)
+        encodedAnew = true
         return argument.body
     }
 }

@@ -522,6 +522,22 @@ struct RedisDedupStoreTests {
         }
     }
 
+    @Test("a connection the server closed while the store was idle is replaced without an error (inline and I/O-thread paths)", arguments: [true, false])
+    func serverClosedIdleConnection(inline: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, poolSize: 1, inline: inline)
+            #expect(try await store.claim(request(id("ns", "before"))).kind == "acquired")
+            // What an idle `timeout`, a failover or an operator does to a connection between calls.
+            #expect(try await server.cli("CLIENT", "KILL", "TYPE", "normal") == "1")
+            // A connection that answered in the last few milliseconds is trusted without a check;
+            // one idle for longer is checked before use. This store has been idle long enough:
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(try await store.claim(request(id("ns", "after"))).kind == "acquired")
+            #expect(try await store.ping() > .zero)
+            await store.close()
+        }
+    }
+
     @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
     func commandTimeout(inline: Bool) async throws {
         try await withRedisServer { server in
