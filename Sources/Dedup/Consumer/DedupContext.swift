@@ -78,8 +78,8 @@ final class LeaseWatch: Sendable {
         var lease: Lease
         /// When the lease ends by this process's monotonic clock, counted from before the claim was
         /// sent, so it never ends later here than in the store.
-        var localDeadline: ContinuousClock.Instant
-        var nextRenewal: ContinuousClock.Instant
+        var localDeadline: MonotonicInstant
+        var nextRenewal: MonotonicInstant
     }
 
     let state: Mutex<State>
@@ -88,12 +88,14 @@ final class LeaseWatch: Sendable {
     /// Tasks waiting in ``waitUntilLost()``, by a number so a cancelled waiter can leave.
     private let waiters = Mutex<(next: Int, continuations: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
 
-    init(lease: Lease, claimStarted: ContinuousClock.Instant, leaseDuration: Duration, renewalInterval: Duration) {
+    /// A watch from the claim's start: `leaseNanoseconds` and `renewalNanoseconds` are the lease and
+    /// the renewal interval, converted once by the keeper.
+    init(lease: Lease, claimStarted: MonotonicInstant, leaseNanoseconds: Int64, renewalNanoseconds: Int64) {
         state = Mutex(
             State(
                 lease: lease,
-                localDeadline: claimStarted + leaseDuration,
-                nextRenewal: claimStarted + renewalInterval
+                localDeadline: claimStarted.advanced(byNanoseconds: leaseNanoseconds),
+                nextRenewal: claimStarted.advanced(byNanoseconds: renewalNanoseconds)
             )
         )
     }
@@ -139,5 +141,5 @@ final class LeaseWatch: Sendable {
         }
     }
     var currentLease: Lease { state.withLock { $0.lease } }
-    var localDeadline: ContinuousClock.Instant { state.withLock { $0.localDeadline } }
+    var localDeadline: MonotonicInstant { state.withLock { $0.localDeadline } }
 }

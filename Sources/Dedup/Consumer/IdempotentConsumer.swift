@@ -30,6 +30,8 @@ public struct IdempotentConsumer: Sendable {
     package let metrics: ConsumerMetrics
     private let keeper: LeaseKeeper?
     private let cache: LocalCache?
+    /// ``ConsumerConfiguration/lease`` in nanoseconds, for the local deadlines of a batch's leases.
+    private let leaseNanoseconds: Int64
 
     /// Creates a consumer.
     ///
@@ -57,6 +59,7 @@ public struct IdempotentConsumer: Sendable {
             LeaseKeeper(store: store, lease: configuration.lease, renewalInterval: $0, metrics: metrics, logger: logger)
         }
         self.cache = configuration.localCache.map(LocalCache.init)
+        self.leaseNanoseconds = configuration.lease.saturatingNanoseconds
     }
 
     // MARK: One message
@@ -137,11 +140,11 @@ public struct IdempotentConsumer: Sendable {
             let request = ClaimRequest(
                 id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
             )
-            let claimStarted = ContinuousClock.now
+            let claimStarted = MonotonicInstant.now
             let answer: ClaimAnswer
             do {
                 answer = try await store.claim(request)
-                metrics.claimDuration.recordNanoseconds((ContinuousClock.now - claimStarted).nanoseconds)
+                metrics.claimDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: claimStarted))
             } catch {
                 return try await storeFailedOnClaim(error, id: id, handler)
             }
@@ -165,7 +168,7 @@ public struct IdempotentConsumer: Sendable {
     }
 
     private func runAcquired(
-        _ lease: Lease, claimStarted: ContinuousClock.Instant, _ handler: (DedupContext) async throws -> Data?
+        _ lease: Lease, claimStarted: MonotonicInstant, _ handler: (DedupContext) async throws -> Data?
     ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
         let registration = keeper?.register(lease, claimStarted: claimStarted)
         let watch = registration?.1
@@ -309,11 +312,11 @@ public struct IdempotentConsumer: Sendable {
             requestIndex.append(index)
         }
 
-        let claimStarted = ContinuousClock.now
+        let claimStarted = MonotonicInstant.now
         let answers: [ClaimAnswer]
         do {
             answers = requests.isEmpty ? [] : try await store.claim(batch: requests)
-            metrics.claimDuration.recordNanoseconds((ContinuousClock.now - claimStarted).nanoseconds)
+            metrics.claimDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: claimStarted))
         } catch {
             metrics.storeError(error)
             guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
@@ -333,7 +336,7 @@ public struct IdempotentConsumer: Sendable {
         // written, not just while its own handler runs: the later ones wait for the earlier handlers,
         // the earlier ones for the batch completion.
         var watches = [LeaseWatch?](repeating: nil, count: answers.count)
-        var registration: UInt64?
+        var registration: Int?
         if let keeper {
             var acquired: [Lease] = []
             var positions: [Int] = []
@@ -356,7 +359,7 @@ public struct IdempotentConsumer: Sendable {
         defer {
             if let registration { keeper?.unregister(registration) }
         }
-        let leaseDeadline = claimStarted + configuration.lease
+        let leaseDeadline = claimStarted.advanced(byNanoseconds: leaseNanoseconds)
 
         // Messages whose handler succeeded: their place in the results and among the answers.
         var succeeded: [(index: Int, position: Int)] = []
@@ -385,8 +388,8 @@ public struct IdempotentConsumer: Sendable {
                 let watch = watches[position]
                 // A lease that may have passed while earlier handlers ran can be held by someone else
                 // now: the handler must not start.
-                let expired = watch.map { $0.isLost || ContinuousClock.now >= $0.localDeadline }
-                    ?? (ContinuousClock.now >= leaseDeadline)
+                let expired = watch.map { $0.isLost || MonotonicInstant.now >= $0.localDeadline }
+                    ?? (MonotonicInstant.now >= leaseDeadline)
                 if expired {
                     watch?.markLost()
                     metrics.leaseLosses.increment()
@@ -421,9 +424,9 @@ public struct IdempotentConsumer: Sendable {
                 )
             }
             do {
-                let completeStarted = ContinuousClock.now
+                let completeStarted = MonotonicInstant.now
                 let completionAnswers = try await completeBatchWithRetry(completions)
-                metrics.completeDuration.recordNanoseconds((ContinuousClock.now - completeStarted).nanoseconds)
+                metrics.completeDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: completeStarted))
                 for (position, answer) in completionAnswers.enumerated() {
                     let index = succeeded[position].index
                     switch answer {
@@ -485,10 +488,10 @@ public struct IdempotentConsumer: Sendable {
         var delay = configuration.completionBackoff
         var attempt = 1
         while true {
-            let started = ContinuousClock.now
+            let started = MonotonicInstant.now
             do {
                 try await store.complete(completion)
-                metrics.completeDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+                metrics.completeDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: started))
                 return
             } catch let error as DedupError where error.code == .leaseLost {
                 // An earlier attempt may have been carried out with its reply lost: then the record is
@@ -621,17 +624,18 @@ extension Duration {
 /// (a takeover), or the timeout would pass before the next try.
 package struct InFlightWaiter {
     private let deadline: ContinuousClock.Instant?
-    private let longestDelay: Duration
+    private let lease: Duration
     private var delay = Duration.milliseconds(10)
 
-    /// Starts the timeout now (none under ``InFlightPolicy/defer``).
+    /// Starts the timeout now (none under ``InFlightPolicy/defer``). Made for every message, so it
+    /// does no arithmetic until it has to wait.
     package init(_ configuration: ConsumerConfiguration) {
         if case .wait(let timeout) = configuration.inFlightPolicy {
             deadline = .now + timeout
         } else {
             deadline = nil
         }
-        longestDelay = max(configuration.lease / 10, .milliseconds(10))
+        lease = configuration.lease
     }
 
     /// Sleeps before the next try and returns `true`, or returns `false` at once when the policy
@@ -639,7 +643,7 @@ package struct InFlightWaiter {
     package mutating func waitBeforeRetrying() async throws -> Bool {
         guard let deadline, ContinuousClock.now + delay < deadline else { return false }
         try await Task.sleep(for: delay)
-        delay = min(delay * 2, longestDelay)
+        delay = min(delay * 2, max(lease / 10, .milliseconds(10)))
         return true
     }
 }
