@@ -239,12 +239,9 @@ final class RedisConnection: @unchecked Sendable {
     /// refusals once after reloading the scripts. After a connection failure the connection is
     /// dropped and units without all their replies fail.
     private func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
-        for unit in units {
-            for command in unit where !command.append(to: context) {
-                let error = DedupError(.storeError, "cannot buffer a Redis command: out of memory")
-                disconnect()
-                return units.map { _ in .failure(error) }
-            }
+        if let error = send(units, on: context) {
+            disconnect()
+            return units.map { _ in .failure(error) }
         }
         var results: [[RedisReply]] = []
         results.reserveCapacity(units.count)
@@ -328,6 +325,32 @@ final class RedisConnection: @unchecked Sendable {
         }
         return nil
     }
+
+    /// Writes every command of every unit to the socket from ``outbound``, one `send` unless the
+    /// socket takes them in parts. (hiredis would copy them into an output buffer it allocates
+    /// and frees on every round trip.) Returns the failure, if the commands could not all be sent.
+    private func send(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
+        outbound.removeAll(keepingCapacity: outbound.capacity <= Self.outboundKeptCapacity)
+        for unit in units {
+            for command in unit { command.write(to: &outbound) }
+        }
+        var sent = 0
+        while sent < outbound.count {
+            let count = outbound.withUnsafeBytes { Glibc.send(context.pointee.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if count < 0 {
+                let sendErrno = errno
+                if sendErrno == EINTR { continue }
+                return transportError(code: REDIS_ERR_IO, savedErrno: sendErrno, text: String(cString: strerror(sendErrno)), doing: "sending commands")
+            }
+            sent += count
+        }
+        return nil
+    }
+
+    /// Bytes of commands being sent; its storage is kept between round trips up to
+    /// ``outboundKeptCapacity`` (a batch of thousands of completions gives a larger one back).
+    private var outbound: [UInt8] = []
+    private static let outboundKeptCapacity = 1 << 20
 
     /// The next reply: what hiredis's `redisGetReply` does, except that bytes read from the socket
     /// reach hiredis's reader at most ``readerSlice`` at a time. The reader moves the rest of its

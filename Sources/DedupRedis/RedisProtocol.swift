@@ -102,6 +102,18 @@ struct RedisCommand: Sendable {
         }
     }
 
+    /// Appends the command as it goes on the wire (the `*<count>` header, then the arguments) to
+    /// `buffer`: the connection sends a round trip's commands from one buffer of its own.
+    func write(to buffer: inout [UInt8]) {
+        var header: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &header) { scratch in
+            let base = scratch.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let end = Self.writeHeader(UInt8(ascii: "*"), count, at: base)
+            buffer.append(contentsOf: UnsafeBufferPointer(start: base, count: end - base))
+        }
+        buffer.append(contentsOf: body)
+    }
+
     /// Writes `<marker><value>\r\n` at `position`; returns the position after it.
     @inline(__always)
     private static func writeHeader(_ marker: UInt8, _ value: Int, at position: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
