@@ -38,9 +38,8 @@ struct ConnectionSettings: Sendable {
 
 /// One hiredis connection and the thread that owns it.
 ///
-/// Callers enqueue a batch of commands and suspend; the thread takes everything queued, appends it
-/// all to the connection's output buffer, flushes it with one write, reads the replies in order and
-/// resumes the callers. Concurrent callers therefore share round trips (automatic pipelining), and
+/// Callers enqueue a batch of commands and suspend; the thread takes everything queued, writes it
+/// all to the socket with one `send`, reads the replies in order and resumes the callers. Concurrent callers therefore share round trips (automatic pipelining), and
 /// a blocking network wait parks this thread, never one of Swift's cooperative threads.
 final class RedisConnection: @unchecked Sendable {
     private struct Job {
@@ -235,7 +234,7 @@ final class RedisConnection: @unchecked Sendable {
         return perform([commands], on: context)[0]
     }
 
-    /// Appends every command of every unit, reads the replies in order, retries `NOSCRIPT`
+    /// Sends every command of every unit, reads the replies in order, retries `NOSCRIPT`
     /// refusals once after reloading the scripts. After a connection failure the connection is
     /// dropped and units without all their replies fail.
     private func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
@@ -266,7 +265,6 @@ final class RedisConnection: @unchecked Sendable {
             disconnect()
             return units.indices.map { $0 < results.count ? .success(results[$0]) : .failure(failure) }
         }
-        trustedUntil = Self.coarseNanoseconds() + Self.recentAnswerWindow
         if sawNoScript, let (error, failed) = retryNoScript(units, &results, context) {
             return results.indices.map { failed.contains($0) ? .failure(error) : .success(results[$0]) }
         }
@@ -330,10 +328,13 @@ final class RedisConnection: @unchecked Sendable {
     /// socket takes them in parts. (hiredis would copy them into an output buffer it allocates
     /// and frees on every round trip.) Returns the failure, if the commands could not all be sent.
     private func send(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
-        outbound.removeAll(keepingCapacity: outbound.capacity <= Self.outboundKeptCapacity)
+        outbound.removeAll(keepingCapacity: true)
         for unit in units {
             for command in unit { command.write(to: &outbound) }
         }
+        // A buffer grown past what is worth keeping (a batch of thousands of completions) goes
+        // once sent, not at the next round trip, which may be long in coming.
+        defer { if outbound.capacity > Self.outboundKeptCapacity { outbound = [] } }
         var sent = 0
         while sent < outbound.count {
             let count = outbound.withUnsafeBytes { Glibc.send(context.pointee.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
@@ -347,9 +348,11 @@ final class RedisConnection: @unchecked Sendable {
         return nil
     }
 
-    /// Bytes of commands being sent; its storage is kept between round trips up to
-    /// ``outboundKeptCapacity`` (a batch of thousands of completions gives a larger one back).
+    /// Bytes of commands being sent, kept between round trips (so sending allocates nothing once
+    /// it has grown to a round trip's size) up to ``outboundKeptCapacity``.
     private var outbound: [UInt8] = []
+
+    /// The most storage ``outbound`` keeps between round trips: 1 MiB.
     private static let outboundKeptCapacity = 1 << 20
 
     /// The next reply: what hiredis's `redisGetReply` does, except that bytes read from the socket
@@ -442,7 +445,6 @@ final class RedisConnection: @unchecked Sendable {
             redisFree(context)
             self.context = nil
         }
-        trustedUntil = 0
         inboundStart = 0
         inboundEnd = 0
     }
@@ -485,33 +487,10 @@ final class RedisConnection: @unchecked Sendable {
 
     /// An idle connection has nothing to read, neither in the socket nor left over from the last
     /// reply: readable means the server closed it (EOF) or reset it. One zero-timeout `poll`, about
-    /// a microsecond, unless the connection answered within ``recentAnswerWindow``: a busy store
-    /// then skips a system call per round trip. Redis closes an idle client only after its
-    /// `timeout` (whole seconds), so what the skip gives up is noticing, on the next call, a
-    /// connection killed or a server restarted in those few milliseconds; that call fails with
-    /// ``DedupError/Code/storeUnavailable`` (as the calls in flight at that moment do in any case)
-    /// and the next one reconnects.
+    /// a microsecond.
     private func isHealthy(_ context: UnsafeMutablePointer<redisContext>) -> Bool {
-        guard context.pointee.err == 0 && inboundStart == inboundEnd else { return false }
-        if Self.coarseNanoseconds() < trustedUntil { return true }
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-        return poll(&descriptor, 1, 0) == 0
-    }
-
-    /// How recently a connection must have answered for ``isHealthy(_:)`` to trust it without a
-    /// `poll`: about 10 ms (the coarse clock moves in ticks of a few milliseconds).
-    private static let recentAnswerWindow: Int64 = 10_000_000
-
-    /// Until when (coarse monotonic nanoseconds) the connection is trusted without a `poll`:
-    /// ``recentAnswerWindow`` after it last answered a whole round trip; 0 once disconnected.
-    private var trustedUntil: Int64 = 0
-
-    /// The coarse monotonic clock: read from the vDSO without a system call, in ticks of a few
-    /// milliseconds.
-    private static func coarseNanoseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-        return Int64(now.tv_sec) &* 1_000_000_000 &+ Int64(now.tv_nsec)
+        return context.pointee.err == 0 && inboundStart == inboundEnd && poll(&descriptor, 1, 0) == 0
     }
 
     private func connectOnce() throws(DedupError) -> UnsafeMutablePointer<redisContext> {

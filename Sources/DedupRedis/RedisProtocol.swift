@@ -2,8 +2,9 @@ import CHiredis
 
 /// One Redis command as binary-safe arguments, kept as they go on the wire: each argument a RESP
 /// bulk string (`$<length>\r\n<bytes>\r\n`) in one buffer, so building one costs one allocation and
-/// sending it is two appends to hiredis's output buffer (the `*<count>` header, then the body) with
-/// no formatting step in between (arguments may contain NUL).
+/// sending it copies the `*<count>` header and the body as they are (into the connection's send
+/// buffer, or hiredis's output buffer while connecting), with no formatting step in between
+/// (arguments may contain NUL).
 struct RedisCommand: Sendable {
     private(set) var body: [UInt8] = []
     private(set) var count = 0

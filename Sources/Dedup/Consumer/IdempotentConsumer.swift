@@ -627,8 +627,9 @@ package struct InFlightWaiter {
     private let lease: Duration
     private var delay = Duration.milliseconds(10)
 
-    /// Starts the timeout now (none under ``InFlightPolicy/defer``). Made for every message, so it
-    /// does no arithmetic until it has to wait.
+    /// Starts the timeout now (none under ``InFlightPolicy/defer``). Made for every message, so under
+    /// ``InFlightPolicy/defer`` it does no arithmetic at all, and the longest delay is worked out
+    /// only once it waits.
     package init(_ configuration: ConsumerConfiguration) {
         if case .wait(let timeout) = configuration.inFlightPolicy {
             deadline = .now + timeout

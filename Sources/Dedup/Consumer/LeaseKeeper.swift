@@ -11,6 +11,7 @@ final class LeaseKeeper: Sendable {
         /// Free slots; the last freed is reused first, so the array stays as long as the most
         /// registrations there ever were at once.
         var free: [Int] = []
+        /// How many slots hold a registration.
         var registered = 0
         var running = false
     }
@@ -23,8 +24,9 @@ final class LeaseKeeper: Sendable {
     private let state = Mutex(State())
     private let store: any DedupStore
     private let leaseDuration: Duration
-    /// The lease and the renewal interval in nanoseconds, converted once for the watches' deadlines.
+    /// The lease in nanoseconds, converted once for the watches' deadlines.
     private let leaseNanoseconds: Int64
+    /// The renewal interval in nanoseconds, converted once for the watches' renewal times.
     private let renewalNanoseconds: Int64
     private let tick: Duration
     private let metrics: ConsumerMetrics
@@ -55,16 +57,19 @@ final class LeaseKeeper: Sendable {
         return (add(.batch(watches)), watches)
     }
 
-    /// Stops watching; the leases' final state is in their watches.
+    /// Stops watching; the leases' final state is in their watches. A slot already freed is left
+    /// alone (freeing it twice would hand it to two registrations).
     func unregister(_ slot: Int) {
         // Taken out under the lock and dropped after it: the watches may go with it.
         let entry = state.withLock { state -> Entry? in
-            defer {
-                state.slots[slot] = nil
-                state.free.append(slot)
-                state.registered -= 1
+            guard let entry = state.slots[slot] else {
+                assertionFailure("lease registration \(slot) unregistered twice")
+                return nil
             }
-            return state.slots[slot]
+            state.slots[slot] = nil
+            state.free.append(slot)
+            state.registered -= 1
+            return entry
         }
         _ = entry
     }

@@ -1,11 +1,13 @@
 #if canImport(Glibc)
     import Glibc
+#elseif canImport(Musl)
+    import Musl
 #elseif canImport(Darwin)
     import Darwin
 #endif
 
-/// A reading of the clock `ContinuousClock` reads (it keeps counting while the machine sleeps, as a
-/// lease in the store does), in whole nanoseconds.
+/// A reading of a monotonic clock that keeps counting while the machine sleeps, as a lease in the
+/// store does (on Linux the one `ContinuousClock` reads, `CLOCK_BOOTTIME`), in whole nanoseconds.
 ///
 /// The consumer takes several readings per message (the claim's start for the lease's local
 /// deadline, the timers); `ContinuousClock.Instant` builds each from 128-bit `Duration` arithmetic,
@@ -15,6 +17,7 @@ struct MonotonicInstant: Comparable, Sendable {
     /// Nanoseconds since an arbitrary start (the machine's boot).
     let nanoseconds: Int64
 
+    /// The clock's reading now: one `clock_gettime`, served without a system call by the vDSO.
     static var now: MonotonicInstant {
         var time = timespec()
         #if os(Linux)
@@ -25,11 +28,11 @@ struct MonotonicInstant: Comparable, Sendable {
         return MonotonicInstant(nanoseconds: Int64(time.tv_sec) &* 1_000_000_000 &+ Int64(time.tv_nsec))
     }
 
-    /// This instant plus `nanoseconds` (a duration converted with ``Swift/Duration/saturatingNanoseconds``),
-    /// saturating rather than wrapping.
+    /// This instant plus `duration` nanoseconds (a duration converted with
+    /// ``Swift/Duration/saturatingNanoseconds``), saturating rather than wrapping.
     func advanced(byNanoseconds duration: Int64) -> MonotonicInstant {
         let (sum, overflow) = nanoseconds.addingReportingOverflow(duration)
-        return MonotonicInstant(nanoseconds: overflow ? Int64.max : sum)
+        return MonotonicInstant(nanoseconds: overflow ? (duration < 0 ? Int64.min : Int64.max) : sum)
     }
 
     /// The nanoseconds from `earlier` to this instant, for a timer.
@@ -50,6 +53,6 @@ extension Duration {
         let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? Int64.min : Int64.max }
         let (sum, sumOverflow) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
-        return sumOverflow ? Int64.max : sum
+        return sumOverflow ? (seconds < 0 ? Int64.min : Int64.max) : sum
     }
 }
