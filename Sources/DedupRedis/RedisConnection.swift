@@ -231,14 +231,18 @@ final class RedisConnection: @unchecked Sendable {
     /// caller then queues the work for the I/O thread, which reconnects with backoff).
     private func runInline(_ commands: [RedisCommand]) -> Result<[RedisReply], DedupError>? {
         guard let context, isHealthy(context) else { return nil }
-        return perform([commands], on: context)[0]
+        return performUnit(commands, on: context)
     }
 
     /// Sends every command of every unit, reads the replies in order, retries `NOSCRIPT`
     /// refusals once after reloading the scripts. After a connection failure the connection is
     /// dropped and units without all their replies fail.
     private func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
-        if let error = send(units, on: context) {
+        outbound.removeAll(keepingCapacity: true)
+        for unit in units {
+            for command in unit { command.write(to: &outbound) }
+        }
+        if let error = sendOutbound(on: context) {
             disconnect()
             return units.map { _ in .failure(error) }
         }
@@ -249,15 +253,7 @@ final class RedisConnection: @unchecked Sendable {
         for unit in units {
             var replies: [RedisReply] = []
             replies.reserveCapacity(unit.count)
-            for _ in unit where failure == nil {
-                switch readReply(context) {
-                case .success(let reply):
-                    if case .error(let text) = reply, text.hasPrefix("NOSCRIPT") { sawNoScript = true }
-                    replies.append(reply)
-                case .failure(let error):
-                    failure = error
-                }
-            }
+            failure = readReplies(unit.count, into: &replies, sawNoScript: &sawNoScript, context)
             if failure != nil { break }
             results.append(replies)
         }
@@ -269,6 +265,47 @@ final class RedisConnection: @unchecked Sendable {
             return results.indices.map { failed.contains($0) ? .failure(error) : .success(results[$0]) }
         }
         return results.map { .success($0) }
+    }
+
+    /// ``perform(_:on:)`` for one unit, the inline path's: the same round trip without wrapping
+    /// the unit and its replies in arrays of units and results (three allocations a round trip).
+    private func performUnit(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) -> Result<[RedisReply], DedupError> {
+        outbound.removeAll(keepingCapacity: true)
+        for command in commands { command.write(to: &outbound) }
+        if let error = sendOutbound(on: context) {
+            disconnect()
+            return .failure(error)
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        var sawNoScript = false
+        if let failure = readReplies(commands.count, into: &replies, sawNoScript: &sawNoScript, context) {
+            disconnect()
+            return .failure(failure)
+        }
+        if sawNoScript {
+            var results = [replies]
+            if let (error, _) = retryNoScript([commands], &results, context) { return .failure(error) }
+            return .success(results[0])
+        }
+        return .success(replies)
+    }
+
+    /// Reads `count` replies into `replies`, noting a `NOSCRIPT` refusal among them; returns the
+    /// connection's failure, if it failed first.
+    private func readReplies(
+        _ count: Int, into replies: inout [RedisReply], sawNoScript: inout Bool, _ context: UnsafeMutablePointer<redisContext>
+    ) -> DedupError? {
+        for _ in 0..<count {
+            switch readReply(context) {
+            case .success(let reply):
+                if case .error(let text) = reply, text.hasPrefix("NOSCRIPT") { sawNoScript = true }
+                replies.append(reply)
+            case .failure(let error):
+                return error
+            }
+        }
+        return nil
     }
 
     /// After `SCRIPT FLUSH` (or a server restart between the liveness check and the call), loads
@@ -324,14 +361,10 @@ final class RedisConnection: @unchecked Sendable {
         return nil
     }
 
-    /// Writes every command of every unit to the socket from ``outbound``, one `send` unless the
-    /// socket takes them in parts. (hiredis would copy them into an output buffer it allocates
-    /// and frees on every round trip.) Returns the failure, if the commands could not all be sent.
-    private func send(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
-        outbound.removeAll(keepingCapacity: true)
-        for unit in units {
-            for command in unit { command.write(to: &outbound) }
-        }
+    /// Writes ``outbound`` (the round trip's commands) to the socket: one `send` unless the socket
+    /// takes it in parts. (hiredis would copy the commands into an output buffer it allocates and
+    /// frees on every round trip.) Returns the failure, if the commands could not all be sent.
+    private func sendOutbound(on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
         // A buffer grown past what is worth keeping (a batch of thousands of completions) goes
         // once sent, not at the next round trip, which may be long in coming.
         defer { if outbound.capacity > Self.outboundKeptCapacity { outbound = [] } }

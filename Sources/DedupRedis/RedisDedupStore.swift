@@ -207,7 +207,13 @@ public final class RedisDedupStore: DedupStore {
         let command = fastClaimCommand(request, &pieces)
         keep(pieces)
         let replies = try await execute([Self.timeCommand, command])
-        let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: [request])
+        let now: Int64
+        do {
+            now = try serverTime(replies[0])
+        } catch {
+            await releaseCreated(by: replies[1...], of: [request])
+            throw error
+        }
         if let answer = try decodeFastClaim(replies[1], request: request, now: now, pieces: &pieces) { return answer }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
@@ -231,7 +237,13 @@ public final class RedisDedupStore: DedupStore {
         }
         keep(pieces)
         let replies = try await execute(commands)
-        let now = try await serverTime(replies[0], releasingCreated: replies[1...], of: requests)
+        let now: Int64
+        do {
+            now = try serverTime(replies[0])
+        } catch {
+            await releaseCreated(by: replies[1...], of: requests)
+            throw error
+        }
         var answers: [ClaimAnswer] = []
         answers.reserveCapacity(requests.count)
         var unsettled: [Int] = []
@@ -281,22 +293,17 @@ public final class RedisDedupStore: DedupStore {
         return answers
     }
 
-    /// The claim's `TIME`; when it failed (an ACL without `TIME`, say), the keys the claim's `SET`s
-    /// created are released before the error is thrown, so none is left in flight.
-    private func serverTime(_ reply: RedisReply, releasingCreated setReplies: ArraySlice<RedisReply>, of requests: [ClaimRequest]) async throws -> Int64 {
-        do {
-            return try serverTime(reply)
-        } catch {
-            let created = zip(setReplies, requests).compactMap { setReply, request -> Lease? in
-                guard case .null = setReply else { return nil }
-                return Lease(
-                    id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
-                )
-            }
-            await releaseAfterFailedClaim(created)
-            throw error
+    /// After the claim's `TIME` failed (an ACL without `TIME`, say): releases the keys the claim's
+    /// `SET`s created, so none is left in flight when the error is thrown.
+    private func releaseCreated(by setReplies: ArraySlice<RedisReply>, of requests: [ClaimRequest]) async {
+        let created = zip(setReplies, requests).compactMap { setReply, request -> Lease? in
+            guard case .null = setReply else { return nil }
+            return Lease(
+                id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
+                leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
+            )
         }
+        await releaseAfterFailedClaim(created)
     }
 
     /// Best effort after a failed claim: releases what it acquired (their owner checks keep
