@@ -63,7 +63,7 @@ extension IdempotentConsumer {
         )
         var waiter = InFlightWaiter(configuration)
         while true {
-            let started = ContinuousClock.now
+            let started = MonotonicInstant.now
             let outcome: TransactionalOutcome
             do {
                 outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) { transaction, lease in
@@ -77,7 +77,7 @@ extension IdempotentConsumer {
                 metrics.handlerFailures.increment()
                 throw error
             }
-            metrics.claimDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+            metrics.claimDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: started))
             switch outcome {
             case .committed(let lease, _):
                 countAcquired(lease)

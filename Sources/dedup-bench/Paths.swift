@@ -34,11 +34,13 @@ func measureSingle(_ consumer: IdempotentConsumer, keys: [String], expect: Expec
     var wrong = 0
     let clock = ContinuousClock()
     let start = clock.now
-    var previous = monotonicNanoseconds()
+    // Each message is timed with integer nanoseconds: a clock read and a subtraction, not
+    // `Duration`'s 128-bit conversions (the ceilings time no message at all).
+    var previous = MonotonicInstant.now
     for key in keys {
         let outcome = try await consumer.process(key: key) { _ in }
-        let now = monotonicNanoseconds()
-        latencies.record(now - previous)
+        let now = MonotonicInstant.now
+        latencies.record(now.nanoseconds(since: previous))
         previous = now
         if !expect.matches(outcome) { wrong += 1 }
     }
@@ -83,11 +85,11 @@ func measureConcurrent(_ consumer: IdempotentConsumer, keys: [String], tasks: In
             group.addTask {
                 var latencies = LatencyRecorder(capacity: slice.count)
                 var wrong = 0
-                var previous = monotonicNanoseconds()
+                var previous = MonotonicInstant.now
                 for key in slice {
                     let outcome = try await consumer.process(key: key) { _ in }
-                    let now = monotonicNanoseconds()
-                    latencies.record(now - previous)
+                    let now = MonotonicInstant.now
+                    latencies.record(now.nanoseconds(since: previous))
                     previous = now
                     if !Expected.applied.matches(outcome) { wrong += 1 }
                 }

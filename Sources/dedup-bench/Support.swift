@@ -1,15 +1,6 @@
 // Small pieces the benchmark needs: timing, latency percentiles, memory readings, keys, machine facts.
 import Foundation
 
-/// The monotonic clock `ContinuousClock` reads, in nanoseconds: the per-message latency readings use
-/// it so that timing a message costs the benchmark a clock read and a subtraction, not `Duration`'s
-/// 128-bit conversions (the ceilings time no message at all).
-func monotonicNanoseconds() -> Int64 {
-    var time = timespec()
-    clock_gettime(CLOCK_BOOTTIME, &time)
-    return Int64(time.tv_sec) &* 1_000_000_000 &+ Int64(time.tv_nsec)
-}
-
 /// A fatal benchmark error with a message meant for the person running it.
 struct BenchError: Error, CustomStringConvertible {
     let description: String

@@ -606,12 +606,6 @@ public struct IdempotentConsumer: Sendable {
 }
 
 extension Duration {
-    /// The duration in nanoseconds, for timers.
-    package var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-    }
-
     /// The duration in seconds, for `Date` arithmetic.
     var timeInterval: TimeInterval {
         let (seconds, attoseconds) = components

@@ -13,12 +13,12 @@
 /// deadline, the timers); `ContinuousClock.Instant` builds each from 128-bit `Duration` arithmetic,
 /// and turning a difference back into nanoseconds divides a 128-bit number: together more than the
 /// readings themselves. Plain integers cost neither.
-struct MonotonicInstant: Comparable, Sendable {
+package struct MonotonicInstant: Comparable, Sendable {
     /// Nanoseconds since an arbitrary start (the machine's boot).
-    let nanoseconds: Int64
+    package let nanoseconds: Int64
 
     /// The clock's reading now: one `clock_gettime`, served without a system call by the vDSO.
-    static var now: MonotonicInstant {
+    package static var now: MonotonicInstant {
         var time = timespec()
         #if os(Linux)
             clock_gettime(CLOCK_BOOTTIME, &time)
@@ -30,17 +30,17 @@ struct MonotonicInstant: Comparable, Sendable {
 
     /// This instant plus `duration` nanoseconds (a duration converted with
     /// ``Swift/Duration/saturatingNanoseconds``), saturating rather than wrapping.
-    func advanced(byNanoseconds duration: Int64) -> MonotonicInstant {
+    package func advanced(byNanoseconds duration: Int64) -> MonotonicInstant {
         let (sum, overflow) = nanoseconds.addingReportingOverflow(duration)
         return MonotonicInstant(nanoseconds: overflow ? (duration < 0 ? Int64.min : Int64.max) : sum)
     }
 
     /// The nanoseconds from `earlier` to this instant, for a timer.
-    func nanoseconds(since earlier: MonotonicInstant) -> Int64 {
+    package func nanoseconds(since earlier: MonotonicInstant) -> Int64 {
         nanoseconds &- earlier.nanoseconds
     }
 
-    static func < (lhs: MonotonicInstant, rhs: MonotonicInstant) -> Bool {
+    package static func < (lhs: MonotonicInstant, rhs: MonotonicInstant) -> Bool {
         lhs.nanoseconds < rhs.nanoseconds
     }
 }
