@@ -39,8 +39,9 @@ struct ConnectionSettings: Sendable {
 /// One hiredis connection and the thread that owns it.
 ///
 /// Callers enqueue a batch of commands and suspend; the thread takes everything queued, writes it
-/// all to the socket with one `send`, reads the replies in order and resumes the callers. Concurrent callers therefore share round trips (automatic pipelining), and
-/// a blocking network wait parks this thread, never one of Swift's cooperative threads.
+/// all to the socket with one `send`, reads the replies in order and resumes the callers.
+/// Concurrent callers therefore share round trips (automatic pipelining), and a blocking network
+/// wait parks this thread, never one of Swift's cooperative threads.
 final class RedisConnection: @unchecked Sendable {
     private struct Job {
         var commands: [RedisCommand]
@@ -238,11 +239,7 @@ final class RedisConnection: @unchecked Sendable {
     /// refusals once after reloading the scripts. After a connection failure the connection is
     /// dropped and units without all their replies fail.
     private func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
-        outbound.removeAll(keepingCapacity: true)
-        for unit in units {
-            for command in unit { command.write(to: &outbound) }
-        }
-        if let error = sendOutbound(on: context) {
+        if let error = send(units.joined(), on: context) {
             disconnect()
             return units.map { _ in .failure(error) }
         }
@@ -270,9 +267,7 @@ final class RedisConnection: @unchecked Sendable {
     /// ``perform(_:on:)`` for one unit, the inline path's: the same round trip without wrapping
     /// the unit and its replies in arrays of units and results (three allocations a round trip).
     private func performUnit(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) -> Result<[RedisReply], DedupError> {
-        outbound.removeAll(keepingCapacity: true)
-        for command in commands { command.write(to: &outbound) }
-        if let error = sendOutbound(on: context) {
+        if let error = send(commands, on: context) {
             disconnect()
             return .failure(error)
         }
@@ -292,7 +287,8 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Reads `count` replies into `replies`, noting a `NOSCRIPT` refusal among them; returns the
-    /// connection's failure, if it failed first.
+    /// connection's failure, if it failed first (`replies` then holds those read before it, which
+    /// the callers drop with the connection).
     private func readReplies(
         _ count: Int, into replies: inout [RedisReply], sawNoScript: inout Bool, _ context: UnsafeMutablePointer<redisContext>
     ) -> DedupError? {
@@ -361,10 +357,12 @@ final class RedisConnection: @unchecked Sendable {
         return nil
     }
 
-    /// Writes ``outbound`` (the round trip's commands) to the socket: one `send` unless the socket
-    /// takes it in parts. (hiredis would copy the commands into an output buffer it allocates and
-    /// frees on every round trip.) Returns the failure, if the commands could not all be sent.
-    private func sendOutbound(on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
+    /// Writes a round trip's commands into ``outbound`` and that to the socket: one `send` unless
+    /// the socket takes it in parts. (hiredis would copy the commands into an output buffer it
+    /// allocates and frees on every round trip.) Returns the failure, if they could not all be sent.
+    private func send(_ commands: some Sequence<RedisCommand>, on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
+        outbound.removeAll(keepingCapacity: true)
+        for command in commands { command.write(to: &outbound) }
         // A buffer grown past what is worth keeping (a batch of thousands of completions) goes
         // once sent, not at the next round trip, which may be long in coming.
         defer { if outbound.capacity > Self.outboundKeptCapacity { outbound = [] } }
