@@ -18,12 +18,15 @@ struct RedisCommand: Sendable {
     /// most `capacity` bytes of RESP (allow 24 bytes of framing per argument): the hot-path
     /// commands, built with one allocation and no per-piece array growth.
     init(count: Int, capacity: Int, _ write: (inout RespWriter) -> Void) {
-        body = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
-            var writer = RespWriter(start: buffer.baseAddress!, capacity: capacity)
-            write(&writer)
-            precondition(writer.arguments == count && writer.count <= capacity, "RESP writer overran its buffer")
-            initialized = writer.count
-        }
+        // Written into scratch space, then copied into an array of the exact size:
+        // `Array(unsafeUninitializedCapacity:)` allocates through the standard library's
+        // unspecialized path, which looks up the array storage's type metadata on every call.
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        defer { scratch.deallocate() }
+        var writer = RespWriter(start: scratch, capacity: capacity)
+        write(&writer)
+        precondition(writer.arguments == count && writer.count <= capacity, "RESP writer overran its buffer")
+        body = Array(UnsafeBufferPointer(start: scratch, count: writer.count))
         self.count = count
     }
 
