@@ -26,7 +26,7 @@ struct CeilingLine {
 /// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``).
 struct CeilingRates {
     private enum Path: Hashable {
-        case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate, sqliteTransactional
+        case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate
         case redisSingle, redisSingleDuplicate, redisBatch, redisBatchDuplicate
     }
 
@@ -37,7 +37,6 @@ struct CeilingRates {
     var sqliteSingleDuplicate: Double? { rate(.sqliteSingleDuplicate) }
     var sqliteBatch: Double? { rate(.sqliteBatch) }
     var sqliteBatchDuplicate: Double? { rate(.sqliteBatchDuplicate) }
-    var sqliteTransactional: Double? { rate(.sqliteTransactional) }
     var redisSingle: Double? { rate(.redisSingle) }
     var redisSingleDuplicate: Double? { rate(.redisSingleDuplicate) }
     var redisBatch: Double? { rate(.redisBatch) }
@@ -51,7 +50,6 @@ struct CeilingRates {
             switch (parsed.store, parsed.fields["mode"], parsed.fields["batch"]) {
             case ("sqlite", "single", _): path = dup ? .sqliteSingleDuplicate : .sqliteSingle
             case ("sqlite", "batch", _): path = dup ? .sqliteBatchDuplicate : .sqliteBatch
-            case ("sqlite", "txn", _) where !dup: path = .sqliteTransactional
             case ("redis", _, "1"): path = dup ? .redisSingleDuplicate : .redisSingle
             case ("redis", _, "100"): path = dup ? .redisBatchDuplicate : .redisBatch
             default: continue
@@ -76,10 +74,17 @@ func median<Element>(_ passes: [Element], by rate: (Element) -> Double) -> Eleme
     return passes.sorted { rate($0) < rate($1) }[(passes.count - 1) / 2]
 }
 
-/// Runs `run-ceilings` from the baselines directory.
+/// The C ceilings of `run-ceilings` in the baselines directory. `build` runs the script once with a
+/// token N, which builds the programs (and checks they run); each pass then runs one program for
+/// one path, so a path's ceiling can run right beside our pass of the same path. The programs and
+/// their arguments are the ones the script runs.
 struct Ceilings {
     let script: String
     let buildDirectory: String
+
+    /// A pass of the SQLite ceiling: `single` (a transaction for the claim and one for the
+    /// completion) or `batch` (100 claims in one transaction, their completions in another).
+    enum SQLiteMode: String { case single, batch }
 
     /// Finds `run-ceilings`: `--baselines DIR` if given, else `shared/baselines` beside the root of
     /// the repository that holds the working directory or this executable.
@@ -107,12 +112,39 @@ struct Ceilings {
         )
     }
 
-    func runSQLite(n: Int) throws -> String {
-        try runProgram(script, ["sqlite", "\(n)"], environment: ["CEILING_BUILD_DIR": buildDirectory])
+    /// Builds the SQLite ceiling, the Redis one (given a server), or both, by running `run-ceilings`
+    /// with 100 messages (output discarded).
+    func build(sqlite: Bool, redis: (host: String, port: Int)?) throws {
+        if sqlite {
+            _ = try runProgram(script, ["sqlite", "100"], environment: ["CEILING_BUILD_DIR": buildDirectory])
+            try requireProgram("sqlite_ceiling")
+        }
+        if let redis {
+            _ = try runProgram(script, ["redis", redis.host, "\(redis.port)", "100"], environment: ["CEILING_BUILD_DIR": buildDirectory])
+            try requireProgram("redis_ceiling")
+        }
     }
 
-    func runRedis(host: String, port: Int, n: Int) throws -> String {
-        try runProgram(script, ["redis", host, "\(port)", "\(n)"], environment: ["CEILING_BUILD_DIR": buildDirectory])
+    /// One SQLite pass (new keys, then the same keys again), as `run-ceilings sqlite N` runs it.
+    func runSQLite(_ mode: SQLiteMode, n: Int) throws -> String {
+        let batch = mode == .batch ? "100" : "1"
+        return try runProgram(
+            program("sqlite_ceiling"), [mode.rawValue, "NORMAL", "\(n)", batch, buildDirectory + "/ceiling.sqlite"]
+        )
+    }
+
+    /// One Redis pass (new keys, then the same keys again) with claims pipelined `batch` at a time,
+    /// as `run-ceilings redis HOST PORT N` runs it.
+    func runRedis(host: String, port: Int, n: Int, batch: Int) throws -> String {
+        try runProgram(program("redis_ceiling"), [host, "\(port)", "\(n)", "\(batch)"])
+    }
+
+    private func program(_ name: String) -> String { buildDirectory + "/" + name }
+
+    private func requireProgram(_ name: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: program(name)) else {
+            throw BenchError("run-ceilings did not leave \(name) in CEILING_BUILD_DIR (\(buildDirectory)): has the script changed?")
+        }
     }
 }
 
@@ -154,9 +186,8 @@ struct ProtocolClient {
         _ = try runProgram("/usr/bin/env", ["cc", "-O2", "-o", executable, source, "-lhiredis"], environment: [:])
     }
 
-    /// The single-message (batch 1) and batch-of-100 passes, as the Redis ceiling prints them.
-    func run(host: String, port: Int, n: Int) throws -> String {
-        try ["1", "100"].map { try runProgram(executable, [host, "\(port)", "\(n)", $0, scriptFile], environment: [:]) }
-            .joined(separator: "\n")
+    /// One pass with claims pipelined `batch` at a time, printed as the Redis ceiling prints it.
+    func run(host: String, port: Int, n: Int, batch: Int) throws -> String {
+        try runProgram(executable, [host, "\(port)", "\(n)", "\(batch)", scriptFile])
     }
 }

@@ -24,7 +24,7 @@ struct DedupBench: ParsableCommand, Sendable {
 
     enum Only: String, ExpressibleByArgument, CaseIterable { case sqlite, redis }
 
-    @Flag(help: "A small N for a quick look (5,000 SQLite, 3,000 Redis messages); skips the memory check.")
+    @Flag(help: "A small N for a quick look (5,000 SQLite, 3,000 Redis messages), one round, no memory check; ratios are shown but not judged.")
     var quick = false
 
     @Flag(help: "Run only the memory check: a million messages through --memory-path.")
@@ -205,33 +205,38 @@ struct DedupBench: ParsableCommand, Sendable {
         let redisBatches = batched(redisKeys, size: 100)
         results.startMemory = MemoryReading.now()
 
+        if let ceilings {
+            progress("building the C ceilings")
+            try ceilings.build(sqlite: runSQLite, redis: runRedis ? redis.map { ($0.host, $0.port) } : nil)
+        }
+        let workload = Workload(
+            sqliteKeys: sqliteKeys, sqliteBatches: sqliteBatches, redisKeys: redisKeys, redisBatches: redisBatches,
+            warmUp: warmUpKeys, temp: temp, redis: redis, ceilings: ceilings, protocolClient: protocolClient, logger: logger
+        )
+        var pairs: [(ceiling: Side?, ours: Side)] = []
+        if runSQLite {
+            if runs(.single) { pairs.append((.sqliteCeiling(.single), .sqliteOurs(.single))) }
+            if runs(.batch) { pairs.append((.sqliteCeiling(.batch), .sqliteOurs(.batch))) }
+        }
+        if runRedis {
+            if runs(.single) { pairs.append((.redisCeiling(batch: 1), .redisOurs(.single))) }
+            if runs(.batch) { pairs.append((.redisCeiling(batch: 100), .redisOurs(.batch))) }
+            if runs(.concurrent) { pairs.append((nil, .redisOurs(.concurrent))) }
+        }
         let rounds = max(1, self.rounds ?? (quick ? 1 : 5))
         for round in 1...rounds {
-            // Alternate who goes first so neither side always gets the cooler machine.
+            // Each path's ceiling pass runs right beside ours, so the two meet the same spell of the
+            // machine; who goes first alternates, so neither always gets the cooler machine.
             let ceilingFirst = round % 2 == 1
-            if runSQLite {
-                if ceilingFirst, let ceilings { try runSQLiteCeiling(ceilings, n: sqliteN, into: &results) }
-                try await runSQLitePaths(
-                    keys: sqliteKeys, batches: sqliteBatches, warmUp: warmUpKeys, temp: temp, round: round, logger: logger,
-                    into: &results
-                )
-                if !ceilingFirst, let ceilings { try runSQLiteCeiling(ceilings, n: sqliteN, into: &results) }
-            }
-            if runRedis, let redis {
-                if ceilingFirst, let ceilings {
-                    try runRedisCeiling(ceilings, protocolClient: protocolClient, redis: redis, n: redisN, into: &results)
-                }
-                try await runRedisPaths(
-                    keys: redisKeys, batches: redisBatches, warmUp: warmUpKeys, redis: redis, logger: logger, into: &results
-                )
-                if !ceilingFirst, let ceilings {
-                    try runRedisCeiling(ceilings, protocolClient: protocolClient, redis: redis, n: redisN, into: &results)
-                }
+            for pair in pairs {
+                var sides = [pair.ours]
+                if let ceiling = pair.ceiling, ceilings != nil { sides.insert(ceiling, at: ceilingFirst ? 0 : 1) }
+                for side in sides { try await run(side, workload, round: round, into: &results) }
             }
         }
         results.endMemory = MemoryReading.now()
 
-        let report = Report(results: results, usedCeilings: ceilings != nil || memory)
+        let report = Report(results: results, usedCeilings: ceilings != nil || memory, judgesRatios: !quick)
         let (table, allMet, judged) = report.render()
         var out = "Machine: \(facts.cores) cores, \(facts.cpuModel), \(facts.memory) memory. "
         out += "Command: `\(commandLine())`"
@@ -257,111 +262,128 @@ struct DedupBench: ParsableCommand, Sendable {
         return (["dedup-bench"] + arguments).joined(separator: " ")
     }
 
-    private func runSQLiteCeiling(_ ceilings: Ceilings, n: Int, into results: inout RunResults) throws {
-        progress("ceiling: sqlite, N=\(n)")
-        let output = try ceilings.runSQLite(n: n)
-        FileHandle.standardError.write(Data(output.utf8))
-        results.ceilings.take(output)
+    /// What the passes run on, set up once for the whole run.
+    private struct Workload {
+        var sqliteKeys: [String]
+        var sqliteBatches: [[String]]
+        var redisKeys: [String]
+        var redisBatches: [[String]]
+        var warmUp: [String]
+        var temp: String
+        var redis: RedisServer?
+        var ceilings: Ceilings?
+        var protocolClient: ProtocolClient?
+        var logger: Logger
     }
 
-    private func runRedisCeiling(
-        _ ceilings: Ceilings, protocolClient: ProtocolClient?, redis: RedisServer, n: Int, into results: inout RunResults
-    ) throws {
-        try redis.flushAll()
-        progress("ceiling: redis, N=\(n)")
-        let output = try ceilings.runRedis(host: redis.host, port: redis.port, n: n)
-        FileHandle.standardError.write(Data(output.utf8))
-        results.ceilings.take(output)
-        if let protocolClient {
-            // Right after the ceiling, so the two share the machine's mood.
-            try redis.flushAll()
-            progress("C client of our protocol: redis, N=\(n)")
-            let output = try protocolClient.run(host: redis.host, port: redis.port, n: n)
+    /// One pass of one kind of path: a C ceiling's (new keys, then the same keys again) or ours
+    /// (the same, plus with `--breakdown` the store without the consumer).
+    private enum Side {
+        case sqliteCeiling(Ceilings.SQLiteMode)
+        case redisCeiling(batch: Int)
+        case sqliteOurs(Group)
+        case redisOurs(Group)
+    }
+
+    private func run(_ side: Side, _ workload: Workload, round: Int, into results: inout RunResults) async throws {
+        switch side {
+        case .sqliteCeiling(let mode):
+            guard let ceilings = workload.ceilings else { return }
+            progress("ceiling: sqlite \(mode.rawValue), N=\(workload.sqliteKeys.count)")
+            let output = try ceilings.runSQLite(mode, n: workload.sqliteKeys.count)
             FileHandle.standardError.write(Data(output.utf8))
-            results.protocolClient.take(output)
-        }
-    }
-
-    private func runSQLitePaths(
-        keys: [String], batches: [[String]], warmUp: [String], temp: String, round: Int, logger: Logger,
-        into results: inout RunResults
-    ) async throws {
-        // Each mode on a fresh file, as the ceiling does: new keys, then the same keys again.
-        let singlePath = "\(temp)/ours-single-\(round).sqlite"
-        if runs(.single) {
-            let consumer = try sqliteConsumer(path: singlePath, logger: logger)
-            _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
-            try await record(.sqliteSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
-            try await record(.sqliteSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
-        }
-        try removeSQLite(singlePath)
-        let batchPath = "\(temp)/ours-batch-\(round).sqlite"
-        if runs(.batch) {
-            let consumer = try sqliteConsumer(path: batchPath, logger: logger)
-            _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
-            try await record(.sqliteBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
-            try await record(.sqliteBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
-        }
-        try removeSQLite(batchPath)
-        guard breakdown else { return }
-        let storeSinglePath = "\(temp)/store-single-\(round).sqlite"
-        if runs(.single) {
-            try removeSQLite(storeSinglePath)
-            let store = try SQLiteDedupStore(path: storeSinglePath, configuration: sqliteConfiguration, logger: logger)
-            _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
-            try await recordStore(.sqliteSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
-            try await recordStore(.sqliteSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
-        }
-        try removeSQLite(storeSinglePath)
-        let storeBatchPath = "\(temp)/store-batch-\(round).sqlite"
-        if runs(.batch) {
-            try removeSQLite(storeBatchPath)
-            let store = try SQLiteDedupStore(path: storeBatchPath, configuration: sqliteConfiguration, logger: logger)
-            _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
-            try await recordStore(.sqliteBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
-            try await recordStore(.sqliteBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
-        }
-        try removeSQLite(storeBatchPath)
-    }
-
-    private func runRedisPaths(
-        keys: [String], batches: [[String]], warmUp: [String], redis: RedisServer, logger: Logger,
-        into results: inout RunResults
-    ) async throws {
-        if runs(.single) {
+            results.ceilings.take(output)
+        case .redisCeiling(let batch):
+            guard let ceilings = workload.ceilings, let redis = workload.redis else { return }
+            let n = workload.redisKeys.count
             try redis.flushAll()
-            let (store, consumer) = try redisConsumer(redis, logger: logger)
-            _ = try await measureSingle(consumer, keys: warmUp, expect: .applied)
+            progress("ceiling: redis batch \(batch), N=\(n)")
+            let output = try ceilings.runRedis(host: redis.host, port: redis.port, n: n, batch: batch)
+            FileHandle.standardError.write(Data(output.utf8))
+            results.ceilings.take(output)
+            if let protocolClient = workload.protocolClient {
+                // Right after the ceiling, so the two share the machine's mood.
+                try redis.flushAll()
+                progress("C client of our protocol: redis batch \(batch), N=\(n)")
+                let output = try protocolClient.run(host: redis.host, port: redis.port, n: n, batch: batch)
+                FileHandle.standardError.write(Data(output.utf8))
+                results.protocolClient.take(output)
+            }
+        case .sqliteOurs(let group):
+            try await runSQLite(group, workload, round: round, into: &results)
+        case .redisOurs(let group):
+            guard let redis = workload.redis else { return }
+            try await runRedis(group, workload, redis: redis, into: &results)
+        }
+    }
+
+    /// Our SQLite pass of one kind of path, on a fresh file as the ceiling's: new keys, then the
+    /// same keys again.
+    private func runSQLite(_ group: Group, _ workload: Workload, round: Int, into results: inout RunResults) async throws {
+        let logger = workload.logger
+        let path = "\(workload.temp)/ours-\(group.rawValue)-\(round).sqlite"
+        switch group {
+        case .single:
+            let consumer = try sqliteConsumer(path: path, logger: logger)
+            _ = try await measureSingle(consumer, keys: workload.warmUp, expect: .applied)
+            try await record(.sqliteSingle, measureSingle(consumer, keys: workload.sqliteKeys, expect: .applied), into: &results)
+            try await record(.sqliteSingleDuplicate, measureSingle(consumer, keys: workload.sqliteKeys, expect: .duplicate), into: &results)
+        case .batch:
+            let consumer = try sqliteConsumer(path: path, logger: logger)
+            _ = try await measureBatches(consumer, batches: [workload.warmUp], expect: .applied)
+            try await record(.sqliteBatch, measureBatches(consumer, batches: workload.sqliteBatches, expect: .applied), into: &results)
+            try await record(.sqliteBatchDuplicate, measureBatches(consumer, batches: workload.sqliteBatches, expect: .duplicate), into: &results)
+        case .concurrent:
+            return
+        }
+        try removeSQLite(path)
+        guard breakdown else { return }
+        let storePath = "\(workload.temp)/store-\(group.rawValue)-\(round).sqlite"
+        try removeSQLite(storePath)
+        let store = try SQLiteDedupStore(path: storePath, configuration: sqliteConfiguration, logger: logger)
+        if group == .single {
+            _ = try await measureStoreSingle(store, keys: workload.warmUp, expect: .applied)
+            try await recordStore(.sqliteSingle, measureStoreSingle(store, keys: workload.sqliteKeys, expect: .applied), into: &results)
+            try await recordStore(.sqliteSingleDuplicate, measureStoreSingle(store, keys: workload.sqliteKeys, expect: .duplicate), into: &results)
+        } else {
+            _ = try await measureStoreBatches(store, batches: [workload.warmUp], expect: .applied)
+            try await recordStore(.sqliteBatch, measureStoreBatches(store, batches: workload.sqliteBatches, expect: .applied), into: &results)
+            try await recordStore(.sqliteBatchDuplicate, measureStoreBatches(store, batches: workload.sqliteBatches, expect: .duplicate), into: &results)
+        }
+        try removeSQLite(storePath)
+    }
+
+    /// Our Redis pass of one kind of path on an emptied server: new keys, then the same keys again
+    /// (8 tasks: new keys only).
+    private func runRedis(_ group: Group, _ workload: Workload, redis: RedisServer, into results: inout RunResults) async throws {
+        let logger = workload.logger
+        let keys = workload.redisKeys
+        let batches = workload.redisBatches
+        try redis.flushAll()
+        let (store, consumer) = try redisConsumer(redis, logger: logger)
+        switch group {
+        case .single:
+            _ = try await measureSingle(consumer, keys: workload.warmUp, expect: .applied)
             try await record(.redisSingle, measureSingle(consumer, keys: keys, expect: .applied), into: &results)
             try await record(.redisSingleDuplicate, measureSingle(consumer, keys: keys, expect: .duplicate), into: &results)
-            await store.close()
-        }
-        if runs(.batch) {
-            try redis.flushAll()
-            let (store, consumer) = try redisConsumer(redis, logger: logger)
-            _ = try await measureBatches(consumer, batches: [warmUp], expect: .applied)
+        case .batch:
+            _ = try await measureBatches(consumer, batches: [workload.warmUp], expect: .applied)
             try await record(.redisBatch, measureBatches(consumer, batches: batches, expect: .applied), into: &results)
             try await record(.redisBatchDuplicate, measureBatches(consumer, batches: batches, expect: .duplicate), into: &results)
-            await store.close()
-        }
-        if runs(.concurrent) {
-            try redis.flushAll()
-            let (store, consumer) = try redisConsumer(redis, logger: logger)
-            _ = try await measureConcurrent(consumer, keys: warmUp, tasks: tasks)
+        case .concurrent:
+            _ = try await measureConcurrent(consumer, keys: workload.warmUp, tasks: tasks)
             try await record(.redisConcurrent, measureConcurrent(consumer, keys: keys, tasks: tasks), into: &results)
-            await store.close()
         }
-        if breakdown {
+        await store.close()
+        if breakdown && group != .concurrent {
+            try redis.flushAll()
             let store = try RedisDedupStore(url: redis.url, logger: logger)
-            if runs(.single) {
-                try redis.flushAll()
-                _ = try await measureStoreSingle(store, keys: warmUp, expect: .applied)
+            if group == .single {
+                _ = try await measureStoreSingle(store, keys: workload.warmUp, expect: .applied)
                 try await recordStore(.redisSingle, measureStoreSingle(store, keys: keys, expect: .applied), into: &results)
                 try await recordStore(.redisSingleDuplicate, measureStoreSingle(store, keys: keys, expect: .duplicate), into: &results)
-            }
-            if runs(.batch) {
-                try redis.flushAll()
-                _ = try await measureStoreBatches(store, batches: [warmUp], expect: .applied)
+            } else {
+                _ = try await measureStoreBatches(store, batches: [workload.warmUp], expect: .applied)
                 try await recordStore(.redisBatch, measureStoreBatches(store, batches: batches, expect: .applied), into: &results)
                 try await recordStore(.redisBatchDuplicate, measureStoreBatches(store, batches: batches, expect: .duplicate), into: &results)
             }
