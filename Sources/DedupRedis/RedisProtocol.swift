@@ -16,7 +16,7 @@ struct RedisCommand: Sendable {
 
     /// A command written in one pass by `write`, which must add exactly `count` arguments in at
     /// most `capacity` bytes of RESP (allow 24 bytes of framing per argument): the hot-path
-    /// commands, built with one allocation and no per-piece array growth.
+    /// commands, built without per-piece array growth.
     init(count: Int, capacity: Int, _ write: (inout RespWriter) -> Void) {
         // Written into scratch space, then copied into an array of the exact size:
         // `Array(unsafeUninitializedCapacity:)` allocates through the standard library's

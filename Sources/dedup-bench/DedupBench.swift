@@ -230,7 +230,8 @@ struct DedupBench: ParsableCommand, Sendable {
             let ceilingFirst = round % 2 == 1
             for pair in pairs {
                 var sides = [pair.ours]
-                if let ceiling = pair.ceiling, ceilings != nil { sides.insert(ceiling, at: ceilingFirst ? 0 : 1) }
+                // `run` skips a ceiling side when the ceilings are not run (--no-ceilings).
+                if let ceiling = pair.ceiling { sides.insert(ceiling, at: ceilingFirst ? 0 : 1) }
                 for side in sides { try await run(side, workload, round: round, into: &results) }
             }
         }

@@ -90,6 +90,12 @@ struct Report {
     /// The verdict column of a ratio that is shown but not held to its target.
     static let notJudged = "not judged"
 
+    /// The verdict column of a ratio: met, missed, or not judged.
+    private func judge(_ ratio: Double, _ path: BenchPath) -> String {
+        guard judgesRatios else { return Self.notJudged }
+        return ratio >= path.target ? "met" : "**missed**"
+    }
+
     /// The table as Markdown, and whether every target that could be judged was met.
     func render() -> (text: String, allMet: Bool, judged: Int) {
         var lines: [String] = []
@@ -110,13 +116,13 @@ struct Report {
                 if let single = oursByPath[.redisSingle] {
                     let ratio = ours.rate / single.rate
                     ratioText = String(format: "%.2f× ours single", ratio)
-                    verdict = !judgesRatios ? Self.notJudged : ratio >= path.target ? "met" : "**missed**"
+                    verdict = judge(ratio, path)
                 }
             } else if let ceiling = path.ceiling(in: results.ceilings) {
                 ceilingText = thousands(ceiling)
                 let ratio = ours.rate / ceiling
                 ratioText = String(format: "%.2f", ratio)
-                verdict = !judgesRatios ? Self.notJudged : ratio >= path.target ? "met" : "**missed**"
+                verdict = judge(ratio, path)
             }
             if verdict != "n/a" && verdict != Self.notJudged { judged += 1 }
             if verdict.contains("missed") { allMet = false }
