@@ -115,7 +115,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DedupRedisTests",
-            dependencies: ["Dedup", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
+            dependencies: ["CHiredis", "Dedup", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
         ),
         .testTarget(
             name: "DedupInspectTests",

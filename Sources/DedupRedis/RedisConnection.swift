@@ -65,6 +65,8 @@ final class RedisConnection: @unchecked Sendable {
 
     // Used only by whoever set `busy` (the I/O thread or an inline caller).
     private var context: UnsafeMutablePointer<redisContext>?
+    /// Where the context's reader builds each reply.
+    private let replies = ReplyBuffer()
 
     init(settings: ConnectionSettings, index: Int) {
         self.settings = settings
@@ -177,6 +179,7 @@ final class RedisConnection: @unchecked Sendable {
 
     deinit {
         if let context { redisFree(context) }
+        replies.deallocate()
     }
 
     // MARK: The I/O thread
@@ -394,6 +397,7 @@ final class RedisConnection: @unchecked Sendable {
     private func readReply(_ context: UnsafeMutablePointer<redisContext>) -> Result<RedisReply, DedupError> {
         var raw: UnsafeMutableRawPointer?
         var flushed = false
+        replies.clear()
         while true {
             guard redisReaderGetReply(context.pointee.reader, &raw) == REDIS_OK else {
                 // As redisGetReply reports it: what answers is no Redis we can talk to.
@@ -402,11 +406,7 @@ final class RedisConnection: @unchecked Sendable {
                 }
                 return .failure(transportError(code: REDIS_ERR_PROTOCOL, savedErrno: 0, text: text, doing: "reading a reply"))
             }
-            if let raw {
-                let value = RedisReply(raw.assumingMemoryBound(to: redisReply.self))
-                freeReplyObject(raw)
-                return .success(value)
-            }
+            if raw != nil { return .success(replies.take()) }
             if !flushed {
                 // The commands appended since the last read go out first.
                 var done: Int32 = 0
@@ -541,6 +541,7 @@ final class RedisConnection: @unchecked Sendable {
         guard let context = maybeContext else {
             throw DedupError(.storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): out of memory")
         }
+        if let reader = context.pointee.reader { replies.attach(to: reader) }
         if context.pointee.err != 0 {
             let text = withUnsafeBytes(of: context.pointee.errstr) { buffer in
                 String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)

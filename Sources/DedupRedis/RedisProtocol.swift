@@ -266,49 +266,14 @@ func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
     }
 }
 
-/// A Redis reply, copied out of hiredis's reply object on the I/O thread.
-enum RedisReply: Sendable {
+/// A Redis reply, copied out of the connection's ``ReplyBuffer`` on the I/O thread.
+enum RedisReply: Sendable, Equatable {
     case string([UInt8])
     case status(String)
     case integer(Int64)
     case null
     case error(String)
     case array([RedisReply])
-
-    /// Copies a hiredis reply tree.
-    init(_ reply: UnsafeMutablePointer<redisReply>) {
-        let value = reply.pointee
-        switch value.type {
-        case REDIS_REPLY_STRING:
-            self = .string(Self.bytes(value.str, value.len))
-        case REDIS_REPLY_STATUS:
-            self = .status(String(decoding: Self.bytes(value.str, value.len), as: UTF8.self))
-        case REDIS_REPLY_ERROR:
-            self = .error(String(decoding: Self.bytes(value.str, value.len), as: UTF8.self))
-        case REDIS_REPLY_INTEGER:
-            self = .integer(Int64(value.integer))
-        case REDIS_REPLY_ARRAY:
-            var elements: [RedisReply] = []
-            elements.reserveCapacity(value.elements)
-            for index in 0..<value.elements {
-                if let element = value.element[index] {
-                    elements.append(RedisReply(element))
-                } else {
-                    elements.append(.null)
-                }
-            }
-            self = .array(elements)
-        default:
-            self = .null
-        }
-    }
-
-    private static func bytes(_ pointer: UnsafeMutablePointer<CChar>?, _ length: Int) -> [UInt8] {
-        guard let pointer, length > 0 else { return [] }
-        return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
-            Array(UnsafeBufferPointer(start: $0, count: length))
-        }
-    }
 
     var errorText: String? {
         if case .error(let text) = self { return text }
@@ -360,5 +325,80 @@ enum RedisReply: Sendable {
     var arrayValue: [RedisReply]? {
         if case .array(let elements) = self { return elements }
         return nil
+    }
+}
+
+/// Where a connection's hiredis reader puts the reply it is reading: one flat buffer, filled by
+/// the reader functions in `shim.h` and read back here, instead of a tree of hiredis reply
+/// objects (two allocations and two frees per value, then copied again).
+///
+/// Owned by one connection and used only by whoever uses its context; it outlives every reader
+/// it is given to (the connection frees it last).
+struct ReplyBuffer {
+    let storage: UnsafeMutablePointer<dedup_reply_buffer>
+
+    /// Storage kept between replies; a larger reply's is freed once it has been read.
+    private static let keptCapacity = 1 << 20
+
+    init() {
+        storage = .allocate(capacity: 1)
+        storage.initialize(to: dedup_reply_buffer(bytes: nil, count: 0, capacity: 0))
+    }
+
+    /// Makes `reader` build its replies here.
+    func attach(to reader: UnsafeMutablePointer<redisReader>) {
+        dedup_reader_use_reply_buffer(reader, storage)
+    }
+
+    /// Forgets what a reader left here (a reply read, or one abandoned half-way by an error).
+    func clear() {
+        storage.pointee.count = 0
+        if storage.pointee.capacity > Self.keptCapacity {
+            free(storage.pointee.bytes)
+            storage.pointee = dedup_reply_buffer(bytes: nil, count: 0, capacity: 0)
+        }
+    }
+
+    /// The reply the reader completed, then cleared.
+    func take() -> RedisReply {
+        var offset = 0
+        let reply = storage.pointee.bytes.map { Self.reply(at: &offset, in: UnsafeRawPointer($0), end: storage.pointee.count) } ?? .null
+        clear()
+        return reply
+    }
+
+    /// Frees the storage; the buffer must not be used (or attached to a live reader) afterwards.
+    func deallocate() {
+        free(storage.pointee.bytes)
+        storage.deallocate()
+    }
+
+    /// The value at `offset` (its header, then its bytes or its elements), moving `offset` past it.
+    private static func reply(at offset: inout Int, in base: UnsafeRawPointer, end: Int) -> RedisReply {
+        guard offset + dedup_reply_header_size <= end else { return .null }
+        let type = Int32(base.load(fromByteOffset: offset, as: UInt8.self))
+        let value = base.loadUnaligned(fromByteOffset: offset + 1, as: Int64.self)
+        offset += dedup_reply_header_size
+        switch type {
+        case REDIS_REPLY_STRING, REDIS_REPLY_STATUS, REDIS_REPLY_ERROR:
+            let length = Int(value)
+            let bytes = UnsafeRawBufferPointer(start: base + offset, count: length)
+            offset += length
+            switch type {
+            case REDIS_REPLY_STRING:
+                return .string(Array(UnsafeBufferPointer(start: (base + offset - length).assumingMemoryBound(to: UInt8.self), count: length)))
+            case REDIS_REPLY_STATUS: return .status(String(decoding: bytes, as: UTF8.self))
+            default: return .error(String(decoding: bytes, as: UTF8.self))
+            }
+        case REDIS_REPLY_INTEGER:
+            return .integer(value)
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(Int(value))
+            for _ in 0..<Int(value) { elements.append(reply(at: &offset, in: base, end: end)) }
+            return .array(elements)
+        default:
+            return .null
+        }
     }
 }
