@@ -171,7 +171,7 @@ final class Statement {
 
 /// The fixed statements of the store, prepared once per connection.
 enum CachedSQL: Int, CaseIterable {
-    case select, upsert, complete, release, renew, begin, commit, rollback
+    case select, upsert, upsertInTransaction, complete, release, renew, begin, commit, rollback
 
     var text: String {
         switch self {
@@ -185,6 +185,11 @@ enum CachedSQL: Int, CaseIterable {
             // an in-flight record whose lease has passed (and whose fingerprint does not conflict).
             // Any other existing record is left alone and no row is returned.
             // ?1 namespace ?2 key ?3 owner ?4 now ?5 lease_until ?6 expires_at ?7 fingerprint
+            return Self.upsertInTransaction.text + " RETURNING fencing, attempt, created_at"
+        case .upsertInTransaction:
+            // The upsert without RETURNING, for a transaction that read the row first: the read
+            // tells what the write sets, and RETURNING costs an ephemeral table per execution
+            // (a b-tree opened, a page allocated and zeroed, then closed).
             return """
                 INSERT INTO dedup_records (namespace, key, state, owner_token, fencing, attempt, created_at, \
                 lease_until, completed_at, expires_at, fingerprint, result) \
@@ -199,8 +204,7 @@ enum CachedSQL: Int, CaseIterable {
                 ELSE coalesce(fingerprint, excluded.fingerprint) END, \
                 result = NULL \
                 WHERE expires_at <= ?4 OR (state = 'in_flight' AND lease_until <= ?4 AND NOT \
-                (fingerprint IS NOT NULL AND excluded.fingerprint IS NOT NULL AND fingerprint <> excluded.fingerprint)) \
-                RETURNING fencing, attempt, created_at
+                (fingerprint IS NOT NULL AND excluded.fingerprint IS NOT NULL AND fingerprint <> excluded.fingerprint))
                 """
         case .complete:
             // ?1 namespace ?2 key ?3 owner ?4 now ?5 expires_at ?6 result

@@ -80,13 +80,7 @@ enum RecordSQL {
         let leaseUntil = now.addingSaturating(request.lease.wholeMilliseconds)
         let expiresAt = leaseUntil.addingSaturating(request.retention.wholeMilliseconds)
         return try connection.with(.upsert) { statement throws(SQLiteFailure) -> Lease? in
-            statement.bind(1, request.id.namespace)
-            statement.bind(2, request.id.key)
-            statement.bind(3, request.ownerToken)
-            statement.bind(4, now)
-            statement.bind(5, leaseUntil)
-            statement.bind(6, expiresAt)
-            statement.bind(7, request.fingerprint)
+            bindUpsert(statement, request, now: now, leaseUntil: leaseUntil, expiresAt: expiresAt)
             guard try statement.step() else { return nil }
             let attempt = statement.int64(1)
             let lease = Lease(
@@ -100,17 +94,55 @@ enum RecordSQL {
         }
     }
 
+    /// The parameters of both upserts (see ``CachedSQL/upsertInTransaction``).
+    @inline(__always)
+    private static func bindUpsert(_ statement: Statement, _ request: ClaimRequest, now: Int64, leaseUntil: Int64, expiresAt: Int64) {
+        statement.bind(1, request.id.namespace)
+        statement.bind(2, request.id.key)
+        statement.bind(3, request.ownerToken)
+        statement.bind(4, now)
+        statement.bind(5, leaseUntil)
+        statement.bind(6, expiresAt)
+        statement.bind(7, request.fingerprint)
+    }
+
+    /// The upsert inside a transaction that has just read `stored`: no other writer can come in
+    /// between, so what the upsert sets follows from the read (as the statement's own `CASE`s
+    /// decide it), and the statement needs no `RETURNING`. `nil` when it wrote nothing.
+    @inline(__always)
+    static func upsert(_ connection: Connection, _ request: ClaimRequest, now: Int64, over stored: StoredRecord?) throws(SQLiteFailure) -> Lease? {
+        let leaseUntil = now.addingSaturating(request.lease.wholeMilliseconds)
+        let expiresAt = leaseUntil.addingSaturating(request.retention.wholeMilliseconds)
+        let wrote = try connection.with(.upsertInTransaction) { statement throws(SQLiteFailure) -> Bool in
+            bindUpsert(statement, request, now: now, leaseUntil: leaseUntil, expiresAt: expiresAt)
+            _ = try statement.step()
+            return connection.changes == 1
+        }
+        guard wrote else { return nil }
+        // A live row was taken over (its counters go up, its creation time stays); anything else
+        // was written fresh.
+        let takenOver = stored.flatMap { $0.expiresAt > now ? $0 : nil }
+        return Lease(
+            id: request.id, ownerToken: request.ownerToken, fencingToken: takenOver.map { $0.fencing + 1 } ?? 1,
+            attempt: Int(takenOver.map { $0.attempt + 1 } ?? 1), leaseUntil: Date(millisecondsSince1970: leaseUntil),
+            isTakeover: takenOver != nil, claimedAt: Date(millisecondsSince1970: takenOver?.createdAt ?? now))
+    }
+
     /// One claim. Outside a transaction: a read, then (only if it may acquire) one upsert in
     /// autocommit; if a concurrent writer changed the row in between, it tries again and finally
     /// decides under `BEGIN IMMEDIATE`. Inside a transaction the read and the upsert agree.
     static func claim(_ connection: Connection, _ request: ClaimRequest, now: Int64) throws(SQLiteFailure) -> ClaimAnswer {
         let inTransaction = connection.isInTransaction
         for _ in 0..<2 {
-            if let answer = answerWithoutWrite(try read(connection, request.id), request, now: now) {
+            let stored = try read(connection, request.id)
+            if let answer = answerWithoutWrite(stored, request, now: now) {
                 return answer
             }
+            if inTransaction {
+                if let lease = try upsert(connection, request, now: now, over: stored) { return .acquired(lease) }
+                break
+            }
             if let lease = try upsert(connection, request, now: now) { return .acquired(lease) }
-            if inTransaction { break }
         }
         if inTransaction {
             throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claim's read and write disagreed inside one transaction")

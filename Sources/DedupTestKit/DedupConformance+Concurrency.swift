@@ -5,7 +5,7 @@ import Foundation
 
 extension DedupConformance {
     static let batchChecks: [ConformanceCheck] = [
-        ConformanceCheck("a batch claim gives exactly the answers of one-by-one claims in order: new, duplicate, in flight, takeover, mismatch, and the same key twice") { harness in
+        ConformanceCheck("a batch claim gives exactly the answers of one-by-one claims in order: new, duplicate, in flight, takeover, mismatch, gone after expiry, and the same key twice") { harness in
             let batchEnv = try await ConformanceEnvironment(harness)
             let singleEnv = ConformanceEnvironment(harness, store: try await harness.makeStore())
             // The same tokens in both stores, so answers compare exactly.
@@ -13,6 +13,9 @@ extension DedupConformance {
             let busyToken = Lease.makeOwnerToken()
             for env in [batchEnv, singleEnv] {
                 _ = try await env.acquire(env.id("stale"), token: staleToken, lease: env.unit)
+                // Records that are gone after the advance: a completed one and an in-flight one.
+                try await env.acquireAndComplete(env.id("lapsed"), lease: env.unit, retention: env.unit)
+                _ = try await env.acquire(env.id("lapsed-in-flight"), lease: env.unit, retention: env.unit)
             }
             try await batchEnv.advance(units: 2)
             for env in [batchEnv, singleEnv] {
@@ -28,6 +31,7 @@ extension DedupConformance {
                 try request("new-1"), try request("done"), try request("busy"), try request("stale"),
                 try request("new-1"), try request("done"), try request("printed", "B"), try request("printed", "A"),
                 try request("new-2", "N"), try request("new-2", "M"), try request("stale"), try request("busy", "Q"),
+                try request("lapsed"), try request("lapsed-in-flight"),
             ]
             let batched = try await batchEnv.store.claim(batch: requests)
             var single: [ClaimAnswer] = []
@@ -51,7 +55,11 @@ extension DedupConformance {
             _ = try expectMismatch(batched[9], "new-2 with M, claimed with N earlier in the batch")
             try expectEqual(try expectInFlight(batched[10], "stale again").ownerToken, requests[3].ownerToken, "stale again: holder is the batch's takeover")
             _ = try expectInFlight(batched[11], "busy with a fingerprint")
-            for key in ["new-1", "done", "busy", "stale", "printed", "new-2"] {
+            for (index, key) in [(12, "lapsed"), (13, "lapsed-in-flight")] {
+                let fresh = try expectAcquired(batched[index], key)
+                try expect(!fresh.isTakeover && fresh.fencingToken == 1 && fresh.attempt == 1, "\(key): expected a fresh acquisition, got \(describe(batched[index]))")
+            }
+            for key in ["new-1", "done", "busy", "stale", "printed", "new-2", "lapsed", "lapsed-in-flight"] {
                 let batchRecord = try await batchEnv.existingRecord(batchEnv.id(key))
                 let singleRecord = try await singleEnv.existingRecord(singleEnv.id(key))
                 try expectEqual(describe(batchRecord), describe(singleRecord), "record \(key) after batch vs one by one")
