@@ -16,8 +16,6 @@ import Foundation
 /// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`;
 /// the key's `PEXPIRETIME` + 1 is that, see `RedisScript.complete`).
 enum RecordValue {
-    static let inFlightPrefix = Array("in_flight ".utf8)
-    static let completedPrefix = Array("completed ".utf8)
     static let ownerField = Array("in_flight owner=".utf8)
     private static let firstCounters = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
     private static let retentionField = Array(" retention_ms=".utf8)
@@ -87,8 +85,13 @@ enum RecordValue {
         return bytes
     }
 
-    static func isInFlight(_ value: [UInt8]) -> Bool { value.starts(with: inFlightPrefix) }
-    static func isCompleted(_ value: [UInt8]) -> Bool { value.starts(with: completedPrefix) }
+    static func isInFlight(_ value: [UInt8]) -> Bool { hasPrefix(value, "in_flight ") }
+    static func isCompleted(_ value: [UInt8]) -> Bool { hasPrefix(value, "completed ") }
+
+    /// `value.starts(with:)` without the generic sequence comparison (once per key read).
+    private static func hasPrefix(_ value: [UInt8], _ prefix: StaticString) -> Bool {
+        value.withUnsafeBufferPointer { Reader($0).startsWith(prefix) }
+    }
 
     /// The record a value holds; `expiresMilliseconds` (the key's `PEXPIRETIME` + 1) is needed for
     /// an in-flight value and ignored for a completed one. `nil` when the value is not a record.
@@ -140,12 +143,16 @@ enum RecordValue {
 
         /// Steps over `literal` if the bytes continue with it.
         mutating func skip(_ literal: StaticString) -> Bool {
-            let length = literal.utf8CodeUnitCount
-            guard bytes.count - position >= length, let base = bytes.baseAddress,
-                memcmp(base + position, literal.utf8Start, length) == 0
-            else { return false }
-            position += length
+            guard startsWith(literal) else { return false }
+            position += literal.utf8CodeUnitCount
             return true
+        }
+
+        /// Whether the bytes continue with `literal`.
+        func startsWith(_ literal: StaticString) -> Bool {
+            let length = literal.utf8CodeUnitCount
+            guard bytes.count - position >= length, let base = bytes.baseAddress else { return false }
+            return memcmp(base + position, literal.utf8Start, length) == 0
         }
 
         /// One to 18 ASCII digits (no sign: every number stored is non-negative; 18 digits cannot

@@ -204,7 +204,8 @@ public final class RedisDedupStore: DedupStore {
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         var pieces = sharedPieces
-        let command = fastClaimCommand(request, &pieces)
+        let command = fastClaimCommand(
+            request.id, request.ownerToken, request.fingerprint, lease: request.lease, retention: request.retention, &pieces)
         keep(pieces)
         let replies = try await execute([Self.timeCommand, command])
         let now: Int64
@@ -214,7 +215,11 @@ public final class RedisDedupStore: DedupStore {
             await releaseCreated(by: replies[1...], of: [request])
             throw error
         }
-        if let answer = try decodeFastClaim(replies[1], request: request, now: now, pieces: &pieces) { return answer }
+        if let answer = try decodeFastClaim(
+            replies[1], request.id, request.ownerToken, request.fingerprint, lease: request.lease, now: now, pieces: &pieces)
+        {
+            return answer
+        }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
     }
 
@@ -226,15 +231,8 @@ public final class RedisDedupStore: DedupStore {
     /// passes.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
-        var commands: [RedisCommand] = []
-        commands.reserveCapacity(requests.count + 1)
-        commands.append(Self.timeCommand)
         var pieces = sharedPieces
-        // Through a buffer pointer: iterating, or subscripting the array, would copy each request (four
-        // strings retained and released).
-        requests.withUnsafeBufferPointer { requests in
-            for index in requests.indices { commands.append(fastClaimCommand(requests[index], &pieces)) }
-        }
+        let commands = fastClaimCommands(requests, &pieces)
         keep(pieces)
         let replies = try await execute(commands)
         let now: Int64
@@ -253,7 +251,11 @@ public final class RedisDedupStore: DedupStore {
             replies.withUnsafeBufferPointer { replies in
                 for index in requests.indices {
                     do {
-                        if let answer = try decodeFastClaim(replies[index + 1], request: requests[index], now: now, pieces: &pieces) {
+                        // The fields, not the request: passing the whole request copies it.
+                        if let answer = try decodeFastClaim(
+                            replies[index + 1], requests[index].id, requests[index].ownerToken, requests[index].fingerprint,
+                            lease: requests[index].lease, now: now, pieces: &pieces)
+                        {
                             answers.append(answer)
                             settled[index] = true
                             continue
@@ -643,23 +645,40 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
+    /// `TIME`, then a claim's `SET` for each request. The requests' fields are passed one by one:
+    /// passing a whole request copies it (its four strings retained, then released).
+    private func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) -> [RedisCommand] {
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(requests.count + 1)
+        commands.append(Self.timeCommand)
+        for index in requests.indices {
+            commands.append(
+                fastClaimCommand(
+                    requests[index].id, requests[index].ownerToken, requests[index].fingerprint, lease: requests[index].lease,
+                    retention: requests[index].retention, &pieces))
+        }
+        return commands
+    }
+
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
     /// millisecond before the record does (see ``RedisScript``).
-    private func fastClaimCommand(_ request: ClaimRequest, _ pieces: inout CommandPieces) -> RedisCommand {
-        let (middle, tail) = pieces.claim(request)
-        var token = request.ownerToken
+    private func fastClaimCommand(
+        _ id: RecordID, _ ownerToken: String, _ fingerprint: String?, lease: Duration, retention: Duration, _ pieces: inout CommandPieces
+    ) -> RedisCommand {
+        let (middle, tail) = pieces.claim(lease: lease, retention: retention)
+        var token = ownerToken
         return token.withUTF8 { token in
-            let keyLength = keyLength(request.id)
-            let fingerprintLength = request.fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
+            let keyLength = keyLength(id)
+            let fingerprintLength = fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
             let valueLength = RecordValue.ownerHeaderLength(tokenBytes: token.count) + middle.count + fingerprintLength
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
-                writeKey(request.id, length: keyLength, to: &writer)
+                writeKey(id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
                 writer.raw(middle)
-                if let fingerprint = request.fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
+                if let fingerprint = fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
                 writer.encoded(tail, arguments: 4)
             }
@@ -831,24 +850,25 @@ public final class RedisDedupStore: DedupStore {
     /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight (or its completed
     /// value is past its expiry) and the claim script must decide.
     private func decodeFastClaim(
-        _ reply: RedisReply, request: ClaimRequest, now: Int64, pieces: inout CommandPieces
+        _ reply: RedisReply, _ id: RecordID, _ ownerToken: String, _ fingerprint: String?, lease: Duration, now: Int64,
+        pieces: inout CommandPieces
     ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
             return .acquired(
                 Lease(
-                    id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(request.lease)), isTakeover: false,
+                    id: id, ownerToken: ownerToken, fencingToken: 1, attempt: 1,
+                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(lease)), isTakeover: false,
                     claimedAt: Date(millisecondsSince1970: now)
                 )
             )
         case .string(let value):
             if RecordValue.isInFlight(value) { return nil }
-            let record = try completedRecord(value, id: request.id)
+            let record = try completedRecord(value, id: id)
             // A key can outlive its record (its expiry moved later behind the store's back): past
             // its expiry the record is gone, and the claim script takes the key.
             if record.expiresAt.millisecondsSince1970 <= now { return nil }
-            return Self.answer(finding: record, for: request)
+            return Self.answer(finding: record, fingerprint: fingerprint)
         case .error(let text):
             if text.hasPrefix("ERR syntax error") {
                 throw DedupError(
@@ -883,7 +903,7 @@ public final class RedisDedupStore: DedupStore {
             )
         case (2, 2):
             guard let value = fields[1].bytesValue else { throw unexpected(reply, doing: "claim") }
-            return Self.answer(finding: try completedRecord(value, id: request.id), for: request)
+            return Self.answer(finding: try completedRecord(value, id: request.id), fingerprint: request.fingerprint)
         case (3, 3):
             guard let value = fields[1].bytesValue, let expires = fields[2].integerValue,
                 let record = RecordValue.decode(value, id: request.id, expiresMilliseconds: expires)
@@ -904,8 +924,8 @@ public final class RedisDedupStore: DedupStore {
 
     /// A completed record found by a claim: a duplicate, or a payload mismatch when both sides
     /// carry a fingerprint and they differ.
-    private static func answer(finding record: DedupRecord, for request: ClaimRequest) -> ClaimAnswer {
-        differ(request.fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
+    private static func answer(finding record: DedupRecord, fingerprint: String?) -> ClaimAnswer {
+        differ(fingerprint, record.fingerprint) ? .payloadMismatch(record) : .duplicate(record)
     }
 
     private static func differ(_ requested: String?, _ stored: String?) -> Bool {
@@ -1067,12 +1087,12 @@ struct CommandPieces {
     /// For a claim's `SET`: the new record's counters up to its fingerprint
     /// (`fencing=1 attempt=1 lease_span_ms=<L> retention_ms=<R> fp=`) and the encoded arguments
     /// after the value (`NX PX <lease + retention - 1> GET`).
-    mutating func claim(_ request: ClaimRequest) -> (middle: [UInt8], tail: [UInt8]) {
-        if let claimPieces, claimPieces.lease == request.lease, claimPieces.retention == request.retention {
+    mutating func claim(lease leaseDuration: Duration, retention retentionDuration: Duration) -> (middle: [UInt8], tail: [UInt8]) {
+        if let claimPieces, claimPieces.lease == leaseDuration, claimPieces.retention == retentionDuration {
             return (claimPieces.middle, claimPieces.tail)
         }
-        let lease = milliseconds(request.lease)
-        let retention = milliseconds(request.retention)
+        let lease = milliseconds(leaseDuration)
+        let retention = milliseconds(retentionDuration)
         var middle: [UInt8] = []
         RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
         var tail = RedisCommand("NX", "PX")
@@ -1080,7 +1100,7 @@ struct CommandPieces {
         // The key expires one millisecond before the record (at least 1, which Redis requires).
         tail.append(overflow ? Int64.max / 2 : max(1, total - 1))
         tail.append("GET")
-        claimPieces = (request.lease, request.retention, middle, tail.body)
+        claimPieces = (leaseDuration, retentionDuration, middle, tail.body)
         encodedAnew = true
         return (middle, tail.body)
     }
