@@ -6,6 +6,16 @@ import Synchronization
 // expectations that throw a ConformanceFailure naming what was expected and what the store did.
 
 /// One store under test, with the leases and retentions the checks build from the harness's unit.
+/// The moment a real-clock observation must come before, on two clocks: the test's monotonic
+/// clock, and the wall clock that stores date records by (which can be stepped while the test
+/// waits). Past either one, a store's "too late" answer is right by its own clock.
+struct ConformanceDeadline {
+    let monotonic: ContinuousClock.Instant
+    let wall: Date
+
+    var hasPassed: Bool { ContinuousClock.now >= monotonic || Date() >= wall }
+}
+
 struct ConformanceEnvironment: Sendable {
     let harness: any ConformanceHarness
     let store: any DedupStore
@@ -143,10 +153,16 @@ struct ConformanceEnvironment: Sendable {
         }
     }
 
-    /// When an observation "before a boundary `duration` from now" must have been made, by the
-    /// test's monotonic clock. Take it just before the operation the boundary counts from.
-    func deadline(in duration: Duration) -> ContinuousClock.Instant {
-        .now + duration
+    /// When an observation "before a boundary `duration` from now" must have been made. Take it
+    /// just before the operation the boundary counts from.
+    func deadline(in duration: Duration) -> ConformanceDeadline {
+        // A millisecond early: stores date records from "now" truncated to whole milliseconds, so a
+        // boundary can fall up to a millisecond before `duration` has passed.
+        let early = duration - .milliseconds(1)
+        let (seconds, attoseconds) = early.components
+        return ConformanceDeadline(
+            monotonic: .now + early, wall: Date() + Double(seconds) + Double(attoseconds) / 1e18
+        )
     }
 
     /// Runs an observation that is only right if it happens before `deadline` (a claim that must
@@ -154,11 +170,11 @@ struct ConformanceEnvironment: Sendable {
     /// about the store (the test process was not scheduled in time), so the check is run again
     /// rather than failed; a failure before the deadline is the store's.
     func beforeDeadline<Value>(
-        _ deadline: ContinuousClock.Instant, _ body: () async throws -> Value
+        _ deadline: ConformanceDeadline, _ body: () async throws -> Value
     ) async throws -> Value {
         do {
             return try await body()
-        } catch let failure as ConformanceFailure where !manualClock && ContinuousClock.now >= deadline {
+        } catch let failure as ConformanceFailure where !manualClock && deadline.hasPassed {
             throw TimingHiccup(failure: failure)
         }
     }
