@@ -61,6 +61,23 @@ struct CeilingRates {
     private func rate(_ path: Path) -> Double? {
         passes[path].flatMap { median($0, by: { $0 }) }
     }
+
+    /// Every pass's rate of one of the table's paths, in the order they ran (one a round).
+    func passes(of path: BenchPath) -> [Double] {
+        let mapped: Path
+        switch path {
+        case .sqliteSingle: mapped = .sqliteSingle
+        case .sqliteSingleDuplicate: mapped = .sqliteSingleDuplicate
+        case .sqliteBatch: mapped = .sqliteBatch
+        case .sqliteBatchDuplicate: mapped = .sqliteBatchDuplicate
+        case .redisSingle: mapped = .redisSingle
+        case .redisSingleDuplicate: mapped = .redisSingleDuplicate
+        case .redisBatch: mapped = .redisBatch
+        case .redisBatchDuplicate: mapped = .redisBatchDuplicate
+        case .redisConcurrent: return []
+        }
+        return passes[mapped] ?? []
+    }
 }
 
 /// The median of a run's passes of one path, by rate: the middle one, or the slower of the two in

@@ -70,6 +70,15 @@ struct RunResults {
         storeOnlyPasses[path, default: []].append(measurement)
     }
 
+    /// Each round's ratio of one path: our pass over the ceiling's pass run beside it. Empty unless
+    /// both sides ran the path more than once, a pass each round.
+    func roundRatios(_ path: BenchPath) -> [Double] {
+        let ours = oursPasses[path] ?? []
+        let ceiling = ceilings.passes(of: path)
+        guard ours.count > 1, ours.count == ceiling.count else { return [] }
+        return zip(ours, ceiling).map { $0.rate / $1 }
+    }
+
     /// Our median pass of each path (see ``median(_:by:)``).
     var ours: [BenchPath: Measurement] { oursPasses.compactMapValues { median($0, by: \.rate) } }
 
@@ -122,6 +131,11 @@ struct Report {
                 ceilingText = thousands(ceiling)
                 let ratio = ours.rate / ceiling
                 ratioText = String(format: "%.2f", ratio)
+                // How far the rounds spread, each pass against the ceiling's beside it.
+                let rounds = results.roundRatios(path)
+                if let low = rounds.min(), let high = rounds.max() {
+                    ratioText += String(format: " (rounds %.2f–%.2f)", low, high)
+                }
                 verdict = judge(ratio, path)
             }
             if verdict != "n/a" && verdict != Self.notJudged { judged += 1 }
@@ -162,6 +176,10 @@ struct Report {
         var text = lines.joined(separator: "\n")
         text += "\n\nPeak memory of the benchmark process (VmHWM): \(mib(results.startMemory.peakBytes)) before the paths, "
         text += "\(mib(results.endMemory.peakBytes)) after (resident now \(mib(results.endMemory.residentBytes)))."
+        if BenchPath.allCases.contains(where: { !results.roundRatios($0).isEmpty }) {
+            text += "\nA ratio is our median pass over the ceiling's; in brackets, the lowest and highest ratio of one round's pass "
+            text += "of ours over the ceiling's pass run beside it."
+        }
         if !usedCeilings { text += "\nCeilings were not run (--no-ceilings): ratio targets are not judged." }
         if !judgesRatios { text += "\nA quick look (--quick): one short pass of each side, so ratios are shown but not judged." }
         return (text, allMet, judged)
