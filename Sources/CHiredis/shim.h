@@ -27,6 +27,8 @@ typedef struct dedup_reply_buffer {
 /// The size of a value's header in a `dedup_reply_buffer`.
 static const size_t dedup_reply_header_size = 9;
 
+/// Appends one value (header, then `length` bytes of `text`) to the task's buffer, growing it as
+/// needed; returns the buffer, or NULL when out of memory.
 static inline void *dedup_reply_append(const redisReadTask *task, int type, long long value, const char *text, size_t length) {
     dedup_reply_buffer *buffer = (dedup_reply_buffer *)task->privdata;
     size_t needed = buffer->count + dedup_reply_header_size + length;
@@ -48,12 +50,14 @@ static inline void *dedup_reply_append(const redisReadTask *task, int type, long
     return buffer;
 }
 
+/// A bulk string, status or error.
 static void *dedup_reply_string(const redisReadTask *task, char *text, size_t length) {
     // RESP3's verbatim strings and big numbers (never asked for) read as plain strings.
     int type = task->type == REDIS_REPLY_STATUS || task->type == REDIS_REPLY_ERROR ? task->type : REDIS_REPLY_STRING;
     return dedup_reply_append(task, type, (long long)length, text, length);
 }
 
+/// An array's header; its elements follow as they are read.
 #if HIREDIS_MAJOR >= 1
 static void *dedup_reply_array(const redisReadTask *task, size_t elements) {
 #else
@@ -62,10 +66,12 @@ static void *dedup_reply_array(const redisReadTask *task, int elements) {
     return dedup_reply_append(task, REDIS_REPLY_ARRAY, (long long)elements, NULL, 0);
 }
 
+/// An integer.
 static void *dedup_reply_integer(const redisReadTask *task, long long value) {
     return dedup_reply_append(task, REDIS_REPLY_INTEGER, value, NULL, 0);
 }
 
+/// A nil bulk string or array.
 static void *dedup_reply_nil(const redisReadTask *task) {
     return dedup_reply_append(task, REDIS_REPLY_NIL, 0, NULL, 0);
 }
@@ -85,6 +91,7 @@ static void *dedup_reply_bool(const redisReadTask *task, int value) {
 // Values live in the buffer, which its owner empties; there is nothing to free one by one.
 static void dedup_reply_free(void *object) { (void)object; }
 
+/// The reader functions `dedup_reader_use_reply_buffer` installs.
 static redisReplyObjectFunctions dedup_reply_functions = {
 #if HIREDIS_MAJOR >= 1
     dedup_reply_string, dedup_reply_array, dedup_reply_integer, dedup_reply_double,

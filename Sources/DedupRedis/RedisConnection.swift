@@ -178,8 +178,8 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     deinit {
+        // The reader goes before the reply buffer it points to (stored properties go after this).
         if let context { redisFree(context) }
-        replies.deallocate()
     }
 
     // MARK: The I/O thread

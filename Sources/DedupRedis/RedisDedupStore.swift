@@ -645,8 +645,9 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `TIME`, then a claim's `SET` for each request. The requests' fields are passed one by one:
-    /// passing a whole request copies it (its four strings retained, then released).
+    /// `TIME`, then a claim's `SET` for each request. The requests' fields are passed one by one,
+    /// read in place from the borrowed array: passing a whole request copies it (its four strings
+    /// retained, then released), whether read from the array or through a buffer pointer.
     private func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(requests.count + 1)

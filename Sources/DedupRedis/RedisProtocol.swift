@@ -266,7 +266,8 @@ func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
     }
 }
 
-/// A Redis reply, copied out of the connection's ``ReplyBuffer`` on the I/O thread.
+/// A Redis reply, copied out of the connection's ``ReplyBuffer`` by whoever read it (the I/O thread
+/// or an inline caller).
 enum RedisReply: Sendable, Equatable {
     case string([UInt8])
     case status(String)
@@ -332,17 +333,25 @@ enum RedisReply: Sendable, Equatable {
 /// the reader functions in `shim.h` and read back here, instead of a tree of hiredis reply
 /// objects (two allocations and two frees per value, then copied again).
 ///
-/// Owned by one connection and used only by whoever uses its context; it outlives every reader
-/// it is given to (the connection frees it last).
-struct ReplyBuffer {
-    let storage: UnsafeMutablePointer<dedup_reply_buffer>
+/// Owned by one connection and used only by whoever uses its context. Not copyable, so it is
+/// freed exactly once, when its owner goes; the owner frees any reader given it first.
+struct ReplyBuffer: ~Copyable {
+    /// The buffer the reader functions see (through the reader's private data); it stays at one
+    /// address while its bytes grow.
+    private let storage: UnsafeMutablePointer<dedup_reply_buffer>
 
     /// Storage kept between replies; a larger reply's is freed once it has been read.
     private static let keptCapacity = 1 << 20
 
+    /// An empty buffer; its bytes are allocated by the first reply.
     init() {
         storage = .allocate(capacity: 1)
         storage.initialize(to: dedup_reply_buffer(bytes: nil, count: 0, capacity: 0))
+    }
+
+    deinit {
+        free(storage.pointee.bytes)
+        storage.deallocate()
     }
 
     /// Makes `reader` build its replies here.
@@ -367,13 +376,8 @@ struct ReplyBuffer {
         return reply
     }
 
-    /// Frees the storage; the buffer must not be used (or attached to a live reader) afterwards.
-    func deallocate() {
-        free(storage.pointee.bytes)
-        storage.deallocate()
-    }
-
     /// The value at `offset` (its header, then its bytes or its elements), moving `offset` past it.
+    /// Values that would reach past `end` read as nil (the reader functions never write one).
     private static func reply(at offset: inout Int, in base: UnsafeRawPointer, end: Int) -> RedisReply {
         guard offset + dedup_reply_header_size <= end else { return .null }
         let type = Int32(base.load(fromByteOffset: offset, as: UInt8.self))
@@ -381,18 +385,21 @@ struct ReplyBuffer {
         offset += dedup_reply_header_size
         switch type {
         case REDIS_REPLY_STRING, REDIS_REPLY_STATUS, REDIS_REPLY_ERROR:
+            guard value >= 0, value <= end - offset else { return .null }
             let length = Int(value)
-            let bytes = UnsafeRawBufferPointer(start: base + offset, count: length)
+            let start = base + offset
             offset += length
             switch type {
             case REDIS_REPLY_STRING:
-                return .string(Array(UnsafeBufferPointer(start: (base + offset - length).assumingMemoryBound(to: UInt8.self), count: length)))
-            case REDIS_REPLY_STATUS: return .status(String(decoding: bytes, as: UTF8.self))
-            default: return .error(String(decoding: bytes, as: UTF8.self))
+                return .string(Array(UnsafeBufferPointer(start: start.assumingMemoryBound(to: UInt8.self), count: length)))
+            case REDIS_REPLY_STATUS: return .status(String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self))
+            default: return .error(String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self))
             }
         case REDIS_REPLY_INTEGER:
             return .integer(value)
         case REDIS_REPLY_ARRAY:
+            // Each element takes a header at least.
+            guard value >= 0, value <= (end - offset) / dedup_reply_header_size else { return .null }
             var elements: [RedisReply] = []
             elements.reserveCapacity(Int(value))
             for _ in 0..<Int(value) { elements.append(reply(at: &offset, in: base, end: end)) }

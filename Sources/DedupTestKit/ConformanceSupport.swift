@@ -5,17 +5,20 @@ import Synchronization
 // Shared vocabulary of the conformance checks: a store under test with its time unit, and
 // expectations that throw a ConformanceFailure naming what was expected and what the store did.
 
-/// One store under test, with the leases and retentions the checks build from the harness's unit.
 /// The moment a real-clock observation must come before, on two clocks: the test's monotonic
 /// clock, and the wall clock that stores date records by (which can be stepped while the test
 /// waits). Past either one, a store's "too late" answer is right by its own clock.
 struct ConformanceDeadline {
+    /// The deadline on the test's monotonic clock.
     let monotonic: ContinuousClock.Instant
+    /// The same deadline on the wall clock.
     let wall: Date
 
+    /// Whether either clock has reached the deadline.
     var hasPassed: Bool { ContinuousClock.now >= monotonic || Date() >= wall }
 }
 
+/// One store under test, with the leases and retentions the checks build from the harness's unit.
 struct ConformanceEnvironment: Sendable {
     let harness: any ConformanceHarness
     let store: any DedupStore
@@ -158,7 +161,7 @@ struct ConformanceEnvironment: Sendable {
     func deadline(in duration: Duration) -> ConformanceDeadline {
         // A millisecond early: stores date records from "now" truncated to whole milliseconds, so a
         // boundary can fall up to a millisecond before `duration` has passed.
-        let early = duration - .milliseconds(1)
+        let early = max(.zero, duration - .milliseconds(1))
         let (seconds, attoseconds) = early.components
         return ConformanceDeadline(
             monotonic: .now + early, wall: Date() + Double(seconds) + Double(attoseconds) / 1e18

@@ -25,28 +25,14 @@ struct CeilingLine {
 
 /// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``).
 struct CeilingRates {
-    private enum Path: Hashable {
-        case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate
-        case redisSingle, redisSingleDuplicate, redisBatch, redisBatchDuplicate
-    }
-
-    /// Every pass's rate, by path, in the order they ran.
-    private var passes: [Path: [Double]] = [:]
-
-    var sqliteSingle: Double? { rate(.sqliteSingle) }
-    var sqliteSingleDuplicate: Double? { rate(.sqliteSingleDuplicate) }
-    var sqliteBatch: Double? { rate(.sqliteBatch) }
-    var sqliteBatchDuplicate: Double? { rate(.sqliteBatchDuplicate) }
-    var redisSingle: Double? { rate(.redisSingle) }
-    var redisSingleDuplicate: Double? { rate(.redisSingleDuplicate) }
-    var redisBatch: Double? { rate(.redisBatch) }
-    var redisBatchDuplicate: Double? { rate(.redisBatchDuplicate) }
+    /// Every pass's rate, by path, in the order they ran (one a round).
+    private var passes: [BenchPath: [Double]] = [:]
 
     mutating func take(_ output: String) {
         for line in output.split(separator: "\n") {
             guard let parsed = CeilingLine(line), let rate = parsed.rate else { continue }
             let dup = parsed.isDuplicatePass
-            let path: Path
+            let path: BenchPath
             switch (parsed.store, parsed.fields["mode"], parsed.fields["batch"]) {
             case ("sqlite", "single", _): path = dup ? .sqliteSingleDuplicate : .sqliteSingle
             case ("sqlite", "batch", _): path = dup ? .sqliteBatchDuplicate : .sqliteBatch
@@ -58,25 +44,14 @@ struct CeilingRates {
         }
     }
 
-    private func rate(_ path: Path) -> Double? {
+    /// The median pass's rate of one path; `nil` when it was not run.
+    func rate(_ path: BenchPath) -> Double? {
         passes[path].flatMap { median($0, by: { $0 }) }
     }
 
-    /// Every pass's rate of one of the table's paths, in the order they ran (one a round).
+    /// Every pass's rate of one path, in the order they ran.
     func passes(of path: BenchPath) -> [Double] {
-        let mapped: Path
-        switch path {
-        case .sqliteSingle: mapped = .sqliteSingle
-        case .sqliteSingleDuplicate: mapped = .sqliteSingleDuplicate
-        case .sqliteBatch: mapped = .sqliteBatch
-        case .sqliteBatchDuplicate: mapped = .sqliteBatchDuplicate
-        case .redisSingle: mapped = .redisSingle
-        case .redisSingleDuplicate: mapped = .redisSingleDuplicate
-        case .redisBatch: mapped = .redisBatch
-        case .redisBatchDuplicate: mapped = .redisBatchDuplicate
-        case .redisConcurrent: return []
-        }
-        return passes[mapped] ?? []
+        passes[path] ?? []
     }
 }
 

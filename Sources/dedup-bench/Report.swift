@@ -32,18 +32,9 @@ enum BenchPath: Int, CaseIterable, Comparable {
         }
     }
 
+    /// The C side's median rate of this path (`nil` for the concurrent path, which has none).
     func ceiling(in rates: CeilingRates) -> Double? {
-        switch self {
-        case .sqliteSingle: return rates.sqliteSingle
-        case .sqliteSingleDuplicate: return rates.sqliteSingleDuplicate
-        case .sqliteBatch: return rates.sqliteBatch
-        case .sqliteBatchDuplicate: return rates.sqliteBatchDuplicate
-        case .redisSingle: return rates.redisSingle
-        case .redisSingleDuplicate: return rates.redisSingleDuplicate
-        case .redisBatch: return rates.redisBatch
-        case .redisBatchDuplicate: return rates.redisBatchDuplicate
-        case .redisConcurrent: return nil
-        }
+        rates.rate(self)
     }
 }
 

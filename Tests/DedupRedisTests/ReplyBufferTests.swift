@@ -7,13 +7,11 @@ import Testing
 @Suite("ReplyBuffer with hiredis's reader")
 struct ReplyBufferTests {
     /// A fresh reader whose replies go to a fresh buffer, both freed after `body`.
-    private func withReader<T>(_ body: (UnsafeMutablePointer<redisReader>, ReplyBuffer) throws -> T) throws -> T {
-        let reader = try #require(redisReaderCreate())
+    private func withReader<T>(_ body: (UnsafeMutablePointer<redisReader>, borrowing ReplyBuffer) throws -> T) throws -> T {
+        // Declared first, so it is freed after the reader that points to it.
         let buffer = ReplyBuffer()
-        defer {
-            redisReaderFree(reader)
-            buffer.deallocate()
-        }
+        let reader = try #require(redisReaderCreate())
+        defer { redisReaderFree(reader) }
         buffer.attach(to: reader)
         return try body(reader, buffer)
     }
