@@ -679,7 +679,7 @@ public final class RedisDedupStore: DedupStore {
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
                 writer.raw(middle)
-                if let fingerprint = fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
+                if let fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
                 writer.encoded(tail, arguments: 4)
             }
