@@ -65,8 +65,8 @@ final class RedisConnection: @unchecked Sendable {
 
     // Used only by whoever set `busy` (the I/O thread or an inline caller).
     private var context: UnsafeMutablePointer<redisContext>?
-    /// Where the context's reader builds each reply.
-    private let replies = ReplyBuffer()
+    /// Where the context's reader builds each reply (not `replies`: that names the values read).
+    private let replyBuffer = ReplyBuffer()
 
     init(settings: ConnectionSettings, index: Int) {
         self.settings = settings
@@ -397,7 +397,6 @@ final class RedisConnection: @unchecked Sendable {
     private func readReply(_ context: UnsafeMutablePointer<redisContext>) -> Result<RedisReply, DedupError> {
         var raw: UnsafeMutableRawPointer?
         var flushed = false
-        replies.clear()
         while true {
             guard redisReaderGetReply(context.pointee.reader, &raw) == REDIS_OK else {
                 // As redisGetReply reports it: what answers is no Redis we can talk to.
@@ -406,7 +405,7 @@ final class RedisConnection: @unchecked Sendable {
                 }
                 return .failure(transportError(code: REDIS_ERR_PROTOCOL, savedErrno: 0, text: text, doing: "reading a reply"))
             }
-            if raw != nil { return .success(replies.take()) }
+            if raw != nil { return .success(replyBuffer.take()) }
             if !flushed {
                 // The commands appended since the last read go out first.
                 var done: Int32 = 0
@@ -541,7 +540,7 @@ final class RedisConnection: @unchecked Sendable {
         guard let context = maybeContext else {
             throw DedupError(.storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): out of memory")
         }
-        if let reader = context.pointee.reader { replies.attach(to: reader) }
+        if let reader = context.pointee.reader { replyBuffer.attach(to: reader) }
         if context.pointee.err != 0 {
             let text = withUnsafeBytes(of: context.pointee.errstr) { buffer in
                 String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)

@@ -354,13 +354,15 @@ struct ReplyBuffer: ~Copyable {
         storage.deallocate()
     }
 
-    /// Makes `reader` build its replies here.
+    /// Makes `reader` build its replies here. Whatever an earlier reader left (a reply abandoned
+    /// half-way when its connection failed) is forgotten: it is not this one's.
     func attach(to reader: UnsafeMutablePointer<redisReader>) {
+        clear()
         dedup_reader_use_reply_buffer(reader, storage)
     }
 
-    /// Forgets what a reader left here (a reply read, or one abandoned half-way by an error).
-    func clear() {
+    /// Forgets what a reader left here, and storage past what is kept between replies.
+    private func clear() {
         storage.pointee.count = 0
         if storage.pointee.capacity > Self.keptCapacity {
             free(storage.pointee.bytes)
