@@ -38,6 +38,17 @@ public protocol DedupStore: Sendable {
     /// - Throws: ``DedupError/Code/leaseLost`` when the lease is not current.
     func renew(_ lease: Lease, for duration: Duration) async throws -> Lease
 
+    /// Extends many leases to `duration` from now in one round trip or transaction, as a consumer's
+    /// lease keeper does for all its running handlers each round; answers are in order, each equal
+    /// to what ``renew(_:for:)`` would do for that lease.
+    ///
+    /// The default implementation renews the leases concurrently, one ``renew(_:for:)`` each, so a
+    /// store that implements only the single call still never makes one renewal wait for another.
+    ///
+    /// - Throws: a store error when the store could not be asked; the leases that were renewed
+    ///   before it stay renewed (renewing again is harmless).
+    func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer]
+
     // MARK: Inspection, for operators and `dedup-inspect`
 
     /// The record of one identity, or `nil` when there is none (expired records count as none).
@@ -60,6 +71,24 @@ public protocol DedupStore: Sendable {
 }
 
 extension DedupStore {
+    /// Renews the leases concurrently, one ``renew(_:for:)`` each.
+    public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
+        try await withThrowingTaskGroup(of: (Int, RenewalAnswer).self) { group in
+            for (index, lease) in leases.enumerated() {
+                group.addTask {
+                    do {
+                        return (index, .renewed(try await renew(lease, for: duration)))
+                    } catch let error as DedupError where error.code == .leaseLost {
+                        return (index, .leaseLost)
+                    }
+                }
+            }
+            var answers = [RenewalAnswer](repeating: .leaseLost, count: leases.count)
+            for try await (index, answer) in group { answers[index] = answer }
+            return answers
+        }
+    }
+
     /// Deletes one record, whatever its state; `true` when there was one.
     public func forget(_ id: RecordID) async throws -> Bool {
         try await delete([id], matching: RecordFilter()) == 1

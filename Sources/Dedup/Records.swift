@@ -86,7 +86,8 @@ public struct Lease: Hashable, Sendable {
     public var attempt: Int
     /// When the lease ends unless renewed, on the store's clock: the record's own lease end, or a
     /// moment before it, never after (a store may date a new lease by the time it sent the claim,
-    /// as `RedisDedupStore` does by the server's `TIME` read just before its `SET`).
+    /// as `RedisDedupStore` does by the server's `TIME` read just before its `SET`). The moment is
+    /// at most the claim call's own duration; a takeover's and a renewal's are exact.
     public var leaseUntil: Date
     /// `true` when this acquisition took over an expired lease of another consumer.
     public var isTakeover: Bool
@@ -179,6 +180,14 @@ public struct Completion: Hashable, Sendable {
 public enum CompletionAnswer: Hashable, Sendable {
     /// The record is now completed.
     case completed
+    /// The lease was no longer current; nothing changed.
+    case leaseLost
+}
+
+/// The answer for one lease of a batch renewal.
+public enum RenewalAnswer: Hashable, Sendable {
+    /// The lease was extended; this is the extended lease.
+    case renewed(Lease)
     /// The lease was no longer current; nothing changed.
     case leaseLost
 }

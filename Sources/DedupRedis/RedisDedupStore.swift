@@ -455,17 +455,35 @@ public final class RedisDedupStore: DedupStore {
 
     /// Renews with one `EVALSHA` of the renew script.
     public func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
+        guard case .renewed(let renewed) = try decodeRenewal(try await single(renewCommand(lease, for: duration)), lease) else {
+            throw leaseLost(lease, doing: "renew")
+        }
+        return renewed
+    }
+
+    /// Renews all the leases in one pipelined round trip, an `EVALSHA` of the renew script each
+    /// (each touches one key, so the leases may lie in any hash slots).
+    public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
+        if leases.isEmpty { return [] }
+        let replies = try await execute(leases.map { renewCommand($0, for: duration) })
+        return try zip(replies, leases).map { reply, lease in try decodeRenewal(reply, lease) }
+    }
+
+    private func renewCommand(_ lease: Lease, for duration: Duration) -> RedisCommand {
         var command = ownerCommand(RedisScript.renew, lease, extraBytes: 20, extraArguments: 1)
         command.append(duration.wholeMilliseconds)
-        let reply = try await single(command)
-        if case .integer(0) = reply { throw leaseLost(lease, doing: "renew") }
+        return command
+    }
+
+    private func decodeRenewal(_ reply: RedisReply, _ lease: Lease) throws -> RenewalAnswer {
+        if case .integer(0) = reply { return .leaseLost }
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         guard let fields = reply.arrayValue, fields.count == 2, let leaseUntil = fields[1].integerValue else {
             throw unexpected(reply, doing: "renew")
         }
         var renewed = lease
         renewed.leaseUntil = Date(millisecondsSince1970: leaseUntil)
-        return renewed
+        return .renewed(renewed)
     }
 
     // MARK: Inspection

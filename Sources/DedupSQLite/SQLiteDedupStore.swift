@@ -363,6 +363,24 @@ public final class SQLiteDedupStore: DedupStore {
         return renewed
     }
 
+    /// Extends all the leases in one transaction, in order.
+    public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
+        if leases.isEmpty { return [] }
+        let clock = configuration.clock
+        return try await perform("batch renew") { connection in
+            let now = clock.nowMilliseconds()
+            return try RecordSQL.transaction(connection) { () throws(SQLiteFailure) in
+                var answers: [RenewalAnswer] = []
+                answers.reserveCapacity(leases.count)
+                for lease in leases {
+                    let renewed = try RecordSQL.renew(connection, lease, for: duration, now: now)
+                    answers.append(renewed.map(RenewalAnswer.renewed) ?? .leaseLost)
+                }
+                return answers
+            }
+        }
+    }
+
     static func leaseLost(_ lease: Lease, _ operation: String) -> DedupError {
         DedupError(
             .leaseLost,

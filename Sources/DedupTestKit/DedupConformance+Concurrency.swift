@@ -108,6 +108,38 @@ extension DedupConformance {
             try expectEqual(try await env.existingRecord(env.id("d")).result, Data(), "d: empty result")
             try expectEqual(try await env.store.complete(batch: []), [], "answers to an empty batch")
         },
+
+        ConformanceCheck("a batch renewal answers renewed or leaseLost per lease, in order, extending only the current ones") { harness in
+            let env = try await ConformanceEnvironment(harness)
+            let stale = try await env.acquire(env.id("b"), lease: env.unit)
+            try await env.advance(units: 2)
+            let current = try await env.acquire(env.id("b"), lease: env.longLease, takeover: true)
+            let a = try await env.acquire(env.id("a"), lease: env.lease)
+            let c = try await env.acquire(env.id("c"), lease: env.lease)
+            try await env.store.release(c)
+            let d = try await env.acquire(env.id("d"), lease: env.lease)
+            try await env.store.complete(Completion(lease: d, retention: env.retention))
+            let answers = try await env.store.renew(batch: [a, stale, c, current, d, a], for: env.longLease)
+            try expectEqual(answers.count, 6, "answers to a batch of six")
+            let kinds = answers.map { answer -> String in
+                if case .renewed = answer { return "renewed" }
+                return "leaseLost"
+            }
+            try expectEqual(kinds, ["renewed", "leaseLost", "leaseLost", "renewed", "leaseLost", "renewed"], "batch renewal answers")
+            for (index, lease) in [(0, a), (3, current), (5, a)] {
+                guard case .renewed(let renewed) = answers[index] else { continue }
+                try expectEqual(renewed.ownerToken, lease.ownerToken, "answer \(index): owner token")
+                try expectEqual(renewed.fencingToken, lease.fencingToken, "answer \(index): fencing token")
+                let record = try await env.existingRecord(lease.id)
+                try env.expectSameOrMomentEarlier(renewed.leaseUntil, than: try unwrap(record.leaseUntil, "leaseUntil"), "answer \(index): lease end against the record's")
+            }
+            let recordA = try await env.existingRecord(a.id)
+            try env.expectElapsed(from: a.leaseUntil, to: try unwrap(recordA.leaseUntil, "a: leaseUntil"), env.longLease - env.lease, "a: renewed for the long lease")
+            try expectEqual(try await env.existingRecord(env.id("b")).ownerToken, current.ownerToken, "b: the current owner, untouched by the stale lease")
+            try expectEqual(try await env.store.record(for: env.id("c")), nil, "c: released, still absent")
+            try expectEqual(try await env.existingRecord(env.id("d")).state, .completed, "d: still completed")
+            try expectEqual(try await env.store.renew(batch: [], for: env.lease), [], "answers to an empty batch")
+        },
     ]
 }
 

@@ -86,6 +86,20 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         return extended
     }
 
+    /// Renews leases one by one in order; see ``DedupStore/renew(batch:for:)``.
+    public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
+        var answers: [RenewalAnswer] = []
+        answers.reserveCapacity(leases.count)
+        for lease in leases {
+            do {
+                answers.append(.renewed(try await renew(lease, for: duration)))
+            } catch let error as DedupError where error.code == .leaseLost {
+                answers.append(.leaseLost)
+            }
+        }
+        return answers
+    }
+
     // MARK: Inspection
 
     /// The live record of `id`, or `nil`; see ``DedupStore/record(for:)``.

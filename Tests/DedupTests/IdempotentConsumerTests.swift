@@ -174,7 +174,9 @@ struct IdempotentConsumerTests {
         let store = InMemoryDedupStore(clock: SystemDedupClock())
         let metrics = TestMetrics()
         var configuration = ConsumerConfiguration()
-        configuration.lease = .milliseconds(600)
+        // A lease long enough that a renewal late by seconds on a loaded machine still lands in it
+        // (one confirmed after the lease's end would lose it, and no renewal would follow).
+        configuration.lease = .seconds(5)
         configuration.renewalInterval = .milliseconds(100)
         let consumer = try IdempotentConsumer(
             store: store, namespace: "orders", configuration: configuration, metricsFactory: metrics
@@ -183,6 +185,7 @@ struct IdempotentConsumerTests {
             let initial = try #require(context.lease?.leaseUntil)
             // Wait for the store to show the extended lease: the behaviour under test.
             while try await store.record(for: #require(context.id))?.leaseUntil ?? initial <= initial {
+                try #require(!context.isLeaseLost, "the lease was lost before a renewal was confirmed")
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(!context.isLeaseLost)

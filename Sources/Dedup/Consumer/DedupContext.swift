@@ -29,12 +29,17 @@ public struct DedupContext: Sendable {
         self.watch = watch
     }
 
-    /// `true` once renewal was refused (another consumer took the key over) or could not be
-    /// confirmed before the lease ended. The handler's result will not be recorded.
+    /// `true` once renewal was refused (another consumer took the key over) or the lease's end
+    /// passed on this process's monotonic clock before a renewal was confirmed. The handler's
+    /// result will not be recorded.
+    ///
+    /// It compares the clock with the lease's local deadline at each read, so it turns the moment
+    /// the lease may have passed in the store, however slow the store's renewals are, and stays
+    /// `true` from then on.
     public var isLeaseLost: Bool { watch?.isLost ?? false }
 
-    /// Throws ``DedupError/Code/leaseLost`` once the lease is lost: call it between steps of a long
-    /// handler so it stops instead of racing the consumer that took over.
+    /// Throws ``DedupError/Code/leaseLost`` once the lease is lost (see ``isLeaseLost``): call it
+    /// between steps of a long handler so it stops instead of racing the consumer that took over.
     public func checkLease() throws(DedupError) {
         if isLeaseLost, let id {
             throw DedupError(.leaseLost, "the lease on \(id) was lost while the handler ran")
@@ -70,76 +75,4 @@ public struct DedupContext: Sendable {
             throw DedupError(.leaseLost, "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled")
         }
     }
-}
-
-/// Shared between a running handler and the lease keeper: the current lease and whether it is lost.
-final class LeaseWatch: Sendable {
-    struct State {
-        var lease: Lease
-        /// When the lease ends by this process's monotonic clock, counted from before the claim was
-        /// sent, so it never ends later here than in the store.
-        var localDeadline: MonotonicInstant
-        var nextRenewal: MonotonicInstant
-    }
-
-    let state: Mutex<State>
-    private let lost = Atomic<Bool>(false)
-    private let retired = Atomic<Bool>(false)
-    /// Tasks waiting in ``waitUntilLost()``, by a number so a cancelled waiter can leave.
-    private let waiters = Mutex<(next: Int, continuations: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
-
-    /// A watch from the claim's start: `leaseNanoseconds` and `renewalNanoseconds` are the lease and
-    /// the renewal interval, converted once by the keeper.
-    init(lease: Lease, claimStarted: MonotonicInstant, leaseNanoseconds: Int64, renewalNanoseconds: Int64) {
-        state = Mutex(
-            State(
-                lease: lease,
-                localDeadline: claimStarted.advanced(byNanoseconds: leaseNanoseconds),
-                nextRenewal: claimStarted.advanced(byNanoseconds: renewalNanoseconds)
-            )
-        )
-    }
-
-    var isLost: Bool { lost.load(ordering: .acquiring) }
-
-    /// `true` once the lease needs no more renewals (its handler failed and it was released, while
-    /// the rest of its batch still runs).
-    var isRetired: Bool { retired.load(ordering: .acquiring) }
-
-    /// Stops the keeper renewing this lease; its batch registration may stay a while longer.
-    func retire() {
-        retired.store(true, ordering: .releasing)
-    }
-
-    func markLost() {
-        lost.store(true, ordering: .releasing)
-        let continuations = waiters.withLock { waiters in
-            defer { waiters.continuations = [:] }
-            return Array(waiters.continuations.values)
-        }
-        for continuation in continuations { continuation.resume() }
-    }
-
-    /// Returns once the lease is lost, or when the waiting task is cancelled.
-    func waitUntilLost() async {
-        let number = waiters.withLock { waiters in
-            waiters.next += 1
-            return waiters.next
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = waiters.withLock { waiters -> Bool in
-                    if isLost || Task.isCancelled { return true }
-                    waiters.continuations[number] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            let continuation = waiters.withLock { $0.continuations.removeValue(forKey: number) }
-            continuation?.resume()
-        }
-    }
-    var currentLease: Lease { state.withLock { $0.lease } }
-    var localDeadline: MonotonicInstant { state.withLock { $0.localDeadline } }
 }

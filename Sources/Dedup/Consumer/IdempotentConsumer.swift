@@ -388,11 +388,10 @@ public struct IdempotentConsumer: Sendable {
                 let watch = watches[position]
                 // A lease that may have passed while earlier handlers ran can be held by someone else
                 // now: the handler must not start.
-                let expired = watch.map { $0.isLost || MonotonicInstant.now >= $0.localDeadline }
-                    ?? (MonotonicInstant.now >= leaseDeadline)
+                // (A watch counts its own loss.)
+                let expired = watch?.isLost ?? (MonotonicInstant.now >= leaseDeadline)
                 if expired {
-                    watch?.markLost()
-                    metrics.leaseLosses.increment()
+                    if watch == nil { metrics.leaseLosses.increment() }
                     results[index] = .failure(
                         DedupError(.leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch")
                     )

@@ -4,6 +4,11 @@ import Synchronization
 /// Renews the leases of running handlers: one background task per consumer, started when a handler
 /// is registered and ending once none is, so a fast handler costs a lock and a slot in an array,
 /// not a task of its own.
+///
+/// Each round renews every due lease together, in one ``DedupStore/renew(batch:for:)`` call (one
+/// round trip or transaction where the store can), so N running handlers cost one store call a
+/// round, not N calls one after another. A round that is still waiting on the store does not hold
+/// up the next: leases that fall due meanwhile go in a round of their own.
 final class LeaseKeeper: Sendable {
     private struct State {
         /// Registrations by slot, one lease or a batch's leases under one entry; `nil` is a free slot.
@@ -31,6 +36,8 @@ final class LeaseKeeper: Sendable {
     private let tick: Duration
     private let metrics: ConsumerMetrics
     private let logger: Logger
+    /// Counts and logs a lost lease, once per lease, whoever sees it first.
+    private let reportLoss: @Sendable (Lease, LeaseWatch.Loss) -> Void
 
     init(store: any DedupStore, lease: Duration, renewalInterval: Duration, metrics: ConsumerMetrics, logger: Logger) {
         self.store = store
@@ -41,6 +48,15 @@ final class LeaseKeeper: Sendable {
         self.tick = renewalInterval / 4
         self.metrics = metrics
         self.logger = logger
+        self.reportLoss = { lease, loss in
+            metrics.leaseLosses.increment()
+            let message: Logger.Message =
+                switch loss {
+                case .refused: "lease lost while the handler ran: the store refused its renewal (taken over or deleted)"
+                case .deadlinePassed: "lease lost while the handler ran: its end passed before a renewal was confirmed"
+                }
+            logger.warning(message, metadata: ["dedup.id": "\(lease.id)", "dedup.fencing": "\(lease.fencingToken)"])
+        }
     }
 
     /// Starts watching a lease; returns the handle to pass to ``unregister(_:)``.
@@ -71,11 +87,20 @@ final class LeaseKeeper: Sendable {
             state.registered -= 1
             return entry
         }
-        _ = entry
+        // A renewal still on its way must not report these leases lost when the store refuses it
+        // (their records are completed or released by now).
+        switch entry {
+        case .single(let watch)?: watch.retire()
+        case .batch(let watches)?: watches.forEach { $0.retire() }
+        case nil: break
+        }
     }
 
     private func makeWatch(_ lease: Lease, claimStarted: MonotonicInstant) -> LeaseWatch {
-        LeaseWatch(lease: lease, claimStarted: claimStarted, leaseNanoseconds: leaseNanoseconds, renewalNanoseconds: renewalNanoseconds)
+        LeaseWatch(
+            lease: lease, claimStarted: claimStarted, leaseNanoseconds: leaseNanoseconds,
+            renewalNanoseconds: renewalNanoseconds, onLoss: reportLoss
+        )
     }
 
     private func add(_ entry: Entry) -> Int {
@@ -101,62 +126,63 @@ final class LeaseKeeper: Sendable {
 
     private func run() async {
         let clock = ContinuousClock()
-        while true {
-            try? await clock.sleep(for: tick)
-            let due: [LeaseWatch]? = state.withLock { state in
-                if state.registered == 0 {
-                    state.running = false
-                    return nil
-                }
-                let now = MonotonicInstant.now
-                let isDue = { (watch: LeaseWatch) in watch.state.withLock { $0.nextRenewal <= now } }
-                var due: [LeaseWatch] = []
-                for case let entry? in state.slots {
-                    switch entry {
-                    case .single(let watch): if isDue(watch) { due.append(watch) }
-                    case .batch(let watches): due += watches.filter(isDue)
-                    }
-                }
-                return due
-            }
-            guard let due else { return }
-            // Checked at each one's turn: an earlier renewal's wait may have seen it lost.
-            for watch in due where !watch.isLost && !watch.isRetired {
-                await renew(watch)
+        await withDiscardingTaskGroup { rounds in
+            while true {
+                try? await clock.sleep(for: tick)
+                guard let due = takeDue() else { return }
+                if due.isEmpty { continue }
+                rounds.addTask { await self.renew(due) }
             }
         }
     }
 
-    private func renew(_ watch: LeaseWatch) async {
-        let lease = watch.currentLease
-        let started = MonotonicInstant.now
+    /// The watches whose renewal is due, each taken for renewal; `nil` when nothing is registered
+    /// any more (the keeper then stops).
+    private func takeDue() -> [(watch: LeaseWatch, lease: Lease)]? {
+        state.withLock { state in
+            if state.registered == 0 {
+                state.running = false
+                return nil
+            }
+            let now = MonotonicInstant.now
+            var due: [(watch: LeaseWatch, lease: Lease)] = []
+            func take(_ watch: LeaseWatch) {
+                if let lease = watch.takeForRenewal(now: now) { due.append((watch, lease)) }
+            }
+            for case let entry? in state.slots {
+                switch entry {
+                case .single(let watch): take(watch)
+                case .batch(let watches): watches.forEach(take)
+                }
+            }
+            return due
+        }
+    }
+
+    /// One round: every due lease in one batch call.
+    private func renew(_ due: [(watch: LeaseWatch, lease: Lease)]) async {
+        let sent = MonotonicInstant.now
         do {
-            let renewed = try await store.renew(lease, for: leaseDuration)
-            watch.state.withLock { state in
-                state.lease = renewed
-                state.localDeadline = started.advanced(byNanoseconds: leaseNanoseconds)
-                state.nextRenewal = started.advanced(byNanoseconds: renewalNanoseconds)
+            let answers = try await store.renew(batch: due.map(\.lease), for: leaseDuration)
+            guard answers.count == due.count else {
+                throw DedupError(.storeError, "the store answered \(answers.count) renewals for \(due.count) leases")
             }
-            metrics.leaseRenewals.increment()
-        } catch let error as DedupError where error.code == .leaseLost {
-            watch.markLost()
-            metrics.leaseLosses.increment()
-            logger.warning("lease lost while the handler ran", metadata: ["dedup.id": "\(lease.id)"])
+            for (entry, answer) in zip(due, answers) {
+                switch answer {
+                case .renewed(let renewed):
+                    entry.watch.confirmRenewal(
+                        renewed, sentAt: sent, leaseNanoseconds: leaseNanoseconds, renewalNanoseconds: renewalNanoseconds)
+                    metrics.leaseRenewals.increment()
+                case .leaseLost:
+                    entry.watch.markRefused()
+                }
+            }
         } catch {
+            // The store did not answer: the next round tries again, unless the lease's end passes
+            // first (then it is lost: another consumer may hold it by now).
             metrics.storeError(error)
-            // The store did not answer: keep trying each tick, but once the lease may have ended in
-            // the store another consumer may hold it, so the result must not be recorded.
-            let pastDeadline = watch.state.withLock { MonotonicInstant.now >= $0.localDeadline }
-            if pastDeadline {
-                watch.markLost()
-                metrics.leaseLosses.increment()
-                logger.warning(
-                    "lease could not be renewed before it ended",
-                    metadata: ["dedup.id": "\(lease.id)", "error": "\(error)"]
-                )
-            } else {
-                watch.state.withLock { $0.nextRenewal = MonotonicInstant.now }
-            }
+            logger.debug("lease renewal failed; retrying", metadata: ["leases": "\(due.count)", "error": "\(error)"])
+            for entry in due { entry.watch.renewalFailed() }
         }
     }
 }
