@@ -56,10 +56,14 @@ let package = Package(
             ]
         ),
 
-        // Opening a store from the `--store` spelling every executable shares.
+        // Opening a store from the `--store` spelling every executable shares, and running an
+        // executable's command line without printing that spelling's password.
         .target(
             name: "DedupStoreLocator",
-            dependencies: ["Dedup", "DedupSQLite", "DedupRedis"]
+            dependencies: [
+                "Dedup", "DedupSQLite", "DedupRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
 
         // Executables are thin shells over testable libraries.
@@ -68,6 +72,7 @@ let package = Package(
             dependencies: [
                 "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(

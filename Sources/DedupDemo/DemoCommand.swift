@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dedup
+import DedupRedis
 import DedupStoreLocator
 import Foundation
 
@@ -37,7 +38,7 @@ public struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Consumers running at once.")
     var consumers = 4
 
-    @Option(help: "The store: sqlite:PATH or redis://host:port/db.")
+    @Option(help: "The store: sqlite:PATH or redis://[user:password@]host:port/db (the password is never printed).")
     var store = "sqlite:dedup-demo.sqlite"
 
     @Option(help: "Seed for the broker's duplicates and crashes.")
@@ -52,7 +53,18 @@ public struct DemoCommand: AsyncParsableCommand {
         guard (0...1).contains(duplicateRate) else { throw ValidationError("--duplicate-rate must be between 0 and 1") }
         guard (0..<1).contains(crashRate) else { throw ValidationError("--crash-rate must be at least 0 and below 1") }
         guard consumers > 0 else { throw ValidationError("--consumers must be at least 1") }
-        do { _ = try StoreLocation(parsing: store) } catch { throw ValidationError("\(error)") }
+        do {
+            // A malformed Redis URL is a usage error here, not a store failure after the banner.
+            if case .redis(let url) = try StoreLocation(parsing: store) { _ = try RedisEndpoint(url: url) }
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// Runs the demo with `arguments` and returns the exit code (usage errors: 2); no message
+    /// carries a password given in the arguments.
+    public static func run(arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Int32 {
+        await RedactedCommandLine.run(self, arguments: arguments)
     }
 
     /// Runs the demo.
@@ -71,7 +83,7 @@ public struct DemoCommand: AsyncParsableCommand {
         do {
             report = try await DemoScenario.run(options) { line in print("  … \(line)") }
         } catch let error as DedupError {
-            FileHandle.standardError.write(Data("dedup-demo: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("dedup-demo: \(options.store.redactingSecrets(in: "\(error)"))\n".utf8))
             throw ExitCode(3)
         }
         let elapsed = ContinuousClock.now - started

@@ -99,8 +99,8 @@ struct CheckReport: Sendable {
     var roundTripMicroseconds: [Int64]
     /// The schema, for stores that have one.
     var schema: SchemaReport?
-    /// Anything else worth saying (server version, file size).
-    var details: [(String, String)] = []
+    /// Anything else worth saying (server version, file size), typed for JSON.
+    var details: [(String, JSONValue)] = []
     /// SQLite's quick_check found damage.
     var integrityFailed = false
 
@@ -121,11 +121,11 @@ struct CheckReport: Sendable {
             ("backend", .string(backend)),
             ("reachable", .bool(true)),
             ("round_trips", .int(Int64(roundTripMicroseconds.count))),
-            ("latency_ms", roundTripMicroseconds.isEmpty ? .null : .string(Self.milliseconds(medianMicroseconds))),
+            ("latency_ms", roundTripMicroseconds.isEmpty ? .null : .number(Double(medianMicroseconds) / 1000)),
             ("latency_us", roundTripMicroseconds.isEmpty ? .null : .int(medianMicroseconds)),
             ("latency_max_us", roundTripMicroseconds.max().map { .int($0) } ?? .null),
             ("schema", schema?.json ?? .null),
-            ("details", .object(details.map { ($0.0, .string($0.1)) })),
+            ("details", .object(details)),
             ("ok", .bool(status == .success)),
         ])
     }
@@ -147,7 +147,7 @@ struct CheckReport: Sendable {
             lines.append(("schema", text))
             if let detail = schema.detail { lines.append(("", detail)) }
         }
-        lines += details
+        lines += details.map { ($0.0, $0.1.plainText) }
         lines.append(("result", status == .success ? "ok" : status == .schemaMismatch ? "schema mismatch" : "integrity check failed"))
         return Self.labelled(lines)
     }

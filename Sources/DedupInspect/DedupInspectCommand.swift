@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dedup
+import DedupStoreLocator
 import Foundation
 
 /// `dedup-inspect`: the operator's tool for a swift-dedup store (SQLite or Redis): what it holds,
@@ -15,10 +16,20 @@ public struct DedupInspectCommand: AsyncParsableCommand {
             list) and --format text|json. Passwords are never printed.
 
             Times are printed in UTC, ISO 8601 with milliseconds (2024-05-01T12:00:00.000Z), and \
-            accepted as ISO 8601 (2024-05-01, 2024-05-01T14:00:00+02:00, ...) or Unix milliseconds. \
-            A record's time is its completion time, or its claim time while in flight.
+            accepted as ISO 8601 with a zone (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or as \
+            Unix time with a unit (1714564800s, 1714564800000ms). A time without a zone is refused \
+            (UTC or local?), and so is a bare number that may be seconds; a bare number from 10^11 to \
+            10^14 can only be milliseconds and is read as such. A record's time is its completion \
+            time, or its claim time while in flight.
 
-            forget, reset and purge change nothing without --yes: they show what they would delete.
+            forget, reset and purge change nothing without --yes: they show what they would delete. \
+            reset --yes over more than --max-share of a namespace needs --all-matching, and forget \
+            --yes of a record whose lease is live needs --even-if-live.
+
+            With --format json, an error is a document too: {"error":{"code":C,"message":M, \
+            "exit_code":N}}, alone or as the "error" member of the command's document. C is a store \
+            error's name (storeUnavailable, authenticationFailed, ...), "usage" for arguments that \
+            could not be parsed, or "confirmationRequired" for a deletion that needs one more flag.
 
             \(ExitStatus.helpText)
             """,
@@ -32,28 +43,21 @@ public struct DedupInspectCommand: AsyncParsableCommand {
     public init() {}
 
     /// Parses `arguments`, runs the subcommand and returns the process exit code: the codes of
-    /// ``ExitStatus``, with ArgumentParser's usage errors (its EX_USAGE, 64) reported as 2.
+    /// ``ExitStatus``, with ArgumentParser's usage errors (its EX_USAGE, 64) reported as 2. No
+    /// message carries a password given in the arguments; under `--format json` a usage error is
+    /// also printed as `{"error":{"code":"usage","message":…,"exit_code":2}}` on standard output.
     public static func run(arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Int32 {
-        do {
-            var command = try parseAsRoot(arguments)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-            return ExitStatus.success.rawValue
-        } catch let exit as ExitCode {
-            // Our own commands throw ExitCode after reporting; ArgumentParser's help throws .success.
-            return exit.rawValue
-        } catch {
-            let code = exitCode(for: error)
-            let message = fullMessage(for: error)
-            if code == .success {
-                if !message.isEmpty { print(message) }
-                return 0
-            }
-            if !message.isEmpty { StandardError.write(message + "\n") }
-            return code == .validationFailure ? ExitStatus.usage.rawValue : code.rawValue
+        await RedactedCommandLine.run(self, arguments: arguments) { message in
+            guard asksForJSON(arguments) else { return }
+            let sink = OutputSink()
+            sink.line(Session.errorDocument(code: "usage", message: message, status: .usage).rendered)
+            sink.flush()
         }
+    }
+
+    /// Whether the arguments ask for `--format json` (read from the raw arguments: a usage error
+    /// means they could not be parsed).
+    static func asksForJSON(_ arguments: [String]) -> Bool {
+        zip(arguments, arguments.dropFirst()).contains { $0 == "--format" && $1 == "json" } || arguments.contains("--format=json")
     }
 }

@@ -8,7 +8,9 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// `show` or `forget` found no such record; `reset` matched no record (a mistyped namespace
     /// before a replay would otherwise go unnoticed).
     case notFound = 1
-    /// Bad arguments or usage: unknown option, malformed time, invalid `--store`.
+    /// Bad arguments or usage: unknown option, malformed or ambiguous time, invalid `--store` or
+    /// cursor; a deletion refused for want of its confirmation flag (`reset --yes` over more than
+    /// `--max-share` without `--all-matching`, `forget --yes` of a live lease without `--even-if-live`).
     case usage = 2
     /// The store cannot be reached, or did not answer in time.
     case storeUnreachable = 3
@@ -41,7 +43,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         EXIT CODES:
           0  success (a dry run included)
           1  not found: no such record (show, forget); nothing matched (reset)
-          2  bad arguments or usage, including an invalid --store
+          2  bad arguments or usage, including an invalid --store or cursor; a deletion
+             refused for want of --all-matching (reset) or --even-if-live (forget)
           3  store unreachable: refused, down, missing file, timeout
           4  other store error: credentials refused, corrupt data, read-only
           5  schema mismatch: migrations pending, newer schema, altered migration

@@ -6,6 +6,8 @@ public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
+    /// A number with a fraction (latencies in milliseconds); not finite renders as `null`.
+    case number(Double)
     case string(String)
     case array([JSONValue])
     case object([(String, JSONValue)])
@@ -18,6 +20,12 @@ public enum JSONValue: Sendable, Equatable {
     static func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
     /// The time as Unix milliseconds, or `.null`.
     static func milliseconds(_ date: Date?) -> JSONValue { date.map { .int($0.millisecondsSince1970) } ?? .null }
+
+    /// The value as a person reads it in a text table: strings as they are, anything else as JSON.
+    var plainText: String {
+        if case .string(let value) = self { return value }
+        return rendered
+    }
 
     /// Compact JSON text.
     public var rendered: String {
@@ -32,6 +40,7 @@ public enum JSONValue: Sendable, Equatable {
         case .null: text += "null"
         case .bool(let value): text += value ? "true" : "false"
         case .int(let value): text += String(value)
+        case .number(let value): text += value.isFinite ? String(value) : "null"
         case .string(let value): Self.appendString(value, to: &text)
         case .array(let values):
             text += "["

@@ -60,7 +60,7 @@ struct ListCommand: AsyncParsableCommand {
             while !out.readerGone {
                 let want = limit.map { min(batchSize, $0 - count) } ?? batchSize
                 if want == 0 { break }
-                let page = try await store.records(matching: filter, after: position, limit: want)
+                let page = try await Self.page(of: store, filter, after: position, limit: want, given: count == 0 ? cursor : nil)
                 position = page.next
                 if session.json {
                     var chunk = ""
@@ -100,10 +100,26 @@ struct ListCommand: AsyncParsableCommand {
                     out.line("(more may follow: continue with --cursor '\(next.token)')")
                 } else if count > 0 {
                     out.line("")
-                    out.line("\(grouped(count)) records")
+                    out.line(counted(count, "record"))
                 }
             }
             return .success
+        }
+    }
+
+    /// A page of records; a store's refusal of the cursor the operator gave (`given`) is reported
+    /// as an invalid cursor, in words, with what to do.
+    private static func page(of store: any DedupStore, _ filter: RecordFilter, after position: PageCursor?, limit: Int, given: String?) async throws
+        -> RecordPage
+    {
+        do {
+            return try await store.records(matching: filter, after: position, limit: limit)
+        } catch let error as DedupError where error.code == .invalidConfiguration {
+            guard let given else { throw error }
+            throw DedupError(
+                .invalidConfiguration,
+                "invalid cursor \(given.debugDescription) (\(error.message)): pass the cursor an earlier list --limit printed for this store, or leave --cursor out to start from the beginning"
+            )
         }
     }
 }

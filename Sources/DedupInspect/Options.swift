@@ -11,7 +11,8 @@ public enum OutputFormat: String, ExpressibleByArgument, CaseIterable, Sendable 
     case json
 }
 
-/// A time given on the command line: ISO 8601 or Unix milliseconds.
+/// A time given on the command line: ISO 8601 with a zone, or Unix time with a unit (see
+/// ``Timestamp/parse(_:)``).
 public struct TimeArgument: ExpressibleByArgument, Sendable, Hashable {
     /// Milliseconds since the Unix epoch.
     public var milliseconds: Int64
@@ -19,9 +20,23 @@ public struct TimeArgument: ExpressibleByArgument, Sendable, Hashable {
     /// The time as a date.
     public var date: Date { Date(millisecondsSince1970: milliseconds) }
 
-    /// Parses ISO 8601 (`2024-05-01T12:00:00.000Z`, `2024-05-01`, with an offset) or Unix milliseconds.
+    /// Parses ``Timestamp/parse(_:)``'s spellings; `nil` for anything else.
     public init?(argument: String) {
-        guard let milliseconds = Timestamp.parse(argument) else { return nil }
+        guard let milliseconds = try? Timestamp.parse(argument) else { return nil }
+        self.milliseconds = milliseconds
+    }
+
+    /// Parses an option's value, refusing it with ``Timestamp/parse(_:)``'s hint (an option's
+    /// `transform`, so that ArgumentParser prints the hint rather than only "invalid").
+    static func parsing(_ argument: String) throws -> TimeArgument {
+        do {
+            return TimeArgument(milliseconds: try Timestamp.parse(argument))
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    private init(milliseconds: Int64) {
         self.milliseconds = milliseconds
     }
 
@@ -69,10 +84,12 @@ struct FilterOptions: ParsableArguments {
     @Option(help: "Only this state: in_flight or completed.")
     var state: RecordState?
 
-    @Option(help: ArgumentHelp("Only records whose time (completion, or claim while in flight) is at or after this: ISO 8601 or Unix milliseconds.", valueName: "time"))
+    @Option(
+        help: ArgumentHelp("Only records whose time (completion, or claim while in flight) is at or after this: \(Timestamp.accepted).", valueName: "time"),
+        transform: TimeArgument.parsing)
     var from: TimeArgument?
 
-    @Option(help: ArgumentHelp("Only records whose time is before this: ISO 8601 or Unix milliseconds.", valueName: "time"))
+    @Option(help: ArgumentHelp("Only records whose time is before this (same spellings as --from).", valueName: "time"), transform: TimeArgument.parsing)
     var until: TimeArgument?
 
     @Option(help: "Only keys starting with this prefix.")

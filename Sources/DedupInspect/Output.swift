@@ -167,3 +167,17 @@ func grouped(_ value: Int) -> String {
     }
     return value < 0 ? "-" + text : text
 }
+
+/// A count with its noun in the right number, for people: `1 record`, `0 records`, `1,234 records`.
+func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
+    "\(grouped(count)) " + (count == 1 ? noun : plural ?? noun + "s")
+}
+
+/// A share as a percentage for people: `60%`, `66.7%`; never rounded up to 100% or down to 0%.
+func percentage(_ part: Int, of whole: Int) -> String {
+    guard whole > 0 else { return "0%" }
+    let tenths = part * 1000 / whole
+    if tenths * whole == part * 1000 && tenths % 10 == 0 { return "\(tenths / 10)%" }
+    let shown = max(1, min(999, tenths))
+    return "\(shown / 10).\(shown % 10)%"
+}

@@ -47,9 +47,9 @@ final class ProgressLine {
         let elapsed = now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let rate = seconds > 0 ? Int(Double(count) / seconds) : 0
-        var text = "\r\u{1B}[K\(verb) \(grouped(count))"
-        if let total { text += " of \(grouped(total))" }
-        text += " records (\(grouped(rate))/s)"
+        var text = "\r\u{1B}[K\(verb) "
+        text += total.map { "\(grouped(count)) of \(counted($0, "record"))" } ?? counted(count, "record")
+        text += " (\(grouped(rate))/s)"
         StandardError.write(text)
         drawn = true
     }

@@ -14,11 +14,16 @@ struct ResetCommand: AsyncParsableCommand {
             is any other namespace. Replaying that range afterwards re-applies exactly those messages; \
             messages completed outside the range stay duplicates.
 
-            Without --yes, counts what would be deleted, shows the first records (--sample), and \
-            changes nothing. With --yes, deletes page by page (each record only if it still matches), \
-            so memory stays flat however many records match, and reports how many were deleted. At \
-            least one of --from and --until is required, or --all-time to reset the whole namespace. \
-            Exits 1 when nothing matched (a mistyped namespace would otherwise go unnoticed).
+            Without --yes, counts what would be deleted and what share of the namespace's records that \
+            is, shows the first records (--sample), and changes nothing. With --yes, deletes page by \
+            page (each record only if it still matches), so memory stays flat however many records \
+            match, and reports how many were deleted. At least one of --from and --until is required, \
+            or --all-time to reset the whole namespace. Exits 1 when nothing matched (a mistyped \
+            namespace would otherwise go unnoticed).
+
+            A range that takes more than --max-share of the namespace's records (a time in the wrong \
+            unit, a range of days typed for one of hours) is refused with --yes (exit 2, nothing \
+            deleted) unless --all-matching confirms it; --all-time says so already.
 
             Consumers with a local cache (off by default) honour a reset once their cache entries \
             expire (30 s by default): replay after that.
@@ -30,10 +35,12 @@ struct ResetCommand: AsyncParsableCommand {
     @Option(help: "The namespace (consumer group) to reset.")
     var namespace: String
 
-    @Option(help: ArgumentHelp("Reset records completed at or after this: ISO 8601 or Unix milliseconds.", valueName: "time"))
+    @Option(
+        help: ArgumentHelp("Reset records completed at or after this: \(Timestamp.accepted).", valueName: "time"),
+        transform: TimeArgument.parsing)
     var from: TimeArgument?
 
-    @Option(help: ArgumentHelp("Reset records completed before this: ISO 8601 or Unix milliseconds.", valueName: "time"))
+    @Option(help: ArgumentHelp("Reset records completed before this (same spellings as --from).", valueName: "time"), transform: TimeArgument.parsing)
     var until: TimeArgument?
 
     @Flag(help: "Reset the whole namespace, whatever the completion time.")
@@ -44,6 +51,12 @@ struct ResetCommand: AsyncParsableCommand {
 
     @Flag(help: "Really delete.")
     var yes = false
+
+    @Option(help: ArgumentHelp("With --yes, refuse to delete more than this percentage of the namespace's records without --all-matching.", valueName: "percent"))
+    var maxShare = 50
+
+    @Flag(help: "Confirm a reset that takes more than --max-share of the namespace.")
+    var allMatching = false
 
     @Option(help: "In a dry run, show this many of the matching records.")
     var sample = 10
@@ -62,85 +75,150 @@ struct ResetCommand: AsyncParsableCommand {
         if let from, let until, from.milliseconds >= until.milliseconds {
             throw ValidationError("--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))")
         }
+        if !(0...100).contains(maxShare) { throw ValidationError("--max-share must be a percentage from 0 to 100") }
         if sample < 0 { throw ValidationError("--sample must be 0 or more") }
         if batchSize < 1 || batchSize > 100_000 { throw ValidationError("--batch-size must be between 1 and 100000") }
+    }
+
+    /// What a reset found and did, for both formats.
+    private struct Tally {
+        var matched = 0
+        var deleted = 0
+        var samples: [DedupRecord] = []
+        /// The namespace's live records (in flight and completed), when counted.
+        var namespaceRecords: Int?
     }
 
     func run() async throws {
         try await Session.run(global) { session, store in
             let store = store!
             let filter = RecordFilter(namespace: namespace, state: .completed, from: from?.date, until: until?.date, keyPrefix: keyPrefix)
-            let progress = ProgressLine(mode: global.progress, verb: yes ? "deleted" : "counted")
             let now = session.now
-            var matched = 0
-            var deleted = 0
-            var samples: [DedupRecord] = []
-            var cursor: PageCursor?
-
+            var tally = Tally()
             session.onError = { error, status in
-                progress.finish()
-                if deleted > 0 { StandardError.write("dedup-inspect: deleted \(deleted) records before the error\n") }
-                if session.json { session.document(document(matched: matched, deleted: deleted, samples: samples, now: now, error: (error, status))) }
+                if tally.deleted > 0 { StandardError.write("dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error\n") }
+                if session.json { session.document(document(tally, now: now, error: Session.errorObject(error, status: status))) }
             }
-            // A scan-ordered store (Redis) may skip records in a listing while others are deleted
-            // under it, so deleting runs whole passes until one finds nothing left. On SQLite
-            // (keyset paging) the second pass is one empty indexed query.
-            var passes = 0
-            var deletedThisPass = 0
-            repeat {
-                passes += 1
-                deletedThisPass = 0
-                cursor = nil
-                repeat {
-                    let page = try await store.records(matching: filter, after: cursor, limit: batchSize)
-                    cursor = page.next
-                    if passes == 1 { matched += page.records.count }
-                    if yes {
-                        // Delete what this page found, each only if it still matches (a record
-                        // claimed again meanwhile is no longer completed and is left alone).
-                        if !page.records.isEmpty {
-                            let count = try await store.delete(page.records.map(\.id), matching: filter)
-                            deleted += count
-                            deletedThisPass += count
-                            if passes > 1 { matched += count }
-                        }
-                        progress.update(deleted)
-                    } else {
-                        if samples.count < sample { samples += page.records.prefix(sample - samples.count) }
-                        progress.update(matched)
-                    }
-                } while cursor != nil
-            } while yes && deletedThisPass > 0 && passes < 100
-            progress.finish()
+            let guarded = !yes || !(allTime || allMatching)
+            if guarded {
+                tally.namespaceRecords = try await store.stats().namespaces.first { $0.namespace == namespace }.map { $0.inFlight + $0.completed } ?? 0
+                try await count(filter, in: store, into: &tally)
+            }
+            if yes, exceedsMaxShare(tally) {
+                return refuse(tally, session: session, now: now)
+            }
+            if yes {
+                // The samples show a refused or dry run; deleted records are counted, not listed.
+                tally.samples = []
+                try await delete(filter, in: store, into: &tally)
+            }
             session.onError = nil
 
             if session.json {
-                session.document(document(matched: matched, deleted: deleted, samples: samples, now: now, error: nil))
+                session.document(document(tally, now: now, error: nil))
             } else {
-                let out = session.out
-                let range = rangeDescription
-                if matched == 0 {
-                    out.line("no completed records of namespace \(displayed(namespace)) \(range)")
-                } else if yes {
-                    out.line("deleted \(grouped(deleted)) completed records of namespace \(displayed(namespace)) \(range)")
-                    if deleted < matched {
-                        out.line("(\(grouped(matched - deleted)) matched but changed or vanished before deletion and were left alone)")
-                    }
-                } else {
-                    var table = TextTable(RecordRendering.listHeaders, rightAligned: RecordRendering.listRightAligned)
-                    for record in samples { table.append(RecordRendering.listRow(record)) }
-                    if !samples.isEmpty { out.write(table.render()) }
-                    if samples.count < matched { out.line("... and \(grouped(matched - samples.count)) more") }
-                    out.line("")
-                    out.line("dry run: would delete \(grouped(matched)) completed records of namespace \(displayed(namespace)) \(range)")
-                    out.line("run again with --yes to delete them")
-                }
+                report(tally, to: session.out)
             }
-            if matched == 0 {
+            if tally.matched == 0 {
                 StandardError.write("dedup-inspect: nothing matched: no completed records of namespace \(displayed(namespace)) \(rangeDescription)\n")
                 return .notFound
             }
             return .success
+        }
+    }
+
+    /// Counts the matching records (a dry run, or the check before deleting), keeping the samples.
+    private func count(_ filter: RecordFilter, in store: any DedupStore, into tally: inout Tally) async throws {
+        let progress = ProgressLine(mode: global.progress, verb: "counted")
+        defer { progress.finish() }
+        var cursor: PageCursor?
+        repeat {
+            let page = try await store.records(matching: filter, after: cursor, limit: batchSize)
+            cursor = page.next
+            tally.matched += page.records.count
+            if tally.samples.count < sample { tally.samples += page.records.prefix(sample - tally.samples.count) }
+            progress.update(tally.matched)
+        } while cursor != nil
+    }
+
+    /// Deletes the matching records page by page, each only if it still matches.
+    private func delete(_ filter: RecordFilter, in store: any DedupStore, into tally: inout Tally) async throws {
+        let progress = ProgressLine(mode: global.progress, verb: "deleted")
+        defer { progress.finish() }
+        tally.matched = 0
+        // A scan-ordered store (Redis) may skip records in a listing while others are deleted
+        // under it, so deleting runs whole passes until one finds nothing left. On SQLite
+        // (keyset paging) the second pass is one empty indexed query.
+        var passes = 0
+        var deletedThisPass = 0
+        repeat {
+            passes += 1
+            deletedThisPass = 0
+            var cursor: PageCursor?
+            repeat {
+                let page = try await store.records(matching: filter, after: cursor, limit: batchSize)
+                cursor = page.next
+                if passes == 1 { tally.matched += page.records.count }
+                // Delete what this page found, each only if it still matches (a record claimed
+                // again meanwhile is no longer completed and is left alone).
+                if !page.records.isEmpty {
+                    let count = try await store.delete(page.records.map(\.id), matching: filter)
+                    tally.deleted += count
+                    deletedThisPass += count
+                    if passes > 1 { tally.matched += count }
+                }
+                progress.update(tally.deleted)
+            } while cursor != nil
+        } while deletedThisPass > 0 && passes < 100
+    }
+
+    /// Whether the matching records are more than `--max-share` of the namespace's and nothing
+    /// confirmed that.
+    private func exceedsMaxShare(_ tally: Tally) -> Bool {
+        guard let total = tally.namespaceRecords, !allTime, !allMatching else { return false }
+        return tally.matched * 100 > maxShare * total
+    }
+
+    /// `N of the namespace's M records (P%)`.
+    private func share(_ tally: Tally) -> String? {
+        guard let total = tally.namespaceRecords else { return nil }
+        return "\(grouped(tally.matched)) of the namespace's \(counted(total, "record")) (\(percentage(tally.matched, of: total)))"
+    }
+
+    /// Refuses a --yes reset over more than --max-share: exit 2, nothing deleted.
+    private func refuse(_ tally: Tally, session: Session, now: Int64) -> ExitStatus {
+        let message = "refusing to delete \(counted(tally.matched, "completed record")) of namespace \(displayed(namespace)) \(rangeDescription): "
+            + "that is \(share(tally) ?? ""), more than --max-share \(maxShare)%. Check the range (a Unix time in seconds "
+            + "is written 1714564800s); to delete them all, run again with --all-matching"
+        StandardError.write("dedup-inspect: \(message)\n")
+        session.onError = nil
+        if session.json {
+            session.document(document(tally, now: now, error: Session.errorObject(code: "confirmationRequired", message: message, status: .usage)))
+        }
+        return .usage
+    }
+
+    private func report(_ tally: Tally, to out: OutputSink) {
+        let range = rangeDescription
+        if tally.matched == 0 {
+            out.line("no completed records of namespace \(displayed(namespace)) \(range)")
+        } else if yes {
+            out.line("deleted \(counted(tally.deleted, "completed record")) of namespace \(displayed(namespace)) \(range)")
+            if tally.deleted < tally.matched {
+                out.line("(\(grouped(tally.matched - tally.deleted)) matched but changed or vanished before deletion and were left alone)")
+            }
+        } else {
+            var table = TextTable(RecordRendering.listHeaders, rightAligned: RecordRendering.listRightAligned)
+            for record in tally.samples { table.append(RecordRendering.listRow(record)) }
+            if !tally.samples.isEmpty { out.write(table.render()) }
+            if tally.samples.count < tally.matched { out.line("... and \(grouped(tally.matched - tally.samples.count)) more") }
+            out.line("")
+            out.line("dry run: would delete \(counted(tally.matched, "completed record")) of namespace \(displayed(namespace)) \(range)")
+            if let share = share(tally) {
+                let over = tally.matched * 100 > maxShare * (tally.namespaceRecords ?? 0) && !allTime
+                out.line("that is \(share)" + (over ? ", more than --max-share \(maxShare)%: --yes needs --all-matching too" : ""))
+            }
+            out.line("run again with --yes to delete them")
         }
     }
 
@@ -156,7 +234,7 @@ struct ResetCommand: AsyncParsableCommand {
         return text
     }
 
-    private func document(matched: Int, deleted: Int, samples: [DedupRecord], now: Int64, error: (DedupError, ExitStatus)?) -> JSONValue {
+    private func document(_ tally: Tally, now: Int64, error: JSONValue?) -> JSONValue {
         var members: [(String, JSONValue)] = [
             ("dry_run", .bool(!yes)),
             ("namespace", .string(namespace)),
@@ -165,11 +243,13 @@ struct ResetCommand: AsyncParsableCommand {
             ("until", until.map { .string(Timestamp.format(milliseconds: $0.milliseconds)) } ?? .null),
             ("until_ms", until.map { .int($0.milliseconds) } ?? .null),
             ("key_prefix", .string(keyPrefix)),
-            ("matched", .int(Int64(matched))),
-            ("deleted", .int(Int64(deleted))),
-            ("sample", .array(samples.map { RecordRendering.json($0, now: now, includeResult: false) })),
+            ("matched", .int(Int64(tally.matched))),
+            ("deleted", .int(Int64(tally.deleted))),
+            ("namespace_records", .int(tally.namespaceRecords)),
+            ("max_share_percent", .int(Int64(maxShare))),
+            ("sample", .array(tally.samples.map { RecordRendering.json($0, now: now, includeResult: false) })),
         ]
-        if let (error, status) = error { members.append(("error", Session.errorObject(error, status: status))) }
+        if let error { members.append(("error", error)) }
         return .object(members)
     }
 }
@@ -182,8 +262,9 @@ struct PurgeCommand: AsyncParsableCommand {
         discussion: """
             Expired records (completed past their retention, abandoned claims past their expiry) are \
             already treated as absent everywhere; purging reclaims their space. Without --yes, reports \
-            how many are expired where the store can count them, and changes nothing. With --yes, \
-            deletes them in batches and reports how many were removed.
+            how many are expired (stats counts them too) and changes nothing. With --yes, deletes them \
+            in batches and reports how many were removed. Redis expires records by itself: nothing \
+            is ever left to purge there.
             """
     )
 
@@ -205,9 +286,13 @@ struct PurgeCommand: AsyncParsableCommand {
             var deleted = 0
             var expired: Int?
             session.onError = { error, status in
-                if deleted > 0 { StandardError.write("dedup-inspect: deleted \(deleted) expired records before the error\n") }
+                if deleted > 0 { StandardError.write("dedup-inspect: deleted \(counted(deleted, "expired record")) before the error\n") }
                 if session.json { session.document(document(expired: expired, deleted: deleted, error: (error, status))) }
             }
+            // Counted first with --yes too: the JSON says how many there were, and a Redis server
+            // (which expires records itself) is still asked, so a wrong password fails here.
+            let found = try await StoreAccess.countExpired(in: store, at: session.location, now: session.now).values.reduce(0, +)
+            expired = found
             if yes {
                 let progress = ProgressLine(mode: global.progress, verb: "purged")
                 defer { progress.finish() }
@@ -217,18 +302,14 @@ struct PurgeCommand: AsyncParsableCommand {
                     progress.update(deleted)
                     if count < batchSize { break }
                 }
-            } else {
-                expired = try await StoreAccess.countExpired(in: store, at: session.location, now: session.now)
             }
             session.onError = nil
             if session.json {
                 session.document(document(expired: expired, deleted: deleted, error: nil))
             } else if yes {
-                session.out.line("purged \(grouped(deleted)) expired records")
-            } else if let expired {
-                session.out.line("dry run: would delete \(grouped(expired)) expired records; run again with --yes to delete them")
+                session.out.line("purged \(counted(deleted, "expired record"))")
             } else {
-                session.out.line("dry run: this store cannot count expired records without deleting them; run again with --yes to purge")
+                session.out.line("dry run: would delete \(counted(found, "expired record")); run again with --yes to delete them")
             }
             return .success
         }

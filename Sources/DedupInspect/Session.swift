@@ -77,13 +77,12 @@ final class Session {
     func report(_ error: DedupError) -> ExitStatus {
         let status = ExitStatus(for: error)
         let scrubbed = DedupError(error.code, location.redactingSecrets(in: error.message))
-        let prefix: String
         switch status {
-        case .storeUnreachable: prefix = "cannot reach \(location)"
-        case .schemaMismatch: prefix = "schema problem in \(location)"
-        default: prefix = "store \(location)"
+        case .usage: StandardError.write("Error: \(scrubbed.message)\n")
+        case .storeUnreachable: StandardError.write("dedup-inspect: cannot reach \(location): \(scrubbed.code): \(scrubbed.message)\n")
+        case .schemaMismatch: StandardError.write("dedup-inspect: schema problem in \(location): \(scrubbed.code): \(scrubbed.message)\n")
+        default: StandardError.write("dedup-inspect: store \(location): \(scrubbed.code): \(scrubbed.message)\n")
         }
-        StandardError.write("dedup-inspect: \(prefix): \(scrubbed.code): \(scrubbed.message)\n")
         if let onError {
             self.onError = nil
             onError(scrubbed, status)
@@ -95,14 +94,25 @@ final class Session {
 
     /// `{"error":{"code":…,"message":…,"exit_code":…}}`.
     static func errorDocument(_ error: DedupError, status: ExitStatus) -> JSONValue {
-        .object([("error", errorObject(error, status: status))])
+        errorDocument(code: error.code.description, message: error.message, status: status)
+    }
+
+    /// `{"error":{"code":…,"message":…,"exit_code":…}}` for an error that is no store's: `usage`
+    /// (arguments the parser refused), `confirmationRequired` (a deletion that needs one more flag).
+    static func errorDocument(code: String, message: String, status: ExitStatus) -> JSONValue {
+        .object([("error", errorObject(code: code, message: message, status: status))])
     }
 
     /// The error member of a JSON document.
     static func errorObject(_ error: DedupError, status: ExitStatus) -> JSONValue {
+        errorObject(code: error.code.description, message: error.message, status: status)
+    }
+
+    /// The error member of a JSON document, from its parts.
+    static func errorObject(code: String, message: String, status: ExitStatus) -> JSONValue {
         .object([
-            ("code", .string(error.code.description)),
-            ("message", .string(error.message)),
+            ("code", .string(code)),
+            ("message", .string(message)),
             ("exit_code", .int(Int64(status.rawValue))),
         ])
     }

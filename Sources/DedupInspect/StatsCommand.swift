@@ -9,7 +9,9 @@ struct StatsCommand: AsyncParsableCommand {
         abstract: "Counts by namespace and state, the oldest and newest record, and the in-flight records.",
         discussion: """
             OLDEST is how far back deduplication covers: a replay from before it re-applies messages. \
-            The in-flight list shows each lease's owner token and the time left on it (by this host's \
+            EXPIRED counts records past their expiry that are not deleted yet: treated as absent, not \
+            in TOTAL, deleted by purge (always 0 on Redis, which expires records itself). The \
+            in-flight list shows each lease's owner token and the time left on it (by this host's \
             clock); a negative time left is an abandoned claim the next delivery will take over.
             """
     )
@@ -29,9 +31,21 @@ struct StatsCommand: AsyncParsableCommand {
     func run() async throws {
         try await Session.run(global) { session, store in
             let store = store!
-            var stats = try await store.stats()
-            if let namespace { stats.namespaces = stats.namespaces.filter { $0.namespace == namespace } }
             let now = session.now
+            var stats = try await store.stats()
+            var expired = try await StoreAccess.countExpired(in: store, at: session.location, now: now)
+            if let namespace {
+                stats.namespaces = stats.namespaces.filter { $0.namespace == namespace }
+                expired = expired.filter { $0.key == namespace }
+            }
+            // A namespace whose records have all expired still has something for purge to delete.
+            let onlyExpired = Set(expired.keys).subtracting(stats.namespaces.map(\.namespace))
+            if !onlyExpired.isEmpty {
+                stats.namespaces += onlyExpired.map {
+                    DedupStats.NamespaceStats(namespace: $0, inFlight: 0, expiredLeases: 0, completed: 0, oldest: nil, newest: nil)
+                }
+                stats.namespaces.sort { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
+            }
 
             // The in-flight records, page by page, only as many as asked for.
             var inFlight: [DedupRecord] = []
@@ -53,15 +67,15 @@ struct StatsCommand: AsyncParsableCommand {
             more = more || inFlightTotal > inFlight.count
 
             if session.json {
-                session.document(json(stats, inFlight: inFlight, truncated: more, session: session, now: now))
+                session.document(json(stats, expired: expired, inFlight: inFlight, truncated: more, session: session, now: now))
             } else {
-                session.out.write(text(stats, inFlight: inFlight, inFlightTotal: inFlightTotal, session: session, now: now))
+                session.out.write(text(stats, expired: expired, inFlight: inFlight, inFlightTotal: inFlightTotal, session: session, now: now))
             }
             return .success
         }
     }
 
-    private func json(_ stats: DedupStats, inFlight: [DedupRecord], truncated: Bool, session: Session, now: Int64) -> JSONValue {
+    private func json(_ stats: DedupStats, expired: [String: Int], inFlight: [DedupRecord], truncated: Bool, session: Session, now: Int64) -> JSONValue {
         let namespaces: [JSONValue] = stats.namespaces.map { entry in
             .object([
                 ("namespace", .string(entry.namespace)),
@@ -69,6 +83,7 @@ struct StatsCommand: AsyncParsableCommand {
                 ("expired_leases", .int(Int64(entry.expiredLeases))),
                 ("completed", .int(Int64(entry.completed))),
                 ("total", .int(Int64(entry.inFlight + entry.completed))),
+                ("expired", .int(expired[entry.namespace] ?? 0)),
                 ("oldest", .time(entry.oldest)),
                 ("oldest_ms", .milliseconds(entry.oldest)),
                 ("newest", .time(entry.newest)),
@@ -84,6 +99,7 @@ struct StatsCommand: AsyncParsableCommand {
             ("total", .int(Int64(stats.total))),
             ("in_flight", .int(Int64(stats.namespaces.reduce(0) { $0 + $1.inFlight }))),
             ("completed", .int(Int64(stats.namespaces.reduce(0) { $0 + $1.completed }))),
+            ("expired", .int(expired.values.reduce(0, +))),
             ("oldest", .time(oldest)),
             ("oldest_ms", .milliseconds(oldest)),
             ("newest", .time(newest)),
@@ -94,14 +110,14 @@ struct StatsCommand: AsyncParsableCommand {
         ])
     }
 
-    private func text(_ stats: DedupStats, inFlight: [DedupRecord], inFlightTotal: Int, session: Session, now: Int64) -> String {
+    private func text(_ stats: DedupStats, expired: [String: Int], inFlight: [DedupRecord], inFlightTotal: Int, session: Session, now: Int64) -> String {
         var text = "store: \(session.location)   as of \(Timestamp.format(milliseconds: now))\n\n"
         guard !stats.namespaces.isEmpty else {
             return text + (namespace.map { "no records in namespace \(displayed($0))\n" } ?? "no records\n")
         }
         var table = TextTable(
-            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "OLDEST", "NEWEST", "COVERS"],
-            rightAligned: [1, 2, 3, 4]
+            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "EXPIRED", "OLDEST", "NEWEST", "COVERS"],
+            rightAligned: [1, 2, 3, 4, 5]
         )
         func covers(_ oldest: Date?) -> String {
             oldest.map { humanDuration(milliseconds: now - $0.millisecondsSince1970) } ?? "-"
@@ -109,7 +125,7 @@ struct StatsCommand: AsyncParsableCommand {
         for entry in stats.namespaces {
             table.append([
                 displayed(entry.namespace), grouped(entry.inFlight), grouped(entry.expiredLeases), grouped(entry.completed),
-                grouped(entry.inFlight + entry.completed), entry.oldest.map(Timestamp.format) ?? "-",
+                grouped(entry.inFlight + entry.completed), grouped(expired[entry.namespace] ?? 0), entry.oldest.map(Timestamp.format) ?? "-",
                 entry.newest.map(Timestamp.format) ?? "-", covers(entry.oldest),
             ])
         }
@@ -118,12 +134,15 @@ struct StatsCommand: AsyncParsableCommand {
             table.append([
                 "(all)", grouped(stats.namespaces.reduce(0) { $0 + $1.inFlight }),
                 grouped(stats.namespaces.reduce(0) { $0 + $1.expiredLeases }),
-                grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total),
+                grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total), grouped(expired.values.reduce(0, +)),
                 oldest.map(Timestamp.format) ?? "-",
                 stats.namespaces.compactMap(\.newest).max().map(Timestamp.format) ?? "-", covers(oldest),
             ])
         }
         text += table.render()
+        if expired.values.contains(where: { $0 > 0 }) {
+            text += "(EXPIRED: past their expiry, treated as absent and not in TOTAL; dedup-inspect purge --yes deletes them)\n"
+        }
         if inFlightTotal > 0 && inFlightLimit > 0 {
             text += "\nin flight (\(inFlight.count) of \(grouped(inFlightTotal)) shown):\n"
             var leases = TextTable(["OWNER", "FENCING", "ATTEMPT", "LEASE_LEFT", "LEASE_UNTIL", "NAMESPACE", "KEY"], rightAligned: [1, 2, 3])

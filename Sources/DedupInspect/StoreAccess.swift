@@ -4,6 +4,7 @@ import DedupRedis
 import DedupSQLite
 import DedupStoreLocator
 import Foundation
+import Logging
 
 /// The store-specific parts of `dedup-inspect`: opening without creating, schema status and
 /// migration (SQLite), connectivity (Redis), counting expired records.
@@ -40,21 +41,23 @@ enum StoreAccess {
         }
     }
 
-    /// How many records are expired, where the store can count them without deleting; `nil` otherwise.
+    /// How many records are expired but not yet deleted (what `purge` would delete), by namespace.
     ///
-    /// SQLite: one indexed `count(*)` on `expires_at` through a read-only connection of its own
-    /// (the schema is documented in `Migrations/sqlite`). Redis expires records by itself (TTLs), so
-    /// there is never anything left to purge: 0.
-    static func countExpired(in store: any DedupStore, at location: StoreLocation, now: Int64) async throws -> Int? {
+    /// SQLite: one `count(*)` per namespace on `expires_at` through a read-only connection of its
+    /// own (the schema is documented in `Migrations/sqlite`). Redis expires records by itself (TTLs),
+    /// so there is never anything left to purge; the server is still asked, so that a wrong address
+    /// or password fails here as it would with `--yes`.
+    static func countExpired(in store: any DedupStore, at location: StoreLocation, now: Int64) async throws -> [String: Int] {
         switch location {
         case .redis:
-            return 0
+            _ = try await (store as? RedisDedupStore)?.ping()
+            return [:]
         case .sqlite(let path):
             return try await Task.detached { try countExpiredSQLite(path: path, now: now) }.value
         }
     }
 
-    private static func countExpiredSQLite(path: String, now: Int64) throws(DedupError) -> Int {
+    private static func countExpiredSQLite(path: String, now: Int64) throws(DedupError) -> [String: Int] {
         var db: OpaquePointer?
         defer { sqlite3_close_v2(db) }
         func failure(_ what: String) -> DedupError {
@@ -65,12 +68,20 @@ enum StoreAccess {
         sqlite3_busy_timeout(db, 5000)
         var statement: OpaquePointer?
         defer { sqlite3_finalize(statement) }
-        guard sqlite3_prepare_v2(db, "SELECT count(*) FROM dedup_records WHERE expires_at <= ?1", -1, &statement, nil) == SQLITE_OK else {
+        let query = "SELECT namespace, count(*) FROM dedup_records WHERE expires_at <= ?1 GROUP BY namespace"
+        guard sqlite3_prepare_v2(db, query, -1, &statement, nil) == SQLITE_OK else {
             throw failure("counting expired records")
         }
         sqlite3_bind_int64(statement, 1, now)
-        guard sqlite3_step(statement) == SQLITE_ROW else { throw failure("counting expired records") }
-        return Int(sqlite3_column_int64(statement, 0))
+        var counts: [String: Int] = [:]
+        while true {
+            let step = sqlite3_step(statement)
+            if step == SQLITE_DONE { return counts }
+            guard step == SQLITE_ROW else { throw failure("counting expired records") }
+            let bytes = UnsafeRawBufferPointer(start: sqlite3_column_blob(statement, 0), count: Int(sqlite3_column_bytes(statement, 0)))
+            let namespace = String(decoding: bytes, as: UTF8.self)
+            counts[namespace] = Int(sqlite3_column_int64(statement, 1))
+        }
     }
 
     /// Connectivity, latency and schema; changes nothing.
@@ -81,12 +92,12 @@ enum StoreAccess {
             try requireFile(path)
             let status = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: integrity) }.value
             let schema = schemaReport(status)
-            var details: [(String, String)] = []
+            var details: [(String, JSONValue)] = []
             if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
-                details.append(("file_bytes", String(size)))
+                details.append(("file_bytes", .int(Int64(size))))
             }
             if let integrity = status.integrity {
-                details.append(("integrity", integrity.isOK ? "ok" : integrity.messages.joined(separator: "; ")))
+                details.append(("integrity", .string(integrity.isOK ? "ok" : integrity.messages.joined(separator: "; "))))
             }
             // Opening the store applies pending migrations: only time round trips on a current schema.
             var times: [Int64] = []
@@ -108,7 +119,7 @@ enum StoreAccess {
                 times.append(try await store.ping().wholeMicroseconds)
             }
             await store.close()
-            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", location.redactingSecrets(in: store.endpoint.description))])
+            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", .string(location.redactingSecrets(in: store.endpoint.description)))])
         }
     }
 
@@ -137,7 +148,9 @@ enum StoreAccess {
             let before: Int? = FileManager.default.fileExists(atPath: path)
                 ? try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
                 : 0
-            let applied = try await Task.detached { try SQLiteDedupStore.migrate(path: path) }.value
+            // The report is the human line; the migration's own log line would repeat it raw.
+            let quiet = Logger(label: "dedup-inspect.migrate", factory: { _ in SwiftLogNoOpLogHandler() })
+            let applied = try await Task.detached { try SQLiteDedupStore.migrate(path: path, logger: quiet) }.value
             let after = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
             return MigrateReport(
                 backend: "sqlite", before: before, after: after,

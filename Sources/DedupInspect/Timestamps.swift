@@ -1,7 +1,8 @@
+import Dedup
 import Foundation
 
-/// UTC ISO 8601 times with milliseconds, the one spelling `dedup-inspect` prints and the first of
-/// the two it accepts (the other is Unix milliseconds).
+/// UTC ISO 8601 times with milliseconds, the one spelling `dedup-inspect` prints; it accepts ISO
+/// 8601 with a zone and Unix time with a unit (see ``parse(_:)``).
 ///
 /// Formatting is done by hand from integer milliseconds: exact (no floating-point rounding on the
 /// way), and fast enough for a million rows, where a date formatter would dominate the run time.
@@ -50,27 +51,80 @@ public enum Timestamp {
         format(milliseconds: date.millisecondsSince1970)
     }
 
-    /// Parses a time given on the command line: Unix milliseconds (`1714564800123`), or ISO 8601 —
-    /// a date (`2024-05-01`, midnight UTC), or a date and time with optional seconds, fraction and
-    /// zone (`2024-05-01T12:00`, `2024-05-01T12:00:00.5Z`, `2024-05-01 14:00:00+02:00`). A time
-    /// without a zone is UTC. Returns milliseconds since the Unix epoch, or `nil`.
-    public static func parse(_ text: String) -> Int64? {
+    /// How the accepted spellings read in help texts and error hints.
+    static let accepted = "ISO 8601 with a zone (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or Unix time with a unit (1714564800s, 1714564800000ms)"
+
+    /// Parses a time given on the command line. Returns milliseconds since the Unix epoch.
+    ///
+    /// Accepted:
+    /// - ISO 8601 with a zone: `2024-05-01T12:00:00Z`, `2024-05-01T14:00+02:00`, `2024-05-01 12:00:00.5z`;
+    /// - Unix time with a unit: `1714564800s`, `1714564800000ms`;
+    /// - a bare number from 10^11 to 10^14: Unix milliseconds (1973 to 5138), as nothing else it
+    ///   could be (that many seconds lie after the year 5000).
+    ///
+    /// - Throws: ``DedupError/Code/invalidConfiguration`` with a hint for a bare number that may be
+    ///   seconds (`date +%s`: read as milliseconds it would select everything since 1970-01-21),
+    ///   microseconds or nanoseconds; for a time or date without a zone (UTC or local time?); and for
+    ///   anything else.
+    public static func parse(_ text: String) throws(DedupError) -> Int64 {
         let text = text.trimmingCharacters(in: .whitespaces)
-        if let milliseconds = parseUnixMilliseconds(text) { return milliseconds }
-        return parseISO8601(text)
+        func refuse(_ why: String) -> DedupError {
+            DedupError(.invalidConfiguration, "\(text.debugDescription) \(why)")
+        }
+        if let (value, unit) = unixTime(text) {
+            switch unit {
+            case "ms": return value
+            case "s":
+                let (milliseconds, overflow) = value.multipliedReportingOverflow(by: 1000)
+                guard !overflow else { throw refuse("is too far from 1970") }
+                return milliseconds
+            case "":
+                if (100_000_000_000..<100_000_000_000_000).contains(value) { return value }
+                guard value < 100_000_000_000_000 else {
+                    throw refuse(
+                        "has no unit and is too large for Unix milliseconds (microseconds or nanoseconds?): give Unix time in seconds or milliseconds with its unit, as in 1714564800s or 1714564800000ms")
+                }
+                let (asSeconds, overflow) = value.multipliedReportingOverflow(by: 1000)
+                let readings = overflow ? "" : "as Unix seconds it is \(format(milliseconds: asSeconds)), as Unix milliseconds \(format(milliseconds: value)); "
+                throw refuse("has no unit: \(readings)write \(text)s or \(text)ms")
+            default:
+                throw refuse("has an unknown unit \(unit.debugDescription): use s or ms, as in 1714564800s or 1714564800000ms")
+            }
+        }
+        switch parseISO8601(text) {
+        case .time(let milliseconds):
+            return milliseconds
+        case .zoneless(let milliseconds, let dateOnly):
+            let utc = format(milliseconds: milliseconds).replacing(".000Z", with: "Z")
+            let spelled = dateOnly ? "a date without a time zone" : "a time without a time zone"
+            let local = utc.replacing("Z", with: "+02:00")
+            throw refuse("is \(spelled) (UTC or local time?): write \(utc) for UTC, or give the offset, as in \(local)")
+        case nil:
+            throw refuse("is not a time: use \(accepted)")
+        }
     }
 
-    private static func parseUnixMilliseconds(_ text: String) -> Int64? {
+    /// A signed integer and the unit after it (`""`, `s`, `ms`, or any other letters), or `nil`.
+    private static func unixTime(_ text: String) -> (Int64, String)? {
         var digits = Substring(text)
         let negative = digits.first == "-"
         if negative { digits = digits.dropFirst() }
-        guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let value = Int64(digits) else {
-            return nil
-        }
-        return negative ? -value : value
+        let unitStart = digits.firstIndex { !("0"..."9").contains($0) } ?? digits.endIndex
+        let unit = digits[unitStart...]
+        digits = digits[..<unitStart]
+        guard !digits.isEmpty, unit.allSatisfy({ $0.isLetter }), let value = Int64(digits) else { return nil }
+        return (negative ? -value : value, String(unit))
     }
 
-    private static func parseISO8601(_ text: String) -> Int64? {
+    /// What an ISO 8601 spelling gave.
+    private enum ISOTime {
+        /// A time with a zone, in Unix milliseconds.
+        case time(Int64)
+        /// A date or time without a zone, read as UTC (for the hint only).
+        case zoneless(Int64, dateOnly: Bool)
+    }
+
+    private static func parseISO8601(_ text: String) -> ISOTime? {
         var scanner = ByteScanner(Array(text.utf8))
         guard let year = scanner.number(digits: 4), scanner.take("-"),
             let month = scanner.number(digits: 2), scanner.take("-"),
@@ -78,7 +132,7 @@ public enum Timestamp {
             (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day)
         else { return nil }
         var msOfDay: Int64 = 0
-        var offsetMinutes: Int64 = 0
+        var offsetMinutes: Int64?
         if !scanner.atEnd {
             guard scanner.take("T") || scanner.take("t") || scanner.take(" "),
                 let hour = scanner.number(digits: 2), hour < 24, scanner.take(":"),
@@ -104,7 +158,7 @@ public enum Timestamp {
             }
             msOfDay = ((hour * 60 + minute) * 60 + second) * 1000 + millisecond
             if scanner.take("Z") || scanner.take("z") {
-                // UTC.
+                offsetMinutes = 0
             } else if let sign = scanner.sign() {
                 guard let hours = scanner.number(digits: 2), hours <= 23 else { return nil }
                 _ = scanner.take(":")
@@ -113,8 +167,9 @@ public enum Timestamp {
             }
             guard scanner.atEnd else { return nil }
         }
-        let days = days(fromCivil: year, month, day)
-        return days * 86_400_000 + msOfDay - offsetMinutes * 60_000
+        let local = days(fromCivil: year, month, day) * 86_400_000 + msOfDay
+        guard let offsetMinutes else { return .zoneless(local, dateOnly: msOfDay == 0 && text.utf8.count == 10) }
+        return .time(local - offsetMinutes * 60_000)
     }
 
     // MARK: Calendar arithmetic (proleptic Gregorian, after H. Hinnant's civil-from-days)

@@ -4,12 +4,13 @@ import Dedup
 ///
 /// Accepted URLs:
 /// - `redis://[user:password@]host[:port][/db]`: TCP; port 6379 and database 0 by default.
-///   `redis://:password@host` logs in with a password only (`requirepass`), `user:password@` as an
-///   ACL user. IPv6 hosts go in brackets: `redis://[::1]:6379`.
+///   `redis://:password@host` and `redis://password@host` log in with a password only
+///   (`requirepass`), `user:password@` as an ACL user. IPv6 hosts go in brackets: `redis://[::1]:6379`.
 /// - `unix://[user:password@]/path/to/redis.sock[?db=N]`: a Unix socket. The user-info part sits
 ///   before the absolute path (`unix://:secret@/run/redis.sock?db=2`), as in the TCP form.
 ///
-/// User and password may be percent-encoded (`%40` for `@`, `%3A` for `:`, `%2F` for `/`).
+/// User and password may be percent-encoded (`%40` for `@`, `%3A` for `:`, `%2F` for `/`); where
+/// the user info ends is decided by ``URLCredentials``, which every printed URL is redacted with.
 /// `rediss://` (TLS) is refused: the system hiredis 0.14 has no TLS support.
 public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
@@ -48,13 +49,13 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
     ///   contains the password.
     public init(url: String) throws(DedupError) {
         func invalid(_ why: String) -> DedupError {
-            DedupError(.invalidConfiguration, "invalid Redis URL \(Self.redact(url).debugDescription): \(why)")
+            DedupError(.invalidConfiguration, "invalid Redis URL \(URLCredentials.redacting(url).debugDescription): \(why)")
         }
         guard let schemeEnd = url.range(of: "://") else {
             throw invalid("expected redis://host:port/db or unix:///path/to/redis.sock")
         }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
-        let rest = url[schemeEnd.upperBound...]
+        var rest = url[schemeEnd.upperBound...]
         switch scheme {
         case "redis", "unix":
             break
@@ -66,34 +67,30 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             throw invalid("unknown scheme \(scheme.debugDescription); use redis:// or unix://")
         }
 
-        // Authority: everything up to the first "/" (the path), "?" or "#".
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
-        var authority = rest[..<authorityEnd]
-        var afterAuthority = rest[authorityEnd...]
-        if afterAuthority.hasPrefix("#") { throw invalid("fragments (#) are not allowed") }
-
+        // User info: where URLCredentials says it is, the same place every printed URL hides.
         var username: String?
         var password: String?
-        if let at = authority.lastIndex(of: "@") {
-            let userInfo = authority[..<at]
-            authority = authority[authority.index(after: at)...]
-            if let colon = userInfo.firstIndex(of: ":") {
-                let user = userInfo[..<colon]
-                let pass = userInfo[userInfo.index(after: colon)...]
-                guard let decodedUser = Self.percentDecode(user), let decodedPass = Self.percentDecode(pass) else {
-                    throw invalid("the user or password has a malformed %-escape")
+        if let userInfo = URLCredentials.userInfo(in: url) {
+            guard let decodedPass = URLCredentials.percentDecoded(url[userInfo.password]) else {
+                throw invalid("the password has a malformed %-escape")
+            }
+            if let user = userInfo.user {
+                guard let decodedUser = URLCredentials.percentDecoded(url[user]) else {
+                    throw invalid("the user name has a malformed %-escape")
                 }
                 username = decodedUser.isEmpty ? nil : decodedUser
-                password = decodedPass
-            } else {
-                // "redis://secret@host" is ambiguous; Redis clients read it as a password-only login.
-                guard let decoded = Self.percentDecode(userInfo) else {
-                    throw invalid("the password has a malformed %-escape")
-                }
-                password = decoded
             }
-            if password?.isEmpty == true { throw invalid("the password is empty") }
+            // Without a colon the user info is a password (AUTH password), as Redis clients read it.
+            password = decodedPass
+            if decodedPass.isEmpty { throw invalid("the password is empty") }
+            rest = url[userInfo.remainder...]
         }
+
+        // Authority: everything up to the first "/" (the path), "?" or "#".
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var afterAuthority = rest[authorityEnd...]
+        if afterAuthority.hasPrefix("#") { throw invalid("fragments (#) are not allowed") }
 
         // Query: only "db=N" is known.
         var queryDatabase: Int?
@@ -119,7 +116,7 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             guard afterAuthority.hasPrefix("/"), afterAuthority.count > 1 else {
                 throw invalid("a unix:// URL needs an absolute socket path, as in unix:///run/redis/redis.sock")
             }
-            guard let path = Self.percentDecode(afterAuthority) else {
+            guard let path = URLCredentials.percentDecoded(afterAuthority) else {
                 throw invalid("the socket path has a malformed %-escape")
             }
             self.init(transport: .unixSocket(path: path), username: username, password: password, database: queryDatabase ?? 0)
@@ -194,33 +191,5 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
     /// A mirror without the password, so `dump` cannot print it either.
     public var customMirror: Mirror {
         Mirror(self, children: ["url": redactedDescription], displayStyle: .struct)
-    }
-
-    /// Replaces the password part of a URL's user info by `***`, for messages about malformed URLs.
-    static func redact(_ url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return url }
-        let rest = url[schemeEnd.upperBound...]
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
-        let userInfo = rest[..<at]
-        let user = userInfo.firstIndex(of: ":").map { userInfo[..<$0] } ?? ""
-        return String(url[..<schemeEnd.upperBound]) + user + ":***" + rest[at...]
-    }
-
-    private static func percentDecode(_ text: Substring) -> String? {
-        guard text.contains("%") else { return String(text) }
-        var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next(), let low = iterator.next(),
-                    let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
-                else { return nil }
-                bytes.append(value)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(validating: bytes, as: UTF8.self)
     }
 }

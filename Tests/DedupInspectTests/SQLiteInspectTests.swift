@@ -85,7 +85,7 @@ struct SQLiteInspectTests {
         let lines = text.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("STATE") == true)
         #expect(lines.contains { $0.split(separator: " ").first == "completed" && $0.split(separator: " ").suffix(2) == ["other", "a-1"] })
-        #expect(text.stdout.contains("1 records"))
+        #expect(text.stdout.hasSuffix("\n1 record\n"), "\(text.stdout)")
     }
 
     @Test("list pages with --limit and --cursor: every record exactly once, in order")
@@ -227,7 +227,7 @@ struct SQLiteInspectTests {
         let unbounded = try await inspect("reset", "--store", location, "--namespace", "orders")
         #expect(unbounded.status == 2)
         #expect(unbounded.stderr.contains("--all-time"))
-        let inverted = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "2024-05-02", "--until", "2024-05-01")
+        let inverted = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "2024-05-02T00:00Z", "--until", "2024-05-01T00:00Z")
         #expect(inverted.status == 2)
         let badTime = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "last tuesday")
         #expect(badTime.status == 2)
@@ -240,10 +240,7 @@ struct SQLiteInspectTests {
 
     @Test("purge is a dry run without --yes and reports what it removed with it")
     func purge() async throws {
-        let filler = StoreFiller(store: store)
-        try await filler.complete("short", keys: ["s-1", "s-2", "s-3"], retention: .milliseconds(1))
-        try await filler.complete("long", keys: ["l-1"])
-        _ = await clockMoved(past: SystemDedupClock().nowMilliseconds() + 5)
+        try await fillThreeExpiredOneLive()
 
         let dry = try await inspect("purge", "--store", location, "--format", "json")
         #expect(dry.status == 0, "\(dry.stderr)")

@@ -58,6 +58,42 @@ struct RedisEndpointTests {
     }
 
     @Test(
+        "the one redaction routine hides exactly what the parser logs in with, in both user-info forms",
+        arguments: [
+            "redis://Hunter2Secret@127.0.0.1:6379/0",
+            "redis://:Hunter2Secret@127.0.0.1:6379/0",
+            "redis://operator:Hunter2Secret@127.0.0.1:6379/0",
+            "redis://operator:Hunter2%40Secret%2F@127.0.0.1:6379/0",
+            "redis://operator:Hunter2/Secret@host",
+            "redis://Hunter2@Secret@host",
+            "unix://Hunter2Secret@/run/redis.sock",
+            "unix://:Hunter2/Secret@/run/redis.sock?db=1",
+        ]
+    )
+    func redactionMatchesParsing(url: String) throws {
+        let endpoint = try RedisEndpoint(url: url)
+        let password = try #require(endpoint.password)
+        #expect(password.hasPrefix("Hunter2"))
+        for text in [URLCredentials.redacting(url), endpoint.redactedDescription] {
+            #expect(!text.contains("Hunter2") && !text.contains("Secret"), "\(text)")
+            #expect(text.contains("***"), "\(text)")
+        }
+        #expect(URLCredentials.secrets(in: url).contains(password))
+    }
+
+    @Test("a malformed URL's message hides a password that holds a slash or an at sign")
+    func malformedKeepsOddPasswordsHidden() {
+        for url in ["redis://u:Hunter2/Secret@host:notaport", "redis://Hunter2/Secret@host:notaport", "unix://:Hunter2/Secret@run/r.sock"] {
+            do {
+                _ = try RedisEndpoint(url: url)
+                Issue.record("\(url) was accepted")
+            } catch {
+                #expect(!error.message.contains("Hunter2") && !error.message.contains("Secret"), "\(error.message)")
+            }
+        }
+    }
+
+    @Test(
         "malformed URLs are refused with invalidConfiguration, without the password",
         arguments: [
             ("rediss://:hunter2@host:6379", "TLS"),
