@@ -137,7 +137,7 @@ struct CheckReport: Sendable {
             ("reachable", "yes"),
         ]
         if roundTripMicroseconds.isEmpty {
-            lines.append(("round trip", "not measured (opening the store would migrate it)"))
+            lines.append(("round trip", "not measured (the schema is not current)"))
         } else {
             lines.append(("round trip", "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"))
         }

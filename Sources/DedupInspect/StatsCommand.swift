@@ -27,7 +27,7 @@ struct StatsCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await Session.run(global) { session, store in
+        try await Session.run(global, opening: .readOnly) { session, store in
             let store = store!
             var stats = try await store.stats()
             if let namespace { stats.namespaces = stats.namespaces.filter { $0.namespace == namespace } }
