@@ -74,7 +74,8 @@ enum StoreAccess {
         return Int(sqlite3_column_int64(statement, 0))
     }
 
-    /// Connectivity, latency and schema; changes nothing.
+    /// Connectivity, latency and schema (SQLite) or the server's persistence and eviction settings
+    /// (Redis); changes nothing.
     static func check(_ location: StoreLocation, roundTrips: Int, integrity: Bool) async throws -> CheckReport {
         let clock = ContinuousClock()
         switch location {
@@ -108,8 +109,16 @@ enum StoreAccess {
             for _ in 0..<roundTrips {
                 times.append(try await store.ping().wholeMicroseconds)
             }
+            let settings = try await store.serverSettings()
             await store.close()
-            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", location.redactingSecrets(in: store.endpoint.description))])
+            let assessment = RedisSettingsCheck(settings)
+            var report = CheckReport(
+                backend: "redis", roundTripMicroseconds: times, schema: nil,
+                details: [("endpoint", location.redactingSecrets(in: store.endpoint.description))] + assessment.details)
+            report.server = assessment.json
+            report.warnings = assessment.warnings
+            report.notices = assessment.notices
+            return report
         }
     }
 
