@@ -6,12 +6,15 @@ import Foundation
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Check connectivity, round-trip latency and (SQLite) the schema version; changes nothing.",
+        abstract: "Check connectivity, round-trip latency, the schema (SQLite) or persistence and eviction (Redis); changes nothing.",
         discussion: """
-            Exits 0 when the store is reachable and its schema is current, 3 when it cannot be reached, \
-            5 when migrations are pending (run migrate), the schema is newer than this tool, or an \
-            applied migration was altered, 4 for any other store error. A SQLite file that does not \
-            exist is unreachable (check never creates one).
+            For Redis it also reports the server version, persistence (AOF, RDB snapshots) and the \
+            eviction policy. Exits 0 when the store is reachable and its schema is current, 3 when it \
+            cannot be reached, 5 when migrations are pending (run migrate), the schema is newer than \
+            this tool, or an applied migration was altered, 4 for any other store error, 6 when a Redis \
+            setting can lose records (an evicting maxmemory-policy, neither AOF nor RDB); what the \
+            server will not tell is noted without failing. A SQLite file that does not exist is \
+            unreachable (check never creates one).
             """
     )
 
@@ -103,6 +106,12 @@ struct CheckReport: Sendable {
     var details: [(String, JSONValue)] = []
     /// SQLite's quick_check found damage.
     var integrityFailed = false
+    /// A Redis server's version and settings (``RedisSettingsCheck``).
+    var server: JSONValue?
+    /// Settings that can lose dedup records: `check` exits 6.
+    var warnings: [String] = []
+    /// What could not be told, said without failing.
+    var notices: [String] = []
 
     var medianMicroseconds: Int64 {
         let sorted = roundTripMicroseconds.sorted()
@@ -112,7 +121,7 @@ struct CheckReport: Sendable {
     var status: ExitStatus {
         if let schema, schema.status != "current" { return .schemaMismatch }
         if integrityFailed { return .storeError }
-        return .success
+        return warnings.isEmpty ? .success : .warnings
     }
 
     func json(store: String) -> JSONValue {
@@ -126,6 +135,9 @@ struct CheckReport: Sendable {
             ("latency_max_us", roundTripMicroseconds.max().map { .int($0) } ?? .null),
             ("schema", schema?.json ?? .null),
             ("details", .object(details)),
+            ("server", server ?? .null),
+            ("warnings", .array(warnings.map { .string($0) })),
+            ("notices", .array(notices.map { .string($0) })),
             ("ok", .bool(status == .success)),
         ])
     }
@@ -137,7 +149,7 @@ struct CheckReport: Sendable {
             ("reachable", "yes"),
         ]
         if roundTripMicroseconds.isEmpty {
-            lines.append(("round trip", "not measured (opening the store would migrate it)"))
+            lines.append(("round trip", "not measured (the schema is not current)"))
         } else {
             lines.append(("round trip", "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"))
         }
@@ -148,7 +160,13 @@ struct CheckReport: Sendable {
             if let detail = schema.detail { lines.append(("", detail)) }
         }
         lines += details.map { ($0.0, $0.1.plainText) }
-        lines.append(("result", status == .success ? "ok" : status == .schemaMismatch ? "schema mismatch" : "integrity check failed"))
+        lines += warnings.map { ("warning", $0) } + notices.map { ("note", $0) }
+        switch status {
+        case .success: lines.append(("result", "ok"))
+        case .schemaMismatch: lines.append(("result", "schema mismatch"))
+        case .warnings: lines.append(("result", "reachable, but its settings can lose records"))
+        default: lines.append(("result", "integrity check failed"))
+        }
         return Self.labelled(lines)
     }
 

@@ -20,6 +20,9 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// every other command but `migrate` refuses such a file rather than migrate it), written by a
     /// newer swift-dedup, or an applied migration was altered.
     case schemaMismatch = 5
+    /// `check` only: the store is reachable and works, but a setting can lose dedup records (a
+    /// Redis whose eviction policy drops them, or that keeps nothing across a restart).
+    case warnings = 6
 
     /// The code for a store error.
     public init(for error: DedupError) {
@@ -48,5 +51,6 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
           3  store unreachable: refused, down, missing file, timeout
           4  other store error: credentials refused, corrupt data, read-only
           5  schema mismatch: migrations pending, newer schema, altered migration
+          6  check: reachable, but a setting can lose records (Redis eviction, no persistence)
         """
 }

@@ -39,7 +39,7 @@ struct ListCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await Session.run(global) { session, store in
+        try await Session.run(global, opening: .readOnly) { session, store in
             let store = store!
             let filter = filterOptions.filter
             let progress = ProgressLine(mode: global.progress, verb: "listed")

@@ -27,6 +27,9 @@ final class Session {
         /// The store must exist already (a SQLite file that is not there is an error, not a new file)
         /// with a current schema.
         case existing
+        /// As ``existing``, for a subcommand that only reads: SQLite is opened read-only, so a file
+        /// or directory the operator cannot write is fine and nothing is created beside the file.
+        case readOnly
         /// The subcommand opens the store itself (`check`, `migrate`).
         case none
     }
@@ -56,6 +59,7 @@ final class Session {
             switch mode {
             case .none: store = nil
             case .existing: store = try StoreAccess.open(location)
+            case .readOnly: store = try StoreAccess.open(location, readOnly: true)
             }
             status = try await body(session, store)
         } catch let error as DedupError {

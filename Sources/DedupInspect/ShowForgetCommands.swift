@@ -36,7 +36,7 @@ struct ShowCommand: AsyncParsableCommand {
 
     func run() async throws {
         let id = try identity.recordID()
-        try await Session.run(global) { session, store in
+        try await Session.run(global, opening: .readOnly) { session, store in
             let record = try await store!.record(for: id)
             let now = session.now
             if session.json {

@@ -29,7 +29,7 @@ struct StatsCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await Session.run(global) { session, store in
+        try await Session.run(global, opening: .readOnly) { session, store in
             let store = store!
             let now = session.now
             var stats = try await store.stats()

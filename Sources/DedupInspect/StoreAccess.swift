@@ -12,8 +12,9 @@ enum StoreAccess {
     /// Opens an existing store. A SQLite file that does not exist is reported as unreachable rather
     /// than silently created (a mistyped path must not look like an empty store), and one whose
     /// schema is not current is refused rather than migrated: an inspection never writes a schema
-    /// into a file, someone else's database included (`migrate` does that).
-    static func open(_ location: StoreLocation) throws -> any DedupStore {
+    /// into a file, someone else's database included (`migrate` does that). `readOnly` opens SQLite
+    /// for reading only (``SQLiteDedupStore/Configuration/readOnly``).
+    static func open(_ location: StoreLocation, readOnly: Bool = false) throws -> any DedupStore {
         if case .sqlite(let path) = location {
             try requireFile(path)
             let status = try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false)
@@ -30,7 +31,7 @@ enum StoreAccess {
                 )
             }
         }
-        return try location.open()
+        return try location.open(sqlite: .init(readOnly: readOnly))
     }
 
     static func requireFile(_ path: String) throws(DedupError) {
@@ -84,7 +85,8 @@ enum StoreAccess {
         }
     }
 
-    /// Connectivity, latency and schema; changes nothing.
+    /// Connectivity, latency and schema (SQLite) or the server's persistence and eviction settings
+    /// (Redis); changes nothing.
     static func check(_ location: StoreLocation, roundTrips: Int, integrity: Bool) async throws -> CheckReport {
         let clock = ContinuousClock()
         switch location {
@@ -99,10 +101,10 @@ enum StoreAccess {
             if let integrity = status.integrity {
                 details.append(("integrity", .string(integrity.isOK ? "ok" : integrity.messages.joined(separator: "; "))))
             }
-            // Opening the store applies pending migrations: only time round trips on a current schema.
+            // A store opened read-only needs a current schema: only time round trips on one.
             var times: [Int64] = []
             if schema.status == "current" {
-                let store = try SQLiteDedupStore(path: path)
+                let store = try SQLiteDedupStore(path: path, configuration: .init(readOnly: true))
                 defer { store.close() }
                 let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
                 for _ in 0..<roundTrips {
@@ -118,8 +120,17 @@ enum StoreAccess {
             for _ in 0..<roundTrips {
                 times.append(try await store.ping().wholeMicroseconds)
             }
+            let settings = try await store.serverSettings()
             await store.close()
-            return CheckReport(backend: "redis", roundTripMicroseconds: times, schema: nil, details: [("endpoint", .string(location.redactingSecrets(in: store.endpoint.description)))])
+            let assessment = RedisSettingsCheck(settings)
+            var report = CheckReport(
+                backend: "redis", roundTripMicroseconds: times, schema: nil,
+                details: [("endpoint", .string(location.redactingSecrets(in: store.endpoint.description)))]
+                    + assessment.details.map { ($0.0, JSONValue.string($0.1)) })
+            report.server = assessment.json
+            report.warnings = assessment.warnings
+            report.notices = assessment.notices
+            return report
         }
     }
 

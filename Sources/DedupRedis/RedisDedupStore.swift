@@ -858,7 +858,7 @@ public final class RedisDedupStore: DedupStore {
 
     /// Runs commands as one pipelined unit on the least loaded connection, inline when the store is
     /// otherwise idle (see ``Configuration/runsIdleCallsInline``).
-    private func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
+    func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
         let alone = activeCalls.wrappingAdd(1, ordering: .relaxed).oldValue == 0
         defer { activeCalls.wrappingSubtract(1, ordering: .relaxed) }
         return try await pick().execute(commands, mayRunInline: alone && configuration.runsIdleCallsInline)

@@ -241,21 +241,30 @@ final class Connection {
     private var dynamic: [String: Statement] = [:]
 
     /// Opens (creating the file when `create`), in multi-thread mode: the caller serialises use.
+    /// `readOnly` opens as ``openReadingOnly(_:)`` does, creating nothing.
     init(path: String, readOnly: Bool = false, create: Bool = true) throws(SQLiteFailure) {
+        let handle: OpaquePointer
+        if readOnly {
+            handle = try Self.openReadingOnly(path)
+        } else {
+            handle = try Self.openHandle(path, flags: SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0))
+        }
+        self.db = handle
+        self.path = path
+        sqlite3_extended_result_codes(handle, 1)
+    }
+
+    /// `sqlite3_open_v2` in multi-thread mode with extended result codes, plus `flags`.
+    static func openHandle(_ name: String, flags: Int32) throws(SQLiteFailure) -> OpaquePointer {
         var handle: OpaquePointer?
-        var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
-        flags |= readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
-        if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
-        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        let rc = sqlite3_open_v2(name, &handle, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE | flags, nil)
         guard rc == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
             let systemErrno = handle.map { sqlite3_system_errno($0) } ?? 0
             if let handle { sqlite3_close_v2(handle) }
             throw SQLiteFailure(code: rc, message: message, systemErrno: systemErrno)
         }
-        self.db = handle
-        self.path = path
-        sqlite3_extended_result_codes(handle, 1)
+        return handle
     }
 
     /// Finalizes statements and closes the handle.

@@ -35,18 +35,26 @@ public final class SQLiteDedupStore: DedupStore {
         /// The write-ahead log size, in pages, at which a checkpoint is started. Default 1000 (about
         /// 4 MB), SQLite's own default.
         public var checkpointPages: Int
+        /// Open for reading only, for inspection: records, pages and statistics are read as a
+        /// writer committed them, and nothing is written, migrated or created, not even the
+        /// write-ahead log's files beside the store (so a file or directory the reader cannot write
+        /// is fine). The file must exist with a current schema (otherwise
+        /// ``DedupError/Code/schemaOutdated``); every write throws ``DedupError/Code/readOnly``.
+        /// Default `false`.
+        public var readOnly: Bool
 
         /// Creates a configuration.
         public init(
             busyTimeout: Duration = .seconds(5), synchronous: Synchronous = .normal,
             clock: any DedupClock = SystemDedupClock(), checkpointInBackground: Bool = true,
-            checkpointPages: Int = 1000
+            checkpointPages: Int = 1000, readOnly: Bool = false
         ) {
             self.busyTimeout = busyTimeout
             self.synchronous = synchronous
             self.clock = clock
             self.checkpointInBackground = checkpointInBackground
             self.checkpointPages = checkpointPages
+            self.readOnly = readOnly
         }
     }
 
@@ -81,12 +89,14 @@ public final class SQLiteDedupStore: DedupStore {
     /// Opens (creating if needed) the store at `path` and applies pending migrations.
     ///
     /// Opening may wait up to the busy timeout for another process that is migrating the same file.
+    /// With ``Configuration/readOnly`` the file must exist and is opened for reading only, neither
+    /// created nor migrated.
     ///
     /// - Throws: ``DedupError`` — ``DedupError/Code/storeUnavailable`` (missing directory, not
     ///   openable), ``DedupError/Code/permissionDenied``, ``DedupError/Code/readOnly``,
     ///   ``DedupError/Code/corruptStore`` (not an SQLite database), ``DedupError/Code/schemaTooNew``,
-    ///   ``DedupError/Code/schemaAltered``, ``DedupError/Code/invalidConfiguration``. Nothing is
-    ///   written to a file that is refused.
+    ///   ``DedupError/Code/schemaAltered``, ``DedupError/Code/schemaOutdated`` (read-only, schema
+    ///   behind), ``DedupError/Code/invalidConfiguration``. Nothing is written to a file that is refused.
     public init(path: String, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.sqlite")) throws {
         guard configuration.busyTimeout >= .zero else {
             throw DedupError(.invalidConfiguration, "the SQLite busy timeout must not be negative")
@@ -97,10 +107,16 @@ public final class SQLiteDedupStore: DedupStore {
         self.path = path
         self.configuration = configuration
         self.logger = logger
-        let primary = try Self.openMigratedRetryingBusy(path: path, configuration: configuration, logger: logger)
+        let primary =
+            configuration.readOnly
+            ? try Self.openReadingOnly(path: path, configuration: configuration)
+            : try Self.openMigratedRetryingBusy(path: path, configuration: configuration, logger: logger)
         let secondary: Connection
         do {
-            secondary = try Self.openConnection(path: path, configuration: configuration)
+            secondary =
+                configuration.readOnly
+                ? try Self.openReadingOnly(path: path, configuration: configuration)
+                : try Self.openConnection(path: path, configuration: configuration)
         } catch {
             primary.close()
             throw error
@@ -110,7 +126,7 @@ public final class SQLiteDedupStore: DedupStore {
         self.worker = BlockingWorker(connection: secondary, name: "dedup-sqlite")
         // Inline calls never wait for a lock: a busy answer sends the call to the worker thread.
         primary.setBusyTimeout(.zero)
-        if configuration.checkpointInBackground {
+        if configuration.checkpointInBackground && !configuration.readOnly {
             let trigger = CheckpointTrigger(worker: worker, pages: Int32(clamping: configuration.checkpointPages))
             trigger.install(on: primary)
             self.checkpoints = trigger
@@ -195,6 +211,35 @@ public final class SQLiteDedupStore: DedupStore {
                     metadata: ["path": "\(path)", "journal_mode": "\(mode.first ?? "?")"])
             }
             _ = try MigrationRunner.migrate(connection, clock: configuration.clock, logger: logger)
+            return connection
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    /// Opens a connection that only reads (``Connection/openReadingOnly(_:)``), once the schema is
+    /// found current and this library's: a store opened read-only is never migrated.
+    static func openReadingOnly(path: String, configuration: Configuration) throws -> Connection {
+        let connection: Connection
+        do {
+            connection = try Connection(path: path, readOnly: true)
+        } catch {
+            throw error.dedupError("opening the SQLite store", path: path)
+        }
+        do {
+            connection.setBusyTimeout(configuration.busyTimeout)
+            let status = try MigrationRunner.mapped(path, "reading the schema") { () throws(SQLiteFailure) in
+                try MigrationRunner.status(connection, checkIntegrity: false)
+            }
+            if let problem = status.problem { throw problem }
+            if !status.pending.isEmpty {
+                throw DedupError(
+                    .schemaOutdated,
+                    "the SQLite store \(path.debugDescription) has schema version \(status.currentVersion), not \(status.latestVersion) "
+                        + "(pending: \(status.pending.map(\.description).joined(separator: ", "))), and a store opened read-only "
+                        + "is not migrated: open it for writing once, or migrate it, first")
+            }
             return connection
         } catch {
             connection.close()

@@ -102,7 +102,7 @@ struct RedisInspectTests {
 
     @Test("check reports the round trip; migrate has nothing to do")
     func checkAndMigrate() async throws {
-        try await withRedisServer { server in try await checkAndMigrate(server) }
+        try await withRedisServer(arguments: RedisCheckTests.production) { server in try await checkAndMigrate(server) }
     }
 
     func checkAndMigrate(_ server: RedisServer) async throws {
@@ -120,7 +120,9 @@ struct RedisInspectTests {
     @Test("passwords never appear in output: success, wrong password (exit 4), unreachable (exit 3)")
     func credentialsAreNeverPrinted() async throws {
         let secret = "s3cret-Pa55"
-        try await withRedisServer(password: secret) { server in try await credentialsAreNeverPrinted(server, secret: secret) }
+        try await withRedisServer(password: secret, arguments: RedisCheckTests.production) { server in
+            try await credentialsAreNeverPrinted(server, secret: secret)
+        }
     }
 
     func credentialsAreNeverPrinted(_ server: RedisServer, secret: String) async throws {

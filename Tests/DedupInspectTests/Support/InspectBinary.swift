@@ -57,7 +57,10 @@ enum InspectBinary {
 
     /// Runs `dedup-inspect` with `arguments`; stdout and stderr go to files (no pipe to drain, and
     /// large outputs cost the test nothing), and wait4 gives the child's own peak memory.
-    static func run(_ arguments: [String], environment extra: [String: String] = [:], stdoutPath: String? = nil) async throws -> InspectRun {
+    /// `launcher` runs it through another program (``UnprivilegedRun/launcher``), which must exec it.
+    static func run(
+        _ arguments: [String], environment extra: [String: String] = [:], stdoutPath: String? = nil, launcher: [String] = []
+    ) async throws -> InspectRun {
         guard !path.isEmpty else {
             throw InspectTestError("dedup-inspect not found next to the tests: run `swift build --build-tests` first, or set DEDUP_BIN_DIR")
         }
@@ -70,12 +73,13 @@ enum InspectBinary {
         environment.removeValue(forKey: "DEDUP_STORE")
         for (key, value) in extra { environment[key] = value }
 
-        let binary = path
+        let binary = launcher.first ?? path
+        let fullArguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [path] + arguments
         let finalEnvironment = environment
         let (status, rusage, duration) = try await withCheckedThrowingContinuation { continuation in
             // wait4 blocks: give it a thread of its own, not one of the cooperative pool's.
             let thread = Thread {
-                continuation.resume(with: Result { try spawnAndWait(binary, arguments, finalEnvironment, outPath, errPath) })
+                continuation.resume(with: Result { try spawnAndWait(binary, fullArguments, finalEnvironment, outPath, errPath) })
             }
             thread.start()
         }
