@@ -123,6 +123,46 @@ struct SQLiteInspectTests {
         #expect(text.stdout.contains("1 records"))
     }
 
+    @Test("show, forget and list find business keys by their parts (--part), encoded as the consumer encodes them")
+    func businessKeyParts() async throws {
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders")
+        let strategy = KeyStrategy<[String]>.businessKey { $0.map(Optional.some) }
+        let messages = [["batch-order-0", "0"], ["batch-order-1", "0"], ["batch-order-1", "1"], ["batch-order-10", "0"], ["batch-order-1"]]
+        for message in messages {
+            #expect(try await consumer.process(message, keyStrategy: strategy) { _, _ in } == .applied)
+        }
+
+        let show = try await inspect("show", "--store", location, "--namespace", "orders", "--part", "batch-order-0", "--part", "0", "--format", "json")
+        #expect(show.status == 0, "\(show.stderr)")
+        #expect(try show.json().object("record")?.string("key") == "13:batch-order-0;1:0;")
+
+        func listed(_ arguments: String...) async throws -> [String] {
+            let run = try await InspectBinary.run(["list", "--store", location, "--format", "json"] + arguments)
+            #expect(run.status == 0, "\(run.stderr)")
+            return try run.json().objects("records").compactMap { $0.string("key") }
+        }
+        // The leading part's encoding is the prefix: batch-order-10 is not batch-order-1.
+        #expect(try await listed("--namespace", "orders", "--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:0;", "13:batch-order-1;1:1;"])
+        #expect(try await listed("--part", "batch-order-1", "--part", "1") == ["13:batch-order-1;1:1;"])
+        #expect(try await listed("--namespace", "orders", "--key-prefix", "batch-order-1").isEmpty)
+
+        let forget = try await inspect("forget", "--store", location, "--namespace", "orders", "--part", "batch-order-1", "--part", "0", "--yes")
+        #expect(forget.status == 0, "\(forget.stderr)")
+        #expect(try await store.record(for: RecordID(namespace: "orders", key: BusinessKey.encode(["batch-order-1", "0"])!)) == nil)
+        #expect(try await listed("--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:1;"])
+
+        for arguments in [
+            ["show", "--namespace", "orders", "13:batch-order-0;1:0;", "--part", "0"],
+            ["show", "--namespace", "orders"],
+            ["forget", "--namespace", "orders", "--part", "batch-order-0", "--part", ""],
+            ["list", "--part", "batch-order-1", "--key-prefix", "13:"],
+            ["list", "--part", ""],
+        ] {
+            let run = try await InspectBinary.run(arguments + ["--store", location])
+            #expect(run.status == 2, "\(arguments): \(run.stderr)")
+        }
+    }
+
     @Test("list pages with --limit and --cursor: every record exactly once, in order")
     func listPaging() async throws {
         let keys = (0..<257).map { String(format: "k-%04d", $0) }
