@@ -651,7 +651,7 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// `TIME`, then a claim's `SET` for each request. The requests' fields are passed one by one,
-    /// read in place from the borrowed array: passing a whole request copies it (its four strings
+    /// read in place from the borrowed array: passing a whole request copies it (its strings
     /// retained, then released), whether read from the array or through a buffer pointer.
     ///
     /// - Throws: ``DedupError/Code/invalidConfiguration`` for an invalid owner label, before any
@@ -744,7 +744,8 @@ public final class RedisDedupStore: DedupStore {
     /// `EVALSHA <sha> 1 <key> <owner header>`: the start of an owner-checked script's call.
     private func ownerCommand(_ script: RedisScript, _ lease: Lease, extraBytes: Int, extraArguments: Int) -> RedisCommand {
         var command = scriptCommand(
-            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + 24 + extraBytes, extraArguments: 1 + extraArguments
+            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + (lease.ownerLabel?.utf8.count ?? 0) + 32 + extraBytes,
+            extraArguments: 1 + extraArguments
         )
         command.append { RecordValue.appendOwnerHeader(lease.ownerToken, label: lease.ownerLabel, to: &$0) }
         return command
@@ -1123,13 +1124,19 @@ struct CommandPieces {
     }
 
     private mutating func headerStartIndex(_ label: String?) -> Int {
-        // By index: iterating would copy every entry.
-        for index in headerStarts.indices where headerStarts[index].label == label { return index }
+        // By index: iterating would copy every entry. By bytes: `==` would take a canonically
+        // equivalent label ("é", "e\u{301}") for this one, and write its bytes instead.
+        for index in headerStarts.indices where Self.sameBytes(headerStarts[index].label, label) { return index }
         if headerStarts.count == 4 { headerStarts.removeFirst() }
         let isValid = label.map { (try? ClaimRequest.validate(ownerLabel: $0)) != nil } ?? false
         headerStarts.append((label, RecordValue.ownerHeaderStart(label: label), isValid))
         encodedAnew = true
         return headerStarts.count - 1
+    }
+
+    private static func sameBytes(_ lhs: String?, _ rhs: String?) -> Bool {
+        guard let lhs, let rhs else { return lhs == nil && rhs == nil }
+        return lhs.utf8.count == rhs.utf8.count && lhs.utf8.elementsEqual(rhs.utf8)
     }
 
     mutating func milliseconds(_ duration: Duration) -> Int64 {

@@ -56,10 +56,10 @@ extension DedupConformance {
             try expectEqual(try await env.store.record(for: released), nil, "record after releasing a labelled lease")
         },
 
-        ConformanceCheck("a batch claim keeps each request's owner label; the same key twice answers inFlight with the first one's") { harness in
+        ConformanceCheck("a batch claim keeps each request's owner label, byte for byte (canonically equivalent labels too); the same key twice answers inFlight with the first one's") { harness in
             let env = try await ConformanceEnvironment(harness)
-            let ids = try ["batch-a", "batch-b", "batch-c"].map { try env.id($0) }
-            let labels = ["pod-a", trickyOwnerLabel, "pod-a"]
+            let ids = try ["batch-a", "batch-b", "batch-c", "batch-d"].map { try env.id($0) }
+            let labels = ["pod-\u{E9}", trickyOwnerLabel, "pod-e\u{301}", "pod-\u{E9}"]
             var requests = zip(ids, labels).map { env.request($0, lease: env.longLease, label: $1) }
             requests.append(env.request(ids[1], lease: env.longLease, label: "pod-late"))
             let answers = try await env.store.claim(batch: requests)
@@ -69,7 +69,7 @@ extension DedupConformance {
                 try expectSameLabel(lease.ownerLabel, label, "owner label of the lease of \(ids[index])")
                 try expectSameLabel(try await env.existingRecord(ids[index]).ownerLabel, label, "owner label of \(ids[index])")
             }
-            let repeated = try expectInFlight(answers[3], "the same key again in the batch")
+            let repeated = try expectInFlight(answers[4], "the same key again in the batch")
             try expectSameLabel(repeated.ownerLabel, labels[1], "the holder's label for the repeated key")
         },
 
@@ -95,6 +95,7 @@ extension DedupConformance {
 func expectSameLabel(_ actual: String?, _ expected: String, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws {
     try expect(
         actual.map { $0.utf8.elementsEqual(expected.utf8) } == true,
-        "\(what): expected \(expected.debugDescription), got \(actual.debugDescription)", file: file, line: line
+        "\(what): expected \(expected.debugDescription) (UTF-8 \(Array(expected.utf8))), got \(actual.debugDescription) (UTF-8 \(actual.map { Array($0.utf8) } ?? []))",
+        file: file, line: line
     )
 }
