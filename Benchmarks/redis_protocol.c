@@ -6,7 +6,8 @@
  * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
  * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the K keys it created,
  * one with `EVALSHA <complete script> K <key>... <retention>` followed by
- * `<owner header> - <claim ms>` per key (one call for the batch, as RedisDedupStore sends it).
+ * `<owner header> - <claim ms>` per key (one call for the batch, as RedisDedupStore sends it). The
+ * owner header carries the owner label a consumer writes by default, `<host>:<pid>`.
  * A second pass over the same keys measures duplicates. Keys live under "dedup:<n>:protocol-<pid>:"
  * and are deleted at the end.
  *
@@ -57,12 +58,14 @@ int main(int argc, char **argv) {
 
   /* The consumer's defaults: a 30 s lease, 24 h retention. */
   const char *lease_ms = "30000", *retention_ms = "86400000", *key_px = "86429999";
-  char namespace[64], key[160], head[96], value[256], claimed[32];
+  char namespace[64], key[160], head[256], value[384], claimed[32], host[128] = "", label[160];
   snprintf(namespace, sizeof namespace, "protocol-%d", (int)getpid());
+  gethostname(host, sizeof host - 1);
+  snprintf(label, sizeof label, "%s:%d", host, (int)getpid());
   int *created = malloc(sizeof(int) * batch);
   /* The completion call's arguments: 4 + 4 per key, pointing into per-key buffers. */
   const char **complete_argv = malloc(sizeof(char *) * (4 + 4 * batch));
-  char (*keys)[160] = malloc(sizeof(*keys) * batch), (*heads)[96] = malloc(sizeof(*heads) * batch);
+  char (*keys)[160] = malloc(sizeof(*keys) * batch), (*heads)[256] = malloc(sizeof(*heads) * batch);
   char key_count[16];
   for (int pass = 0; pass < 2; pass++) {
     double t0 = now();
@@ -72,7 +75,7 @@ int main(int argc, char **argv) {
       redisAppendCommandArgv(c, 1, time_argv, NULL);
       for (int j = 0; j < m; j++) {
         snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
-        snprintf(head, sizeof head, "in_flight owner=32:%016x%016x ", pass, i + j);
+        snprintf(head, sizeof head, "in_flight label=%zu:%s owner=32:%016x%016x ", strlen(label), label, pass, i + j);
         snprintf(value, sizeof value, "%sfencing=1 attempt=1 lease_span_ms=%s retention_ms=%s fp=-", head, lease_ms, retention_ms);
         const char *set_argv[] = {"SET", key, value, "NX", "PX", key_px, "GET"};
         redisAppendCommandArgv(c, 7, set_argv, NULL);
@@ -89,7 +92,7 @@ int main(int argc, char **argv) {
       for (int j = 0; j < m; j++) {
         if (!created[j]) continue;
         snprintf(keys[k], sizeof keys[k], "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
-        snprintf(heads[k], sizeof heads[k], "in_flight owner=32:%016x%016x ", pass, i + j);
+        snprintf(heads[k], sizeof heads[k], "in_flight label=%zu:%s owner=32:%016x%016x ", strlen(label), label, pass, i + j);
         k++;
       }
       if (k == 0) continue;

@@ -16,6 +16,10 @@ public struct DedupRecord: Hashable, Sendable {
     public var state: RecordState
     /// The current owner's token while in flight; `nil` once completed.
     public var ownerToken: String?
+    /// The current holder's readable label while in flight (``ClaimRequest/ownerLabel``, `host:pid`
+    /// by default); `nil` once completed (a completed record keeps no holder, as it keeps no token),
+    /// and for claims written before stores kept labels.
+    public var ownerLabel: String?
     /// The fencing token of the latest acquisition: strictly increasing across successive
     /// acquisitions of the key while any record of it exists.
     public var fencingToken: Int64
@@ -39,11 +43,12 @@ public struct DedupRecord: Hashable, Sendable {
     public init(
         id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
         createdAt: Date, leaseUntil: Date?, completedAt: Date?, expiresAt: Date,
-        fingerprint: String? = nil, result: Data? = nil
+        fingerprint: String? = nil, result: Data? = nil, ownerLabel: String? = nil
     ) {
         self.id = id
         self.state = state
         self.ownerToken = ownerToken
+        self.ownerLabel = ownerLabel
         self.fencingToken = fencingToken
         self.attempt = attempt
         self.createdAt = createdAt
@@ -58,14 +63,15 @@ public struct DedupRecord: Hashable, Sendable {
     package init(
         id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
         createdMilliseconds: Int64, leaseUntilMilliseconds: Int64?, completedMilliseconds: Int64?, expiresMilliseconds: Int64,
-        fingerprint: String?, result: Data?
+        fingerprint: String?, result: Data?, ownerLabel: String?
     ) {
         self.init(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
             createdAt: Date(millisecondsSince1970: createdMilliseconds),
             leaseUntil: leaseUntilMilliseconds.map { Date(millisecondsSince1970: $0) },
             completedAt: completedMilliseconds.map { Date(millisecondsSince1970: $0) },
-            expiresAt: Date(millisecondsSince1970: expiresMilliseconds), fingerprint: fingerprint, result: result
+            expiresAt: Date(millisecondsSince1970: expiresMilliseconds), fingerprint: fingerprint, result: result,
+            ownerLabel: ownerLabel
         )
     }
 
@@ -79,6 +85,10 @@ public struct Lease: Hashable, Sendable {
     public var id: RecordID
     /// A random token naming this acquisition; writes with any other token are refused.
     public var ownerToken: String
+    /// The claim's ``ClaimRequest/ownerLabel``, as the store keeps it on the record; `nil` when the
+    /// store did not say. Keep it when rebuilding a lease by hand: a store may check it with the
+    /// token (`RedisDedupStore` does: its owner check compares the value's whole holder header).
+    public var ownerLabel: String?
     /// Strictly increasing per key across acquisitions; pass it to downstream systems so they can
     /// refuse writes from an older holder.
     public var fencingToken: Int64
@@ -102,10 +112,11 @@ public struct Lease: Hashable, Sendable {
     /// first-claim time.
     public init(
         id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool,
-        claimedAt: Date? = nil
+        claimedAt: Date? = nil, ownerLabel: String? = nil
     ) {
         self.id = id
         self.ownerToken = ownerToken
+        self.ownerLabel = ownerLabel
         self.fencingToken = fencingToken
         self.attempt = attempt
         self.leaseUntil = leaseUntil
@@ -126,6 +137,11 @@ public struct ClaimRequest: Hashable, Sendable {
     public var id: RecordID
     /// The owner token to claim with; a fresh random one by default.
     public var ownerToken: String
+    /// Who claims, readable for operators: kept on the in-flight record beside the token and shown
+    /// by `dedup-inspect`. 1 to ``maximumOwnerLabelBytes`` UTF-8 bytes, any characters; stores refuse
+    /// any other with ``DedupError/Code/invalidConfiguration``. Default ``defaultOwnerLabel``
+    /// (`host:pid`); consumers take theirs from ``ConsumerConfiguration/ownerLabel``.
+    public var ownerLabel: String
     /// How long the lease lasts unless renewed.
     public var lease: Duration
     /// How long an abandoned in-flight record is kept after its lease ends (the consumer passes its
@@ -137,10 +153,11 @@ public struct ClaimRequest: Hashable, Sendable {
     /// Creates a claim request.
     public init(
         id: RecordID, ownerToken: String = Lease.makeOwnerToken(), lease: Duration, retention: Duration,
-        fingerprint: String? = nil
+        fingerprint: String? = nil, ownerLabel: String = ClaimRequest.defaultOwnerLabel
     ) {
         self.id = id
         self.ownerToken = ownerToken
+        self.ownerLabel = ownerLabel
         self.lease = lease
         self.retention = retention
         self.fingerprint = fingerprint

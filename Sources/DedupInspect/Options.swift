@@ -95,6 +95,15 @@ struct FilterOptions: ParsableArguments {
     @Option(help: "Only keys starting with this prefix.")
     var keyPrefix: String?
 
+    @Option(
+        name: .customLong("part"),
+        help: ArgumentHelp(
+            "Only business keys whose first parts are these, in order; repeat it for each part (--part batch-order-1 matches every key whose first part is batch-order-1, not batch-order-10).",
+            valueName: "part"
+        )
+    )
+    var parts: [String] = []
+
     func validate() throws {
         if let from, let until, from.milliseconds >= until.milliseconds {
             throw ValidationError("--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))")
@@ -102,10 +111,19 @@ struct FilterOptions: ParsableArguments {
         if let namespace {
             do { try RecordID.validate(namespace: namespace) } catch { throw ValidationError("--namespace: \(error.message)") }
         }
+        if !parts.isEmpty {
+            if keyPrefix != nil { throw ValidationError("give --key-prefix or --part, not both") }
+            _ = try businessKey(parts, option: "--part")
+        }
     }
 
+    /// The filter; parts select by the encoding of the leading parts, a prefix of exactly the keys
+    /// that start with them.
     var filter: RecordFilter {
-        RecordFilter(namespace: namespace, state: state, from: from?.date, until: until?.date, keyPrefix: keyPrefix)
+        RecordFilter(
+            namespace: namespace, state: state, from: from?.date, until: until?.date,
+            keyPrefix: keyPrefix ?? (parts.isEmpty ? nil : BusinessKey.encode(parts))
+        )
     }
 }
 

@@ -2,25 +2,53 @@ import ArgumentParser
 import Dedup
 import Foundation
 
-/// The identity of one record on the command line.
+/// The identity of one record on the command line: the key itself, or a business key's parts.
 struct IdentityOptions: ParsableArguments {
     @Option(help: "The record's namespace (consumer group or service).")
     var namespace: String
 
-    @Argument(help: "The record's key (message ID or business key).")
-    var key: String
+    @Argument(help: "The record's key (message ID or business key, as stored); or give a business key's parts with --part.")
+    var key: String?
+
+    @Option(
+        name: .customLong("part"),
+        help: ArgumentHelp(
+            "A part of a business key, in order; repeat it for each part (--part batch-order-0 --part 0). The key is encoded as KeyStrategy.businessKey encodes it (BusinessKey.encode).",
+            valueName: "part"
+        )
+    )
+    var parts: [String] = []
 
     func validate() throws {
         _ = try recordID()
     }
 
     func recordID() throws -> RecordID {
+        let key: String
+        switch (self.key, parts.isEmpty) {
+        case (let given?, true):
+            key = given
+        case (nil, false):
+            key = try businessKey(parts, option: "--part")
+        case (.some, false):
+            throw ValidationError("give the key or its --part parts, not both")
+        case (nil, true):
+            throw ValidationError("missing the record's key: give KEY, or a business key's parts with --part (repeated)")
+        }
         do {
             return try RecordID(namespace: namespace, key: key)
         } catch {
             throw ValidationError(error.message)
         }
     }
+}
+
+/// The business key of `parts` (``BusinessKey/encode(_:)``); a usage error for an empty part.
+func businessKey(_ parts: [String], option: String) throws -> String {
+    guard let key = BusinessKey.encode(parts) else {
+        throw ValidationError("\(option) must not be empty")
+    }
+    return key
 }
 
 /// `show`: one record, every field.

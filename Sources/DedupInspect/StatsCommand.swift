@@ -11,8 +11,9 @@ struct StatsCommand: AsyncParsableCommand {
             OLDEST is how far back deduplication covers: a replay from before it re-applies messages. \
             EXPIRED counts records past their expiry that are not deleted yet: treated as absent, not \
             in TOTAL, deleted by purge (always 0 on Redis, which expires records itself). The \
-            in-flight list shows each lease's owner token and the time left on it (by this host's \
-            clock); a negative time left is an abandoned claim the next delivery will take over.
+            in-flight list shows each lease's holder (its owner label, host:pid unless the consumer \
+            names itself, and owner token) and the time left on it (by this host's clock), the longest \
+            overdue first; a negative time left is an abandoned claim the next delivery will take over.
             """
     )
 
@@ -21,7 +22,7 @@ struct StatsCommand: AsyncParsableCommand {
     @Option(help: "Only this namespace.")
     var namespace: String?
 
-    @Option(help: "List at most this many in-flight records (0: none).")
+    @Option(help: "List at most this many in-flight records, the longest overdue first (0: none).")
     var inFlightLimit = 20
 
     func validate() throws {
@@ -47,24 +48,22 @@ struct StatsCommand: AsyncParsableCommand {
                 stats.namespaces.sort { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
             }
 
-            // The in-flight records, page by page, only as many as asked for.
-            var inFlight: [DedupRecord] = []
+            // Every in-flight record is read, page by page, keeping the longest overdue: an
+            // abandoned claim must not hide behind live ones that sort before it by key.
+            var overdue = OverdueFirst(limit: inFlightLimit)
+            var inFlightTotal = 0
             var cursor: PageCursor?
-            var more = false
             let filter = RecordFilter(namespace: namespace, state: .inFlight)
             while inFlightLimit > 0 {
-                let page = try await store.records(matching: filter, after: cursor, limit: inFlightLimit - inFlight.count + 1)
-                inFlight += page.records
+                let page = try await store.records(matching: filter, after: cursor, limit: 1000)
+                for record in page.records { overdue.offer(record) }
+                inFlightTotal += page.records.count
                 cursor = page.next
-                if inFlight.count > inFlightLimit {
-                    inFlight.removeLast(inFlight.count - inFlightLimit)
-                    more = true
-                    break
-                }
                 if cursor == nil { break }
             }
-            let inFlightTotal = stats.namespaces.reduce(0) { $0 + $1.inFlight }
-            more = more || inFlightTotal > inFlight.count
+            if inFlightLimit == 0 { inFlightTotal = stats.namespaces.reduce(0) { $0 + $1.inFlight } }
+            let inFlight = overdue.records
+            let more = inFlightTotal > inFlight.count
 
             if session.json {
                 session.document(json(stats, expired: expired, inFlight: inFlight, truncated: more, session: session, now: now))
@@ -144,12 +143,15 @@ struct StatsCommand: AsyncParsableCommand {
             text += "(EXPIRED: past their expiry, treated as absent and not in TOTAL; dedup-inspect purge --yes deletes them)\n"
         }
         if inFlightTotal > 0 && inFlightLimit > 0 {
-            text += "\nin flight (\(inFlight.count) of \(grouped(inFlightTotal)) shown):\n"
-            var leases = TextTable(["OWNER", "FENCING", "ATTEMPT", "LEASE_LEFT", "LEASE_UNTIL", "NAMESPACE", "KEY"], rightAligned: [1, 2, 3])
+            text += "\nin flight (\(inFlight.count) of \(grouped(inFlightTotal)) shown, longest overdue first):\n"
+            var leases = TextTable(
+                ["OWNER_LABEL", "OWNER_TOKEN", "FENCING", "ATTEMPT", "LEASE_LEFT", "LEASE_UNTIL", "NAMESPACE", "KEY"],
+                rightAligned: [2, 3, 4]
+            )
             for record in inFlight {
                 let left = record.leaseUntil.map { $0.millisecondsSince1970 - now }
                 leases.append([
-                    record.ownerToken ?? "-", String(record.fencingToken), String(record.attempt),
+                    record.ownerLabel.map(displayed) ?? "-", record.ownerToken ?? "-", String(record.fencingToken), String(record.attempt),
                     left.map { $0 >= 0 ? humanDuration(milliseconds: $0) : "expired \(humanDuration(milliseconds: -$0)) ago" } ?? "-",
                     record.leaseUntil.map(Timestamp.format) ?? "-", displayed(record.id.namespace), displayed(record.id.key),
                 ])
@@ -157,5 +159,37 @@ struct StatsCommand: AsyncParsableCommand {
             text += leases.render()
         }
         return text
+    }
+}
+
+/// The in-flight records whose leases end first (the longest overdue), at most `limit`, chosen
+/// from any number offered one at a time in memory for `limit` records.
+struct OverdueFirst {
+    let limit: Int
+    /// Ordered by lease end, then identity; never longer than `limit`.
+    private(set) var records: [DedupRecord] = []
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    mutating func offer(_ record: DedupRecord) {
+        guard limit > 0 else { return }
+        if records.count == limit, let last = records.last, !Self.precedes(record, last) { return }
+        var low = 0
+        var high = records.count
+        while low < high {
+            let middle = (low + high) / 2
+            if Self.precedes(records[middle], record) { low = middle + 1 } else { high = middle }
+        }
+        records.insert(record, at: low)
+        if records.count > limit { records.removeLast() }
+    }
+
+    /// Earlier lease end first (a record without one last), then ``RecordID`` order.
+    private static func precedes(_ lhs: DedupRecord, _ rhs: DedupRecord) -> Bool {
+        let left = lhs.leaseUntil ?? .distantFuture
+        let right = rhs.leaseUntil ?? .distantFuture
+        return left != right ? left < right : lhs.id < rhs.id
     }
 }

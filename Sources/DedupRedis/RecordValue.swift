@@ -4,36 +4,49 @@ import Foundation
 /// How a record is stored: one Redis string per record, readable with `redis-cli GET`.
 ///
 /// ```
-/// in_flight owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
+/// in_flight label=<n>:<label> owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
 /// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> created_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
 /// ```
 ///
-/// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner token always
-/// the latter. An in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1
-/// (server clock): its lease ends `retention_ms` before it and the key was first claimed
-/// `lease_span_ms` before that. A completed record keeps its in-flight fields (their times no
-/// longer apply) and adds when it was first claimed (`created_ms`, as the completing lease reported
-/// it), when it completed and for how long it is kept (its expiry is `completed_ms` + `kept_ms`;
-/// the key's `PEXPIRETIME` + 1 is that, see `RedisScript.complete`).
+/// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner label and
+/// token always the latter. An in-flight record's times hang off its expiry, the key's
+/// `PEXPIRETIME` + 1 (server clock): its lease ends `retention_ms` before it and the key was first
+/// claimed `lease_span_ms` before that. A completed record keeps its in-flight fields after the
+/// owner header (their times no longer apply) and adds when it was first claimed (`created_ms`, as
+/// the completing lease reported it), when it completed and for how long it is kept (its expiry is
+/// `completed_ms` + `kept_ms`; the key's `PEXPIRETIME` + 1 is that, see `RedisScript.complete`).
+///
+/// The owner header, `in_flight label=<n>:<label> owner=<n>:<token> `, is what the owner-checked
+/// scripts compare byte for byte and what a completion drops, so a completed record keeps no
+/// label. In-flight values written before labels were kept have no `label=` field
+/// (`in_flight owner=…`): they read with no label, and a takeover rewrites them with one.
 enum RecordValue {
-    static let ownerField = Array("in_flight owner=".utf8)
+    private static let inFlightField = Array("in_flight ".utf8)
+    private static let labelField = Array("label=".utf8)
+    private static let ownerField = Array("owner=".utf8)
     private static let firstCounters = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
     private static let retentionField = Array(" retention_ms=".utf8)
     private static let fingerprintField = Array(" fp=".utf8)
 
-    /// `in_flight owner=<n>:<token> `: the start of every in-flight value of this owner, which the
-    /// owner-checked scripts compare byte for byte.
-    static func appendOwnerHeader(_ ownerToken: String, to bytes: inout [UInt8]) {
+    /// `in_flight label=<n>:<label> owner=`, or `in_flight owner=` for a lease that carries no
+    /// label: the owner header up to the token. Stores keep it per label (see `CommandPieces`).
+    static func ownerHeaderStart(label: String?) -> [UInt8] {
+        var bytes = inFlightField
+        if let label {
+            bytes.append(contentsOf: labelField)
+            appendLengthPrefixed(label, to: &bytes)
+            bytes.append(UInt8(ascii: " "))
+        }
         bytes.append(contentsOf: ownerField)
-        appendLengthPrefixed(ownerToken, to: &bytes)
-        bytes.append(UInt8(ascii: " "))
+        return bytes
     }
 
-    /// The value a claim creates: fencing 1, attempt 1, the lease from creation to its end.
-    static func appendNewInFlight(_ request: ClaimRequest, leaseMilliseconds: Int64, retentionMilliseconds: Int64, to bytes: inout [UInt8]) {
-        appendOwnerHeader(request.ownerToken, to: &bytes)
-        appendNewCounters(leaseMilliseconds: leaseMilliseconds, retentionMilliseconds: retentionMilliseconds, to: &bytes)
-        appendOptional(request.fingerprint, to: &bytes)
+    /// `in_flight label=<n>:<label> owner=<n>:<token> `: the start of every in-flight value of this
+    /// holder, which the owner-checked scripts compare byte for byte.
+    static func appendOwnerHeader(_ ownerToken: String, label: String?, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: ownerHeaderStart(label: label))
+        appendLengthPrefixed(ownerToken, to: &bytes)
+        bytes.append(UInt8(ascii: " "))
     }
 
     /// The part of a new in-flight value between the owner header and the fingerprint:
@@ -46,14 +59,16 @@ enum RecordValue {
         bytes.append(contentsOf: fingerprintField)
     }
 
-    /// The byte count of ``appendOwnerHeader(_:to:)`` for a token of `tokenBytes` bytes.
-    static func ownerHeaderLength(tokenBytes: Int) -> Int {
-        ownerField.count + RespWriter.digitCount(tokenBytes) + 1 + tokenBytes + 1
+    /// The byte count of an owner header: its start (``ownerHeaderStart(label:)``) of `startBytes`
+    /// bytes and a token of `tokenBytes` bytes.
+    static func ownerHeaderLength(startBytes: Int, tokenBytes: Int) -> Int {
+        startBytes + RespWriter.digitCount(tokenBytes) + 1 + tokenBytes + 1
     }
 
-    /// ``appendOwnerHeader(_:to:)`` into an argument of a command written in one pass.
-    static func writeOwnerHeader(_ token: UnsafeRawBufferPointer, to writer: inout RespWriter) {
-        writer.raw(ownerField)
+    /// ``appendOwnerHeader(_:label:to:)`` into an argument of a command written in one pass, from
+    /// the header's start as ``ownerHeaderStart(label:)`` encoded it.
+    static func writeOwnerHeader(start: [UInt8], _ token: UnsafeRawBufferPointer, to writer: inout RespWriter) {
+        writer.raw(start)
         writer.lengthPrefixed(token)
         writer.raw(UInt8(ascii: " "))
     }
@@ -106,6 +121,11 @@ enum RecordValue {
     private static func decode(_ value: UnsafeBufferPointer<UInt8>, id: RecordID, expiresMilliseconds: Int64?) -> DedupRecord? {
         var reader = Reader(value)
         if reader.skip("in_flight ") {
+            var label: UnsafeBufferPointer<UInt8>?
+            if reader.skip("label=") {
+                guard let labelBytes = reader.lengthPrefixed(), reader.skip(" ") else { return nil }
+                label = labelBytes
+            }
             guard let expires = expiresMilliseconds, (0...latestExpiry).contains(expires),
                 reader.skip("owner="), let owner = reader.lengthPrefixed(), reader.skip(" "),
                 let counters = reader.counters(), reader.isAtEnd
@@ -115,7 +135,8 @@ enum RecordValue {
                 id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: counters.fencing,
                 attempt: Int(counters.attempt), createdMilliseconds: leaseUntil - counters.span, leaseUntilMilliseconds: leaseUntil,
                 completedMilliseconds: nil, expiresMilliseconds: expires,
-                fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil
+                fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil,
+                ownerLabel: label.map { String(decoding: $0, as: UTF8.self) }
             )
         }
         guard reader.skip("completed "), let counters = reader.counters(),
@@ -128,7 +149,8 @@ enum RecordValue {
             id: id, state: .completed, ownerToken: nil, fencingToken: counters.fencing, attempt: Int(counters.attempt),
             createdMilliseconds: created, leaseUntilMilliseconds: nil,
             completedMilliseconds: completed, expiresMilliseconds: completed + kept,
-            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) }
+            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) },
+            ownerLabel: nil
         )
     }
 

@@ -14,16 +14,18 @@ import Synchronization
 /// with `redis-cli GET`:
 ///
 /// ```
-/// in_flight owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
+/// in_flight label=15:web-7.prod:4711 owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
 /// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 created_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
 /// ```
 ///
-/// Binary fields (owner, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An in-flight record's
-/// times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its lease ends
-/// `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so a claim
-/// can create the record with a plain `SET`, which knows no server time. A completed record keeps
-/// those fields and adds `created_ms` (the first claim, which the completing lease carries),
-/// `completed_ms` and `kept_ms` (it expires at their sum, see ``RecordValue``).
+/// Binary fields (`label`, `owner`, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An
+/// in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its
+/// lease ends `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so
+/// a claim can create the record with a plain `SET`, which knows no server time. A completed record
+/// keeps the fields after the holder's (`label`, the owner label, and `owner`, the token) and adds
+/// `created_ms` (the first claim, which the completing lease carries), `completed_ms` and `kept_ms`
+/// (it expires at their sum, see ``RecordValue``). The owner-checked scripts compare the holder's
+/// fields, label and token, with the lease's (``Lease/ownerLabel``).
 ///
 /// ## Behaviour
 ///
@@ -204,8 +206,9 @@ public final class RedisDedupStore: DedupStore {
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         var pieces = sharedPieces
+        let headerStart = try pieces.ownerHeaderStart(claimingAs: request.ownerLabel)
         let command = fastClaimCommand(
-            request.id, request.ownerToken, request.fingerprint, lease: request.lease, retention: request.retention, &pieces)
+            request.id, request.ownerToken, headerStart, request.fingerprint, lease: request.lease, retention: request.retention, &pieces)
         keep(pieces)
         let replies = try await execute([Self.timeCommand, command])
         let now: Int64
@@ -216,11 +219,12 @@ public final class RedisDedupStore: DedupStore {
             throw error
         }
         if let answer = try decodeFastClaim(
-            replies[1], request.id, request.ownerToken, request.fingerprint, lease: request.lease, now: now, pieces: &pieces)
+            replies[1], request.id, request.ownerToken, request.ownerLabel, request.fingerprint, lease: request.lease, now: now,
+            pieces: &pieces)
         {
             return answer
         }
-        return try decodeScriptClaim(try await single(scriptClaimCommand(request)), request: request)
+        return try decodeScriptClaim(try await single(scriptClaimCommand(request, headerStart)), request: request)
     }
 
     /// Claims many keys in one pipelined round trip (`TIME`, then a `SET … NX GET` each), plus one
@@ -232,7 +236,7 @@ public final class RedisDedupStore: DedupStore {
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
         var pieces = sharedPieces
-        let commands = fastClaimCommands(requests, &pieces)
+        let commands = try fastClaimCommands(requests, &pieces)
         keep(pieces)
         let replies = try await execute(commands)
         let now: Int64
@@ -253,8 +257,8 @@ public final class RedisDedupStore: DedupStore {
                     do {
                         // The fields, not the request: passing the whole request copies it.
                         if let answer = try decodeFastClaim(
-                            replies[index + 1], requests[index].id, requests[index].ownerToken, requests[index].fingerprint,
-                            lease: requests[index].lease, now: now, pieces: &pieces)
+                            replies[index + 1], requests[index].id, requests[index].ownerToken, requests[index].ownerLabel,
+                            requests[index].fingerprint, lease: requests[index].lease, now: now, pieces: &pieces)
                         {
                             answers.append(answer)
                             settled[index] = true
@@ -270,7 +274,8 @@ public final class RedisDedupStore: DedupStore {
         }
         if !unsettled.isEmpty && failure == nil {
             do {
-                let scripted = try await execute(unsettled.map { scriptClaimCommand(requests[$0]) })
+                let scripted = try await execute(
+                    unsettled.map { scriptClaimCommand(requests[$0], pieces.ownerHeaderStart(requests[$0].ownerLabel)) })
                 for (index, reply) in zip(unsettled, scripted) {
                     do {
                         answers[index] = try decodeScriptClaim(reply, request: requests[index])
@@ -302,7 +307,7 @@ public final class RedisDedupStore: DedupStore {
             guard case .null = setReply else { return nil }
             return Lease(
                 id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
+                leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false, ownerLabel: request.ownerLabel
             )
         }
         await releaseAfterFailedClaim(created)
@@ -664,38 +669,45 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// `TIME`, then a claim's `SET` for each request. The requests' fields are passed one by one,
-    /// read in place from the borrowed array: passing a whole request copies it (its four strings
+    /// read in place from the borrowed array: passing a whole request copies it (its strings
     /// retained, then released), whether read from the array or through a buffer pointer.
-    private func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) -> [RedisCommand] {
+    ///
+    /// - Throws: ``DedupError/Code/invalidConfiguration`` for an invalid owner label, before any
+    ///   command is sent.
+    private func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) throws(DedupError) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
         for index in requests.indices {
+            let headerStart = try pieces.ownerHeaderStart(claimingAs: requests[index].ownerLabel)
             commands.append(
                 fastClaimCommand(
-                    requests[index].id, requests[index].ownerToken, requests[index].fingerprint, lease: requests[index].lease,
-                    retention: requests[index].retention, &pieces))
+                    requests[index].id, requests[index].ownerToken, headerStart, requests[index].fingerprint,
+                    lease: requests[index].lease, retention: requests[index].retention, &pieces))
         }
         return commands
     }
 
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
-    /// millisecond before the record does (see ``RedisScript``).
+    /// millisecond before the record does (see ``RedisScript``). `headerStart` is the owner
+    /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``).
     private func fastClaimCommand(
-        _ id: RecordID, _ ownerToken: String, _ fingerprint: String?, lease: Duration, retention: Duration, _ pieces: inout CommandPieces
+        _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, lease: Duration, retention: Duration,
+        _ pieces: inout CommandPieces
     ) -> RedisCommand {
         let (middle, tail) = pieces.claim(lease: lease, retention: retention)
         var token = ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(id)
             let fingerprintLength = fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
-            let valueLength = RecordValue.ownerHeaderLength(tokenBytes: token.count) + middle.count + fingerprintLength
+            let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count) + middle.count
+                + fingerprintLength
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
                 writeKey(id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
-                RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
+                RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
                 writer.raw(middle)
                 if let fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
@@ -723,15 +735,24 @@ public final class RedisDedupStore: DedupStore {
         writer.finish()
     }
 
-    private func scriptClaimCommand(_ request: ClaimRequest) -> RedisCommand {
+    /// The claim script's call: the new record, then its owner header alone.
+    private func scriptClaimCommand(_ request: ClaimRequest, _ headerStart: [UInt8]) -> RedisCommand {
         let lease = request.lease.wholeMilliseconds
         let retention = request.retention.wholeMilliseconds
         var command = scriptCommand(
             RedisScript.claim, key: request.id,
-            extraBytes: 2 * request.ownerToken.utf8.count + 160 + 2 * (request.fingerprint?.utf8.count ?? 0), extraArguments: 5
+            extraBytes: 2 * (request.ownerToken.utf8.count + headerStart.count) + 160 + 2 * (request.fingerprint?.utf8.count ?? 0),
+            extraArguments: 5
         )
-        command.append { RecordValue.appendNewInFlight(request, leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0) }
-        command.append { RecordValue.appendOwnerHeader(request.ownerToken, to: &$0) }
+        var header = headerStart
+        RecordValue.appendLengthPrefixed(request.ownerToken, to: &header)
+        header.append(UInt8(ascii: " "))
+        command.append {
+            $0.append(contentsOf: header)
+            RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
+            RecordValue.appendOptional(request.fingerprint, to: &$0)
+        }
+        command.append(header)
         command.append(lease)
         command.append(retention)
         command.append(RecordValue.encodedFingerprint(request.fingerprint))
@@ -741,9 +762,10 @@ public final class RedisDedupStore: DedupStore {
     /// `EVALSHA <sha> 1 <key> <owner header>`: the start of an owner-checked script's call.
     private func ownerCommand(_ script: RedisScript, _ lease: Lease, extraBytes: Int, extraArguments: Int) -> RedisCommand {
         var command = scriptCommand(
-            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + 24 + extraBytes, extraArguments: 1 + extraArguments
+            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + (lease.ownerLabel?.utf8.count ?? 0) + 32 + extraBytes,
+            extraArguments: 1 + extraArguments
         )
-        command.append { RecordValue.appendOwnerHeader(lease.ownerToken, to: &$0) }
+        command.append { RecordValue.appendOwnerHeader(lease.ownerToken, label: lease.ownerLabel, to: &$0) }
         return command
     }
 
@@ -754,7 +776,7 @@ public final class RedisDedupStore: DedupStore {
         var capacity = Self.completePrefix.count + 24 + retention.count
         for index in completions.indices {
             capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
-            capacity += RecordValue.ownerField.count
+            capacity += pieces.ownerHeaderStart(completions[index].lease.ownerLabel).count
             capacity += completions[index].result.map { 21 + $0.count } ?? 1
         }
         return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
@@ -767,19 +789,21 @@ public final class RedisDedupStore: DedupStore {
             }
             writer.encoded(retention, arguments: 1)
             for index in completions.indices {
-                Self.writeCompletionArguments(completions[index], to: &writer)
+                Self.writeCompletionArguments(
+                    completions[index], headerStart: pieces.ownerHeaderStart(completions[index].lease.ownerLabel), to: &writer)
             }
         }
     }
 
-    /// A completion's owner header, encoded result and first claim (Unix ms, or empty when the
-    /// lease does not say, or says a time the value could not hold: the script reads it then).
-    private static func writeCompletionArguments(_ completion: Completion, to writer: inout RespWriter) {
+    /// A completion's owner header (from `headerStart`, its start for the lease's label), encoded
+    /// result and first claim (Unix ms, or empty when the lease does not say, or says a time the
+    /// value could not hold: the script reads it then).
+    private static func writeCompletionArguments(_ completion: Completion, headerStart: [UInt8], to writer: inout RespWriter) {
         let lease = completion.lease
         var token = lease.ownerToken
         token.withUTF8 { token in
-            writer.bulkHeader(RecordValue.ownerHeaderLength(tokenBytes: token.count))
-            RecordValue.writeOwnerHeader(UnsafeRawBufferPointer(token), to: &writer)
+            writer.bulkHeader(RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count))
+            RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
             writer.finish()
         }
         if let result = completion.result {
@@ -869,8 +893,8 @@ public final class RedisDedupStore: DedupStore {
     /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight (or its completed
     /// value is past its expiry) and the claim script must decide.
     private func decodeFastClaim(
-        _ reply: RedisReply, _ id: RecordID, _ ownerToken: String, _ fingerprint: String?, lease: Duration, now: Int64,
-        pieces: inout CommandPieces
+        _ reply: RedisReply, _ id: RecordID, _ ownerToken: String, _ ownerLabel: String, _ fingerprint: String?, lease: Duration,
+        now: Int64, pieces: inout CommandPieces
     ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
@@ -878,7 +902,7 @@ public final class RedisDedupStore: DedupStore {
                 Lease(
                     id: id, ownerToken: ownerToken, fencingToken: 1, attempt: 1,
                     leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(lease)), isTakeover: false,
-                    claimedAt: Date(millisecondsSince1970: now)
+                    claimedAt: Date(millisecondsSince1970: now), ownerLabel: ownerLabel
                 )
             )
         case .string(let value):
@@ -917,7 +941,7 @@ public final class RedisDedupStore: DedupStore {
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
                     leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover,
-                    claimedAt: Date(millisecondsSince1970: created)
+                    claimedAt: Date(millisecondsSince1970: created), ownerLabel: request.ownerLabel
                 )
             )
         case (2, 2):
@@ -1096,8 +1120,42 @@ struct CommandPieces {
     private var durations = DurationMilliseconds()
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
     private var retentionPiece: (retention: Duration, argument: [UInt8])?
+    /// The owner header's start (``RecordValue/ownerHeaderStart(label:)``) for the labels of the
+    /// latest calls, and whether the label may claim (``ClaimRequest/validate(ownerLabel:)``): a
+    /// consumer's calls all carry one label, a store shared by a few consumers a few.
+    private var headerStarts: [(label: String?, bytes: [UInt8], isValid: Bool)] = []
     /// Set when a piece was encoded since the copy was taken: only then is it worth keeping.
     var encodedAnew = false
+
+    /// The owner header's start for a lease's label, encoded once per label.
+    mutating func ownerHeaderStart(_ label: String?) -> [UInt8] {
+        headerStarts[headerStartIndex(label)].bytes
+    }
+
+    /// The owner header's start for a claim's label, which is checked once, when first encoded.
+    ///
+    /// - Throws: ``DedupError/Code/invalidConfiguration`` for an empty or over-long label.
+    mutating func ownerHeaderStart(claimingAs label: String) throws(DedupError) -> [UInt8] {
+        let index = headerStartIndex(label)
+        if !headerStarts[index].isValid { try ClaimRequest.validate(ownerLabel: label) }
+        return headerStarts[index].bytes
+    }
+
+    private mutating func headerStartIndex(_ label: String?) -> Int {
+        // By index: iterating would copy every entry. By bytes: `==` would take a canonically
+        // equivalent label ("é", "e\u{301}") for this one, and write its bytes instead.
+        for index in headerStarts.indices where Self.sameBytes(headerStarts[index].label, label) { return index }
+        if headerStarts.count == 4 { headerStarts.removeFirst() }
+        let isValid = label.map { (try? ClaimRequest.validate(ownerLabel: $0)) != nil } ?? false
+        headerStarts.append((label, RecordValue.ownerHeaderStart(label: label), isValid))
+        encodedAnew = true
+        return headerStarts.count - 1
+    }
+
+    private static func sameBytes(_ lhs: String?, _ rhs: String?) -> Bool {
+        guard let lhs, let rhs else { return lhs == nil && rhs == nil }
+        return lhs.utf8.count == rhs.utf8.count && lhs.utf8.elementsEqual(rhs.utf8)
+    }
 
     mutating func milliseconds(_ duration: Duration) -> Int64 {
         durations.milliseconds(duration, encodedAnew: &encodedAnew)

@@ -48,6 +48,21 @@ struct RedisScript: Sendable {
           return redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
         end
         local counters = '^fencing=(%d+) attempt=(%d+) lease_span_ms=(%d+) retention_ms=(%d+) fp=()'
+        -- Where an in-flight value's counters start, past its owner header
+        -- (`in_flight label=<n>:<label> owner=<n>:<token> `; values written before labels were
+        -- kept have no label); nil when the value is not one.
+        local function counters_start(v)
+          local p = 11
+          local n, q = string.match(v, '^label=(%d+):()', p)
+          if n then
+            p = q + tonumber(n)
+            if string.sub(v, p, p) ~= ' ' then return nil end
+            p = p + 1
+          end
+          n, q = string.match(v, '^owner=(%d+):()', p)
+          if not n then return nil end
+          return q + tonumber(n) + 1
+        end
         -- A completed value's completion time and retention, read field by field past its
         -- fingerprint (which may hold anything); nil when the value is not one.
         local function completion_of(v)
@@ -99,10 +114,9 @@ struct RedisScript: Sendable {
               v = nil
             end
             if v then
-              local n, p = string.match(v, '^in_flight owner=(%d+):()')
-              if not n then return corrupt() end
-              local head_end = p + tonumber(n)
-              local f, a, s, r, t = string.match(v, counters, head_end + 1)
+              local c = counters_start(v)
+              if not c then return corrupt() end
+              local f, a, s, r, t = string.match(v, counters, c)
               local e = redis.call('PEXPIRETIME', key)
               if not f or e < 0 or e > 1e14 then return corrupt() end
               e = e + 1
@@ -238,9 +252,9 @@ struct RedisScript: Sendable {
               state = 'completed'
               time = completion_of(v)
             else
-              local n, p = string.match(v, '^in_flight owner=(%d+):()')
-              if not n then return 0 end
-              local f, a, s, r = string.match(v, counters, p + tonumber(n) + 1)
+              local c = counters_start(v)
+              if not c then return 0 end
+              local f, a, s, r = string.match(v, counters, c)
               local e = redis.call('PEXPIRETIME', key)
               if not f or e < 0 or e > 1e14 then return 0 end
               state = 'in_flight'

@@ -178,13 +178,13 @@ enum CachedSQL: Int, CaseIterable {
         case .select:
             return """
                 SELECT state, owner_token, fencing, attempt, created_at, lease_until, completed_at, \
-                expires_at, fingerprint, result FROM dedup_records WHERE namespace = ?1 AND key = ?2
+                expires_at, fingerprint, result, owner_label FROM dedup_records WHERE namespace = ?1 AND key = ?2
                 """
         case .upsert:
             // One atomic statement: insert, or replace a record that is no longer live, or take over
             // an in-flight record whose lease has passed (and whose fingerprint does not conflict).
             // Any other existing record is left alone and no row is returned.
-            // ?1 namespace ?2 key ?3 owner ?4 now ?5 lease_until ?6 expires_at ?7 fingerprint
+            // ?1 namespace ?2 key ?3 owner ?4 now ?5 lease_until ?6 expires_at ?7 fingerprint ?8 owner label
             return Self.upsertInTransaction.text + " RETURNING fencing, attempt, created_at"
         case .upsertInTransaction:
             // The upsert without RETURNING, for a transaction that read the row first: the read
@@ -192,10 +192,10 @@ enum CachedSQL: Int, CaseIterable {
             // (a b-tree opened, a page allocated and zeroed, then closed).
             return """
                 INSERT INTO dedup_records (namespace, key, state, owner_token, fencing, attempt, created_at, \
-                lease_until, completed_at, expires_at, fingerprint, result) \
-                VALUES (?1, ?2, 'in_flight', ?3, 1, 1, ?4, ?5, NULL, ?6, ?7, NULL) \
+                lease_until, completed_at, expires_at, fingerprint, result, owner_label) \
+                VALUES (?1, ?2, 'in_flight', ?3, 1, 1, ?4, ?5, NULL, ?6, ?7, NULL, ?8) \
                 ON CONFLICT (namespace, key) DO UPDATE SET \
-                state = 'in_flight', owner_token = excluded.owner_token, \
+                state = 'in_flight', owner_token = excluded.owner_token, owner_label = excluded.owner_label, \
                 fencing = CASE WHEN expires_at <= ?4 THEN 1 ELSE fencing + 1 END, \
                 attempt = CASE WHEN expires_at <= ?4 THEN 1 ELSE attempt + 1 END, \
                 created_at = CASE WHEN expires_at <= ?4 THEN excluded.created_at ELSE created_at END, \
@@ -209,7 +209,7 @@ enum CachedSQL: Int, CaseIterable {
         case .complete:
             // ?1 namespace ?2 key ?3 owner ?4 now ?5 expires_at ?6 result
             return """
-                UPDATE dedup_records SET state = 'completed', owner_token = NULL, lease_until = NULL, \
+                UPDATE dedup_records SET state = 'completed', owner_token = NULL, owner_label = NULL, lease_until = NULL, \
                 completed_at = ?4, expires_at = ?5, result = ?6 \
                 WHERE namespace = ?1 AND key = ?2 AND owner_token = ?3 AND state = 'in_flight' AND expires_at > ?4
                 """

@@ -6,6 +6,7 @@ import Foundation
 struct StoredRecord {
     var state: RecordState
     var ownerToken: String?
+    var ownerLabel: String?
     var fencing: Int64
     var attempt: Int64
     var createdAt: Int64
@@ -15,7 +16,7 @@ struct StoredRecord {
     var fingerprint: String?
     var result: Data?
 
-    /// Decodes the columns `state … result` starting at `first`.
+    /// Decodes the columns `state … result, owner_label` (``RecordSQL/columns``) starting at `first`.
     init(_ statement: Statement, first: Int32 = 0) {
         let stateText = sqlite3_column_text(statement.handle, first)
         // The schema allows only these two spellings (CHECK constraint).
@@ -29,13 +30,14 @@ struct StoredRecord {
         expiresAt = statement.int64(first + 7)
         fingerprint = statement.text(first + 8)
         result = statement.blob(first + 9)
+        ownerLabel = statement.text(first + 10)
     }
 
     func record(_ id: RecordID) -> DedupRecord {
         DedupRecord(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencing, attempt: Int(attempt),
             createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result)
+            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel)
     }
 }
 
@@ -43,7 +45,7 @@ struct StoredRecord {
 /// batches and transactional claims share them.
 enum RecordSQL {
     static let columns =
-        "state, owner_token, fencing, attempt, created_at, lease_until, completed_at, expires_at, fingerprint, result"
+        "state, owner_token, fencing, attempt, created_at, lease_until, completed_at, expires_at, fingerprint, result, owner_label"
 
     /// The stored row of `id`, live or not.
     @inline(__always)
@@ -87,7 +89,7 @@ enum RecordSQL {
                 id: request.id, ownerToken: request.ownerToken, fencingToken: statement.int64(0),
                 attempt: Int(attempt), leaseUntil: Date(millisecondsSince1970: leaseUntil),
                 // A fresh record always starts at attempt 1; a takeover always increments it.
-                isTakeover: attempt > 1, claimedAt: Date(millisecondsSince1970: statement.int64(2)))
+                isTakeover: attempt > 1, claimedAt: Date(millisecondsSince1970: statement.int64(2)), ownerLabel: request.ownerLabel)
             // Finish the statement so its write is complete before the reset.
             _ = try statement.step()
             return lease
@@ -104,6 +106,7 @@ enum RecordSQL {
         statement.bind(5, leaseUntil)
         statement.bind(6, expiresAt)
         statement.bind(7, request.fingerprint)
+        statement.bind(8, request.ownerLabel)
     }
 
     /// The upsert inside a transaction that has just read `stored`: no other writer can come in
@@ -125,7 +128,8 @@ enum RecordSQL {
         return Lease(
             id: request.id, ownerToken: request.ownerToken, fencingToken: takenOver.map { $0.fencing + 1 } ?? 1,
             attempt: Int(takenOver.map { $0.attempt + 1 } ?? 1), leaseUntil: Date(millisecondsSince1970: leaseUntil),
-            isTakeover: takenOver != nil, claimedAt: Date(millisecondsSince1970: takenOver?.createdAt ?? now))
+            isTakeover: takenOver != nil, claimedAt: Date(millisecondsSince1970: takenOver?.createdAt ?? now),
+            ownerLabel: request.ownerLabel)
     }
 
     /// One claim. Outside a transaction: a read, then (only if it may acquire) one upsert in

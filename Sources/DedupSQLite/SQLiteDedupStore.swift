@@ -348,6 +348,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// Claims a key: one read, and one atomic upsert only when the key may be acquired, so a
     /// duplicate or in-flight answer costs no write transaction.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
+        try ClaimRequest.validate(ownerLabel: request.ownerLabel)
         let clock = configuration.clock
         return try await perform("claim") { connection in
             try RecordSQL.claim(connection, request, now: clock.nowMilliseconds())
@@ -357,6 +358,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// Claims all keys in one `BEGIN IMMEDIATE` transaction, in order.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
+        for request in requests { try ClaimRequest.validate(ownerLabel: request.ownerLabel) }
         let clock = configuration.clock
         return try await perform("batch claim") { connection in
             try RecordSQL.claim(connection, batch: requests, now: clock.nowMilliseconds())

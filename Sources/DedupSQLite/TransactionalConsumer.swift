@@ -59,7 +59,8 @@ extension IdempotentConsumer {
         }
         let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
         let request = ClaimRequest(
-            id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
+            id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
+            ownerLabel: configuration.ownerLabel
         )
         var waiter = InFlightWaiter(configuration)
         while true {
@@ -86,7 +87,7 @@ extension IdempotentConsumer {
                 metrics.duplicate.increment()
                 return .duplicate(record)
             case .inFlight(let record):
-                metrics.inFlight.increment()
+                countInFlight(record)
                 if try await waiter.waitBeforeRetrying() { continue }
                 return .deferred(retryAfter: retryAfter(for: record))
             case .payloadMismatch(let record):

@@ -64,34 +64,40 @@ struct ConformanceEnvironment: Sendable {
 
     func request(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil
+        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel
     ) -> ClaimRequest {
         ClaimRequest(
             id: id, ownerToken: token, lease: lease ?? self.lease, retention: retention ?? self.retention,
-            fingerprint: fingerprint
+            fingerprint: fingerprint, ownerLabel: label
         )
     }
 
     func claim(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil
+        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel
     ) async throws -> ClaimAnswer {
-        try await store.claim(request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint))
+        try await store.claim(request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label))
     }
 
-    /// Claims and expects a fresh acquisition or a takeover, as `takeover` says.
+    /// Claims and expects a fresh acquisition or a takeover, as `takeover` says, by a lease carrying
+    /// the request's owner token and label.
     func acquire(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, takeover: Bool = false,
-        _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
+        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
+        takeover: Bool = false, _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
     ) async throws -> Lease {
-        let answer = try await claim(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint)
+        let answer = try await claim(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label)
         let acquired = try expectAcquired(answer, "\(what) of \(id)", file: file, line: line)
         try expect(
             acquired.isTakeover == takeover,
             "\(what) of \(id): expected isTakeover \(takeover), got \(describe(answer))", file: file, line: line
         )
         try expect(acquired.ownerToken == token, "\(what) of \(id): the lease must carry the request's owner token", file: file, line: line)
+        try expect(
+            acquired.ownerLabel.map { $0.utf8.elementsEqual(label.utf8) } == true,
+            "\(what) of \(id): the lease must carry the request's owner label \(label.debugDescription), not \(acquired.ownerLabel.debugDescription)",
+            file: file, line: line
+        )
         return acquired
     }
 
@@ -277,14 +283,21 @@ func expectMismatch(_ answer: ClaimAnswer, _ what: String, file: StaticString = 
 func expectLeaseLost(
     _ what: String, file: StaticString = #fileID, line: UInt = #line, _ body: () async throws -> Void
 ) async throws {
+    try await expectError(.leaseLost, what, file: file, line: line, body)
+}
+
+/// Runs `body` and expects it to throw `DedupError` with `code`.
+func expectError(
+    _ code: DedupError.Code, _ what: String, file: StaticString = #fileID, line: UInt = #line, _ body: () async throws -> Void
+) async throws {
     do {
         try await body()
-    } catch let error as DedupError where error.code == .leaseLost {
+    } catch let error as DedupError where error.code == code {
         return
     } catch {
-        throw ConformanceFailure("\(what): expected DedupError(.leaseLost), got \(error)", file: file, line: line)
+        throw ConformanceFailure("\(what): expected DedupError(.\(code)), got \(error)", file: file, line: line)
     }
-    throw ConformanceFailure("\(what): expected DedupError(.leaseLost), but it succeeded", file: file, line: line)
+    throw ConformanceFailure("\(what): expected DedupError(.\(code)), but it succeeded", file: file, line: line)
 }
 
 /// A claim answer without its times, for comparing answers of stores whose clocks differ.
@@ -305,6 +318,7 @@ func describe(_ answer: ClaimAnswer) -> String {
 func describe(_ record: DedupRecord) -> String {
     var parts = [
         "\(record.id)", record.state.rawValue, "owner \(record.ownerToken ?? "none")",
+        "label \(record.ownerLabel?.debugDescription ?? "none")",
         "fencing \(record.fencingToken)", "attempt \(record.attempt)",
     ]
     if let fingerprint = record.fingerprint { parts.append("fingerprint \(fingerprint.debugDescription)") }

@@ -26,14 +26,14 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
 
     /// Claims a key; see ``DedupStore/claim(_:)``.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
-        try Self.validate(request.id)
+        try Self.validate(request)
         let now = clock.nowMilliseconds()
         return state.withLock { $0.claim(request, now: now) }
     }
 
     /// Claims keys in order under one lock; see ``DedupStore/claim(batch:)``.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
-        for request in requests { try Self.validate(request.id) }
+        for request in requests { try Self.validate(request) }
         let now = clock.nowMilliseconds()
         return state.withLock { state in requests.map { state.claim($0, now: now) } }
     }
@@ -208,8 +208,11 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     // MARK: Helpers
 
     /// Refuses identities that bypassed ``RecordID``'s validation (made with its unchecked
-    /// initialiser), so the reference store never holds what the persistent ones would refuse.
-    private static func validate(_ id: RecordID) throws(DedupError) {
+    /// initialiser) and invalid owner labels, so the reference store never holds what the
+    /// persistent ones would refuse.
+    private static func validate(_ request: ClaimRequest) throws(DedupError) {
+        try ClaimRequest.validate(ownerLabel: request.ownerLabel)
+        let id = request.id
         try RecordID.validate(namespace: id.namespace)
         let keyBytes = id.key.utf8.count
         guard keyBytes >= 1, keyBytes <= RecordID.maximumKeyBytes else {
@@ -261,6 +264,7 @@ private struct StoredRecord {
     var id: RecordID
     var state: RecordState
     var ownerToken: String?
+    var ownerLabel: String?
     var fencingToken: Int64
     var attempt: Int
     var createdAt: Int64
@@ -274,7 +278,7 @@ private struct StoredRecord {
         DedupRecord(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
             createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result
+            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel
         )
     }
 }
@@ -303,7 +307,8 @@ private struct State {
         guard var stored = liveRecord(key, now: now) else {
             let leaseUntil = now + leaseMilliseconds
             records[key] = StoredRecord(
-                id: request.id, state: .inFlight, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
+                id: request.id, state: .inFlight, ownerToken: request.ownerToken, ownerLabel: request.ownerLabel,
+                fencingToken: 1, attempt: 1,
                 createdAt: now, leaseUntil: leaseUntil, completedAt: nil,
                 expiresAt: leaseUntil + retentionMilliseconds, fingerprint: request.fingerprint, result: nil
             )
@@ -311,7 +316,7 @@ private struct State {
                 Lease(
                     id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
                     leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false,
-                    claimedAt: Date(millisecondsSince1970: now)
+                    claimedAt: Date(millisecondsSince1970: now), ownerLabel: request.ownerLabel
                 )
             )
         }
@@ -327,6 +332,7 @@ private struct State {
             }
             let leaseUntil = now + leaseMilliseconds
             stored.ownerToken = request.ownerToken
+            stored.ownerLabel = request.ownerLabel
             stored.fencingToken += 1
             stored.attempt += 1
             stored.leaseUntil = leaseUntil
@@ -337,7 +343,7 @@ private struct State {
                 Lease(
                     id: stored.id, ownerToken: request.ownerToken, fencingToken: stored.fencingToken,
                     attempt: stored.attempt, leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: true,
-                    claimedAt: Date(millisecondsSince1970: stored.createdAt)
+                    claimedAt: Date(millisecondsSince1970: stored.createdAt), ownerLabel: request.ownerLabel
                 )
             )
         }
@@ -349,6 +355,7 @@ private struct State {
         guard var stored = currentOwnerRecord(key, lease: completion.lease, now: now) else { return false }
         stored.state = .completed
         stored.ownerToken = nil
+        stored.ownerLabel = nil
         stored.leaseUntil = nil
         stored.completedAt = now
         stored.expiresAt = now + completion.retention.wholeMilliseconds

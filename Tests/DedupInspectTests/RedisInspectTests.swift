@@ -30,6 +30,7 @@ struct RedisInspectTests {
         let statsDocument = try stats.json()
         #expect(statsDocument.int("total") == 122)
         #expect(statsDocument.objects("in_flight_records").first?.string("owner_token") == lease.ownerToken)
+        #expect(statsDocument.objects("in_flight_records").first?.string("owner_label") == ClaimRequest.defaultOwnerLabel)
         let statsText = try await inspect(["stats", "--store", location])
         #expect(statsText.stdout.contains("payments"))
 

@@ -56,6 +56,41 @@ struct SQLiteInspectTests {
         #expect(text.stderr.isEmpty)
     }
 
+    @Test("stats lists in-flight records longest overdue first, each with its owner label, however many live leases sort before them by key")
+    func statsOverdueFirst() async throws {
+        let filler = StoreFiller(store: store)
+        for index in 0..<25 {
+            try await filler.claim("orders", key: String(format: "a-%02d", index), ownerLabel: "pod-live")
+        }
+        try await filler.claim("orders", key: "m-short", lease: .seconds(100), ownerLabel: "pod-short")
+        let older = try await filler.claim("orders", key: "z-older", lease: .milliseconds(1), ownerLabel: "pod-crashed-first")
+        _ = await clockMoved(past: older.leaseUntil.millisecondsSince1970)
+        let newer = try await filler.claim("orders", key: "y-newer", lease: .milliseconds(1), ownerLabel: "pod crashed\nsecond")
+        _ = await clockMoved(past: newer.leaseUntil.millisecondsSince1970)
+
+        let json = try await inspect("stats", "--store", location, "--format", "json")
+        #expect(json.status == 0, "\(json.stderr)")
+        let document = try json.json()
+        let inFlight = document.objects("in_flight_records")
+        #expect(inFlight.count == 20)
+        #expect(document.bool("in_flight_records_truncated") == true)
+        #expect(inFlight.prefix(3).map { $0.string("key") } == ["z-older", "y-newer", "m-short"])
+        #expect(inFlight.prefix(3).map { $0.string("owner_label") } == ["pod-crashed-first", "pod crashed\nsecond", "pod-short"])
+        #expect(inFlight.dropFirst(3).allSatisfy { $0.string("owner_label") == "pod-live" })
+        let ends = inFlight.compactMap { $0.int("lease_until_ms") }
+        #expect(ends == ends.sorted(), "ordered by lease end")
+        #expect((inFlight.first?.int("lease_remaining_ms") ?? 0) < 0)
+
+        let text = try await inspect("stats", "--store", location)
+        #expect(text.status == 0)
+        let lines = text.stdout.split(separator: "\n")
+        let header = try #require(lines.firstIndex { $0.hasPrefix("OWNER_LABEL") })
+        #expect(lines[header].contains("OWNER_TOKEN"))
+        #expect(lines[header + 1].hasPrefix("pod-crashed-first ") && lines[header + 1].hasSuffix("z-older"))
+        #expect(lines[header + 2].hasPrefix("\"pod crashed\\nsecond\" ") && lines[header + 2].hasSuffix("y-newer"))
+        #expect(text.stdout.contains("longest overdue first"))
+    }
+
     @Test("list filters by namespace, state, key prefix and time range")
     func listFilters() async throws {
         let filler = StoreFiller(store: store)
@@ -86,6 +121,46 @@ struct SQLiteInspectTests {
         #expect(lines.first?.hasPrefix("STATE") == true)
         #expect(lines.contains { $0.split(separator: " ").first == "completed" && $0.split(separator: " ").suffix(2) == ["other", "a-1"] })
         #expect(text.stdout.hasSuffix("\n1 record\n"), "\(text.stdout)")
+    }
+
+    @Test("show, forget and list find business keys by their parts (--part), encoded as the consumer encodes them")
+    func businessKeyParts() async throws {
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders")
+        let strategy = KeyStrategy<[String]>.businessKey { $0.map(Optional.some) }
+        let messages = [["batch-order-0", "0"], ["batch-order-1", "0"], ["batch-order-1", "1"], ["batch-order-10", "0"], ["batch-order-1"]]
+        for message in messages {
+            #expect(try await consumer.process(message, keyStrategy: strategy) { _, _ in } == .applied)
+        }
+
+        let show = try await inspect("show", "--store", location, "--namespace", "orders", "--part", "batch-order-0", "--part", "0", "--format", "json")
+        #expect(show.status == 0, "\(show.stderr)")
+        #expect(try show.json().object("record")?.string("key") == "13:batch-order-0;1:0;")
+
+        func listed(_ arguments: String...) async throws -> [String] {
+            let run = try await InspectBinary.run(["list", "--store", location, "--format", "json"] + arguments)
+            #expect(run.status == 0, "\(run.stderr)")
+            return try run.json().objects("records").compactMap { $0.string("key") }
+        }
+        // The leading part's encoding is the prefix: batch-order-10 is not batch-order-1.
+        #expect(try await listed("--namespace", "orders", "--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:0;", "13:batch-order-1;1:1;"])
+        #expect(try await listed("--part", "batch-order-1", "--part", "1") == ["13:batch-order-1;1:1;"])
+        #expect(try await listed("--namespace", "orders", "--key-prefix", "batch-order-1").isEmpty)
+
+        let forget = try await inspect("forget", "--store", location, "--namespace", "orders", "--part", "batch-order-1", "--part", "0", "--yes")
+        #expect(forget.status == 0, "\(forget.stderr)")
+        #expect(try await store.record(for: RecordID(namespace: "orders", key: BusinessKey.encode(["batch-order-1", "0"])!)) == nil)
+        #expect(try await listed("--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:1;"])
+
+        for arguments in [
+            ["show", "--namespace", "orders", "13:batch-order-0;1:0;", "--part", "0"],
+            ["show", "--namespace", "orders"],
+            ["forget", "--namespace", "orders", "--part", "batch-order-0", "--part", ""],
+            ["list", "--part", "batch-order-1", "--key-prefix", "13:"],
+            ["list", "--part", ""],
+        ] {
+            let run = try await InspectBinary.run(arguments + ["--store", location])
+            #expect(run.status == 2, "\(arguments): \(run.stderr)")
+        }
     }
 
     @Test("list pages with --limit and --cursor: every record exactly once, in order")
@@ -135,6 +210,14 @@ struct SQLiteInspectTests {
         #expect(text.stdout.contains("fencing token:"))
         #expect(text.stdout.contains("\"order 42\\nline 2\""))
         #expect(text.stdout.contains("1,234 bytes"))
+
+        #expect(record["owner_label"] is NSNull, "a completed record keeps no holder")
+
+        try await StoreFiller(store: store).claim("orders", key: "held", ownerLabel: "pod-9 (eu-west)")
+        let held = try await inspect("show", "--store", location, "--namespace", "orders", "--format", "json", "held")
+        #expect(try held.json().object("record")?.string("owner_label") == "pod-9 (eu-west)")
+        let heldText = try await inspect("show", "--store", location, "--namespace", "orders", "held")
+        #expect(heldText.stdout.split(separator: "\n").contains { $0.hasPrefix("owner label:") && $0.hasSuffix(" pod-9 (eu-west)") })
 
         let missing = try await inspect("show", "--store", location, "--namespace", "orders", "nope")
         #expect(missing.status == 1)

@@ -12,7 +12,8 @@ struct RedisDedupStoreTests {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             let record = id("orders-group", "order-42")
-            let first = try await store.claim(request(record, fingerprint: "fp-1"))
+            let first = try await store.claim(
+                ClaimRequest(id: record, lease: .seconds(30), retention: .seconds(3600), fingerprint: "fp-1", ownerLabel: "web 7:31337"))
             let lease = try #require(first.lease)
             #expect(lease.fencingToken == 1 && lease.attempt == 1 && !lease.isTakeover)
 
@@ -26,7 +27,7 @@ struct RedisDedupStoreTests {
             #expect(try await server.cli("TYPE", keys) == "string")
             #expect(
                 try await server.cli("GET", keys)
-                    == "in_flight owner=32:\(lease.ownerToken) fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1"
+                    == "in_flight label=11:web 7:31337 owner=32:\(lease.ownerToken) fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1"
             )
             // The key expires one millisecond before the record; the lease ends a retention earlier.
             let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
@@ -40,8 +41,9 @@ struct RedisDedupStoreTests {
             try await store.complete(Completion(lease: lease, retention: .seconds(600), result: Data([0, 1, 2, 255])))
             let pttl = try #require(Int(try await server.cli("PTTL", keys)))
             #expect(pttl > 590_000 && pttl <= 600_000)
-            // The completed value keeps the in-flight fields and adds the first claim's time (as the
-            // lease carries it), the completion time and the retention; the key expires with it.
+            // The completed value keeps the in-flight fields after the owner header (so no label) and
+            // adds the first claim's time (as the lease carries it), the completion time and the
+            // retention; the key expires with it.
             let completedValue = try await server.cli("--no-raw", "GET", keys)
             let claimedAt = try #require(lease.claimedAt).millisecondsSince1970
             let head = "\"completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1 created_ms=\(claimedAt) completed_ms="

@@ -590,16 +590,6 @@ struct IdempotentConsumerTests {
         for key in keys { #expect(ledger.count(key) == 1, "\(key)") }
         #expect(ledger.all.count == keys.count)
     }
-
-    @Test("business keys join their parts injectively")
-    func businessKeys() {
-        let strategy = KeyStrategy<[String?]>.businessKey { $0 }
-        #expect(strategy.key(for: ["ab", "c"]) != strategy.key(for: ["a", "bc"]))
-        #expect(strategy.key(for: ["order-1"]) == "order-1")
-        #expect(strategy.key(for: ["order-1", nil]) == nil)
-        #expect(strategy.key(for: []) == nil)
-        #expect(KeyStrategy<String>.custom { _ in "" }.key(for: "x") == nil)
-    }
 }
 
 /// Completes in the store, then reports a lost connection: once for single completions; once for

@@ -69,6 +69,11 @@ public struct ConsumerConfiguration: Sendable {
     public var completionBackoff: Duration = .milliseconds(50)
     /// The shortest `retryAfter` a deferred outcome suggests. Default 100 ms.
     public var minimumRetryDelay: Duration = .milliseconds(100)
+    /// Who this consumer is, for operators (a pod name, say): kept on the records it holds in
+    /// flight, shown by `dedup-inspect` beside the owner token, and carried by the consumer's log
+    /// lines as `dedup.owner`. 1 to 128 UTF-8 bytes, any characters. Default `host:pid`
+    /// (``ClaimRequest/defaultOwnerLabel``).
+    public var ownerLabel: String = ClaimRequest.defaultOwnerLabel
 
     /// The defaults.
     public init() {}
@@ -90,6 +95,7 @@ public struct ConsumerConfiguration: Sendable {
         guard completionAttempts >= 1 else {
             throw DedupError(.invalidConfiguration, "completionAttempts must be at least 1")
         }
+        try ClaimRequest.validate(ownerLabel: ownerLabel)
         if let localCache, localCache.capacity < 1 || localCache.timeToLive <= .zero {
             throw DedupError(.invalidConfiguration, "the local cache needs a capacity and a time to live above zero")
         }

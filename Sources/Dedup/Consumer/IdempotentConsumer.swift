@@ -52,6 +52,7 @@ public struct IdempotentConsumer: Sendable {
         self.configuration = try configuration.validated()
         var logger = logger ?? Logger.current
         logger[metadataKey: "dedup.namespace"] = "\(namespace)"
+        logger[metadataKey: "dedup.owner"] = "\(self.configuration.ownerLabel)"
         self.logger = logger
         let metrics = ConsumerMetrics(namespace: namespace, factory: metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
@@ -138,7 +139,8 @@ public struct IdempotentConsumer: Sendable {
         var waiter = InFlightWaiter(configuration)
         while true {
             let request = ClaimRequest(
-                id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint
+                id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
+                ownerLabel: configuration.ownerLabel
             )
             let claimStarted = MonotonicInstant.now
             let answer: ClaimAnswer
@@ -160,7 +162,7 @@ public struct IdempotentConsumer: Sendable {
                 metrics.payloadMismatch.increment()
                 throw Self.mismatch(record, fingerprint: fingerprint)
             case .inFlight(let record):
-                metrics.inFlight.increment()
+                countInFlight(record)
                 if try await waiter.waitBeforeRetrying() { continue }
                 return (.deferred(retryAfter: retryAfter(for: record)), nil)
             }
@@ -306,7 +308,7 @@ public struct IdempotentConsumer: Sendable {
             requests.append(
                 ClaimRequest(
                     id: id, lease: configuration.lease, retention: configuration.retention,
-                    fingerprint: fingerprints?[index]
+                    fingerprint: fingerprints?[index], ownerLabel: configuration.ownerLabel
                 )
             )
             requestIndex.append(index)
@@ -377,7 +379,7 @@ public struct IdempotentConsumer: Sendable {
                 metrics.payloadMismatch.increment()
                 results[index] = .failure(Self.mismatch(record, fingerprint: requests[position].fingerprint))
             case .inFlight(let record):
-                metrics.inFlight.increment()
+                countInFlight(record)
                 if case .wait = configuration.inFlightPolicy {
                     stillInFlight.append(index)
                 } else {
@@ -481,6 +483,16 @@ public struct IdempotentConsumer: Sendable {
         } else {
             metrics.acquired.increment()
         }
+    }
+
+    /// Counts a key found in flight elsewhere and logs who holds it (at debug level: under load it
+    /// is routine).
+    package func countInFlight(_ record: DedupRecord) {
+        metrics.inFlight.increment()
+        logger.debug(
+            "key in flight elsewhere",
+            metadata: ["dedup.id": "\(record.id)", "dedup.holder": "\(record.ownerLabel ?? "-")"]
+        )
     }
 
     private func completeWithRetry(_ completion: Completion) async throws {

@@ -23,8 +23,11 @@ struct StoreFiller {
 
     /// Claims `key` and leaves it in flight; returns the lease.
     @discardableResult
-    func claim(_ namespace: String, key: String, lease: Duration = .seconds(300)) async throws -> Lease {
-        let answer = try await store.claim(ClaimRequest(id: try RecordID(namespace: namespace, key: key), lease: lease, retention: .seconds(3600)))
+    func claim(
+        _ namespace: String, key: String, lease: Duration = .seconds(300), ownerLabel: String = ClaimRequest.defaultOwnerLabel
+    ) async throws -> Lease {
+        let answer = try await store.claim(
+            ClaimRequest(id: try RecordID(namespace: namespace, key: key), lease: lease, retention: .seconds(3600), ownerLabel: ownerLabel))
         guard case .acquired(let held) = answer else { throw InspectTestError("\(key) was not acquired: \(answer)") }
         return held
     }
