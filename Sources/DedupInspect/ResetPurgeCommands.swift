@@ -291,7 +291,7 @@ struct PurgeCommand: AsyncParsableCommand {
             }
             // Counted first with --yes too: the JSON says how many there were, and a Redis server
             // (which expires records itself) is still asked, so a wrong password fails here.
-            let found = try await StoreAccess.countExpired(in: store, at: session.location, now: session.now).values.reduce(0, +)
+            let found = try await StoreAccess.countExpired(in: store).values.reduce(0, +)
             expired = found
             if yes {
                 let progress = ProgressLine(mode: global.progress, verb: "purged")

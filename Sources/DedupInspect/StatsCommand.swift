@@ -34,7 +34,7 @@ struct StatsCommand: AsyncParsableCommand {
             let store = store!
             let now = session.now
             var stats = try await store.stats()
-            var expired = try await StoreAccess.countExpired(in: store, at: session.location, now: now)
+            var expired = try await StoreAccess.countExpired(in: store)
             if let namespace {
                 stats.namespaces = stats.namespaces.filter { $0.namespace == namespace }
                 expired = expired.filter { $0.key == namespace }

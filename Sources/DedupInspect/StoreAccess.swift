@@ -44,45 +44,16 @@ enum StoreAccess {
 
     /// How many records are expired but not yet deleted (what `purge` would delete), by namespace.
     ///
-    /// SQLite: one `count(*)` per namespace on `expires_at` through a read-only connection of its
-    /// own (the schema is documented in `Migrations/sqlite`). Redis expires records by itself (TTLs),
-    /// so there is never anything left to purge; the server is still asked, so that a wrong address
-    /// or password fails here as it would with `--yes`.
-    static func countExpired(in store: any DedupStore, at location: StoreLocation, now: Int64) async throws -> [String: Int] {
-        switch location {
-        case .redis:
-            _ = try await (store as? RedisDedupStore)?.ping()
+    /// SQLite: one `count(*)` per namespace on `expires_at`, through the store's own connection
+    /// (read-only when the command opened it so). Redis expires records by itself (TTLs), so there
+    /// is never anything left to purge; the server is still asked, so that a wrong address or
+    /// password fails here as it would with `--yes`.
+    static func countExpired(in store: any DedupStore) async throws -> [String: Int] {
+        if let redis = store as? RedisDedupStore {
+            _ = try await redis.ping()
             return [:]
-        case .sqlite(let path):
-            return try await Task.detached { try countExpiredSQLite(path: path, now: now) }.value
         }
-    }
-
-    private static func countExpiredSQLite(path: String, now: Int64) throws(DedupError) -> [String: Int] {
-        var db: OpaquePointer?
-        defer { sqlite3_close_v2(db) }
-        func failure(_ what: String) -> DedupError {
-            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            return DedupError(.storeError, "\(what) in \(path.debugDescription): \(message)")
-        }
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else { throw failure("opening") }
-        sqlite3_busy_timeout(db, 5000)
-        var statement: OpaquePointer?
-        defer { sqlite3_finalize(statement) }
-        let query = "SELECT namespace, count(*) FROM dedup_records WHERE expires_at <= ?1 GROUP BY namespace"
-        guard sqlite3_prepare_v2(db, query, -1, &statement, nil) == SQLITE_OK else {
-            throw failure("counting expired records")
-        }
-        sqlite3_bind_int64(statement, 1, now)
-        var counts: [String: Int] = [:]
-        while true {
-            let step = sqlite3_step(statement)
-            if step == SQLITE_DONE { return counts }
-            guard step == SQLITE_ROW else { throw failure("counting expired records") }
-            let bytes = UnsafeRawBufferPointer(start: sqlite3_column_blob(statement, 0), count: Int(sqlite3_column_bytes(statement, 0)))
-            let namespace = String(decoding: bytes, as: UTF8.self)
-            counts[namespace] = Int(sqlite3_column_int64(statement, 1))
-        }
+        return try await (store as? SQLiteDedupStore)?.expiredCounts() ?? [:]
     }
 
     /// Connectivity, latency and schema (SQLite) or the server's persistence and eviction settings

@@ -375,6 +375,19 @@ enum RecordSQL {
         }
         return DedupStats(namespaces: namespaces)
     }
+
+    /// Records past their expiry, not purged yet, by namespace.
+    static func expiredCounts(_ connection: Connection, now: Int64) throws(SQLiteFailure) -> [String: Int] {
+        let statement = try connection.cachedStatement(
+            "SELECT namespace, count(*) FROM dedup_records WHERE expires_at <= ?1 GROUP BY namespace")
+        defer { statement.reset() }
+        statement.bind(1, now)
+        var counts: [String: Int] = [:]
+        while try statement.step() {
+            counts[statement.text(0) ?? "", default: 0] += Int(statement.int64(1))
+        }
+        return counts
+    }
 }
 
 extension Int64 {

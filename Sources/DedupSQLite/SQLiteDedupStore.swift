@@ -492,6 +492,15 @@ public final class SQLiteDedupStore: DedupStore {
         }
     }
 
+    /// How many records are past their expiry but not deleted yet (what ``purgeExpired(limit:)``
+    /// would delete), by namespace; runs on the worker thread, read-only stores included.
+    public func expiredCounts() async throws -> [String: Int] {
+        let clock = configuration.clock
+        return try await onWorker("count expired") { connection in
+            try RecordSQL.expiredCounts(connection, now: clock.nowMilliseconds())
+        }
+    }
+
     /// Checkpoints the write-ahead log now (on the worker thread), as much as readers allow.
     /// The store does this by itself; operators may call it before copying the file.
     public func checkpoint() async throws {

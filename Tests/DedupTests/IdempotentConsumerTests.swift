@@ -477,9 +477,10 @@ struct IdempotentConsumerTests {
     func batchLeasesRenewedUntilCompletion() async throws {
         let store = InMemoryDedupStore(clock: SystemDedupClock())
         var configuration = ConsumerConfiguration()
-        // A renewal may lag by most of the lease on a loaded machine (the whole suite runs in
-        // parallel on 2 cores), and the test still holds.
-        configuration.lease = .seconds(2)
+        // The test process stalls for over a second at times while the whole suite runs on 2 cores
+        // (child processes, other tests): a lease of 5 s leaves room for that, since a renewal
+        // confirmed after the lease's end loses the lease.
+        configuration.lease = .seconds(5)
         configuration.renewalInterval = .milliseconds(100)
         let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
         let other = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
@@ -489,7 +490,7 @@ struct IdempotentConsumerTests {
             // Outlast the lease (the passing of time is what is under test), then race for the
             // message whose lease would have passed without renewal: k2 before its handler ran,
             // k1 after its handler ran but before the batch completion.
-            try await Task.sleep(for: .milliseconds(2500))
+            try await Task.sleep(for: .milliseconds(5500))
             let rival = message == "k1" ? "k2" : "k1"
             let outcome = try await other.process(key: rival) { _ in ledger.record("B:\(rival)") }
             guard case .deferred = outcome else {
