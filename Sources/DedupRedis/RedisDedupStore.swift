@@ -140,17 +140,19 @@ public final class RedisDedupStore: DedupStore {
     ///   - url: `redis://[user:password@]host[:port][/db]` or
     ///     `unix://[user:password@]/path/to/redis.sock[?db=N]` (see ``RedisEndpoint``).
     ///   - configuration: Timeouts, pool size, key prefix, reconnect policy.
-    ///   - logger: Where to log reconnects; the password never appears in it.
+    ///   - logger: Where to log reconnects; the password never appears in it. The task's
+    ///     `Logger.current` when `nil`, as for `IdempotentConsumer`. Errors are thrown, not logged.
     /// - Throws: ``DedupError/Code/invalidConfiguration`` for a malformed URL, `rediss://`, or
     ///   out-of-range configuration.
-    public convenience init(url: String, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.redis")) throws {
+    public convenience init(url: String, configuration: Configuration = .init(), logger: Logger? = nil) throws {
         try self.init(endpoint: RedisEndpoint(url: url), configuration: configuration, logger: logger)
     }
 
     /// Creates a store for an endpoint; connects on first use.
     ///
     /// - Throws: ``DedupError/Code/invalidConfiguration`` for out-of-range configuration.
-    public init(endpoint: RedisEndpoint, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.redis")) throws {
+    public init(endpoint: RedisEndpoint, configuration: Configuration = .init(), logger: Logger? = nil) throws {
+        let logger = logger ?? Logger.current
         func invalid(_ why: String) -> DedupError { DedupError(.invalidConfiguration, "Redis store configuration: \(why)") }
         guard configuration.connectTimeout > .zero else { throw invalid("connectTimeout must be positive") }
         guard configuration.commandTimeout > .zero else { throw invalid("commandTimeout must be positive") }

@@ -97,7 +97,11 @@ public final class SQLiteDedupStore: DedupStore {
     ///   ``DedupError/Code/corruptStore`` (not an SQLite database), ``DedupError/Code/schemaTooNew``,
     ///   ``DedupError/Code/schemaAltered``, ``DedupError/Code/schemaOutdated`` (read-only, schema
     ///   behind), ``DedupError/Code/invalidConfiguration``. Nothing is written to a file that is refused.
-    public init(path: String, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.sqlite")) throws {
+    ///
+    /// `logger` is where the store logs (migrations applied, a file not in WAL mode); the task's
+    /// `Logger.current` when `nil`, as for ``IdempotentConsumer``. Errors are thrown, not logged.
+    public init(path: String, configuration: Configuration = .init(), logger: Logger? = nil) throws {
+        let logger = logger ?? Logger.current
         guard configuration.busyTimeout >= .zero else {
             throw DedupError(.invalidConfiguration, "the SQLite busy timeout must not be negative")
         }
@@ -275,8 +279,9 @@ public final class SQLiteDedupStore: DedupStore {
     /// - Throws: as ``init(path:configuration:logger:)``.
     @discardableResult
     public static func migrate(
-        path: String, configuration: Configuration = .init(), logger: Logger = Logger(label: "dedup.sqlite")
+        path: String, configuration: Configuration = .init(), logger: Logger? = nil
     ) throws -> [SQLiteMigration] {
+        let logger = logger ?? Logger.current
         let connection = try openConnection(path: path, configuration: configuration)
         defer { connection.close() }
         connection.setBusyTimeout(configuration.busyTimeout)

@@ -36,15 +36,17 @@ public struct SQLitePurgeService: Service {
     /// - Parameters:
     ///   - interval: the pause between passes (default 60 s). The first pass runs at start.
     ///   - batchSize: records deleted per transaction (default 1000).
+    ///   - logger: where a failed pass is logged (the service has no caller to throw to); the
+    ///     task's `Logger.current` when `nil`.
     ///   - onPass: called after every pass.
     public init(
         store: SQLiteDedupStore, interval: Duration = .seconds(60), batchSize: Int = 1000,
-        logger: Logger = Logger(label: "dedup.sqlite.purge"), onPass: (@Sendable (Pass) -> Void)? = nil
+        logger: Logger? = nil, onPass: (@Sendable (Pass) -> Void)? = nil
     ) {
         self.store = store
         self.interval = interval
         self.batchSize = max(1, batchSize)
-        self.logger = logger
+        self.logger = logger ?? Logger.current
         self.onPass = onPass
     }
 

@@ -45,9 +45,23 @@ package struct ConsumerMetrics: Sendable {
         )
     }
 
+    /// A code's name in the style of the other dimension values (`storeUnavailable` →
+    /// `store_unavailable`, as `in_flight`).
+    static func snakeCased(_ name: String) -> String {
+        var result = ""
+        for character in name {
+            if character.isUppercase {
+                result += "_" + character.lowercased()
+            } else {
+                result.append(character)
+            }
+        }
+        return result
+    }
+
     /// Counts a store error by its code (errors are rare, so the counter is made on demand).
     package func storeError(_ error: any Error) {
-        let code = (error as? DedupError)?.code.description ?? "unknown"
+        let code = (error as? DedupError).map { Self.snakeCased($0.code.description) } ?? "unknown"
         Counter(label: "dedup.store.errors", dimensions: [("namespace", namespace), ("code", code)], factory: factory)
             .increment()
     }

@@ -227,7 +227,8 @@ public struct IdempotentConsumer: Sendable {
         guard configuration.storeFailurePolicy == .failOpen, let dedupError = error as? DedupError,
             dedupError.isStoreUnreachable
         else {
-            logger.error("claim failed", metadata: ["dedup.id": "\(id)", "error": "\(error)"])
+            // Thrown to the caller: logged only at debug, so a failure is reported once.
+            logger.debug("claim failed", metadata: ["dedup.id": "\(id)", "error": "\(error)"])
             throw error
         }
         metrics.bypassed.increment()
@@ -476,7 +477,7 @@ public struct IdempotentConsumer: Sendable {
     package func countAcquired(_ lease: Lease) {
         if lease.isTakeover {
             metrics.takeover.increment()
-            logger.info(
+            logger.debug(
                 "took over an expired lease",
                 metadata: ["dedup.id": "\(lease.id)", "dedup.attempt": "\(lease.attempt)"]
             )
@@ -517,7 +518,8 @@ public struct IdempotentConsumer: Sendable {
             } catch {
                 metrics.storeError(error)
                 guard attempt < configuration.completionAttempts else {
-                    logger.error(
+                    // Thrown to the caller: logged only at debug, so a failure is reported once.
+                    logger.debug(
                         "completion failed; the record stays in flight until its lease passes",
                         metadata: ["dedup.id": "\(completion.lease.id)", "error": "\(error)"]
                     )
