@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "Dedup", "DedupSQLite", "DedupRedis", "DedupTestKit", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "dedup-inspect", dependencies: ["DedupInspect"]),

@@ -1,8 +1,10 @@
 import Dedup
+import DedupRedis
 import DedupSQLite
 import DedupStoreLocator
 import DedupTestKit
 import Foundation
+import Logging
 import Synchronization
 
 /// The demo's knobs.
@@ -19,6 +21,9 @@ public struct DemoOptions: Sendable {
     public var store = StoreLocation.sqlite(path: "dedup-demo.sqlite")
     /// Seeds the broker's duplicates and crashes.
     public var seed: UInt64 = 2026
+    /// Whether the library's log lines (leases taken over, migrations applied) show; otherwise
+    /// only its warnings and errors do.
+    public var verbose = false
 
     /// The defaults: 10,000 messages, 15% duplicates, 2% crashes, 4 consumers, SQLite in this folder.
     public init() {}
@@ -46,14 +51,26 @@ public struct DemoReport: Sendable {
     public var replayed = 0
     /// Effects recorded during the replay (should be none).
     public var appliedDuringReplay = 0
-    /// Crashes planned after the side effect that the demo moved before it, because the store has
-    /// no transaction to put the effect in (see the README: such crashes re-run the handler).
-    public var crashesMovedBeforeEffect = 0
-    /// Messages whose effect count is not exactly one, with the count.
+    /// Consumers that died after running the handler's effect and before writing the completion.
+    public var crashesAfterEffect = 0
+    /// Whether the effect commits with the completion (SQLite's transactional mode): then a crash
+    /// after the effect rolls it back, and nothing may be applied twice.
+    public var isTransactional = false
+    /// Messages applied more than once, each extra application explained by a crash after the
+    /// effect on an earlier run (the documented at-least-once window).
+    public var reappliedMessages = 0
+    /// Applications beyond the first of ``reappliedMessages``.
+    public var extraApplications = 0
+    /// Messages whose effect count is not what the crashes explain (a broken guarantee), with the count.
     public var violations: [(messageID: String, effects: Int)] = []
+    /// Where the run left its data, and how to remove it.
+    public var data = DemoDataLocation(description: "", removalCommand: "")
 
     /// `true` when every published message has exactly one effect.
-    public var isExactlyOnce: Bool { violations.isEmpty && published > 0 }
+    public var isExactlyOnce: Bool { holdsOutsideAtLeastOnceWindow && extraApplications == 0 }
+    /// `true` when every published message has exactly one effect, apart from re-applications after
+    /// a crash between effect and completion.
+    public var holdsOutsideAtLeastOnceWindow: Bool { violations.isEmpty && published > 0 }
 }
 
 /// Runs the demo: publish, consume with duplicates and crashes, replay, then count effects.
@@ -65,6 +82,7 @@ public enum DemoScenario {
         private let counts = Mutex<[String: Int]>([:])
         func add(_ name: String, _ amount: Int = 1) { counts.withLock { $0[name, default: 0] += amount } }
         subscript(_ name: String) -> Int { counts.withLock { $0[name, default: 0] } }
+        var all: [String: Int] { counts.withLock { $0 } }
     }
 
     /// Runs the scenario and reports. `progress` gets a line now and then.
@@ -72,7 +90,12 @@ public enum DemoScenario {
         // A namespace of its own per run, so a store reused across runs starts empty for the demo.
         let namespace = "demo-\(SystemDedupClock().nowMilliseconds())"
         let tally = Tally()
+        // Per message ID: crashes after the handler's effect ran (the effect stays without a transaction).
+        let crashesAfterEffect = Tally()
+        var logger = Logger(label: "dedup")
+        logger.logLevel = options.verbose ? .debug : .warning
         let ledger: any EffectLedger
+        let data: DemoDataLocation
         let store: any DedupStore
         let broker: SimulatedBroker
         var lease = Duration.seconds(30)
@@ -89,13 +112,18 @@ public enum DemoScenario {
             let clock = ManualDedupClock(startingAt: SystemDedupClock().nowMilliseconds())
             var configuration = SQLiteDedupStore.Configuration()
             configuration.clock = clock
-            let sqlite = try SQLiteDedupStore(path: path, configuration: configuration)
+            let existedBefore = FileManager.default.fileExists(atPath: path)
+            let sqlite = try SQLiteDedupStore(path: path, configuration: configuration, logger: logger)
             store = sqlite
             ledger = try await SQLiteEffectLedger(store: sqlite, run: namespace)
+            data = .sqlite(path: path, existedBefore: existedBefore, namespace: namespace, effectsTable: SQLiteEffectLedger.table)
             broker = SimulatedBroker(configuration: brokerConfiguration, clock: clock)
-        case .redis:
+        case .redis(let url):
             // Redis leases run on the server's clock, so the broker runs in real time with short leases.
-            store = try options.store.open()
+            let endpoint = try RedisEndpoint(url: url)
+            let redisConfiguration = RedisDedupStore.Configuration()
+            store = try RedisDedupStore(endpoint: endpoint, configuration: redisConfiguration, logger: logger)
+            data = .redis(location: options.store, endpoint: endpoint, keyPrefix: redisConfiguration.keyPrefix, namespace: namespace)
             ledger = MemoryEffectLedger()
             lease = .milliseconds(400)
             brokerConfiguration.redeliveryDelay = .milliseconds(50)
@@ -107,7 +135,7 @@ public enum DemoScenario {
         configuration.lease = lease
         configuration.renewalInterval = lease / 3
         configuration.minimumRetryDelay = .milliseconds(20)
-        let consumer = try IdempotentConsumer(store: store, namespace: namespace, configuration: configuration)
+        let consumer = try IdempotentConsumer(store: store, namespace: namespace, configuration: configuration, logger: logger)
 
         let startedAt = broker.now
         for number in 0..<options.messages {
@@ -118,7 +146,8 @@ public enum DemoScenario {
         let leaseDuration = lease
         let handler: @Sendable (SimulatedBroker.Delivery) async throws -> SimulatedBroker.Ack = { delivery in
             let acked = try await handle(
-                delivery, consumer: consumer, store: store, ledger: ledger, tally: tally, lease: leaseDuration
+                delivery, consumer: consumer, store: store, ledger: ledger, tally: tally,
+                crashesAfterEffect: crashesAfterEffect, lease: leaseDuration
             )
             let done = tally["settled"] + 1
             tally.add("settled")
@@ -146,10 +175,21 @@ public enum DemoScenario {
         report.duplicatesSkipped = tally["duplicate"]
         report.deferred = tally["deferred"]
         report.takeovers = tally["takeover"]
-        report.crashesMovedBeforeEffect = tally["crash-moved-before-effect"]
+        report.data = data
+        report.isTransactional = ledger is SQLiteEffectLedger
+        let afterEffect = crashesAfterEffect.all
+        report.crashesAfterEffect = afterEffect.values.reduce(0, +)
         for message in broker.messages {
             let count = effects[message.id, default: 0]
-            if count != 1 { report.violations.append((message.id, count)) }
+            // Without a transaction each crash after the effect leaves one application behind and
+            // the redelivery applies the message again: expected, and nothing else is.
+            let expected = 1 + (report.isTransactional ? 0 : afterEffect[message.id, default: 0])
+            if count != expected {
+                report.violations.append((message.id, count))
+            } else if count > 1 {
+                report.reappliedMessages += 1
+                report.extraApplications += count - 1
+            }
         }
         if case .sqlite = options.store { (store as? SQLiteDedupStore)?.close() }
         return report
@@ -158,7 +198,7 @@ public enum DemoScenario {
     /// One delivery: a planned crash, or processing through the consumer.
     private static func handle(
         _ delivery: SimulatedBroker.Delivery, consumer: IdempotentConsumer, store: any DedupStore,
-        ledger: any EffectLedger, tally: Tally, lease: Duration
+        ledger: any EffectLedger, tally: Tally, crashesAfterEffect: Tally, lease: Duration
     ) async throws -> SimulatedBroker.Ack {
         let message = delivery.message
         switch delivery.plannedCrash {
@@ -173,16 +213,21 @@ public enum DemoScenario {
                 // The effect is written in the store's transaction; the crash rolls both back.
                 do {
                     _ = try await sqliteLedger.applyTransactionally(message, consumer: consumer) { _ in
+                        crashesAfterEffect.add(message.id)
                         throw SimulatedCrash()
                     }
                 } catch is SimulatedCrash {}
                 return .crash
             }
-            // Without a transaction, a crash after the effect re-runs the handler (at-least-once);
-            // the demo dies before the effect instead, and says so in its summary.
+            // Without a transaction the consumer claims the key, runs the effect and dies before
+            // completing: the effect stays, the claim lapses unrenewed, and the redelivery that takes
+            // it over applies the message again (the at-least-once window the README documents).
             let id = try RecordID(namespace: consumer.namespace, key: message.key)
-            _ = try await store.claim(ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention))
-            tally.add("crash-moved-before-effect")
+            let answer = try await store.claim(ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention))
+            if case .acquired(let claimed) = answer {
+                try await ledger.record(messageID: message.id, fencingToken: claimed.fencingToken)
+                crashesAfterEffect.add(message.id)
+            }
             return .crash
         case nil:
             break

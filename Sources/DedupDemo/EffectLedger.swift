@@ -34,6 +34,8 @@ final class MemoryEffectLedger: EffectLedger {
 /// The ledger for SQLite: a table in the dedup file itself, written in the same transaction as the
 /// completion (transactional mode), so an effect and its completion commit together or not at all.
 final class SQLiteEffectLedger: EffectLedger {
+    /// The table of effect rows, one per handler run.
+    static let table = "demo_effects"
     let store: SQLiteDedupStore
     let run: String
 
@@ -43,11 +45,11 @@ final class SQLiteEffectLedger: EffectLedger {
         try await store.withTransaction { transaction in
                 _ = try transaction.execute(
                     """
-                    CREATE TABLE IF NOT EXISTS demo_effects(
+                    CREATE TABLE IF NOT EXISTS \(Self.table)(
                         run TEXT NOT NULL, message_id TEXT NOT NULL, fencing INTEGER NOT NULL)
                     """
                 )
-            _ = try transaction.execute("CREATE INDEX IF NOT EXISTS demo_effects_run ON demo_effects(run, message_id)")
+            _ = try transaction.execute("CREATE INDEX IF NOT EXISTS \(Self.table)_run ON \(Self.table)(run, message_id)")
         }
     }
 
@@ -62,7 +64,7 @@ final class SQLiteEffectLedger: EffectLedger {
         let outcome = try await consumer.processInTransaction(key: message.key) { transaction, context in
             took.withLock { $0 = context.isTakeover }
             _ = try transaction.execute(
-                "INSERT INTO demo_effects(run, message_id, fencing) VALUES (?, ?, ?)",
+                "INSERT INTO \(Self.table)(run, message_id, fencing) VALUES (?, ?, ?)",
                 [.text(run), .text(message.id), .integer(context.fencingToken)]
             )
             try afterEffect(transaction)
@@ -74,7 +76,7 @@ final class SQLiteEffectLedger: EffectLedger {
         let run = self.run
         try await store.withTransaction { transaction in
             _ = try transaction.execute(
-                "INSERT INTO demo_effects(run, message_id, fencing) VALUES (?, ?, ?)",
+                "INSERT INTO \(Self.table)(run, message_id, fencing) VALUES (?, ?, ?)",
                 [.text(run), .text(messageID), .integer(fencingToken)]
             )
         }
@@ -85,7 +87,7 @@ final class SQLiteEffectLedger: EffectLedger {
         return try await store.withTransaction { transaction in
             var counts: [String: Int] = [:]
             for row in try transaction.query(
-                "SELECT message_id, count(*) FROM demo_effects WHERE run = ? GROUP BY message_id", [.text(run)]
+                "SELECT message_id, count(*) FROM \(Self.table) WHERE run = ? GROUP BY message_id", [.text(run)]
             ) {
                 counts[row[0].string ?? "", default: 0] += Int(row[1].int64 ?? 0)
             }
