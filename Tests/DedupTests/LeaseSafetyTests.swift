@@ -18,8 +18,8 @@ struct LeaseSafetyTests {
         var configuration = ConsumerConfiguration()
         // Seconds of slack, so a stall of the test process under the whole suite's load does not
         // pass for a lost lease; one renewal call per lease would take 50 s a round.
-        configuration.lease = .seconds(4)
-        configuration.renewalInterval = .seconds(1)
+        configuration.lease = .seconds(8)
+        configuration.renewalInterval = .seconds(2)
         let consumer = try IdempotentConsumer(store: slow, namespace: "orders", configuration: configuration, metricsFactory: metrics)
         let keys = (0..<1000).map { "m-\($0)" }
         let ids = try keys.map { try RecordID(namespace: "orders", key: $0) }
@@ -34,7 +34,7 @@ struct LeaseSafetyTests {
             await started.wait()
             var rivalAcquired = 0
             while !stop.isSet {
-                let answers = try await base.claim(batch: ids.map { ClaimRequest(id: $0, lease: .seconds(4), retention: .seconds(60)) })
+                let answers = try await base.claim(batch: ids.map { ClaimRequest(id: $0, lease: .seconds(8), retention: .seconds(60)) })
                 for answer in answers { if case .acquired = answer { rivalAcquired += 1 } }
                 try await Task.sleep(for: .milliseconds(250))
             }
@@ -47,8 +47,8 @@ struct LeaseSafetyTests {
                     try await consumer.process(key: key) { context in
                         ledger.record(key)
                         if running.increment() == keys.count { started.open() }
-                        // The handler's work outlasts the lease one and a half times.
-                        try await Task.sleep(for: .seconds(6))
+                        // The handler's work outlasts the lease.
+                        try await Task.sleep(for: .seconds(10))
                         try context.checkLease()
                     }
                 }
