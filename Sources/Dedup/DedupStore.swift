@@ -101,9 +101,10 @@ public struct RecordFilter: Hashable, Sendable {
     public var namespace: String?
     /// Only this state.
     public var state: RecordState?
-    /// Only records whose ``DedupRecord/recordTime`` is at or after this.
+    /// Only records whose ``DedupRecord/selectionTime`` (broker time where the record carries one,
+    /// else its ``DedupRecord/recordTime``) is at or after this.
     public var from: Date?
-    /// Only records whose ``DedupRecord/recordTime`` is before this.
+    /// Only records whose ``DedupRecord/selectionTime`` is before this.
     public var until: Date?
     /// Only keys starting with this (UTF-8 byte prefix).
     public var keyPrefix: String?
@@ -121,7 +122,7 @@ public struct RecordFilter: Hashable, Sendable {
     public func matches(_ record: DedupRecord) -> Bool {
         if let namespace, record.id.namespace != namespace { return false }
         if let state, record.state != state { return false }
-        let time = record.recordTime
+        let time = record.selectionTime
         if let from, time < from { return false }
         if let until, time >= until { return false }
         if let keyPrefix, !record.id.key.utf8.starts(with: keyPrefix.utf8) { return false }

@@ -38,12 +38,18 @@ public struct DedupRecord: Hashable, Sendable {
     public var fingerprint: String?
     /// The handler's encoded result, if it returned one.
     public var result: Data?
+    /// When the broker took the message (a stream entry ID's milliseconds, a RocketMQ store time, a
+    /// Kafka log-append time), as the claim that created the record gave it
+    /// (``ClaimRequest/brokerTime``); `nil` when it gave none. Kept at millisecond precision.
+    /// `reset` and `replay` select by it (``selectionTime``), so a replay of a broker time range
+    /// re-applies what was published then, however far behind the consumer was.
+    public var brokerTime: Date?
 
     /// Creates a record.
     public init(
         id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
         createdAt: Date, leaseUntil: Date?, completedAt: Date?, expiresAt: Date,
-        fingerprint: String? = nil, result: Data? = nil, ownerLabel: String? = nil
+        fingerprint: String? = nil, result: Data? = nil, ownerLabel: String? = nil, brokerTime: Date? = nil
     ) {
         self.id = id
         self.state = state
@@ -57,13 +63,14 @@ public struct DedupRecord: Hashable, Sendable {
         self.expiresAt = expiresAt
         self.fingerprint = fingerprint
         self.result = result
+        self.brokerTime = brokerTime
     }
 
     /// A record from times in Unix milliseconds, as stores keep them.
     package init(
         id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
         createdMilliseconds: Int64, leaseUntilMilliseconds: Int64?, completedMilliseconds: Int64?, expiresMilliseconds: Int64,
-        fingerprint: String?, result: Data?, ownerLabel: String?
+        fingerprint: String?, result: Data?, ownerLabel: String?, brokerMilliseconds: Int64? = nil
     ) {
         self.init(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
@@ -71,12 +78,16 @@ public struct DedupRecord: Hashable, Sendable {
             leaseUntil: leaseUntilMilliseconds.map { Date(millisecondsSince1970: $0) },
             completedAt: completedMilliseconds.map { Date(millisecondsSince1970: $0) },
             expiresAt: Date(millisecondsSince1970: expiresMilliseconds), fingerprint: fingerprint, result: result,
-            ownerLabel: ownerLabel
+            ownerLabel: ownerLabel, brokerTime: brokerMilliseconds.map { Date(millisecondsSince1970: $0) }
         )
     }
 
-    /// The time filters and `reset` use: completion time when completed, claim time in flight.
+    /// When the record last changed state: completion time when completed, claim time in flight.
     public var recordTime: Date { completedAt ?? createdAt }
+
+    /// The time ``RecordFilter`` (and so `list`, `reset` and `replay`) selects by: the
+    /// ``brokerTime`` when the record carries one, else the ``recordTime``.
+    public var selectionTime: Date { brokerTime ?? recordTime }
 }
 
 /// What a consumer holds after acquiring a key: proof of ownership for complete, release and renew.
@@ -149,11 +160,15 @@ public struct ClaimRequest: Hashable, Sendable {
     public var retention: Duration
     /// The payload fingerprint to compare with the record's, if the caller supplies one.
     public var fingerprint: String?
+    /// When the broker took the message, if the caller knows it; a claim that creates the record
+    /// keeps it there (``DedupRecord/brokerTime``, millisecond precision), and a later claim of an
+    /// existing record does not change it.
+    public var brokerTime: Date?
 
     /// Creates a claim request.
     public init(
         id: RecordID, ownerToken: String = Lease.makeOwnerToken(), lease: Duration, retention: Duration,
-        fingerprint: String? = nil, ownerLabel: String = ClaimRequest.defaultOwnerLabel
+        fingerprint: String? = nil, ownerLabel: String = ClaimRequest.defaultOwnerLabel, brokerTime: Date? = nil
     ) {
         self.id = id
         self.ownerToken = ownerToken
@@ -161,6 +176,7 @@ public struct ClaimRequest: Hashable, Sendable {
         self.lease = lease
         self.retention = retention
         self.fingerprint = fingerprint
+        self.brokerTime = brokerTime
     }
 }
 

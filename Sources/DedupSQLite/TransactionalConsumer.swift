@@ -1,4 +1,5 @@
 import Dedup
+import Foundation
 
 extension SQLiteDedupStore {
     /// Runs `body` in one write transaction on the store's worker thread: for the application's own
@@ -36,6 +37,8 @@ extension IdempotentConsumer {
     /// other consumer can see the claim before it commits) and no fail-open: the effect lives in the
     /// store, so without the store there is nothing to run.
     ///
+    /// `brokerTime` is kept on the record as in ``IdempotentConsumer/process(key:fingerprint:brokerTime:_:)``.
+    ///
     /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``, or
     ///   ``ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
     ///   lease on the key (under the ``InFlightPolicy/wait(timeout:)`` policy, only once the
@@ -45,7 +48,7 @@ extension IdempotentConsumer {
     ///   ``DedupError/Code/payloadMismatch``, ``DedupError/Code/invalidConfiguration`` when the
     ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
     public func processInTransaction(
-        key: String?, fingerprint: String? = nil,
+        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
         _ body: @escaping @Sendable (SQLiteTransaction, DedupContext) throws -> Void
     ) async throws -> ProcessOutcome {
         guard let sqlite = store as? SQLiteDedupStore else {
@@ -60,7 +63,7 @@ extension IdempotentConsumer {
         let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
         let request = ClaimRequest(
             id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
-            ownerLabel: configuration.ownerLabel
+            ownerLabel: configuration.ownerLabel, brokerTime: brokerTime
         )
         var waiter = InFlightWaiter(configuration)
         while true {

@@ -72,6 +72,9 @@ public struct IdempotentConsumer: Sendable {
     ///     (``ConsumerConfiguration/missingKeyPolicy`` decides).
     ///   - fingerprint: A digest of the payload; a key seen with another fingerprint throws
     ///     ``DedupError/Code/payloadMismatch``.
+    ///   - brokerTime: When the broker took the message (a stream entry ID's milliseconds, a
+    ///     RocketMQ store time, a Kafka log-append time), kept on the record so a replay of a broker
+    ///     time range selects it (``DedupRecord/brokerTime``).
     ///   - handler: The side effect. It runs at most once per key within the retention, never
     ///     concurrently for one key while a lease is live.
     /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``,
@@ -80,9 +83,10 @@ public struct IdempotentConsumer: Sendable {
     ///   ``DedupError`` (invalid key, store failure under fail-closed, lease lost, payload mismatch).
     ///   Do not ack a message whose processing threw.
     public func process(
-        key: String?, fingerprint: String? = nil, _ handler: (DedupContext) async throws -> Void
+        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
+        _ handler: (DedupContext) async throws -> Void
     ) async throws -> ProcessOutcome {
-        try await run(key: key, fingerprint: fingerprint) { context in
+        try await run(key: key, fingerprint: fingerprint, brokerTime: brokerTime) { context in
             try await handler(context)
             return nil
         }.outcome
@@ -92,11 +96,11 @@ public struct IdempotentConsumer: Sendable {
     /// the completion (JSON, up to ``ConsumerConfiguration/maximumResultBytes``) and handed back to
     /// later duplicates.
     public func process<Value: Codable & Sendable>(
-        key: String?, fingerprint: String? = nil, returning: Value.Type = Value.self,
+        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil, returning: Value.Type = Value.self,
         _ handler: (DedupContext) async throws -> Value
     ) async throws -> ProcessResult<Value> {
         var value: Value?
-        let (outcome, stored) = try await run(key: key, fingerprint: fingerprint) { context in
+        let (outcome, stored) = try await run(key: key, fingerprint: fingerprint, brokerTime: brokerTime) { context in
             let result = try await handler(context)
             value = result
             // The side effect has happened: a result that cannot be encoded is not stored, but it
@@ -116,17 +120,17 @@ public struct IdempotentConsumer: Sendable {
 
     /// Processes one message whose key a ``KeyStrategy`` finds.
     public func process<Message>(
-        _ message: Message, keyStrategy: KeyStrategy<Message>, fingerprint: String? = nil,
+        _ message: Message, keyStrategy: KeyStrategy<Message>, fingerprint: String? = nil, brokerTime: Date? = nil,
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> ProcessOutcome {
-        try await process(key: keyStrategy.key(for: message), fingerprint: fingerprint) { context in
+        try await process(key: keyStrategy.key(for: message), fingerprint: fingerprint, brokerTime: brokerTime) { context in
             try await handler(message, context)
         }
     }
 
     /// The whole single-message path; `handler` returns the bytes to store, if any.
     private func run(
-        key: String?, fingerprint: String?, _ handler: (DedupContext) async throws -> Data?
+        key: String?, fingerprint: String?, brokerTime: Date?, _ handler: (DedupContext) async throws -> Data?
     ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
         guard let key, !key.isEmpty else {
             return try await runWithoutKey(handler)
@@ -140,7 +144,7 @@ public struct IdempotentConsumer: Sendable {
         while true {
             let request = ClaimRequest(
                 id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
-                ownerLabel: configuration.ownerLabel
+                ownerLabel: configuration.ownerLabel, brokerTime: brokerTime
             )
             let claimStarted = MonotonicInstant.now
             let answer: ClaimAnswer
@@ -254,7 +258,7 @@ public struct IdempotentConsumer: Sendable {
     ///   message of the batch was processed.
     public func processBatch<Message>(
         _ messages: [Message], keyStrategy: KeyStrategy<Message>,
-        fingerprint: ((Message) -> String?)? = nil,
+        fingerprint: ((Message) -> String?)? = nil, brokerTime: ((Message) -> Date?)? = nil,
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
         // Only the keys and fingerprints need the message type: the rest is not generic, so it is
@@ -263,19 +267,22 @@ public struct IdempotentConsumer: Sendable {
         keys.reserveCapacity(messages.count)
         var fingerprints: [String?]? = fingerprint == nil ? nil : []
         fingerprints?.reserveCapacity(messages.count)
+        var brokerTimes: [Date?]? = brokerTime == nil ? nil : []
+        brokerTimes?.reserveCapacity(messages.count)
         for index in messages.indices {
             keys.append(keyStrategy.key(for: messages[index]))
             if let fingerprint { fingerprints?.append(fingerprint(messages[index])) }
+            if let brokerTime { brokerTimes?.append(brokerTime(messages[index])) }
         }
-        return try await processBatch(keys: keys, fingerprints: fingerprints) { index, context in
+        return try await processBatch(keys: keys, fingerprints: fingerprints, brokerTimes: brokerTimes) { index, context in
             try await handler(messages[index], context)
         }
     }
 
-    /// ``processBatch(_:keyStrategy:fingerprint:_:)`` on the messages' keys and fingerprints; the
+    /// ``processBatch(_:keyStrategy:fingerprint:brokerTime:_:)`` on the messages' keys and fingerprints; the
     /// handler gets a message's position.
     private func processBatch(
-        keys: [String?], fingerprints: [String?]?, _ handler: (Int, DedupContext) async throws -> Void
+        keys: [String?], fingerprints: [String?]?, brokerTimes: [Date?]?, _ handler: (Int, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
         // Every message's result is set below; one left unset (a bug) comes out as an error, so its
         // message is not acked, rather than as an outcome.
@@ -309,7 +316,8 @@ public struct IdempotentConsumer: Sendable {
             requests.append(
                 ClaimRequest(
                     id: id, lease: configuration.lease, retention: configuration.retention,
-                    fingerprint: fingerprints?[index], ownerLabel: configuration.ownerLabel
+                    fingerprint: fingerprints?[index], ownerLabel: configuration.ownerLabel,
+                    brokerTime: brokerTimes?[index]
                 )
             )
             requestIndex.append(index)
@@ -455,7 +463,7 @@ public struct IdempotentConsumer: Sendable {
         // Messages in flight elsewhere under the wait policy: wait for each on its own.
         for index in stillInFlight {
             results[index] = await Self.capture {
-                try await process(key: keys[index], fingerprint: fingerprints?[index]) { context in
+                try await process(key: keys[index], fingerprint: fingerprints?[index], brokerTime: brokerTimes?[index]) { context in
                     try await handler(index, context)
                 }
             }
