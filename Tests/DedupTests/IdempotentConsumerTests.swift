@@ -448,7 +448,7 @@ struct IdempotentConsumerTests {
         #expect(try metrics.expectTimer("dedup.store.duration", [("namespace", "orders"), ("operation", "claim")]).values.count == 3)
     }
 
-    @Test("a batch is claimed in one store call and gives each message its own outcome")
+    @Test("a batch is claimed in one store call and gives each message its own outcome (a key's second copy: a duplicate)")
     func batch() async throws {
         let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))
         let consumer = try makeConsumer(store)
@@ -465,7 +465,7 @@ struct IdempotentConsumerTests {
         guard case .success(.duplicate) = results[0] else { Issue.record("\(results[0])"); return }
         #expect(try results[1].get() == .applied)
         #expect(try results[2].get() == .applied)
-        guard case .success(.deferred) = results[3] else { Issue.record("\(results[3])"); return }
+        guard case .success(.duplicate) = results[3] else { Issue.record("\(results[3])"); return }
         #expect(throws: TestError.self) { try results[4].get() }
         #expect(throws: DedupError.self) { try results[5].get() }
         #expect(ledger.count("b-0") == 1)
