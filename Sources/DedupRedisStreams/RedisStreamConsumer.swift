@@ -178,7 +178,8 @@ public struct RedisStreamConsumer: Service {
             do {
                 let read: StreamRead
                 let now = clock.now
-                let isReclaim = now >= nextReclaim
+                // Own pending entries go first; reclaiming others' starts once they are done.
+                let isReclaim = phase == .new && now >= nextReclaim
                 if case .createGroup(let recreating) = phase {
                     try await createGroup(client, recreating: recreating)
                     phase = .ownPending(after: .zero)
