@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Dedup", targets: ["Dedup"]),
         .library(name: "DedupSQLite", targets: ["DedupSQLite"]),
         .library(name: "DedupRedis", targets: ["DedupRedis"]),
+        .library(name: "DedupRedisStreams", targets: ["DedupRedisStreams"]),
         .library(name: "DedupTestKit", targets: ["DedupTestKit"]),
         .executable(name: "dedup-inspect", targets: ["dedup-inspect"]),
         .executable(name: "dedup-demo", targets: ["dedup-demo"]),
@@ -53,6 +54,16 @@ let package = Package(
             dependencies: [
                 "Dedup", "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // A consumer-group runner for Redis Streams, on DedupRedis's connections.
+        .target(
+            name: "DedupRedisStreams",
+            dependencies: [
+                "Dedup", "DedupRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
@@ -122,6 +133,14 @@ let package = Package(
         .testTarget(
             name: "DedupRedisTests",
             dependencies: ["CHiredis", "Dedup", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
+        ),
+        .testTarget(
+            name: "DedupRedisStreamsTests",
+            dependencies: [
+                "Dedup", "DedupRedis", "DedupRedisStreams", "DedupSQLite", "DedupTestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .testTarget(
             name: "DedupInspectTests",

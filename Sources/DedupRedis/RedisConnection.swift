@@ -28,12 +28,23 @@ final class ConditionLock: @unchecked Sendable {
 }
 
 /// What a connection needs to know to connect and log in.
-struct ConnectionSettings: Sendable {
-    var endpoint: RedisEndpoint
-    var connectTimeout: Duration
-    var commandTimeout: Duration
-    var reconnect: RedisDedupStore.ReconnectPolicy
-    var logger: Logger
+package struct ConnectionSettings: Sendable {
+    package var endpoint: RedisEndpoint
+    package var connectTimeout: Duration
+    package var commandTimeout: Duration
+    package var reconnect: RedisDedupStore.ReconnectPolicy
+    package var logger: Logger
+
+    package init(
+        endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration, reconnect: RedisDedupStore.ReconnectPolicy,
+        logger: Logger
+    ) {
+        self.endpoint = endpoint
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.reconnect = reconnect
+        self.logger = logger
+    }
 }
 
 /// One hiredis connection and the thread that owns it.
@@ -42,7 +53,7 @@ struct ConnectionSettings: Sendable {
 /// all to the socket with one `send`, reads the replies in order and resumes the callers.
 /// Concurrent callers therefore share round trips (automatic pipelining), and a blocking network
 /// wait parks this thread, never one of Swift's cooperative threads.
-final class RedisConnection: @unchecked Sendable {
+package final class RedisConnection: @unchecked Sendable {
     private struct Job {
         var commands: [RedisCommand]
         var continuation: UnsafeContinuation<Result<[RedisReply], DedupError>, Never>
@@ -68,7 +79,7 @@ final class RedisConnection: @unchecked Sendable {
     /// Where the context's reader builds each reply (not `replies`: that names the values read).
     private let replyBuffer = ReplyBuffer()
 
-    init(settings: ConnectionSettings, index: Int) {
+    package init(settings: ConnectionSettings, index: Int) {
         self.settings = settings
         self.index = index
     }
@@ -81,7 +92,7 @@ final class RedisConnection: @unchecked Sendable {
     /// the handoff costs two thread wake-ups, as much as the round trip on loopback. The store
     /// allows it only when no other call of the store is in progress, so at most one cooperative
     /// thread waits on the network and only while nothing else wants the store.
-    func execute(_ commands: [RedisCommand], mayRunInline: Bool = false) async throws(DedupError) -> [RedisReply] {
+    package func execute(_ commands: [RedisCommand], mayRunInline: Bool = false) async throws(DedupError) -> [RedisReply] {
         load.add(1, ordering: .relaxed)
         defer { load.subtract(1, ordering: .relaxed) }
         if mayRunInline {
@@ -121,7 +132,7 @@ final class RedisConnection: @unchecked Sendable {
 
     /// Stops the thread after the queued work fails with ``DedupError/Code/storeUnavailable`` and
     /// closes the socket; returns once the thread has finished.
-    func close() async {
+    package func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             lock.lock()
             closed = true
@@ -144,7 +155,7 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Asks the thread to stop without waiting (for `deinit`).
-    func closeSoon() {
+    package func closeSoon() {
         lock.lock()
         closed = true
         lock.signal()
@@ -612,7 +623,7 @@ final class RedisConnection: @unchecked Sendable {
 
 extension DedupError {
     /// Maps a Redis error reply to the most specific code, keeping the server's text.
-    static func fromServer(_ text: String, endpoint: RedisEndpoint) -> DedupError {
+    package static func fromServer(_ text: String, endpoint: RedisEndpoint) -> DedupError {
         let word = text.prefix(while: { $0 != " " })
         let where_ = endpoint.redactedDescription
         switch word {

@@ -5,11 +5,11 @@ import CHiredis
 /// sending it copies the `*<count>` header and the body as they are (into the connection's send
 /// buffer, or hiredis's output buffer while connecting), with no formatting step in between
 /// (arguments may contain NUL).
-struct RedisCommand: Sendable {
+package struct RedisCommand: Sendable {
     private(set) var body: [UInt8] = []
     private(set) var count = 0
 
-    init(_ arguments: String...) {
+    package init(_ arguments: String...) {
         body.reserveCapacity(64)
         for argument in arguments { append(argument) }
     }
@@ -30,12 +30,12 @@ struct RedisCommand: Sendable {
         self.count = count
     }
 
-    mutating func append(_ argument: String) {
+    package mutating func append(_ argument: String) {
         var argument = argument
         argument.withUTF8 { append(bytes: $0) }
     }
 
-    mutating func append(_ argument: [UInt8]) {
+    package mutating func append(_ argument: [UInt8]) {
         argument.withUnsafeBufferPointer { append(bytes: $0) }
     }
 
@@ -46,7 +46,7 @@ struct RedisCommand: Sendable {
     }
 
     /// Appends a decimal integer without making a `String` of it.
-    mutating func append(_ value: Int64) {
+    package mutating func append(_ value: Int64) {
         appendHeader((value < 0 ? 1 : 0) + RespWriter.digitCount(Int(clamping: value.magnitude)))
         appendDecimal(value, to: &body)
         appendCRLF()
@@ -268,7 +268,7 @@ func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
 
 /// A Redis reply, copied out of the connection's ``ReplyBuffer`` by whoever read it (the I/O thread
 /// or an inline caller).
-enum RedisReply: Sendable, Equatable {
+package enum RedisReply: Sendable, Equatable {
     case string([UInt8])
     case status(String)
     case integer(Int64)
@@ -276,12 +276,12 @@ enum RedisReply: Sendable, Equatable {
     case error(String)
     case array([RedisReply])
 
-    var errorText: String? {
+    package var errorText: String? {
         if case .error(let text) = self { return text }
         return nil
     }
 
-    var integerValue: Int64? {
+    package var integerValue: Int64? {
         switch self {
         case .integer(let value): return value
         case .string(let bytes): return Self.parseInteger(bytes)
@@ -313,7 +313,7 @@ enum RedisReply: Sendable, Equatable {
         return value
     }
 
-    var bytesValue: [UInt8]? {
+    package var bytesValue: [UInt8]? {
         switch self {
         case .string(let bytes): return bytes
         case .status(let text): return Array(text.utf8)
@@ -321,9 +321,9 @@ enum RedisReply: Sendable, Equatable {
         }
     }
 
-    var stringValue: String? { bytesValue.map { String(decoding: $0, as: UTF8.self) } }
+    package var stringValue: String? { bytesValue.map { String(decoding: $0, as: UTF8.self) } }
 
-    var arrayValue: [RedisReply]? {
+    package var arrayValue: [RedisReply]? {
         if case .array(let elements) = self { return elements }
         return nil
     }
