@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "dedup-bench",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "DedupRedisStreamsTests",
             dependencies: [
-                "Dedup", "DedupRedis", "DedupRedisStreams", "DedupSQLite", "DedupTestSupport",
+                "Dedup", "DedupRedis", "DedupRedisStreams", "DedupSQLite", "DedupTestKit", "DedupTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -49,7 +49,8 @@ extension RedisStreamConsumer {
         public var startPosition: StartPosition
         /// How entries go through the dedup consumer. Default ``ProcessingMode/oneByOne``.
         public var processingMode: ProcessingMode
-        /// The most entries being processed at once (reading pauses at the limit). Default 16.
+        /// The most entries being processed at once (reading pauses at the limit). Default 16. In
+        /// ``ProcessingMode/batch`` mode at least ``readCount``: a whole read is one batch.
         public var entriesInFlight: Int
         /// The most entries one read (`COUNT`) or reclaim asks for. Default 100.
         public var readCount: Int

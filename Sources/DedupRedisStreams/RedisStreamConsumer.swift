@@ -133,7 +133,11 @@ public struct RedisStreamConsumer: Service {
     ///   stream; a refused login), after the handlers in flight finished.
     public func run() async throws {
         let client = StreamClient(endpoint: endpoint, configuration: configuration, logger: logger)
-        let inFlight = InFlightEntries(limit: configuration.entriesInFlight)
+        // A batch is processed as one unit: in batch mode a whole read (readCount) may be in flight,
+        // or every read would be cut to the in-flight limit and batches would shrink to it.
+        let limit = configuration.processingMode == .batch
+            ? max(configuration.entriesInFlight, configuration.readCount) : configuration.entriesInFlight
+        let inFlight = InFlightEntries(limit: limit)
         let stop = StopSignal()
         do {
             try await withGracefulShutdownHandler {

@@ -2,6 +2,7 @@ import Dedup
 import DedupRedis
 import DedupRedisStreams
 import DedupSQLite
+import DedupTestKit
 import Foundation
 import MetricsTestKit
 import Synchronization
@@ -114,6 +115,26 @@ struct LifecycleTests {
                 try await waitUntil("all forty entries are acked") { try await bed.pending().isEmpty && acked.totalValue == 40 }
             }
             #expect(ledger.all == Dictionary(uniqueKeysWithValues: orders.map { ($0, 1) }))
+        }
+    }
+
+    @Test("in batch mode a whole read is one batch, whatever the in-flight limit: one claim for 100 entries")
+    func batchModeReadsWholeBatches() async throws {
+        try await StreamBed.with { bed in
+            for index in 0..<100 { try await bed.add(["order": "order-\(index)"]) }
+            let store = FaultInjectingDedupStore(try bed.makeStore())
+            let metrics = TestMetrics()
+            let consumer = try RedisStreamConsumer(
+                url: bed.server.url,
+                configuration: bed.configuration { $0.processingMode = .batch; $0.readCount = 100; $0.entriesInFlight = 16 },
+                consumer: bed.makeDedup(store: store), logger: quietLogger, metricsFactory: metrics
+            ) { _, _ in }
+            let acked = try metrics.expectCounter("dedup.stream.entries", bed.dimensions("acked"))
+            try await whileRunning([consumer]) { _ in
+                try await waitUntil("all hundred entries are acked") { acked.totalValue == 100 }
+            }
+            // Before, each read was cut to the 16 free slots: seven batches of 16 or fewer.
+            #expect(store.calls(.claim) == 1)
         }
     }
 
