@@ -9,7 +9,7 @@ struct CeilingLine {
 
     init?(_ line: Substring) {
         let words = line.split(separator: " ")
-        guard let first = words.first, first == "sqlite" || first == "redis" else { return nil }
+        guard let first = words.first, first == "sqlite" || first == "redis" || first == "stream" else { return nil }
         store = String(first)
         fields = [:]
         for word in words.dropFirst() {
@@ -32,6 +32,11 @@ struct CeilingRates {
         for line in output.split(separator: "\n") {
             guard let parsed = CeilingLine(line), let rate = parsed.rate else { continue }
             let dup = parsed.isDuplicatePass
+            if parsed.store == "stream" {
+                // One plain consumer's pass is the ceiling of every stream path.
+                for path in BenchPath.streamPaths { passes[path, default: []].append(rate) }
+                continue
+            }
             let path: BenchPath
             switch (parsed.store, parsed.fields["mode"], parsed.fields["batch"]) {
             case ("sqlite", "single", _): path = dup ? .sqliteSingleDuplicate : .sqliteSingle

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Dedup
 import DedupRedis
+import DedupRedisStreams
 import DedupSQLite
 import Foundation
 import Logging
@@ -92,9 +93,9 @@ struct DedupBench: ParsableCommand, Sendable {
     @Option(help: "Consumer tasks on the concurrent Redis path.")
     var tasks = 8
 
-    enum Group: String, ExpressibleByArgument, CaseIterable { case single, batch, concurrent }
+    enum Group: String, ExpressibleByArgument, CaseIterable { case single, batch, concurrent, stream }
 
-    @Option(help: "Only these kinds of path (repeatable: single, batch, concurrent), for profiling one of them.")
+    @Option(help: "Only these kinds of path (repeatable: single, batch, concurrent, stream), for profiling one of them.")
     var group: [Group] = []
 
     private func runs(_ kind: Group) -> Bool { group.isEmpty || group.contains(kind) }
@@ -159,6 +160,7 @@ struct DedupBench: ParsableCommand, Sendable {
             progress("placement: \(placement)")
         }
         let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
+        let streamCeiling = runRedis && runs(.stream) && ceilings != nil ? try StreamCeiling(buildDirectory: temp + "/stream") : nil
         let protocolClient =
             breakdown && runRedis && ceilings != nil
             ? try ProtocolClient(buildDirectory: temp + "/protocol", completionScript: RedisDedupStore.completionScriptSource) : nil
@@ -211,7 +213,8 @@ struct DedupBench: ParsableCommand, Sendable {
         }
         let workload = Workload(
             sqliteKeys: sqliteKeys, sqliteBatches: sqliteBatches, redisKeys: redisKeys, redisBatches: redisBatches,
-            warmUp: warmUpKeys, temp: temp, redis: redis, ceilings: ceilings, protocolClient: protocolClient, logger: logger
+            warmUp: warmUpKeys, temp: temp, redis: redis, ceilings: ceilings, protocolClient: protocolClient,
+            streamCeiling: streamCeiling, logger: logger
         )
         var pairs: [(ceiling: Side?, ours: Side)] = []
         if runSQLite {
@@ -222,6 +225,13 @@ struct DedupBench: ParsableCommand, Sendable {
             if runs(.single) { pairs.append((.redisCeiling(batch: 1), .redisOurs(.single))) }
             if runs(.batch) { pairs.append((.redisCeiling(batch: 100), .redisOurs(.batch))) }
             if runs(.concurrent) { pairs.append((nil, .redisOurs(.concurrent))) }
+            if runs(.stream) {
+                // One ceiling pass a round serves the four stream paths (the same plain consumer).
+                pairs.append((.streamCeiling, .streamOurs(.sqlite, .oneByOne)))
+                pairs.append((nil, .streamOurs(.sqlite, .batch)))
+                pairs.append((nil, .streamOurs(.redis, .oneByOne)))
+                pairs.append((nil, .streamOurs(.redis, .batch)))
+            }
         }
         let rounds = max(1, self.rounds ?? (quick ? 1 : 5))
         for round in 1...rounds {
@@ -274,6 +284,7 @@ struct DedupBench: ParsableCommand, Sendable {
         var redis: RedisServer?
         var ceilings: Ceilings?
         var protocolClient: ProtocolClient?
+        var streamCeiling: StreamCeiling?
         var logger: Logger
     }
 
@@ -284,6 +295,8 @@ struct DedupBench: ParsableCommand, Sendable {
         case redisCeiling(batch: Int)
         case sqliteOurs(Group)
         case redisOurs(Group)
+        case streamCeiling
+        case streamOurs(StreamStore, RedisStreamConsumer.ProcessingMode)
     }
 
     private func run(_ side: Side, _ workload: Workload, round: Int, into results: inout RunResults) async throws {
@@ -315,7 +328,53 @@ struct DedupBench: ParsableCommand, Sendable {
         case .redisOurs(let group):
             guard let redis = workload.redis else { return }
             try await runRedis(group, workload, redis: redis, into: &results)
+        case .streamCeiling:
+            guard let streamCeiling = workload.streamCeiling, let redis = workload.redis else { return }
+            try redis.flushAll()
+            progress("ceiling: stream, XREADGROUP COUNT 100 + XACK, N=\(workload.redisKeys.count)")
+            let output = try streamCeiling.run(host: redis.host, port: redis.port, n: workload.redisKeys.count)
+            FileHandle.standardError.write(Data(output.utf8))
+            results.ceilings.take(output)
+        case .streamOurs(let store, let mode):
+            guard let redis = workload.redis else { return }
+            try await runStream(store, mode, workload, redis: redis, round: round, into: &results)
         }
+    }
+
+    /// Our pass of one stream path: a stream of fresh entries on an emptied server, consumed by a
+    /// RedisStreamConsumer whose dedup records go to a fresh SQLite file or the same Redis.
+    private func runStream(
+        _ storeKind: StreamStore, _ mode: RedisStreamConsumer.ProcessingMode, _ workload: Workload, redis: RedisServer,
+        round: Int, into results: inout RunResults
+    ) async throws {
+        let logger = workload.logger
+        let n = workload.redisKeys.count
+        try redis.flushAll()
+        let endpoint = try RedisEndpoint(url: redis.url)
+        try await fillStream(endpoint, stream: "bench-stream", count: n, logger: logger)
+        let path = "\(workload.temp)/stream-\(mode)-\(round).sqlite"
+        var redisStore: RedisDedupStore?
+        let consumer: IdempotentConsumer
+        switch storeKind {
+        case .sqlite:
+            consumer = try sqliteConsumer(path: path, logger: logger)
+        case .redis:
+            let (store, redisConsumer) = try redisConsumer(redis, logger: logger)
+            redisStore = store
+            consumer = redisConsumer
+        }
+        let benchPath: BenchPath
+        switch (storeKind, mode) {
+        case (.sqlite, .oneByOne): benchPath = .streamSQLiteSingle
+        case (.sqlite, .batch): benchPath = .streamSQLiteBatch
+        case (.redis, .oneByOne): benchPath = .streamRedisSingle
+        case (.redis, .batch): benchPath = .streamRedisBatch
+        }
+        let measurement = try await measureStream(endpoint, stream: "bench-stream", consumer: consumer, mode: mode, count: n, logger: logger)
+        record(benchPath, measurement, into: &results)
+        await redisStore?.close()
+        if storeKind == .sqlite { try removeSQLite(path) }
+        try redis.flushAll()
     }
 
     /// Our SQLite pass of one kind of path, on a fresh file as the ceiling's: new keys, then the
@@ -334,7 +393,7 @@ struct DedupBench: ParsableCommand, Sendable {
             _ = try await measureBatches(consumer, batches: [workload.warmUp], expect: .applied)
             try await record(.sqliteBatch, measureBatches(consumer, batches: workload.sqliteBatches, expect: .applied), into: &results)
             try await record(.sqliteBatchDuplicate, measureBatches(consumer, batches: workload.sqliteBatches, expect: .duplicate), into: &results)
-        case .concurrent:
+        case .concurrent, .stream:
             return
         }
         try removeSQLite(path)
@@ -374,9 +433,11 @@ struct DedupBench: ParsableCommand, Sendable {
         case .concurrent:
             _ = try await measureConcurrent(consumer, keys: workload.warmUp, tasks: tasks)
             try await record(.redisConcurrent, measureConcurrent(consumer, keys: keys, tasks: tasks), into: &results)
+        case .stream:
+            break
         }
         await store.close()
-        if breakdown && group != .concurrent {
+        if breakdown && (group == .single || group == .batch) {
             try redis.flushAll()
             let store = try RedisDedupStore(url: redis.url, logger: logger)
             if group == .single {
