@@ -32,6 +32,11 @@ final class InFlightEntries: Sendable {
         }
     }
 
+    /// Whether the entry is being processed here.
+    func contains(_ id: StreamEntryID) -> Bool {
+        state.withLock { $0.ids.contains(id) }
+    }
+
     /// Registers the entries of `read` not already in flight, and returns them.
     func start(_ entries: [StreamEntry]) -> [StreamEntry] {
         state.withLock { state in entries.filter { state.ids.insert($0.id).inserted } }

@@ -191,7 +191,8 @@ public struct RedisStreamConsumer: Service {
                 } else if isReclaim {
                     let next: StreamEntryID
                     (read, next) = try await client.reclaim(
-                        minimumIdle: configuration.reclaimIdleTime!, cursor: reclaimCursor, count: count
+                        minimumIdle: configuration.reclaimIdleTime!, cursor: reclaimCursor, count: count,
+                        inFlightHere: inFlight.contains
                     )
                     // A scan goes on right away until it reaches the end of the pending list.
                     reclaimCursor = next

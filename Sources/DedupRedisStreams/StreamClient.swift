@@ -76,27 +76,46 @@ final class StreamClient: Sendable {
         return command
     }
 
-    /// Takes over entries pending longer than `minimumIdle` for any consumer (`XAUTOCLAIM`),
-    /// scanning on from `cursor`; returns them, the IDs whose entries are gone, and where the
-    /// next call goes on (`0-0` once the pending list was scanned to its end).
-    func reclaim(minimumIdle: Duration, cursor: StreamEntryID, count: Int) async throws -> (StreamRead, next: StreamEntryID) {
+    /// Takes over entries pending longer than `minimumIdle` for any consumer, scanning on from
+    /// `cursor`; returns them, the IDs whose entries are gone, and where the next call goes on
+    /// (`0-0` once the pending list was scanned to its end).
+    ///
+    /// Two steps, so that only a real delivery counts toward ``RedisStreamConsumer/Configuration/maxDeliveries``:
+    /// `XAUTOCLAIM … JUSTID` takes the idle IDs over without counting a delivery, then `XCLAIM`
+    /// delivers (and counts) those not `inFlightHere`. An entry this process is still running,
+    /// idle in Redis only because its handler is slow, is taken over and left alone: counted,
+    /// it would reach the dead-letter stream after fewer runs than the limit.
+    func reclaim(
+        minimumIdle: Duration, cursor: StreamEntryID, count: Int, inFlightHere: (StreamEntryID) -> Bool
+    ) async throws -> (StreamRead, next: StreamEntryID) {
         var command = RedisCommand("XAUTOCLAIM", configuration.stream, configuration.group, configuration.consumerName)
         command.append(minimumIdle.milliseconds)
         command.append(cursor.description)
         command.append("COUNT")
         command.append(Int64(count))
+        command.append("JUSTID")
         let reply = try await execute(command)
         guard let parts = reply?.arrayValue, parts.count >= 2, let next = parts[0].stringValue.flatMap(StreamEntryID.init) else {
             throw unexpected("XAUTOCLAIM", reply)
         }
         var read = StreamRead()
-        for element in parts[1].arrayValue ?? [] {
-            let (id, entry) = try parseEntry(element)
-            if let entry { read.entries.append(entry) } else { read.trimmed.append(id) }
-        }
+        let idle = (parts[1].arrayValue ?? []).compactMap { $0.stringValue.flatMap(StreamEntryID.init) }
         // Redis 7 also names the pending IDs whose entries were deleted (and drops them itself).
         if parts.count >= 3 {
             read.trimmed += (parts[2].arrayValue ?? []).compactMap { $0.stringValue.flatMap(StreamEntryID.init) }
+        }
+        let toDeliver = idle.filter { !inFlightHere($0) }
+        guard !toDeliver.isEmpty else { return (read, next) }
+        var claim = RedisCommand("XCLAIM", configuration.stream, configuration.group, configuration.consumerName, "0")
+        for id in toDeliver { claim.append(id.description) }
+        let claimed = try await execute(claim)
+        guard let entries = claimed?.arrayValue else { throw unexpected("XCLAIM", claimed) }
+        for element in entries {
+            // An entry deleted since the scan comes back as nil (Redis 6) or not at all (Redis 7,
+            // which drops it from the pending list).
+            guard element.arrayValue != nil else { continue }
+            let (id, entry) = try parseEntry(element)
+            if let entry { read.entries.append(entry) } else { read.trimmed.append(id) }
         }
         return (read, next)
     }
