@@ -61,10 +61,10 @@ struct RecordReset {
         }
     }
 
-    /// Counts what would be deleted and the namespace's records, unless `yes` comes with a
-    /// confirmation that makes the count needless (then deleting counts).
-    func survey(in store: any DedupStore, yes: Bool, into tally: inout Tally) async throws {
-        guard !yes || !(allTime || options.allMatching) else { return }
+    /// Counts what would be deleted and the namespace's records; with `skippingIfConfirmed`, not
+    /// when a confirmation flag makes the count needless (deleting counts then).
+    func survey(in store: any DedupStore, skippingIfConfirmed: Bool, into tally: inout Tally) async throws {
+        guard !skippingIfConfirmed || !(allTime || options.allMatching) else { return }
         tally.namespaceRecords = try await store.stats().namespaces.first { $0.namespace == namespace }.map { $0.inFlight + $0.completed } ?? 0
         try await count(in: store, into: &tally)
     }

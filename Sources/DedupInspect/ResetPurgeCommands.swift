@@ -81,7 +81,7 @@ struct ResetCommand: AsyncParsableCommand {
                 if tally.deleted > 0 { StandardError.write("dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error\n") }
                 if session.json { session.document(document(tally, now: now, error: Session.errorObject(error, status: status))) }
             }
-            try await reset.survey(in: store, yes: yes, into: &tally)
+            try await reset.survey(in: store, skippingIfConfirmed: yes, into: &tally)
             if yes, reset.exceedsMaxShare(tally) {
                 let message = reset.refusal(tally)
                 StandardError.write("dedup-inspect: \(message)\n")
