@@ -22,20 +22,23 @@ public struct DedupInspectCommand: AsyncParsableCommand {
             10^14 can only be milliseconds and is read as such. A record's time is its completion \
             time, or its claim time while in flight.
 
-            forget, reset and purge change nothing without --yes: they show what they would delete. \
-            reset --yes over more than --max-share of a namespace needs --all-matching, and forget \
-            --yes of a record whose lease is live needs --even-if-live.
+            forget, reset, replay and purge change nothing without --yes: they show what they would \
+            delete. reset and replay --yes over more than --max-share of a namespace need \
+            --all-matching, replay --yes that would move a group forward needs --even-if-ahead, and \
+            forget --yes of a record whose lease is live needs --even-if-live. replay's --stream \
+            URL hides its password as --store's does.
 
             With --format json, an error is a document too: {"error":{"code":C,"message":M, \
             "exit_code":N}}, alone or as the "error" member of the command's document. C is a store \
             error's name (storeUnavailable, authenticationFailed, ...), "usage" for arguments that \
-            could not be parsed, or "confirmationRequired" for a deletion that needs one more flag.
+            could not be parsed, or "confirmationRequired" for a deletion that needs one more flag, "notFound" for a replay's \
+            missing stream, group or records.
 
             \(ExitStatus.helpText)
             """,
         subcommands: [
             StatsCommand.self, ListCommand.self, ShowCommand.self, ForgetCommand.self, ResetCommand.self,
-            PurgeCommand.self, MigrateCommand.self, CheckCommand.self,
+            ReplayCommand.self, PurgeCommand.self, MigrateCommand.self, CheckCommand.self,
         ]
     )
 

@@ -6,11 +6,13 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// The command did what was asked (a dry run counts as success).
     case success = 0
     /// `show` or `forget` found no such record; `reset` matched no record (a mistyped namespace
-    /// before a replay would otherwise go unnoticed).
+    /// before a replay would otherwise go unnoticed); `replay` found no such stream or consumer
+    /// group, or matched no record (and changed nothing).
     case notFound = 1
     /// Bad arguments or usage: unknown option, malformed or ambiguous time, invalid `--store` or
     /// cursor; a deletion refused for want of its confirmation flag (`reset --yes` over more than
-    /// `--max-share` without `--all-matching`, `forget --yes` of a live lease without `--even-if-live`).
+    /// `--max-share` without `--all-matching`, `forget --yes` of a live lease without `--even-if-live`,
+    /// `replay --yes` that would move a group forward without `--even-if-ahead`).
     case usage = 2
     /// The store cannot be reached, or did not answer in time.
     case storeUnreachable = 3
@@ -45,9 +47,11 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     static let helpText = """
         EXIT CODES:
           0  success (a dry run included)
-          1  not found: no such record (show, forget); nothing matched (reset)
-          2  bad arguments or usage, including an invalid --store or cursor; a deletion
-             refused for want of --all-matching (reset) or --even-if-live (forget)
+          1  not found: no such record (show, forget); nothing matched (reset, replay);
+             no such stream or group (replay)
+          2  bad arguments or usage, including an invalid --store, --stream or cursor; a
+             deletion refused for want of --all-matching (reset, replay), --even-if-live
+             (forget) or --even-if-ahead (replay)
           3  store unreachable: refused, down, missing file, timeout
           4  other store error: credentials refused, corrupt data, read-only
           5  schema mismatch: migrations pending, newer schema, altered migration

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dedup
+import DedupRedis
 import DedupStoreLocator
 import Foundation
 
@@ -14,6 +15,11 @@ final class Session {
     /// already opened, records already deleted): called instead of printing the plain error
     /// document, after the error line on stderr.
     var onError: ((DedupError, ExitStatus) -> Void)?
+    /// Secrets besides the store's that no output may carry (a stream location's password).
+    var otherSecrets: [String] = []
+    /// What an error names as the server it concerns while a command talks to another server than
+    /// the store (a stream's): the store when `nil`.
+    var target: String?
 
     var json: Bool { options.format == .json }
 
@@ -80,12 +86,13 @@ final class Session {
     /// Prints an error (scrubbed of secrets) on stderr and, for JSON, as the command's document.
     func report(_ error: DedupError) -> ExitStatus {
         let status = ExitStatus(for: error)
-        let scrubbed = DedupError(error.code, location.redactingSecrets(in: error.message))
+        let scrubbed = DedupError(error.code, URLCredentials.removing(otherSecrets, from: location.redactingSecrets(in: error.message)))
+        let subject = target ?? location.description
         switch status {
         case .usage: StandardError.write("Error: \(scrubbed.message)\n")
-        case .storeUnreachable: StandardError.write("dedup-inspect: cannot reach \(location): \(scrubbed.code): \(scrubbed.message)\n")
-        case .schemaMismatch: StandardError.write("dedup-inspect: schema problem in \(location): \(scrubbed.code): \(scrubbed.message)\n")
-        default: StandardError.write("dedup-inspect: store \(location): \(scrubbed.code): \(scrubbed.message)\n")
+        case .storeUnreachable: StandardError.write("dedup-inspect: cannot reach \(subject): \(scrubbed.code): \(scrubbed.message)\n")
+        case .schemaMismatch: StandardError.write("dedup-inspect: schema problem in \(subject): \(scrubbed.code): \(scrubbed.message)\n")
+        default: StandardError.write("dedup-inspect: \(target ?? "store \(location)"): \(scrubbed.code): \(scrubbed.message)\n")
         }
         if let onError {
             self.onError = nil

@@ -44,8 +44,8 @@ public enum RedactedCommandLine {
     /// The exit code of a usage error.
     public static let usageExitCode: Int32 = 2
 
-    /// `text` without the secrets of the arguments that name a store: `--store`'s value (`--store
-    /// URL`, `--store=URL`), any argument that looks like a store URL (a URL given without
+    /// `text` without the secrets of the arguments that name a store or stream: `--store`'s and
+    /// `--stream`'s value (`--store URL`, `--store=URL`), any argument that looks like a store URL (a URL given without
     /// `--store`), and `$DEDUP_STORE`. Each secret goes as written and percent-decoded.
     public static func redactingSecrets(of arguments: [String], in text: String) -> String {
         var secrets: [String] = []
@@ -55,7 +55,7 @@ public enum RedactedCommandLine {
             if argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") {
                 candidates.append(String(argument[argument.index(after: equals)...]))
             }
-            for candidate in candidates where previous == "--store" || namesStore(candidate) {
+            for candidate in candidates where previous == "--store" || previous == "--stream" || namesStore(candidate) {
                 secrets += URLCredentials.secrets(in: candidate)
             }
             previous = argument

@@ -61,6 +61,8 @@ struct SecretRedactionTests {
             "--user", "operator", "on", ">" + Self.operatorPassword, "~*", "&*", "+@all",
         ])
         do {
+            // A stream and consumer group for replay.
+            _ = try await server.cli(arguments: ["XGROUP", "CREATE", "events", "readers", "$", "MKSTREAM"], password: Self.defaultPassword)
             try await checkEveryCommand(port: server.port!)
             await server.stop()
         } catch {
@@ -113,6 +115,7 @@ struct SecretRedactionTests {
                 try await inspect(["stats", "--store", form.good.replacingOccurrences(of: ":\(port)/", with: ":notaport/")] + style).expect(status: 2)
                 try await inspect(["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "redis:/")] + style).expect(status: 2)
                 try await inspect(["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "rediss://")] + style).expect(status: 2)
+                try await checkReplay(form, style: style)
             }
             // Deleting for real.
             try await inspect(["forget", "--store", form.good, "--namespace", "orders", "o-\(index)", "--yes"]).expect(status: 0)
@@ -127,5 +130,22 @@ struct SecretRedactionTests {
         }
         try await inspect(["reset", "--store", forms[1].good, "--namespace", "orders", "--all-time", "--yes"]).expect(status: 0)
         await store.close()
+    }
+
+    /// `replay` with the password in its `--stream` URL, in `--store`'s, or both.
+    func checkReplay(_ form: (good: String, wrong: String, unreachable: String), style: [String]) async throws {
+        // The store URLs end in the database, /0; a stream URL ends in the stream's key.
+        func stream(_ url: String) -> String { String(url.dropLast(2)) + "/events" }
+        let replay = ["replay", "--namespace", "orders", "--group", "readers", "--from", "1000ms"] + style
+        try await inspect(replay + ["--store", form.good, "--stream", stream(form.good)]).expect(status: 0)
+        try await inspect(replay + ["--store", form.good, "--stream", stream(form.wrong)]).expect(status: 4)
+        try await inspect(replay + ["--store", form.good, "--stream", stream(form.unreachable)]).expect(status: 3)
+        try await inspect(replay + ["--store", form.wrong, "--stream", stream(form.good)]).expect(status: 4)
+        try await inspect(replay + ["--stream", stream(form.good)], environment: ["DEDUP_STORE": form.good]).expect(status: 0)
+        // A missing group; usage errors: a stream URL without its key, an unknown option.
+        try await inspect(["replay", "--namespace", "orders", "--group", "nope", "--from", "1000ms", "--store", form.good, "--stream", stream(form.good)] + style)
+            .expect(status: 1)
+        try await inspect(replay + ["--store", form.good, "--stream", String(form.good.dropLast(2))]).expect(status: 2)
+        try await inspect(replay + ["--store", form.good, "--stream=\(stream(form.good))", "--bogus"]).expect(status: 2)
     }
 }
