@@ -66,7 +66,7 @@ public protocol DedupStore: Sendable {
     /// most `limit`; returns how many. Call again while it returns `limit`.
     func purgeExpired(limit: Int) async throws -> Int
 
-    /// Counts by namespace and state, with the oldest and newest record times.
+    /// Counts by namespace and state, with the oldest and newest record times and broker times.
     func stats() async throws -> DedupStats
 }
 
@@ -170,15 +170,31 @@ public struct DedupStats: Hashable, Sendable {
         public var oldest: Date?
         /// The newest record time.
         public var newest: Date?
+        /// The oldest ``DedupRecord/brokerTime`` among the records that carry one; `nil` when none does.
+        public var oldestBrokerTime: Date?
+        /// The newest ``DedupRecord/brokerTime`` among the records that carry one.
+        public var newestBrokerTime: Date?
 
         /// Creates a namespace's counts.
-        public init(namespace: String, inFlight: Int, expiredLeases: Int, completed: Int, oldest: Date?, newest: Date?) {
+        public init(
+            namespace: String, inFlight: Int, expiredLeases: Int, completed: Int, oldest: Date?, newest: Date?,
+            oldestBrokerTime: Date? = nil, newestBrokerTime: Date? = nil
+        ) {
             self.namespace = namespace
             self.inFlight = inFlight
             self.expiredLeases = expiredLeases
             self.completed = completed
             self.oldest = oldest
             self.newest = newest
+            self.oldestBrokerTime = oldestBrokerTime
+            self.newestBrokerTime = newestBrokerTime
+        }
+
+        /// Widens ``oldestBrokerTime`` … ``newestBrokerTime`` to take in `brokerTime`, if any.
+        public mutating func include(brokerTime: Date?) {
+            guard let brokerTime else { return }
+            oldestBrokerTime = min(oldestBrokerTime ?? brokerTime, brokerTime)
+            newestBrokerTime = max(newestBrokerTime ?? brokerTime, brokerTime)
         }
     }
 

@@ -223,7 +223,8 @@ public enum DemoScenario {
             // completing: the effect stays, the claim lapses unrenewed, and the redelivery that takes
             // it over applies the message again (the at-least-once window the README documents).
             let id = try RecordID(namespace: consumer.namespace, key: message.key)
-            let answer = try await store.claim(ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention))
+            let answer = try await store.claim(
+                ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention, brokerTime: message.publishedAt))
             if case .acquired(let claimed) = answer {
                 try await ledger.record(messageID: message.id, fencingToken: claimed.fencingToken)
                 crashesAfterEffect.add(message.id)
@@ -238,7 +239,7 @@ public enum DemoScenario {
             (outcome, takeover) = try await sqliteLedger.applyTransactionally(message, consumer: consumer) { _ in }
         } else {
             let took = Mutex(false)
-            outcome = try await consumer.process(key: message.key) { context in
+            outcome = try await consumer.process(key: message.key, brokerTime: message.publishedAt) { context in
                 took.withLock { $0 = context.isTakeover }
                 try await ledger.record(messageID: message.id, fencingToken: context.fencingToken)
             }

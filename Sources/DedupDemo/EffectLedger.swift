@@ -61,7 +61,7 @@ final class SQLiteEffectLedger: EffectLedger {
     ) async throws -> (ProcessOutcome, takeover: Bool) {
         let run = self.run
         let took = Mutex(false)
-        let outcome = try await consumer.processInTransaction(key: message.key) { transaction, context in
+        let outcome = try await consumer.processInTransaction(key: message.key, brokerTime: message.publishedAt) { transaction, context in
             took.withLock { $0 = context.isTakeover }
             _ = try transaction.execute(
                 "INSERT INTO \(Self.table)(run, message_id, fencing) VALUES (?, ?, ?)",

@@ -15,7 +15,9 @@ struct ListCommand: AsyncParsableCommand {
             meanwhile may or may not appear, nothing else is skipped or repeated). Without --limit every \
             matching record is printed, streamed page by page.
 
-            The text table's TIME is the completion time, or the claim time while in flight. JSON is \
+            The text table's TIME is the completion time, or the claim time while in flight; \
+            BROKER_TIME is when the broker took the message ("-" when the consumer gave none). \
+            --from/--until select by the broker time where a record carries one, by TIME otherwise. JSON is \
             one document: {"records":[...],"count":N,"next_cursor":"..."|null}.
             """
     )

@@ -85,7 +85,9 @@ struct FilterOptions: ParsableArguments {
     var state: RecordState?
 
     @Option(
-        help: ArgumentHelp("Only records whose time (completion, or claim while in flight) is at or after this: \(Timestamp.accepted).", valueName: "time"),
+        help: ArgumentHelp(
+            "Only records whose time is at or after this: the broker time where the record carries one, else its completion time (claim time while in flight). \(Timestamp.accepted).",
+            valueName: "time"),
         transform: TimeArgument.parsing)
     var from: TimeArgument?
 

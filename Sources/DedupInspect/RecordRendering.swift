@@ -23,6 +23,8 @@ enum RecordRendering {
             ("completed_at_ms", .milliseconds(record.completedAt)),
             ("expires_at", .time(record.expiresAt)),
             ("expires_at_ms", .milliseconds(record.expiresAt)),
+            ("broker_time", .time(record.brokerTime)),
+            ("broker_time_ms", .milliseconds(record.brokerTime)),
             ("fingerprint", .string(record.fingerprint)),
             ("result_size", .int(record.result?.count)),
         ]
@@ -33,17 +35,19 @@ enum RecordRendering {
     }
 
     /// The columns of `list`'s table. The key comes last so a long key never misaligns the rest.
-    static let listHeaders = ["STATE", "FENCING", "ATTEMPT", "TIME", "EXPIRES", "NAMESPACE", "KEY"]
+    static let listHeaders = ["STATE", "FENCING", "ATTEMPT", "TIME", "BROKER_TIME", "EXPIRES", "NAMESPACE", "KEY"]
     static let listRightAligned: Set<Int> = [1, 2]
 
     /// A record as a row of `list`'s table; TIME is the completion time, or the claim time while in
-    /// flight (the time `--from`/`--until` filter on).
+    /// flight, and BROKER_TIME when the broker took the message (`-` when the claim gave none).
+    /// `--from`/`--until` select by BROKER_TIME where a record has one, by TIME otherwise.
     static func listRow(_ record: DedupRecord) -> [String] {
         [
             record.state.rawValue,
             String(record.fencingToken),
             String(record.attempt),
             Timestamp.format(record.recordTime),
+            record.brokerTime.map(Timestamp.format) ?? "-",
             Timestamp.format(record.expiresAt),
             displayed(record.id.namespace),
             displayed(record.id.key),
@@ -71,6 +75,7 @@ enum RecordRendering {
             ("lease until", time(record.leaseUntil, relative: true)),
             ("completed at", time(record.completedAt)),
             ("expires at", time(record.expiresAt, relative: true)),
+            ("broker time", time(record.brokerTime)),
             ("fingerprint", record.fingerprint.map(displayed) ?? "-"),
             ("result", record.result.map { "\(grouped($0.count)) bytes" } ?? "none"),
         ]

@@ -9,10 +9,12 @@ struct ResetCommand: AsyncParsableCommand {
         commandName: "reset",
         abstract: "Delete the completed records of a namespace in a time range before a replay (dry run unless --yes).",
         discussion: """
-            Deletes COMPLETED records of --namespace whose completion time is in [--from, --until), \
-            optionally only keys with --key-prefix; in-flight records are never touched, and neither \
-            is any other namespace. Replaying that range afterwards re-applies exactly those messages; \
-            messages completed outside the range stay duplicates.
+            Deletes COMPLETED records of --namespace whose time is in [--from, --until), optionally \
+            only keys with --key-prefix; in-flight records are never touched, and neither is any other \
+            namespace. A record's time is its broker time (when the broker took the message) where the \
+            consumer passed one, else its completion time: so replaying a broker range afterwards \
+            re-applies exactly the messages published in it, however far behind the consumer ran; \
+            messages outside the range stay duplicates.
 
             Without --yes, counts what would be deleted and what share of the namespace's records that \
             is, shows the first records (--sample), and changes nothing. With --yes, deletes page by \
@@ -36,14 +38,18 @@ struct ResetCommand: AsyncParsableCommand {
     var namespace: String
 
     @Option(
-        help: ArgumentHelp("Reset records completed at or after this: \(Timestamp.accepted).", valueName: "time"),
+        help: ArgumentHelp(
+            "Reset records published (broker time; completed, for records without one) at or after this: \(Timestamp.accepted).",
+            valueName: "time"),
         transform: TimeArgument.parsing)
     var from: TimeArgument?
 
-    @Option(help: ArgumentHelp("Reset records completed before this (same spellings as --from).", valueName: "time"), transform: TimeArgument.parsing)
+    @Option(
+        help: ArgumentHelp("Reset records published (or completed, as for --from) before this (same spellings as --from).", valueName: "time"),
+        transform: TimeArgument.parsing)
     var until: TimeArgument?
 
-    @Flag(help: "Reset the whole namespace, whatever the completion time.")
+    @Flag(help: "Reset the whole namespace, whatever the broker or completion time.")
     var allTime = false
 
     @Option(help: "Only keys starting with this prefix.")
@@ -225,11 +231,13 @@ struct ResetCommand: AsyncParsableCommand {
     private var rangeDescription: String {
         var text: String
         switch (from, until) {
-        case let (from?, until?): text = "completed in [\(Timestamp.format(milliseconds: from.milliseconds)), \(Timestamp.format(milliseconds: until.milliseconds)))"
-        case let (from?, nil): text = "completed at or after \(Timestamp.format(milliseconds: from.milliseconds))"
-        case let (nil, until?): text = "completed before \(Timestamp.format(milliseconds: until.milliseconds))"
+        case let (from?, until?): text = "published in [\(Timestamp.format(milliseconds: from.milliseconds)), \(Timestamp.format(milliseconds: until.milliseconds)))"
+        case let (from?, nil): text = "published at or after \(Timestamp.format(milliseconds: from.milliseconds))"
+        case let (nil, until?): text = "published before \(Timestamp.format(milliseconds: until.milliseconds))"
         case (nil, nil): text = "(all time)"
         }
+        // Says which time selects, as the filter does (RecordFilter: broker time where present).
+        if from != nil || until != nil { text += " (by broker time; by completion time for records without one)" }
         if let keyPrefix { text += " with keys starting \(keyPrefix.debugDescription)" }
         return text
     }

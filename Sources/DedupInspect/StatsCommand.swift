@@ -87,6 +87,10 @@ struct StatsCommand: AsyncParsableCommand {
                 ("oldest_ms", .milliseconds(entry.oldest)),
                 ("newest", .time(entry.newest)),
                 ("newest_ms", .milliseconds(entry.newest)),
+                ("oldest_broker_time", .time(entry.oldestBrokerTime)),
+                ("oldest_broker_time_ms", .milliseconds(entry.oldestBrokerTime)),
+                ("newest_broker_time", .time(entry.newestBrokerTime)),
+                ("newest_broker_time_ms", .milliseconds(entry.newestBrokerTime)),
             ])
         }
         let oldest = stats.namespaces.compactMap(\.oldest).min()
@@ -115,7 +119,7 @@ struct StatsCommand: AsyncParsableCommand {
             return text + (namespace.map { "no records in namespace \(displayed($0))\n" } ?? "no records\n")
         }
         var table = TextTable(
-            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "EXPIRED", "OLDEST", "NEWEST", "COVERS"],
+            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "EXPIRED", "OLDEST", "NEWEST", "COVERS", "OLDEST_BROKER", "NEWEST_BROKER"],
             rightAligned: [1, 2, 3, 4, 5]
         )
         func covers(_ oldest: Date?) -> String {
@@ -126,6 +130,7 @@ struct StatsCommand: AsyncParsableCommand {
                 displayed(entry.namespace), grouped(entry.inFlight), grouped(entry.expiredLeases), grouped(entry.completed),
                 grouped(entry.inFlight + entry.completed), grouped(expired[entry.namespace] ?? 0), entry.oldest.map(Timestamp.format) ?? "-",
                 entry.newest.map(Timestamp.format) ?? "-", covers(entry.oldest),
+                entry.oldestBrokerTime.map(Timestamp.format) ?? "-", entry.newestBrokerTime.map(Timestamp.format) ?? "-",
             ])
         }
         if stats.namespaces.count > 1 {
@@ -136,6 +141,8 @@ struct StatsCommand: AsyncParsableCommand {
                 grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total), grouped(expired.values.reduce(0, +)),
                 oldest.map(Timestamp.format) ?? "-",
                 stats.namespaces.compactMap(\.newest).max().map(Timestamp.format) ?? "-", covers(oldest),
+                stats.namespaces.compactMap(\.oldestBrokerTime).min().map(Timestamp.format) ?? "-",
+                stats.namespaces.compactMap(\.newestBrokerTime).max().map(Timestamp.format) ?? "-",
             ])
         }
         text += table.render()

@@ -4,9 +4,14 @@ import Foundation
 /// How a record is stored: one Redis string per record, readable with `redis-cli GET`.
 ///
 /// ```
-/// in_flight label=<n>:<label> owner=<n>:<token> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
-/// completed fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> created_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
+/// in_flight label=<n>:<label> owner=<n>:<token> b=<t> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>
+/// completed b=<t> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> created_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
 /// ```
+///
+/// `b=<t> ` is the broker time (Unix ms, ``DedupRecord/brokerTime``), present only when the claim
+/// that created the record gave one: the creating claim writes it, and every later rewrite (a
+/// takeover, a renewal, the completion) carries it as it is. Values without it (claimed without a
+/// broker time, or written before broker times were kept) read with none.
 ///
 /// `<fp>` and `<r>` are `-` (none) or `<byte count>:<bytes>` (binary-safe), the owner label and
 /// token always the latter. An in-flight record's times hang off its expiry, the key's
@@ -27,6 +32,16 @@ enum RecordValue {
     private static let firstCounters = Array("fencing=1 attempt=1 lease_span_ms=".utf8)
     private static let retentionField = Array(" retention_ms=".utf8)
     private static let fingerprintField = Array(" fp=".utf8)
+    private static let brokerField = Array("b=".utf8)
+
+    /// `b=<ms> ` for a broker time, placed between the owner header and the counters; empty for none.
+    static func brokerTimeField(_ milliseconds: Int64?) -> [UInt8] {
+        guard let milliseconds else { return [] }
+        var bytes = brokerField
+        DedupRedis.appendDecimal(milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+        return bytes
+    }
 
     /// `in_flight label=<n>:<label> owner=`, or `in_flight owner=` for a lease that carries no
     /// label: the owner header up to the token. Stores keep it per label (see `CommandPieces`).
@@ -128,7 +143,7 @@ enum RecordValue {
             }
             guard let expires = expiresMilliseconds, (0...latestExpiry).contains(expires),
                 reader.skip("owner="), let owner = reader.lengthPrefixed(), reader.skip(" "),
-                let counters = reader.counters(), reader.isAtEnd
+                let broker = reader.brokerTime(), let counters = reader.counters(), reader.isAtEnd
             else { return nil }
             let leaseUntil = expires - counters.retention
             return DedupRecord(
@@ -136,10 +151,10 @@ enum RecordValue {
                 attempt: Int(counters.attempt), createdMilliseconds: leaseUntil - counters.span, leaseUntilMilliseconds: leaseUntil,
                 completedMilliseconds: nil, expiresMilliseconds: expires,
                 fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil,
-                ownerLabel: label.map { String(decoding: $0, as: UTF8.self) }
+                ownerLabel: label.map { String(decoding: $0, as: UTF8.self) }, brokerMilliseconds: broker
             )
         }
-        guard reader.skip("completed "), let counters = reader.counters(),
+        guard reader.skip("completed "), let broker = reader.brokerTime(), let counters = reader.counters(),
             reader.skip(" created_ms="), let created = reader.integer(),
             reader.skip(" completed_ms="), let completed = reader.integer(),
             reader.skip(" kept_ms="), let kept = reader.integer(),
@@ -150,7 +165,7 @@ enum RecordValue {
             createdMilliseconds: created, leaseUntilMilliseconds: nil,
             completedMilliseconds: completed, expiresMilliseconds: completed + kept,
             fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) },
-            ownerLabel: nil
+            ownerLabel: nil, brokerMilliseconds: broker
         )
     }
 
@@ -195,6 +210,13 @@ enum RecordValue {
             guard let count = integer(), skip(":"), count <= bytes.count - position else { return nil }
             defer { position += Int(count) }
             return UnsafeBufferPointer(rebasing: bytes[position..<position + Int(count)])
+        }
+
+        /// The optional `b=<ms> ` field: `.some(nil)` when absent, `nil` when malformed.
+        mutating func brokerTime() -> Int64?? {
+            guard skip("b=") else { return .some(nil) }
+            guard let milliseconds = integer(), skip(" ") else { return nil }
+            return .some(milliseconds)
         }
 
         /// `fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp>`, the fields both

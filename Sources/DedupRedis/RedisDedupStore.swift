@@ -207,10 +207,12 @@ public final class RedisDedupStore: DedupStore {
     /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
+        try ClaimRequest.validate(brokerTime: request.brokerTime)
         var pieces = sharedPieces
         let headerStart = try pieces.ownerHeaderStart(claimingAs: request.ownerLabel)
         let command = fastClaimCommand(
-            request.id, request.ownerToken, headerStart, request.fingerprint, lease: request.lease, retention: request.retention, &pieces)
+            request.id, request.ownerToken, headerStart, request.fingerprint, brokerMilliseconds: request.brokerMilliseconds,
+            lease: request.lease, retention: request.retention, &pieces)
         keep(pieces)
         let replies = try await execute([Self.timeCommand, command])
         let now: Int64
@@ -603,6 +605,7 @@ public final class RedisDedupStore: DedupStore {
         struct Counts {
             var inFlight = 0, expiredLeases = 0, completed = 0
             var oldest: Int64?, newest: Int64?
+            var oldestBroker: Date?, newestBroker: Date?
         }
         var counts: [String: Counts] = [:]
         let pattern = Self.globEscape(keyPrefixBytes) + [UInt8(ascii: "*")]
@@ -628,13 +631,18 @@ public final class RedisDedupStore: DedupStore {
                 let time = record.recordTime.millisecondsSince1970
                 entry.oldest = min(entry.oldest ?? time, time)
                 entry.newest = max(entry.newest ?? time, time)
+                if let broker = record.brokerTime {
+                    entry.oldestBroker = min(entry.oldestBroker ?? broker, broker)
+                    entry.newestBroker = max(entry.newestBroker ?? broker, broker)
+                }
                 counts[id.namespace] = entry
             }
         } while cursor != "0"
         let namespaces = counts.map { namespace, entry in
             DedupStats.NamespaceStats(
                 namespace: namespace, inFlight: entry.inFlight, expiredLeases: entry.expiredLeases, completed: entry.completed,
-                oldest: entry.oldest.map { Date(millisecondsSince1970: $0) }, newest: entry.newest.map { Date(millisecondsSince1970: $0) }
+                oldest: entry.oldest.map { Date(millisecondsSince1970: $0) }, newest: entry.newest.map { Date(millisecondsSince1970: $0) },
+                oldestBrokerTime: entry.oldestBroker, newestBrokerTime: entry.newestBroker
             )
         }.sorted { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
         return DedupStats(namespaces: namespaces)
@@ -681,35 +689,42 @@ public final class RedisDedupStore: DedupStore {
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
         for index in requests.indices {
+            try ClaimRequest.validate(brokerTime: requests[index].brokerTime)
+        }
+        for index in requests.indices {
             let headerStart = try pieces.ownerHeaderStart(claimingAs: requests[index].ownerLabel)
             commands.append(
                 fastClaimCommand(
                     requests[index].id, requests[index].ownerToken, headerStart, requests[index].fingerprint,
-                    lease: requests[index].lease, retention: requests[index].retention, &pieces))
+                    brokerMilliseconds: requests[index].brokerMilliseconds, lease: requests[index].lease,
+                    retention: requests[index].retention, &pieces))
         }
         return commands
     }
 
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
     /// millisecond before the record does (see ``RedisScript``). `headerStart` is the owner
-    /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``).
+    /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``); the
+    /// broker time, if any, goes between the header and the counters (``RecordValue``).
     private func fastClaimCommand(
-        _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, lease: Duration, retention: Duration,
-        _ pieces: inout CommandPieces
+        _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, brokerMilliseconds: Int64?,
+        lease: Duration, retention: Duration, _ pieces: inout CommandPieces
     ) -> RedisCommand {
         let (middle, tail) = pieces.claim(lease: lease, retention: retention)
+        let brokerField = RecordValue.brokerTimeField(brokerMilliseconds)
         var token = ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(id)
             let fingerprintLength = fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
-            let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count) + middle.count
-                + fingerprintLength
+            let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count)
+                + brokerField.count + middle.count + fingerprintLength
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
                 writeKey(id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
+                if !brokerField.isEmpty { writer.raw(brokerField) }
                 writer.raw(middle)
                 if let fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
                 writer.finish()
@@ -743,7 +758,7 @@ public final class RedisDedupStore: DedupStore {
         let retention = request.retention.wholeMilliseconds
         var command = scriptCommand(
             RedisScript.claim, key: request.id,
-            extraBytes: 2 * (request.ownerToken.utf8.count + headerStart.count) + 160 + 2 * (request.fingerprint?.utf8.count ?? 0),
+            extraBytes: 2 * (request.ownerToken.utf8.count + headerStart.count) + 180 + 2 * (request.fingerprint?.utf8.count ?? 0),
             extraArguments: 5
         )
         var header = headerStart
@@ -751,6 +766,7 @@ public final class RedisDedupStore: DedupStore {
         header.append(UInt8(ascii: " "))
         command.append {
             $0.append(contentsOf: header)
+            $0.append(contentsOf: RecordValue.brokerTimeField(request.brokerMilliseconds))
             RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
             RecordValue.appendOptional(request.fingerprint, to: &$0)
         }

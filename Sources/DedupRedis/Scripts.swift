@@ -63,10 +63,18 @@ struct RedisScript: Sendable {
           if not n then return nil end
           return q + tonumber(n) + 1
         end
+        -- The broker time field (`b=<ms> `) at p, which only records claimed with one have: its
+        -- digits (nil when absent) and where the counters start.
+        local function broker_at(v, p)
+          local b, q = string.match(v, '^b=(%d+) ()', p)
+          if b then return b, q end
+          return nil, p
+        end
         -- A completed value's completion time and retention, read field by field past its
         -- fingerprint (which may hold anything); nil when the value is not one.
         local function completion_of(v)
-          local f, a, s, r, p = string.match(v, counters, 11)
+          local _, c = broker_at(v, 11)
+          local f, a, s, r, p = string.match(v, counters, c)
           if not f then return nil end
           if string.sub(v, p, p) == '-' then
             p = p + 1
@@ -116,7 +124,10 @@ struct RedisScript: Sendable {
             if v then
               local c = counters_start(v)
               if not c then return corrupt() end
-              local f, a, s, r, t = string.match(v, counters, c)
+              -- The broker time field (or nothing) runs from the owner header's end to the counters.
+              local _, field_end = broker_at(v, c)
+              local broker_field = string.sub(v, c, field_end - 1)
+              local f, a, s, r, t = string.match(v, counters, field_end)
               local e = redis.call('PEXPIRETIME', key)
               if not f or e < 0 or e > 1e14 then return corrupt() end
               e = e + 1
@@ -128,7 +139,8 @@ struct RedisScript: Sendable {
               local fencing = tonumber(f) + 1
               local attempt = tonumber(a) + 1
               local new_until = now + lease
-              redis.call('SET', key, ARGV[2] .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
+              -- A takeover keeps the broker time of the claim that created the record.
+              redis.call('SET', key, ARGV[2] .. broker_field .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
                 ' lease_span_ms=' .. math.max(0, new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
                 'PXAT', new_until + retention - 1)
               -- The first claim as the rewritten record has it (its span stops at 0 if the clock stepped back).
@@ -182,7 +194,8 @@ struct RedisScript: Sendable {
               else
                 if created == '' then
                   -- A lease that does not say when its record was first claimed: from the key's expiry.
-                  local s, r = string.match(v, '^fencing=%d+ attempt=%d+ lease_span_ms=(%d+) retention_ms=(%d+) fp=', #head + 1)
+                  local p = string.match(v, '^b=%d+ ()', #head + 1) or #head + 1
+                  local s, r = string.match(v, '^fencing=%d+ attempt=%d+ lease_span_ms=(%d+) retention_ms=(%d+) fp=', p)
                   local e = redis.call('PEXPIRETIME', key)
                   if s and e >= 0 and e <= 1e14 then created = string.format('%d', math.max(0, e + 1 - r - s)) end
                 end
@@ -213,14 +226,15 @@ struct RedisScript: Sendable {
     static let renew = RedisScript(
         name: "renew",
         source: prelude + ownedValue + """
-            local f, a, s, r, t = string.match(v, counters, #head + 1)
+            local _, c = broker_at(v, #head + 1)
+            local f, a, s, r, t = string.match(v, counters, c)
             local e = redis.call('PEXPIRETIME', key)
             if not f or e < 0 or e > 1e14 then return corrupt() end
             local now = now_ms()
             if now > e then return 0 end
             local created = e + 1 - tonumber(r) - tonumber(s)
             local new_until = now + tonumber(ARGV[2])
-            redis.call('SET', key, head .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. math.max(0, new_until - created) ..
+            redis.call('SET', key, head .. string.sub(v, #head + 1, c - 1) .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. math.max(0, new_until - created) ..
               ' retention_ms=' .. r .. ' fp=' .. string.sub(v, t), 'PXAT', new_until + tonumber(r) - 1)
             return {1, new_until}
             """
@@ -235,7 +249,8 @@ struct RedisScript: Sendable {
     )
 
     /// ARGV: state ('' any), from_ms ('' none), until_ms ('' none). Deletes the record if it
-    /// matches (record time = completed_ms when completed, else the first claim); returns 1 or 0.
+    /// matches (by its broker time `b=` where it has one, else by its record time: completed_ms
+    /// when completed, else the first claim); returns 1 or 0.
     static let conditionalDelete = RedisScript(
         name: "delete",
         source: prelude + """
@@ -250,15 +265,19 @@ struct RedisScript: Sendable {
             local state, time
             if string.sub(v, 1, 10) == 'completed ' then
               state = 'completed'
+              local b = broker_at(v, 11)
               time = completion_of(v)
+              if time and b then time = tonumber(b) end
             else
               local c = counters_start(v)
               if not c then return 0 end
+              local b
+              b, c = broker_at(v, c)
               local f, a, s, r = string.match(v, counters, c)
               local e = redis.call('PEXPIRETIME', key)
               if not f or e < 0 or e > 1e14 then return 0 end
               state = 'in_flight'
-              time = e + 1 - tonumber(r) - tonumber(s)
+              time = b and tonumber(b) or e + 1 - tonumber(r) - tonumber(s)
             end
             if not time then return 0 end
             if ARGV[1] ~= '' and state ~= ARGV[1] then return 0 end

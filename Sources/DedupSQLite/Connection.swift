@@ -96,6 +96,11 @@ final class Statement {
     }
 
     @inline(__always)
+    func bind(_ index: Int32, _ value: Int64?) {
+        if let value { bind(index, value) } else { sqlite3_bind_null(handle, index) }
+    }
+
+    @inline(__always)
     func bind(_ index: Int32, _ data: Data?) {
         guard let data else {
             sqlite3_bind_null(handle, index)
@@ -178,13 +183,14 @@ enum CachedSQL: Int, CaseIterable {
         case .select:
             return """
                 SELECT state, owner_token, fencing, attempt, created_at, lease_until, completed_at, \
-                expires_at, fingerprint, result, owner_label FROM dedup_records WHERE namespace = ?1 AND key = ?2
+                expires_at, fingerprint, result, owner_label, broker_ms FROM dedup_records WHERE namespace = ?1 AND key = ?2
                 """
         case .upsert:
             // One atomic statement: insert, or replace a record that is no longer live, or take over
             // an in-flight record whose lease has passed (and whose fingerprint does not conflict).
             // Any other existing record is left alone and no row is returned.
             // ?1 namespace ?2 key ?3 owner ?4 now ?5 lease_until ?6 expires_at ?7 fingerprint ?8 owner label
+            // ?9 broker time (kept only by a claim that creates the row: a takeover leaves it)
             return Self.upsertInTransaction.text + " RETURNING fencing, attempt, created_at"
         case .upsertInTransaction:
             // The upsert without RETURNING, for a transaction that read the row first: the read
@@ -192,13 +198,14 @@ enum CachedSQL: Int, CaseIterable {
             // (a b-tree opened, a page allocated and zeroed, then closed).
             return """
                 INSERT INTO dedup_records (namespace, key, state, owner_token, fencing, attempt, created_at, \
-                lease_until, completed_at, expires_at, fingerprint, result, owner_label) \
-                VALUES (?1, ?2, 'in_flight', ?3, 1, 1, ?4, ?5, NULL, ?6, ?7, NULL, ?8) \
+                lease_until, completed_at, expires_at, fingerprint, result, owner_label, broker_ms) \
+                VALUES (?1, ?2, 'in_flight', ?3, 1, 1, ?4, ?5, NULL, ?6, ?7, NULL, ?8, ?9) \
                 ON CONFLICT (namespace, key) DO UPDATE SET \
                 state = 'in_flight', owner_token = excluded.owner_token, owner_label = excluded.owner_label, \
                 fencing = CASE WHEN expires_at <= ?4 THEN 1 ELSE fencing + 1 END, \
                 attempt = CASE WHEN expires_at <= ?4 THEN 1 ELSE attempt + 1 END, \
                 created_at = CASE WHEN expires_at <= ?4 THEN excluded.created_at ELSE created_at END, \
+                broker_ms = CASE WHEN expires_at <= ?4 THEN excluded.broker_ms ELSE broker_ms END, \
                 lease_until = excluded.lease_until, completed_at = NULL, expires_at = excluded.expires_at, \
                 fingerprint = CASE WHEN expires_at <= ?4 THEN excluded.fingerprint \
                 ELSE coalesce(fingerprint, excluded.fingerprint) END, \

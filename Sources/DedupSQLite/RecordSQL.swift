@@ -15,8 +15,9 @@ struct StoredRecord {
     var expiresAt: Int64
     var fingerprint: String?
     var result: Data?
+    var brokerTime: Int64?
 
-    /// Decodes the columns `state … result, owner_label` (``RecordSQL/columns``) starting at `first`.
+    /// Decodes the columns `state … result, owner_label, broker_ms` (``RecordSQL/columns``) starting at `first`.
     init(_ statement: Statement, first: Int32 = 0) {
         let stateText = sqlite3_column_text(statement.handle, first)
         // The schema allows only these two spellings (CHECK constraint).
@@ -31,13 +32,15 @@ struct StoredRecord {
         fingerprint = statement.text(first + 8)
         result = statement.blob(first + 9)
         ownerLabel = statement.text(first + 10)
+        brokerTime = statement.optionalInt64(first + 11)
     }
 
     func record(_ id: RecordID) -> DedupRecord {
         DedupRecord(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencing, attempt: Int(attempt),
             createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel)
+            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel,
+            brokerMilliseconds: brokerTime)
     }
 }
 
@@ -45,7 +48,12 @@ struct StoredRecord {
 /// batches and transactional claims share them.
 enum RecordSQL {
     static let columns =
-        "state, owner_token, fencing, attempt, created_at, lease_until, completed_at, expires_at, fingerprint, result, owner_label"
+        "state, owner_token, fencing, attempt, created_at, lease_until, completed_at, expires_at, fingerprint, result, owner_label, broker_ms"
+
+    /// The time filters select by (``DedupRecord/selectionTime``): the broker time where the row
+    /// carries one, else the record time. No index serves it: a namespace's rows are walked in
+    /// primary-key order (see the schema's comment), which a namespace filter keeps to its range.
+    static let selectionTime = "coalesce(broker_ms, completed_at, created_at)"
 
     /// The stored row of `id`, live or not.
     @inline(__always)
@@ -107,6 +115,7 @@ enum RecordSQL {
         statement.bind(6, expiresAt)
         statement.bind(7, request.fingerprint)
         statement.bind(8, request.ownerLabel)
+        statement.bind(9, request.brokerMilliseconds)
     }
 
     /// The upsert inside a transaction that has just read `stored`: no other writer can come in
@@ -240,11 +249,11 @@ enum RecordSQL {
             bindings.append(.text(state.rawValue))
         }
         if let from = filter.from {
-            sql += " AND coalesce(completed_at, created_at) >= ?"
+            sql += " AND \(selectionTime) >= ?"
             bindings.append(.integer(from.millisecondsSince1970))
         }
         if let until = filter.until {
-            sql += " AND coalesce(completed_at, created_at) < ?"
+            sql += " AND \(selectionTime) < ?"
             bindings.append(.integer(until.millisecondsSince1970))
         }
         if let prefix = filter.keyPrefix, !prefix.isEmpty {
@@ -359,7 +368,8 @@ enum RecordSQL {
         let statement = try connection.cachedStatement(
             """
             SELECT namespace, sum(state = 'in_flight'), sum(state = 'in_flight' AND lease_until <= ?1), \
-            sum(state = 'completed'), min(coalesce(completed_at, created_at)), max(coalesce(completed_at, created_at)) \
+            sum(state = 'completed'), min(coalesce(completed_at, created_at)), max(coalesce(completed_at, created_at)), \
+            min(broker_ms), max(broker_ms) \
             FROM dedup_records WHERE expires_at > ?1 GROUP BY namespace ORDER BY namespace
             """)
         defer { statement.reset() }
@@ -371,7 +381,9 @@ enum RecordSQL {
                     namespace: statement.text(0) ?? "", inFlight: Int(statement.int64(1)),
                     expiredLeases: Int(statement.int64(2)), completed: Int(statement.int64(3)),
                     oldest: statement.optionalInt64(4).map { Date(millisecondsSince1970: $0) },
-                    newest: statement.optionalInt64(5).map { Date(millisecondsSince1970: $0) }))
+                    newest: statement.optionalInt64(5).map { Date(millisecondsSince1970: $0) },
+                    oldestBrokerTime: statement.optionalInt64(6).map { Date(millisecondsSince1970: $0) },
+                    newestBrokerTime: statement.optionalInt64(7).map { Date(millisecondsSince1970: $0) }))
         }
         return DedupStats(namespaces: namespaces)
     }

@@ -354,6 +354,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// duplicate or in-flight answer costs no write transaction.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
+        try ClaimRequest.validate(brokerTime: request.brokerTime)
         let clock = configuration.clock
         return try await perform("claim") { connection in
             try RecordSQL.claim(connection, request, now: clock.nowMilliseconds())
@@ -363,7 +364,10 @@ public final class SQLiteDedupStore: DedupStore {
     /// Claims all keys in one `BEGIN IMMEDIATE` transaction, in order.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         if requests.isEmpty { return [] }
-        for request in requests { try ClaimRequest.validate(ownerLabel: request.ownerLabel) }
+        for request in requests {
+            try ClaimRequest.validate(ownerLabel: request.ownerLabel)
+            try ClaimRequest.validate(brokerTime: request.brokerTime)
+        }
         let clock = configuration.clock
         return try await perform("batch claim") { connection in
             try RecordSQL.claim(connection, batch: requests, now: clock.nowMilliseconds())

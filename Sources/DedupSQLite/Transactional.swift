@@ -200,6 +200,7 @@ extension SQLiteDedupStore {
         _ body: @escaping @Sendable (SQLiteTransaction, Lease) throws -> Data?
     ) async throws -> TransactionalOutcome {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
+        try ClaimRequest.validate(brokerTime: request.brokerTime)
         let clock = configuration.clock
         // A duplicate or in-flight key is answered by an inline read: no thread hop, no write lock.
         let early = try await perform("transactional claim") { connection in

@@ -64,19 +64,22 @@ struct ConformanceEnvironment: Sendable {
 
     func request(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel
+        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
+        brokerTime: Date? = nil
     ) -> ClaimRequest {
         ClaimRequest(
             id: id, ownerToken: token, lease: lease ?? self.lease, retention: retention ?? self.retention,
-            fingerprint: fingerprint, ownerLabel: label
+            fingerprint: fingerprint, ownerLabel: label, brokerTime: brokerTime
         )
     }
 
     func claim(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel
+        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
+        brokerTime: Date? = nil
     ) async throws -> ClaimAnswer {
-        try await store.claim(request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label))
+        try await store.claim(
+            request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label, brokerTime: brokerTime))
     }
 
     /// Claims and expects a fresh acquisition or a takeover, as `takeover` says, by a lease carrying
@@ -84,9 +87,10 @@ struct ConformanceEnvironment: Sendable {
     func acquire(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
         retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
-        takeover: Bool = false, _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
+        brokerTime: Date? = nil, takeover: Bool = false, _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
     ) async throws -> Lease {
-        let answer = try await claim(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label)
+        let answer = try await claim(
+            id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label, brokerTime: brokerTime)
         let acquired = try expectAcquired(answer, "\(what) of \(id)", file: file, line: line)
         try expect(
             acquired.isTakeover == takeover,
@@ -105,9 +109,9 @@ struct ConformanceEnvironment: Sendable {
     @discardableResult
     func acquireAndComplete(
         _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil, retention: Duration? = nil, fingerprint: String? = nil,
-        result: Data? = nil, file: StaticString = #fileID, line: UInt = #line
+        result: Data? = nil, brokerTime: Date? = nil, file: StaticString = #fileID, line: UInt = #line
     ) async throws -> Lease {
-        let acquired = try await acquire(id, token: token, lease: lease, fingerprint: fingerprint, file: file, line: line)
+        let acquired = try await acquire(id, token: token, lease: lease, fingerprint: fingerprint, brokerTime: brokerTime, file: file, line: line)
         try await store.complete(Completion(lease: acquired, retention: retention ?? self.retention, result: result))
         return acquired
     }

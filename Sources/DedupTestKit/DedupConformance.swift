@@ -26,7 +26,7 @@ public enum DedupConformance {
     /// Every check, the exact-boundary ones (``ConformanceCheck/needsManualClock``) included.
     public static let checks: [ConformanceCheck] =
         claimChecks + ownershipChecks + fingerprintChecks + batchChecks + raceChecks + identityChecks
-        + inspectionChecks + ownerLabelChecks
+        + inspectionChecks + ownerLabelChecks + brokerTimeChecks
 
     /// The checks a harness can run: all of them on a manual clock, all but the exact-boundary ones
     /// on a real clock.

@@ -199,6 +199,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
             }
             entry.oldest = min(entry.oldest ?? date, date)
             entry.newest = max(entry.newest ?? date, date)
+            entry.include(brokerTime: stored.brokerTime.map { Date(millisecondsSince1970: $0) })
             byNamespace[namespace] = entry
         }
         let sorted = byNamespace.sorted { $0.key < $1.key }.map(\.value)
@@ -212,6 +213,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     /// persistent ones would refuse.
     private static func validate(_ request: ClaimRequest) throws(DedupError) {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
+        try ClaimRequest.validate(brokerTime: request.brokerTime)
         let id = request.id
         try RecordID.validate(namespace: id.namespace)
         let keyBytes = id.key.utf8.count
@@ -273,12 +275,15 @@ private struct StoredRecord {
     var expiresAt: Int64
     var fingerprint: String?
     var result: Data?
+    /// Set by the claim that created the record; nothing changes it after.
+    var brokerTime: Int64?
 
     var record: DedupRecord {
         DedupRecord(
             id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
             createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel
+            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel,
+            brokerMilliseconds: brokerTime
         )
     }
 }
@@ -310,7 +315,8 @@ private struct State {
                 id: request.id, state: .inFlight, ownerToken: request.ownerToken, ownerLabel: request.ownerLabel,
                 fencingToken: 1, attempt: 1,
                 createdAt: now, leaseUntil: leaseUntil, completedAt: nil,
-                expiresAt: leaseUntil + retentionMilliseconds, fingerprint: request.fingerprint, result: nil
+                expiresAt: leaseUntil + retentionMilliseconds, fingerprint: request.fingerprint, result: nil,
+                brokerTime: request.brokerMilliseconds
             )
             return .acquired(
                 Lease(

@@ -16,11 +16,18 @@ import Synchronization
 /// for order in orders { broker.publish(key: order.id, payload: order.json) }
 /// try await broker.run(consumers: 4) { delivery in
 ///     if delivery.plannedCrash == .beforeSideEffect { return .crash }
-///     let outcome = try await consumer.process(key: delivery.message.key) { _ in try await apply(delivery.message) }
+///     let outcome = try await consumer.process(key: delivery.message.key, brokerTime: delivery.message.publishedAt) { _ in
+///         try await apply(delivery.message)
+///     }
 ///     if case .deferred(let retryAfter) = outcome { return .retry(after: retryAfter) }
 ///     return .ack
 /// }
 /// ```
+///
+/// Pass the message's ``Message/publishedAt`` as the consumer's `brokerTime`, as an adapter passes a
+/// real broker's time: the record keeps it, and a reset of a time range (`RecordFilter`,
+/// `dedup-inspect reset --from --until`) then selects the messages published in it, however late
+/// they were processed.
 ///
 /// **Time.** Every message carries its publish time and every redelivery is due at a time. On a
 /// ``ManualDedupClock`` the broker runs in virtual time: when nothing is due and no handler is
@@ -45,7 +52,8 @@ public final class SimulatedBroker: Sendable {
         public let key: String
         /// The message body.
         public let payload: Data
-        /// When it was published (millisecond precision).
+        /// When it was published (millisecond precision): the broker time to pass to the consumer
+        /// (`IdempotentConsumer.process(key:fingerprint:brokerTime:_:)`).
         public let publishedAt: Date
         /// Its position in the topic, from 0.
         public let offset: Int

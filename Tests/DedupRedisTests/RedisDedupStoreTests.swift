@@ -539,22 +539,6 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
-    func commandTimeout(inline: Bool) async throws {
-        try await withRedisServer { server in
-            let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1, inline: inline)
-            _ = try await store.ping()
-            server.suspend()
-            let clock = ContinuousClock()
-            let start = clock.now
-            await expectDedupError(.timeout) { _ = try await store.claim(request(id("ns", "frozen"))) }
-            #expect(clock.now - start < .seconds(2))
-            server.resume()
-            #expect(try await store.claim(request(id("ns", "thawed"))).kind == "acquired")
-            await store.close()
-        }
-    }
-
     @Test("requirepass: the right password works, a wrong or missing one is authenticationFailed")
     func password() async throws {
         try await withRedisServer(arguments: ["--requirepass", "s3cret"]) { server in
@@ -650,6 +634,27 @@ struct RedisDedupStoreTests {
             try await server.cli("SCRIPT", "FLUSH")
             let answers = try await store.claim(batch: [request(id("ns", "a")), request(id("ns", "b")), request(id("ns", "b"))])
             #expect(answers.map(\.kind) == ["duplicate", "acquired", "inFlight"])
+            await store.close()
+        }
+    }
+}
+
+/// Calls bounded on a real clock: they run with the other `TimingTests` suites, in a test process
+/// of their own (`scripts/test`).
+@Suite("Redis store calls bounded in time")
+struct RedisTimeBoundsTimingTests {
+    @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
+    func commandTimeout(inline: Bool) async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1, inline: inline)
+            _ = try await store.ping()
+            server.suspend()
+            let clock = ContinuousClock()
+            let start = clock.now
+            await expectDedupError(.timeout) { _ = try await store.claim(request(id("ns", "frozen"))) }
+            #expect(clock.now - start < .seconds(2))
+            server.resume()
+            #expect(try await store.claim(request(id("ns", "thawed"))).kind == "acquired")
             await store.close()
         }
     }

@@ -166,6 +166,22 @@ struct TransactionalTests {
         await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: holder, retention: .seconds(1))) }
     }
 
+    @Test("processInTransaction keeps the broker time of the claim that created the record; a redelivery does not change it")
+    func transactionalBrokerTime() async throws {
+        let fixture = StoreFixture()
+        let store = try await store(fixture)
+        let consumer = try IdempotentConsumer(store: store, namespace: "orders", logger: quietLogger)
+        let published = Date(millisecondsSince1970: 1_600_000_000_123)
+        #expect(try await consumer.processInTransaction(key: "t-b", brokerTime: published) { _, _ in } == .applied)
+        let again = try await consumer.processInTransaction(key: "t-b", brokerTime: Date(millisecondsSince1970: 7)) { _, _ in }
+        #expect(again != .applied)
+        #expect(try await store.record(for: makeID("t-b"))?.brokerTime == published)
+        await expectDedupError(.invalidConfiguration) {
+            _ = try await consumer.processInTransaction(key: "t-bad", brokerTime: Date(millisecondsSince1970: -1)) { _, _ in }
+        }
+        #expect(try await store.record(for: makeID("t-bad")) == nil)
+    }
+
     @Test("processInTransaction: the effect and the completion commit together; a redelivery is a duplicate; a held key defers")
     func consumerTransactions() async throws {
         let fixture = StoreFixture()

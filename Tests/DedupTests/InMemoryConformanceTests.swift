@@ -41,8 +41,10 @@ struct RealClockInMemoryHarness: ConformanceHarness {
     var pagesInRecordIDOrder: Bool { true }
 }
 
+/// The in-memory store's conformance on the system clock, as the real stores run it.
+/// (A `TimingTests` suite: `scripts/test` runs it after the rest, in a test process of its own.)
 @Suite("InMemoryDedupStore conformance on the real clock")
-struct InMemoryRealClockConformanceTests {
+struct InMemoryRealClockConformanceTimingTests {
     @Test(arguments: DedupConformance.checks(manualClock: false))
     func conforms(_ check: ConformanceCheck) async throws {
         try await check.run(RealClockInMemoryHarness())

@@ -251,6 +251,12 @@ public struct IdempotentConsumer: Sendable {
     /// claimed ones in the batch's order, and last, under ``InFlightPolicy/wait(timeout:)``, those
     /// of messages held elsewhere, each after its own wait.
     ///
+    /// A key that comes more than once in the batch (a broker hands out a message and its
+    /// redelivery in one read) is claimed and run once, for its first copy; each later copy gets
+    /// ``ProcessOutcome/duplicate(_:)`` once the first is applied or found completed (or a payload
+    /// mismatch if its fingerprint differs), the first's deferral when it is deferred, and the
+    /// first's error when it fails, so no copy of a failed key is acked.
+    ///
     /// - Returns: one result per message, in order: its outcome, or the error that kept it from
     ///   being acked (its handler's error, a lease lost, an invalid or missing key, a payload
     ///   mismatch, a completion that failed).
@@ -291,6 +297,9 @@ public struct IdempotentConsumer: Sendable {
         var requestIndex: [Int] = []
         requests.reserveCapacity(keys.count)
         requestIndex.reserveCapacity(keys.count)
+        // A key's later copies in the batch are not claimed: they take the first copy's outcome.
+        var requestOfID: [RecordID: Int] = [:]
+        var laterCopies: [(index: Int, position: Int)] = []
         for index in keys.indices {
             guard let key = keys[index] else {
                 results[index] = await Self.capture {
@@ -313,6 +322,11 @@ public struct IdempotentConsumer: Sendable {
                 results[index] = .success(.duplicate(record))
                 continue
             }
+            if let first = requestOfID.updateValue(requests.count, forKey: id) {
+                requestOfID[id] = first
+                laterCopies.append((index, first))
+                continue
+            }
             requests.append(
                 ClaimRequest(
                     id: id, lease: configuration.lease, retention: configuration.retention,
@@ -332,6 +346,9 @@ public struct IdempotentConsumer: Sendable {
             metrics.storeError(error)
             guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
                 throw error
+            }
+            for (index, _) in laterCopies {
+                results[index] = .success(.deferred(retryAfter: configuration.minimumRetryDelay))
             }
             for index in requestIndex {
                 metrics.bypassed.increment()
@@ -375,6 +392,8 @@ public struct IdempotentConsumer: Sendable {
         // Messages whose handler succeeded: their place in the results and among the answers.
         var succeeded: [(index: Int, position: Int)] = []
         succeeded.reserveCapacity(answers.count)
+        // The leases of keys applied in this batch, by position, for their later copies' answers.
+        var appliedLeases: [Int: Lease] = [:]
         var stillInFlight: [Int] = []
         // Indices, not elements: iterating would copy every answer first (the cases copy what they bind).
         for position in answers.indices {
@@ -442,6 +461,7 @@ public struct IdempotentConsumer: Sendable {
                     switch answer {
                     case .completed:
                         results[index] = .success(.applied)
+                        if !laterCopies.isEmpty { appliedLeases[succeeded[position].position] = completions[position].lease }
                     case .leaseLost:
                         metrics.leaseLosses.increment()
                         results[index] = .failure(
@@ -468,7 +488,60 @@ public struct IdempotentConsumer: Sendable {
                 }
             }
         }
+        for (index, position) in laterCopies {
+            results[index] = await laterCopyResult(
+                first: results[requestIndex[position]], request: requests[position],
+                appliedLease: appliedLeases[position], fingerprint: fingerprints?[index]
+            )
+        }
         return results
+    }
+
+    /// The answer for a key's later copy in a batch, from its first copy's: a duplicate of what the
+    /// first applied or found completed (or a payload mismatch, as its redelivery would get); deferred
+    /// with a deferred first; the first's error otherwise, so neither copy is acked.
+    private func laterCopyResult(
+        first: Result<ProcessOutcome, any Error>, request: ClaimRequest, appliedLease: Lease?, fingerprint: String?
+    ) async -> Result<ProcessOutcome, any Error> {
+        let record: DedupRecord
+        switch first {
+        case .failure(let error):
+            return .failure(error)
+        case .success(.deferred(let retryAfter)):
+            return .success(.deferred(retryAfter: retryAfter))
+        case .success(.bypassed):
+            return .success(.deferred(retryAfter: configuration.minimumRetryDelay))
+        case .success(.duplicate(let completed)):
+            record = completed
+        case .success(.applied):
+            if let lease = appliedLease {
+                // Completed just now under this lease: its record as the store keeps it, but for the
+                // completion time, which is the consumer's clock's.
+                let now = Date()
+                record = DedupRecord(
+                    id: lease.id, state: .completed, ownerToken: nil, fencingToken: lease.fencingToken,
+                    attempt: lease.attempt, createdAt: lease.claimedAt ?? now, leaseUntil: nil, completedAt: now,
+                    expiresAt: now + configuration.retention.timeInterval, fingerprint: request.fingerprint,
+                    brokerTime: request.brokerTime.map { Date(millisecondsSince1970: $0.millisecondsSince1970) }
+                )
+            } else {
+                // Applied after waiting for another holder: the store has the record.
+                do {
+                    guard let stored = try await store.record(for: request.id) else {
+                        return .success(.deferred(retryAfter: configuration.minimumRetryDelay))
+                    }
+                    record = stored
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        if let held = record.fingerprint, let offered = fingerprint, held != offered {
+            metrics.payloadMismatch.increment()
+            return .failure(Self.mismatch(record, fingerprint: fingerprint))
+        }
+        metrics.duplicate.increment()
+        return .success(.duplicate(record))
     }
 
     // MARK: Helpers

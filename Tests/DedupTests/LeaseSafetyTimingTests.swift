@@ -7,8 +7,9 @@ import Testing
 
 /// Leases under a slow store: renewals of many handlers must not queue behind each other, and a
 /// handler must learn of a lost lease the moment its end passes, whatever the renewals are doing.
+/// (A `TimingTests` suite: `scripts/test` runs it after the rest, in a test process of its own.)
 @Suite("Lease safety under a slow store")
-struct LeaseSafetyTests {
+struct LeaseSafetyTimingTests {
     @Test("1,000 handlers of one consumer keep their leases on a store whose every call takes 50 ms")
     func manyHandlersOnASlowStore() async throws {
         let base = InMemoryDedupStore(clock: SystemDedupClock())

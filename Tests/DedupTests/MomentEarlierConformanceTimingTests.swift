@@ -48,8 +48,9 @@ struct EarlyDatingHarness: ConformanceHarness {
 /// A fresh lease may be dated a moment before its record (``Lease/claimedAt``, ``Lease/leaseUntil``):
 /// no real-clock check may demand the two be equal, or a store that does so (Redis) fails it
 /// whenever its claim's round trip crosses a millisecond.
+/// (A `TimingTests` suite: `scripts/test` runs it after the rest, in a test process of its own.)
 @Suite("Conformance of a store that dates fresh leases a moment early")
-struct MomentEarlierConformanceTests {
+struct MomentEarlierConformanceTimingTests {
     @Test(arguments: DedupConformance.checks(manualClock: false))
     func conforms(_ check: ConformanceCheck) async throws {
         try await check.run(EarlyDatingHarness())

@@ -6,8 +6,10 @@ import Foundation
 import Synchronization
 import Testing
 
+/// The real Redis store's leases stay renewed when every call is slow.
+/// (A `TimingTests` suite: `scripts/test` runs it after the rest, in a test process of its own.)
 @Suite("Redis lease renewal under latency")
-struct RedisLeaseRenewalTests {
+struct RedisLeaseRenewalTimingTests {
     @Test("8 handlers of one consumer keep their leases when every Redis call takes a quarter of the lease; a rival never takes a key")
     func slowRedisKeepsEveryLease() async throws {
         try await withRedisServer { server in
