@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "DedupDemo",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupTestKit", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

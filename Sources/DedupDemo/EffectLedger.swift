@@ -59,13 +59,24 @@ final class SQLiteEffectLedger: EffectLedger {
         _ message: SimulatedBroker.Message, consumer: IdempotentConsumer,
         afterEffect: @escaping @Sendable (SQLiteTransaction) throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool) {
+        try await applyTransactionally(
+            messageID: message.id, key: message.key, brokerTime: message.publishedAt, consumer: consumer, afterEffect: afterEffect
+        )
+    }
+
+    /// Processes the message `messageID` under `key` in transactional mode; see
+    /// ``applyTransactionally(_:consumer:afterEffect:)``.
+    func applyTransactionally(
+        messageID: String, key: String, brokerTime: Date?, consumer: IdempotentConsumer,
+        afterEffect: @escaping @Sendable (SQLiteTransaction) throws -> Void
+    ) async throws -> (ProcessOutcome, takeover: Bool) {
         let run = self.run
         let took = Mutex(false)
-        let outcome = try await consumer.processInTransaction(key: message.key, brokerTime: message.publishedAt) { transaction, context in
+        let outcome = try await consumer.processInTransaction(key: key, brokerTime: brokerTime) { transaction, context in
             took.withLock { $0 = context.isTakeover }
             _ = try transaction.execute(
                 "INSERT INTO \(Self.table)(run, message_id, fencing) VALUES (?, ?, ?)",
-                [.text(run), .text(message.id), .integer(context.fencingToken)]
+                [.text(run), .text(messageID), .integer(context.fencingToken)]
             )
             try afterEffect(transaction)
         }

@@ -29,6 +29,10 @@ extension RedisStreamConsumer {
     }
 
     private func processOneByOne(_ entry: StreamEntry, client: StreamClient) async {
+        if let entryProcessor {
+            await settle([entry], [await processed(entry, by: entryProcessor)], client: client)
+            return
+        }
         let result: Result<ProcessOutcome, any Error>
         do {
             result = .success(
@@ -43,6 +47,12 @@ extension RedisStreamConsumer {
     }
 
     private func processBatch(_ entries: [StreamEntry], client: StreamClient) async {
+        if let entryProcessor {
+            var outcomes: [Result<ProcessOutcome, any Error>] = []
+            for entry in entries { outcomes.append(await processed(entry, by: entryProcessor)) }
+            await settle(entries, outcomes, client: client)
+            return
+        }
         let results: [Result<ProcessOutcome, any Error>]
         do {
             results = try await consumer.processBatch(entries, keyStrategy: configuration.keyStrategy, brokerTime: { $0.id.brokerTime }) {

@@ -78,6 +78,9 @@ public struct RedisStreamConsumer: Service {
     let logger: Logger
     let metrics: StreamMetrics
     let onSettled: (@Sendable (Settlement) -> Void)?
+    /// Set by ``init(url:configuration:consumer:logger:metricsFactory:onSettled:processEntry:)``:
+    /// runs an entry through the dedup consumer in place of ``handler``.
+    var entryProcessor: EntryProcessor?
 
     /// Creates the consumer; it connects when ``run()`` starts.
     ///
