@@ -145,11 +145,34 @@ public final class RedisServer: Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             if !process.isRunning { break }
-            if let answer = try? await cli(arguments: ["PING"]), answer == "PONG" || answer.contains("NOAUTH") { return }
+            if let answer = try? await cli(arguments: ["PING"]), answer == "PONG" || answer.contains("NOAUTH") {
+                // Another test process may have been handed the same free port and started its
+                // server there first: then ours exits ("Address already in use") while theirs
+                // answers. Only our own server will do.
+                if try await answeringServerIsOurs(process) { return }
+                break
+            }
             try await Task.sleep(for: .milliseconds(20))
         }
         let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
         throw Failure(description: "redis-server did not answer PING at \(url): \(log.suffix(2000))")
+    }
+
+    /// Whether the server answering on our port is the process we started: by its `process_id`
+    /// when `INFO` answers, else by ours still running a moment after the answer.
+    private func answeringServerIsOurs(_ process: Process) async throws -> Bool {
+        var password: String?
+        if let index = extraArguments.firstIndex(of: "--requirepass"), index + 1 < extraArguments.count {
+            password = extraArguments[index + 1]
+        }
+        if let info = try? await cli(arguments: ["INFO", "server"], password: password),
+            let line = info.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("process_id:") }),
+            let pid = Int32(line.dropFirst("process_id:".count).trimmingCharacters(in: .whitespaces))
+        {
+            return pid == process.processIdentifier
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        return process.isRunning
     }
 
     private func terminate(signal: Int32) async {
