@@ -81,7 +81,7 @@ let package = Package(
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupStoreLocator", "CSQLite",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DedupInspectTests",
-            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupTestKit", "DedupTestSupport"]
+            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

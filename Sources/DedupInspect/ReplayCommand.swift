@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dedup
 import DedupRedis
+import DedupRedisStreams
 import Foundation
 
 /// `replay`: a coordinated replay of a broker time range through a Redis Streams consumer group:
@@ -80,8 +81,8 @@ struct ReplayCommand: AsyncParsableCommand {
     /// What the group and stream looked like, and what was done to them.
     private struct StreamState {
         var group: RedisStreamGroupInfo
-        var firstEntry: RedisStreamID?
-        var target: RedisStreamID
+        var firstEntry: StreamEntryID?
+        var target: StreamEntryID
         var moved = false
         var warnings: [String] = []
 

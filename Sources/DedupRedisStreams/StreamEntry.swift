@@ -37,7 +37,11 @@ public struct StreamEntryID: Hashable, Comparable, Sendable, CustomStringConvert
     /// down): a group positioned here is next given the entries added at `date` and later, the
     /// ones at `date` itself included (positioning at `<ms>-0` would skip an entry with that ID).
     public static func justBefore(_ date: Date) -> StreamEntryID {
-        let milliseconds = UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))
+        justBefore(milliseconds: UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down))))
+    }
+
+    /// ``justBefore(_:)`` for a time in milliseconds since 1970, as an operator gives it: `0-0` for 0.
+    package static func justBefore(milliseconds: UInt64) -> StreamEntryID {
         guard milliseconds > 0 else { return .zero }
         return StreamEntryID(milliseconds: milliseconds - 1, sequence: .max)
     }

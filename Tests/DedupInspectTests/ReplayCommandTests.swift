@@ -1,6 +1,7 @@
 import Dedup
 import DedupInspect
 import DedupRedis
+import DedupRedisStreams
 import DedupSQLite
 import DedupTestSupport
 import Foundation
@@ -241,9 +242,9 @@ struct ReplayCommandTests {
         #expect(throws: DedupError.self) { try RedisStreamLocation(url: "redis://:pw@host:6379") }
         #expect(throws: DedupError.self) { try RedisStreamLocation(url: "redis://host:6379/") }
         #expect(throws: DedupError.self) { try RedisStreamLocation(url: "unix:///run/redis.sock") }
-        #expect(RedisStreamID.justBefore(milliseconds: 3000).description == "2999-18446744073709551615")
-        #expect(RedisStreamID.justBefore(milliseconds: 0).description == "0-0")
-        #expect(RedisStreamID.justBefore(milliseconds: 3000) < RedisStreamID("3000-0")!)
-        #expect(RedisStreamID("2999-5")! < RedisStreamID.justBefore(milliseconds: 3000))
+        #expect(StreamEntryID.justBefore(milliseconds: 3000).description == "2999-18446744073709551615")
+        #expect(StreamEntryID.justBefore(milliseconds: 0).description == "0-0")
+        #expect(StreamEntryID.justBefore(milliseconds: 3000) < StreamEntryID("3000-0")!)
+        #expect(StreamEntryID("2999-5")! < StreamEntryID.justBefore(milliseconds: 3000))
     }
 }

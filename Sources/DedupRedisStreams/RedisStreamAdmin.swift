@@ -1,49 +1,13 @@
 import Dedup
+import DedupRedis
 import Logging
-
-/// A stream entry ID, `<milliseconds>-<sequence>`, ordered as the stream orders entries. The
-/// milliseconds are the server's time when it added the entry: the entry's broker time.
-package struct RedisStreamID: Hashable, Comparable, Sendable, CustomStringConvertible {
-    /// The broker time, in milliseconds since 1970.
-    package var milliseconds: UInt64
-    /// The entry's number among those added in the same millisecond.
-    package var sequence: UInt64
-
-    /// Creates an ID from its parts.
-    package init(milliseconds: UInt64, sequence: UInt64) {
-        self.milliseconds = milliseconds
-        self.sequence = sequence
-    }
-
-    /// Parses `<milliseconds>-<sequence>`; `nil` for anything else.
-    package init?(_ text: String) {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, let milliseconds = UInt64(parts[0]), let sequence = UInt64(parts[1]) else { return nil }
-        self.init(milliseconds: milliseconds, sequence: sequence)
-    }
-
-    /// The greatest ID below every entry added at `milliseconds` or later: a group set here is
-    /// given the entry `<milliseconds>-0` next. (`<milliseconds>-0` itself would skip that entry:
-    /// a group's position is the last ID it was given.) `0-0` for 0.
-    package static func justBefore(milliseconds: UInt64) -> RedisStreamID {
-        milliseconds == 0 ? RedisStreamID(milliseconds: 0, sequence: 0) : RedisStreamID(milliseconds: milliseconds - 1, sequence: .max)
-    }
-
-    /// `<milliseconds>-<sequence>`, as Redis writes it.
-    package var description: String { "\(milliseconds)-\(sequence)" }
-
-    /// Stream order: by time, then sequence.
-    package static func < (lhs: RedisStreamID, rhs: RedisStreamID) -> Bool {
-        (lhs.milliseconds, lhs.sequence) < (rhs.milliseconds, rhs.sequence)
-    }
-}
 
 /// What `XINFO GROUPS` says about one consumer group.
 package struct RedisStreamGroupInfo: Sendable, Hashable {
     /// The group's name.
     package var name: String
     /// The last ID delivered to the group: where its next `XREADGROUP … >` continues after.
-    package var lastDeliveredID: RedisStreamID
+    package var lastDeliveredID: StreamEntryID
     /// Entries delivered to the group's consumers and not yet acknowledged.
     package var pending: Int64
     /// Entries not yet delivered to the group; `nil` when the server cannot tell (before Redis 7,
@@ -92,7 +56,7 @@ package final class RedisStreamAdmin: Sendable {
             for index in stride(from: 0, to: fields.count, by: 2) {
                 if let name = fields[index].stringValue { values[name] = fields[index + 1] }
             }
-            guard let name = values["name"]?.stringValue, let last = values["last-delivered-id"]?.stringValue.flatMap(RedisStreamID.init),
+            guard let name = values["name"]?.stringValue, let last = values["last-delivered-id"]?.stringValue.flatMap(StreamEntryID.init),
                 let pending = values["pending"]?.integerValue, let consumers = values["consumers"]?.integerValue
             else { throw unexpected(group, doing: "XINFO GROUPS") }
             return RedisStreamGroupInfo(name: name, lastDeliveredID: last, pending: pending, lag: values["lag"]?.integerValue, consumers: consumers)
@@ -100,18 +64,18 @@ package final class RedisStreamAdmin: Sendable {
     }
 
     /// The ID of the stream's first entry (`XRANGE - + COUNT 1`); `nil` when it holds none.
-    package func firstEntryID() async throws(DedupError) -> RedisStreamID? {
+    package func firstEntryID() async throws(DedupError) -> StreamEntryID? {
         let reply = try await execute(RedisCommand("XRANGE", location.key, "-", "+", "COUNT", "1"))
         try check(reply)
         guard let entries = reply.arrayValue else { throw unexpected(reply, doing: "XRANGE") }
         guard let first = entries.first else { return nil }
-        guard let id = first.arrayValue?.first?.stringValue.flatMap(RedisStreamID.init) else { throw unexpected(reply, doing: "XRANGE") }
+        guard let id = first.arrayValue?.first?.stringValue.flatMap(StreamEntryID.init) else { throw unexpected(reply, doing: "XRANGE") }
         return id
     }
 
     /// Moves `group` to `position` (`XGROUP SETID`): its next `XREADGROUP … >` delivers the
     /// entries after `position`. Returns `false` when the stream or the group does not exist.
-    package func setPosition(of group: String, to position: RedisStreamID) async throws(DedupError) -> Bool {
+    package func setPosition(of group: String, to position: StreamEntryID) async throws(DedupError) -> Bool {
         let reply = try await execute(RedisCommand("XGROUP", "SETID", location.key, group, position.description))
         if let text = reply.errorText, text.hasPrefix("NOGROUP") || text.contains("requires the key to exist") { return false }
         try check(reply)
