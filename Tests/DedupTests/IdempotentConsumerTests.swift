@@ -543,12 +543,10 @@ struct IdempotentConsumerTests {
 
 /// Completes in the store, then reports a lost connection: once for single completions; once for
 /// batches, after carrying out only the first completion of the batch (the rest never reached it).
-final class ReplyLosingStore: DedupStore {
-    let base: any DedupStore
+final class ReplyLosingStore<Base: DedupStore>: ForwardingStore {
+    let base: Base
     let lost = Mutex(false)
-    init(_ base: any DedupStore) { self.base = base }
-    func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
-    func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
+    init(_ base: Base) { self.base = base }
     func complete(_ completion: Completion) async throws {
         try await base.complete(completion)
         if lost.withLock({ value in defer { value = true }; return !value }) {
@@ -563,15 +561,4 @@ final class ReplyLosingStore: DedupStore {
         }
         return try await base.complete(batch: completions)
     }
-    func release(_ lease: Lease) async throws { try await base.release(lease) }
-    func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
-    func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
-    func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
-        try await base.records(matching: filter, after: cursor, limit: limit)
-    }
-    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
-        try await base.delete(ids, matching: filter)
-    }
-    func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
-    func stats() async throws -> DedupStats { try await base.stats() }
 }

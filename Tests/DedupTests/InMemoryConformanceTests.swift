@@ -34,7 +34,9 @@ struct InMemoryConformanceTests {
 /// The in-memory store on the real clock, as a store on a server clock (Redis) runs the suite: proves
 /// the checks themselves hold up when time passes by waiting rather than by hand.
 struct RealClockInMemoryHarness: ConformanceHarness {
-    func makeStore() async throws -> any DedupStore { InMemoryDedupStore() }
+    /// The store under test: the in-memory store, or one wrapping it.
+    var makeBaseStore: @Sendable () -> any DedupStore = { InMemoryDedupStore() }
+    func makeStore() async throws -> any DedupStore { makeBaseStore() }
     func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
     var timeUnit: Duration { .milliseconds(400) }
     func advance(by duration: Duration) async throws { try await Task.sleep(for: duration) }

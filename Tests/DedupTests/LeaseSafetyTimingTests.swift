@@ -203,7 +203,7 @@ extension Sequence {
 
 /// A store that implements only the single renewal, each waiting until `expected` renewals are
 /// under way at once: ``DedupStore/renew(batch:for:)`` comes from the protocol's default.
-final class BarrierRenewingStore: DedupStore {
+final class BarrierRenewingStore: ForwardingStore {
     let base: InMemoryDedupStore<SystemDedupClock>
     let expected: Int
     private let arrived = Atomic<Int>(0)
@@ -226,17 +226,4 @@ final class BarrierRenewingStore: DedupStore {
         guard opened else { throw DedupError(.timeout, "renewals came one after another") }
         return try await base.renew(lease, for: duration)
     }
-
-    func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
-    func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
-    func complete(_ completion: Completion) async throws { try await base.complete(completion) }
-    func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] { try await base.complete(batch: completions) }
-    func release(_ lease: Lease) async throws { try await base.release(lease) }
-    func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
-    func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
-        try await base.records(matching: filter, after: cursor, limit: limit)
-    }
-    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int { try await base.delete(ids, matching: filter) }
-    func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
-    func stats() async throws -> DedupStats { try await base.stats() }
 }

@@ -6,7 +6,7 @@ import Testing
 /// The in-memory store on the real clock, dating every fresh lease a few milliseconds before its
 /// record, as the contract allows and as `RedisDedupStore` does (its lease is dated by the server's
 /// `TIME` read just before the `SET` that creates the record).
-struct EarlyDatingStore: DedupStore {
+struct EarlyDatingStore: ForwardingStore {
     let base = InMemoryDedupStore()
     /// How much earlier than the record a fresh lease says it was claimed.
     static let earlier: TimeInterval = 0.005
@@ -22,27 +22,6 @@ struct EarlyDatingStore: DedupStore {
     func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         try await base.claim(batch: requests).map(earlier)
     }
-    func complete(_ completion: Completion) async throws { try await base.complete(completion) }
-    func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
-        try await base.complete(batch: completions)
-    }
-    func release(_ lease: Lease) async throws { try await base.release(lease) }
-    func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
-    func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
-    func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
-        try await base.records(matching: filter, after: cursor, limit: limit)
-    }
-    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int { try await base.delete(ids, matching: filter) }
-    func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
-    func stats() async throws -> DedupStats { try await base.stats() }
-}
-
-struct EarlyDatingHarness: ConformanceHarness {
-    func makeStore() async throws -> any DedupStore { EarlyDatingStore() }
-    func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
-    var timeUnit: Duration { .milliseconds(400) }
-    func advance(by duration: Duration) async throws { try await Task.sleep(for: duration) }
-    var pagesInRecordIDOrder: Bool { true }
 }
 
 /// A fresh lease may be dated a moment before its record (``Lease/claimedAt``, ``Lease/leaseUntil``):
@@ -53,6 +32,6 @@ struct EarlyDatingHarness: ConformanceHarness {
 struct MomentEarlierConformanceTimingTests {
     @Test(arguments: DedupConformance.checks(manualClock: false))
     func conforms(_ check: ConformanceCheck) async throws {
-        try await check.run(EarlyDatingHarness())
+        try await check.run(RealClockInMemoryHarness(makeBaseStore: { EarlyDatingStore() }))
     }
 }
