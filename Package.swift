@@ -107,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "dedup-worker",
             dependencies: [
-                "Dedup", "DedupStoreLocator",
+                "Dedup", "DedupStoreLocator", "DedupTestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -521,16 +521,14 @@ public final class SimulatedBroker: Sendable {
     private func unitRandom(_ parts: UInt64...) -> Double {
         var hash = configuration.seed
         for part in parts {
-            hash = splitMix(hash ^ splitMix(part &+ 0x9E37_79B9_7F4A_7C15))
+            hash = splitMix(hash ^ splitMix(part &+ SplitMix64.increment))
         }
         return Double(hash >> 11) * 0x1p-53
     }
 
+    /// One step of ``SplitMix64`` from `value`.
     private func splitMix(_ value: UInt64) -> UInt64 {
-        var mixed = value &+ 0x9E37_79B9_7F4A_7C15
-        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-        return mixed ^ (mixed >> 31)
+        SplitMix64.mix(value &+ SplitMix64.increment)
     }
 }
 

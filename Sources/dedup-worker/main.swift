@@ -3,6 +3,7 @@
 // processes. Not a product; the tests start several of these at once.
 import Dedup
 import DedupStoreLocator
+import DedupTestKit
 import Foundation
 
 struct Options {
@@ -59,16 +60,6 @@ struct Ledger: Sendable {
     }
 }
 
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 let options = parse()
 let ledger = Ledger(path: options.ledger)
@@ -80,7 +71,7 @@ do {
     configuration.renewalInterval = .seconds(10)
     configuration.inFlightPolicy = .defer
     let consumer = try IdempotentConsumer(store: store, namespace: options.namespace, configuration: configuration)
-    var random = SplitMix(state: options.seed)
+    var random = SplitMix64(seed: options.seed)
     if let barrier = options.barrier {
         // Connect first, so start-up costs are paid before the race begins.
         _ = try await store.record(for: RecordID(namespace: options.namespace, key: "warm-up"))

@@ -1,4 +1,5 @@
 import Dedup
+import DedupTestKit
 import Testing
 
 @Suite("Business keys")
@@ -27,7 +28,7 @@ struct BusinessKeyTests {
 
     @Test("random part lists decode back to themselves and never share a key (seeded)")
     func injective() {
-        var random = SeededRandom(seed: 14)
+        var random = SplitMix64(seed: 14)
         var seen: [[UInt8]: [String]] = [:]
         for round in 0..<20_000 {
             var parts = random.parts()
@@ -57,7 +58,7 @@ struct BusinessKeyTests {
         #expect(!BusinessKey.encode(["batch-order-10", "7"])!.utf8.starts(with: batchOrder1.utf8))
         #expect(!BusinessKey.encode(["batch-order-1;", "7"])!.utf8.starts(with: batchOrder1.utf8))
 
-        var random = SeededRandom(seed: 5)
+        var random = SplitMix64(seed: 5)
         for _ in 0..<20_000 {
             let leading = random.parts()
             // Half of the keys start with `leading`, the others are random.
@@ -98,23 +99,12 @@ struct BusinessKeyTests {
     }
 }
 
-/// SplitMix64: the same part lists on every run, so a failure can be reproduced.
-private struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Seeded: the same part lists on every run, so a failure can be reproduced.
+extension SplitMix64 {
 
     /// One to four non-empty parts over an alphabet rich in the encoding's own characters (digits,
     /// `:` and `;`), so parts that look like encodings are common.
-    mutating func parts() -> [String] {
+    fileprivate mutating func parts() -> [String] {
         let alphabet: [Character] = ["1", "2", "0", ":", ";", "a", "b", " ", "\u{0}", "é", "🦄", "\n"]
         return (0..<Int.random(in: 1...4, using: &self)).map { _ in
             String((0..<Int.random(in: 1...6, using: &self)).map { _ in alphabet.randomElement(using: &self)! })
