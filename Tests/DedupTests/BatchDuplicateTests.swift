@@ -86,6 +86,21 @@ struct BatchDuplicateTests {
         }
     }
 
+    @Test("with the store down under fail-open, a key's first copy runs without dedup and its later copies are deferred")
+    func laterCopiesUnderFailOpen() async throws {
+        let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))
+        store.fail(.claim, with: DedupError(.timeout, "no answer"))
+        let consumer = try consumer(store) { $0.storeFailurePolicy = .failOpen }
+        let ledger = SideEffectLedger()
+        let results = try await consumer.processBatch(["a", "b", "a"], keyStrategy: .messageID { $0 }) { key, _ in
+            ledger.record(key)
+        }
+        #expect(ledger.all == ["a", "b"])
+        #expect(try results[0].get() == .bypassed(.storeUnavailable))
+        #expect(try results[1].get() == .bypassed(.storeUnavailable))
+        guard case .success(.deferred) = results[2] else { Issue.record("expected deferred, got \(results[2])"); return }
+    }
+
     @Test("when the first copy is deferred (held elsewhere), the later copies are deferred with it")
     func deferredFirstCopy() async throws {
         let store = InMemoryDedupStore(clock: clock)

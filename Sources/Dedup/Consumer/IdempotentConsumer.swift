@@ -297,9 +297,21 @@ public struct IdempotentConsumer: Sendable {
         var requestIndex: [Int] = []
         requests.reserveCapacity(keys.count)
         requestIndex.reserveCapacity(keys.count)
-        // A key's later copies in the batch are not claimed: they take the first copy's outcome.
-        var requestOfID: [RecordID: Int] = [:]
+        // A key's later copies in the batch take the first copy's outcome (see laterCopyResult).
+        // The store answers a later copy `.inFlight`, held by the first: only then are copies
+        // looked for, so a batch without one pays nothing for it.
         var laterCopies: [(index: Int, position: Int)] = []
+        var firstPositionOfID: [RecordID: Int]?
+        func firstPosition(of position: Int) -> Int {
+            if firstPositionOfID == nil {
+                var positions = [RecordID: Int](minimumCapacity: requests.count)
+                for earlier in requests.indices where positions[requests[earlier].id] == nil {
+                    positions[requests[earlier].id] = earlier
+                }
+                firstPositionOfID = positions
+            }
+            return firstPositionOfID![requests[position].id] ?? position
+        }
         for index in keys.indices {
             guard let key = keys[index] else {
                 results[index] = await Self.capture {
@@ -322,11 +334,6 @@ public struct IdempotentConsumer: Sendable {
                 results[index] = .success(.duplicate(record))
                 continue
             }
-            if let first = requestOfID.updateValue(requests.count, forKey: id) {
-                requestOfID[id] = first
-                laterCopies.append((index, first))
-                continue
-            }
             requests.append(
                 ClaimRequest(
                     id: id, lease: configuration.lease, retention: configuration.retention,
@@ -347,10 +354,12 @@ public struct IdempotentConsumer: Sendable {
             guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
                 throw error
             }
-            for (index, _) in laterCopies {
-                results[index] = .success(.deferred(retryAfter: configuration.minimumRetryDelay))
-            }
-            for index in requestIndex {
+            for position in requests.indices {
+                let index = requestIndex[position]
+                guard firstPosition(of: position) == position else {
+                    results[index] = .success(.deferred(retryAfter: configuration.minimumRetryDelay))
+                    continue
+                }
                 metrics.bypassed.increment()
                 results[index] = await Self.capture {
                     try await handler(index, DedupContext(lease: nil, watch: nil))
@@ -407,6 +416,11 @@ public struct IdempotentConsumer: Sendable {
                 metrics.payloadMismatch.increment()
                 results[index] = .failure(Self.mismatch(record, fingerprint: requests[position].fingerprint))
             case .inFlight(let record):
+                let first = firstPosition(of: position)
+                if first != position, case .acquired = answers[first] {
+                    laterCopies.append((index, first))
+                    continue
+                }
                 countInFlight(record)
                 if case .wait = configuration.inFlightPolicy {
                     stillInFlight.append(index)
