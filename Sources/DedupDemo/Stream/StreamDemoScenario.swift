@@ -130,7 +130,7 @@ enum StreamDemoScenario {
         report.replayFrom = published.rangeStart
         report.replayUntil = published.rangeEnd
         report.replay = try await StreamReplay.run(
-            store: store, namespace: namespace, admin: admin, group: group, from: published.rangeStart, until: published.rangeEnd
+            store: options.store, namespace: namespace, broker: broker, group: group, from: published.rangeStart, until: published.rangeEnd
         )
         report.messagesInReplayRange = published.inRange.count
         progress("replaying [\(DemoScenario.isoString(published.rangeStart)), \(DemoScenario.isoString(published.rangeEnd))): "
