@@ -41,16 +41,21 @@ func fillStream(_ endpoint: RedisEndpoint, stream: String, count: Int, logger: L
         ),
         index: 0
     )
-    defer { Task { await connection.close() } }
-    var next = 0
-    while next < count {
-        let end = min(count, next + 1000)
-        let commands = (next..<end).map { RedisCommand("XADD", stream, "*", "id", "m-\($0)", "payload", "x") }
-        for reply in try await connection.execute(commands) {
-            if case .error(let message) = reply { throw BenchError("XADD failed: \(message)") }
+    do {
+        var next = 0
+        while next < count {
+            let end = min(count, next + 1000)
+            let commands = (next..<end).map { RedisCommand("XADD", stream, "*", "id", "m-\($0)", "payload", "x") }
+            for reply in try await connection.execute(commands) {
+                if case .error(let message) = reply { throw BenchError("XADD failed: \(message)") }
+            }
+            next = end
         }
-        next = end
+    } catch {
+        await connection.close()
+        throw error
     }
+    await connection.close()
 }
 
 /// Consumes `count` entries of `stream` (filled beforehand) through a `RedisStreamConsumer` in
