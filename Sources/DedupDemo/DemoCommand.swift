@@ -28,8 +28,9 @@ public struct DemoCommand: AsyncParsableCommand {
             messages whose handler always fails), consumes it with --consumers processes of a \
             consumer group (RedisStreamConsumer), kills some of them with SIGKILL while they hold \
             unacked entries and restarts them, checks that the poison messages reached KEY:dead \
-            exactly once, then replays a range of broker time (the records of the range reset, the \
-            group moved back) and checks that exactly that range was applied again.
+            exactly once, then replays a range of broker time with dedup-inspect replay (which must \
+            be beside dedup-demo: the records of the range reset, the group moved back) and checks \
+            that exactly that range was applied again.
 
             At the end it says where its data is and prints the command that removes it.
 
