@@ -188,14 +188,17 @@ final class StreamClient: Sendable {
 
     // MARK: Replies
 
-    /// Runs one command; an error reply is thrown (``GroupMissing`` for `NOGROUP`), except
+    /// Runs one command; an error reply is thrown (``GroupMissing`` when the stream or group is gone), except
     /// `BUSYGROUP`, which reads as `nil`.
     private func execute(_ command: RedisCommand, on connection: RedisConnection? = nil, inline: Bool = true) async throws -> RedisReply? {
         let reply = try await (connection ?? commands).execute([command], mayRunInline: inline).first ?? .null
         if let text = reply.errorText {
             if text.hasPrefix("BUSYGROUP") { return nil }
-            // A read blocked when the key was deleted ends with UNBLOCKED (Redis 7): the group went with it.
-            if text.hasPrefix("NOGROUP") || text.hasPrefix("UNBLOCKED") { throw GroupMissing(message: text) }
+            // The stream was deleted, and its group with it: NOGROUP for group commands, UNBLOCKED
+            // for a read blocked when it went (Redis 7), "no such key" for XINFO.
+            if text.hasPrefix("NOGROUP") || text.hasPrefix("UNBLOCKED") || text.hasPrefix("ERR no such key") {
+                throw GroupMissing(message: text)
+            }
             throw DedupError.fromServer(text, endpoint: endpoint)
         }
         return reply

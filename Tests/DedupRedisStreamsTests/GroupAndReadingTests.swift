@@ -1,6 +1,6 @@
 import Dedup
 import DedupRedis
-import DedupRedisStreams
+@testable import DedupRedisStreams
 import Foundation
 import MetricsTestKit
 import Synchronization
@@ -51,6 +51,23 @@ struct GroupAndReadingTests {
                 try await waitUntil("the entry of the new stream is applied") { try await bed.pending().isEmpty && ledger.count(second) == 1 }
             }
             #expect(ledger.total == 2)
+        }
+    }
+
+    @Test("a stream deleted between two calls reads as a missing group on every call, so the runner creates it again")
+    func deletedStreamIsAMissingGroup() async throws {
+        try await StreamBed.with { bed in
+            try await bed.server.cli("XGROUP", "CREATE", bed.stream, bed.group, "0", "MKSTREAM")
+            let client = StreamClient(endpoint: try RedisEndpoint(url: bed.server.url), configuration: bed.configuration(), logger: quietLogger)
+            try await bed.server.cli("DEL", bed.stream)
+            // The runner reads the lag right after a read or a reclaim scan: the stream may be gone
+            // by then. Before, XINFO's "ERR no such key" was an error the runner stopped on.
+            await #expect(throws: GroupMissing.self) { _ = try await client.lag() }
+            await #expect(throws: GroupMissing.self) { _ = try await client.readNew(count: 1, block: nil) }
+            await #expect(throws: GroupMissing.self) {
+                _ = try await client.reclaim(minimumIdle: .seconds(1), cursor: .zero, count: 1, inFlightHere: { _ in false })
+            }
+            await client.close()
         }
     }
 
