@@ -12,7 +12,6 @@ let package = Package(
         .library(name: "DedupTestKit", targets: ["DedupTestKit"]),
         .executable(name: "dedup-inspect", targets: ["dedup-inspect"]),
         .executable(name: "dedup-demo", targets: ["dedup-demo"]),
-        .executable(name: "dedup-bench", targets: ["dedup-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
@@ -98,6 +97,7 @@ let package = Package(
         ),
         .executableTarget(name: "dedup-inspect", dependencies: ["DedupInspect"]),
         .executableTarget(name: "dedup-demo", dependencies: ["DedupDemo"]),
+        // The benchmark (scripts/bench, Benchmarks/README.md): a target, not a product users see.
         .executableTarget(
             name: "dedup-bench",
             dependencies: [

@@ -1,7 +1,7 @@
 /* Our Redis protocol from a plain C client: the commands RedisDedupStore sends for a processed
- * message, with nothing around them. dedup-bench --breakdown runs it beside the shared C ceiling to
- * split the distance between us and the ceiling into the protocol's part (what our records and our
- * completion script cost the server) and the Swift client's part.
+ * message, with nothing around them. dedup-bench --breakdown runs it beside the Redis C ceiling
+ * (Ceilings/redis_ceiling.c) to split the distance between us and the ceiling into the protocol's
+ * part (what our records and our completion script cost the server) and the Swift client's part.
  *
  * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
  * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the K keys it created,

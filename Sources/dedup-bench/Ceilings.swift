@@ -1,5 +1,5 @@
-// The C ceilings (shared/baselines/run-ceilings): located next to the repository, built and run in
-// the same run as our paths, their `msgs_per_s=` lines parsed.
+// The C ceilings (Benchmarks/Ceilings/), run in the same run as our paths, their `msgs_per_s=`
+// lines parsed.
 import Foundation
 
 /// One line a ceiling program printed: `sqlite mode=single ... pass=unique n=.. msgs_per_s=..`.
@@ -71,116 +71,55 @@ func median<Element>(_ passes: [Element], by rate: (Element) -> Double) -> Eleme
     return passes.sorted { rate($0) < rate($1) }[(passes.count - 1) / 2]
 }
 
-/// The C ceilings of `run-ceilings` in the baselines directory. `build` runs the script once with a
-/// token N, which builds the programs (and checks they run); each pass then runs one program for
-/// one path, so a path's ceiling can run right beside our pass of the same path. The programs and
-/// their arguments are the ones the script runs.
+/// The C ceilings of `Benchmarks/Ceilings/`: `sqlite_ceiling.c` and `redis_ceiling.c`, compiled by
+/// ``CPrograms``. Each pass runs one program for one path, so a path's ceiling can run right beside
+/// our pass of the same path.
 struct Ceilings {
-    let script: String
-    let buildDirectory: String
+    /// The compiled SQLite ceiling; `nil` when the run has no SQLite path.
+    let sqliteProgram: String?
+    /// The compiled Redis ceiling; `nil` when the run has no Redis path.
+    let redisProgram: String?
+    /// Where the SQLite ceiling keeps its database (the run's temporary directory).
+    let dataDirectory: String
 
     /// A pass of the SQLite ceiling: `single` (a transaction for the claim and one for the
     /// completion) or `batch` (100 claims in one transaction, their completions in another).
     enum SQLiteMode: String { case single, batch }
 
-    /// Finds `run-ceilings`: `--baselines DIR` if given, else `shared/baselines` beside the root of
-    /// the repository that holds the working directory or this executable.
-    init(baselines: String?, buildDirectory: String) throws {
-        self.buildDirectory = buildDirectory
-        if let baselines {
-            let script = URL(fileURLWithPath: baselines).appendingPathComponent("run-ceilings").path
-            guard FileManager.default.isExecutableFile(atPath: script) else {
-                throw BenchError("no executable run-ceilings in \(baselines)")
-            }
-            self.script = script
-            return
-        }
-        var tried: [String] = []
-        for root in repositoryRoots() {
-            let script = root.deletingLastPathComponent().appendingPathComponent("shared/baselines/run-ceilings").path
-            if FileManager.default.isExecutableFile(atPath: script) {
-                self.script = script
-                return
-            }
-            tried.append(script)
-        }
-        throw BenchError(
-            "cannot find the C ceilings (looked for \(tried.isEmpty ? "a repository root above \(FileManager.default.currentDirectoryPath)" : tried.joined(separator: ", "))): pass --baselines DIR (the folder holding run-ceilings), or --no-ceilings"
-        )
+    /// Compiles the ceilings the run needs (when they are missing or older than their source).
+    init(programs: CPrograms, sqlite: Bool, redis: Bool, dataDirectory: String) throws {
+        sqliteProgram = sqlite ? try programs.executable(source: "Benchmarks/Ceilings/sqlite_ceiling.c", library: "sqlite3") : nil
+        redisProgram = redis ? try programs.executable(source: "Benchmarks/Ceilings/redis_ceiling.c", library: "hiredis") : nil
+        self.dataDirectory = dataDirectory
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     }
 
-    /// Builds the SQLite ceiling, the Redis one (given a server), or both, by running `run-ceilings`
-    /// with 100 messages (output discarded).
-    func build(sqlite: Bool, redis: (host: String, port: Int)?) throws {
-        if sqlite {
-            _ = try runProgram(script, ["sqlite", "100"], environment: ["CEILING_BUILD_DIR": buildDirectory])
-            try requireProgram("sqlite_ceiling")
-        }
-        if let redis {
-            _ = try runProgram(script, ["redis", redis.host, "\(redis.port)", "100"], environment: ["CEILING_BUILD_DIR": buildDirectory])
-            try requireProgram("redis_ceiling")
-        }
-    }
-
-    /// One SQLite pass (new keys, then the same keys again), as `run-ceilings sqlite N` runs it.
+    /// One SQLite pass (new keys, then the same keys again) with WAL and synchronous=NORMAL, as
+    /// our store is configured.
     func runSQLite(_ mode: SQLiteMode, n: Int) throws -> String {
+        guard let sqliteProgram else { throw BenchError("the SQLite ceiling was not built for this run") }
         let batch = mode == .batch ? "100" : "1"
-        return try runProgram(
-            program("sqlite_ceiling"), [mode.rawValue, "NORMAL", "\(n)", batch, buildDirectory + "/ceiling.sqlite"]
-        )
+        return try runProgram(sqliteProgram, [mode.rawValue, "NORMAL", "\(n)", batch, dataDirectory + "/ceiling.sqlite"])
     }
 
-    /// One Redis pass (new keys, then the same keys again) with claims pipelined `batch` at a time,
-    /// as `run-ceilings redis HOST PORT N` runs it.
+    /// One Redis pass (new keys, then the same keys again) with claims pipelined `batch` at a time.
     func runRedis(host: String, port: Int, n: Int, batch: Int) throws -> String {
-        try runProgram(program("redis_ceiling"), [host, "\(port)", "\(n)", "\(batch)"])
-    }
-
-    private func program(_ name: String) -> String { buildDirectory + "/" + name }
-
-    private func requireProgram(_ name: String) throws {
-        guard FileManager.default.isExecutableFile(atPath: program(name)) else {
-            throw BenchError("run-ceilings did not leave \(name) in CEILING_BUILD_DIR (\(buildDirectory)): has the script changed?")
-        }
+        guard let redisProgram else { throw BenchError("the Redis ceiling was not built for this run") }
+        return try runProgram(redisProgram, [host, "\(port)", "\(n)", "\(batch)"])
     }
 }
 
-/// The repositories (folders holding Package.swift) above the working directory and above this
-/// executable, nearest first.
-func repositoryRoots() -> [URL] {
-    let starts = [
-        FileManager.default.currentDirectoryPath,
-        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path,
-    ]
-    var roots: [URL] = []
-    for start in starts {
-        var directory = URL(fileURLWithPath: start).standardizedFileURL
-        while directory.path != "/" {
-            if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
-                if !roots.contains(directory) { roots.append(directory) }
-                break
-            }
-            directory.deleteLastPathComponent()
-        }
-    }
-    return roots
-}
-
-/// Our Redis protocol from a plain C client (Benchmarks/redis_protocol.c), for `--breakdown`: built
-/// with `cc` like the ceilings, run with the store's own completion script.
+/// Our Redis protocol from a plain C client (Benchmarks/redis_protocol.c), for `--breakdown`: compiled
+/// like the ceilings, run with the store's own completion script.
 struct ProtocolClient {
     let executable: String
     let scriptFile: String
 
-    init(buildDirectory: String, completionScript: String) throws {
-        guard let source = repositoryRoots().map({ $0.appendingPathComponent("Benchmarks/redis_protocol.c").path })
-            .first(where: { FileManager.default.fileExists(atPath: $0) })
-        else { throw BenchError("cannot find Benchmarks/redis_protocol.c above the working directory (needed by --breakdown)") }
-        try FileManager.default.createDirectory(atPath: buildDirectory, withIntermediateDirectories: true)
-        executable = buildDirectory + "/redis_protocol"
-        scriptFile = buildDirectory + "/complete.lua"
+    init(programs: CPrograms, scriptDirectory: String, completionScript: String) throws {
+        executable = try programs.executable(source: "Benchmarks/redis_protocol.c", library: "hiredis")
+        try FileManager.default.createDirectory(atPath: scriptDirectory, withIntermediateDirectories: true)
+        scriptFile = scriptDirectory + "/complete.lua"
         try completionScript.write(toFile: scriptFile, atomically: true, encoding: .utf8)
-        _ = try runProgram("/usr/bin/env", ["cc", "-O2", "-o", executable, source, "-lhiredis"], environment: [:])
     }
 
     /// One pass with claims pipelined `batch` at a time, printed as the Redis ceiling prints it.

@@ -15,11 +15,12 @@ struct DedupBench: ParsableCommand, Sendable {
         commandName: "dedup-bench",
         abstract: "Benchmarks IdempotentConsumer on SQLite and Redis against C ceilings measured in the same run.",
         discussion: """
-            Starts its own redis-server on loopback (no persistence, temp dir) and builds and runs the C \
-            ceilings (shared/baselines/run-ceilings beside the repository, or --baselines DIR). Prints one \
-            Markdown table: our msgs/s, the ceiling's, their ratio, p50/p99 latency per message on the \
-            single-message paths, memory growth across a million messages, and whether each target is met.
-            Build in release mode: swift run -c release dedup-bench (or scripts/bench).
+            Starts its own redis-server on loopback (no persistence, temp dir), compiles the C ceilings of \
+            Benchmarks/Ceilings/ into .build/benchmarks/ (when missing or older than their source) and runs \
+            them beside our paths. Prints one Markdown table: our msgs/s, the ceiling's, their ratio, \
+            p50/p99 latency per message on the single-message paths, memory growth across a million \
+            messages, and whether each target is met. Build in release mode: scripts/bench \
+            (or swift run -c release dedup-bench). Method and past runs: Benchmarks/README.md.
             """
     )
 
@@ -61,9 +62,6 @@ struct DedupBench: ParsableCommand, Sendable {
 
     @Flag(help: "Skip the memory check in a full run.")
     var noMemory = false
-
-    @Option(help: "The folder holding run-ceilings (default: shared/baselines beside the repository root).")
-    var baselines: String?
 
     @Flag(help: "Do not run the C ceilings (no ratios are judged).")
     var noCeilings = false
@@ -159,11 +157,17 @@ struct DedupBench: ParsableCommand, Sendable {
             try placement.pinThisProcess()
             progress("placement: \(placement)")
         }
-        let ceilings = noCeilings || memory ? nil : try Ceilings(baselines: baselines, buildDirectory: temp + "/ceilings")
-        let streamCeiling = runRedis && runs(.stream) && ceilings != nil ? try StreamCeiling(buildDirectory: temp + "/stream") : nil
-        let protocolClient =
-            breakdown && runRedis && ceilings != nil
-            ? try ProtocolClient(buildDirectory: temp + "/protocol", completionScript: RedisDedupStore.completionScriptSource) : nil
+        let programs = noCeilings || memory ? nil : try CPrograms()
+        let ceilings = try programs.map {
+            try Ceilings(programs: $0, sqlite: runSQLite, redis: runRedis, dataDirectory: temp + "/ceilings")
+        }
+        let streamCeiling = try programs.flatMap { runRedis && runs(.stream) ? try StreamCeiling(programs: $0) : nil }
+        let protocolClient = try programs.flatMap {
+            breakdown && runRedis
+                ? try ProtocolClient(
+                    programs: $0, scriptDirectory: temp + "/protocol", completionScript: RedisDedupStore.completionScriptSource
+                ) : nil
+        }
         var redis: RedisServer?
         if needRedis {
             if let useRedisPort {
@@ -207,10 +211,6 @@ struct DedupBench: ParsableCommand, Sendable {
         let redisBatches = batched(redisKeys, size: 100)
         results.startMemory = MemoryReading.now()
 
-        if let ceilings {
-            progress("building the C ceilings")
-            try ceilings.build(sqlite: runSQLite, redis: runRedis ? redis.map { ($0.host, $0.port) } : nil)
-        }
         let workload = Workload(
             sqliteKeys: sqliteKeys, sqliteBatches: sqliteBatches, redisKeys: redisKeys, redisBatches: redisBatches,
             warmUp: warmUpKeys, temp: temp, redis: redis, ceilings: ceilings, protocolClient: protocolClient,

@@ -1,5 +1,6 @@
 // The stream rows: a Redis stream consumed through RedisStreamConsumer with dedup, against
-// Benchmarks/stream_ceiling.c (plain XREADGROUP COUNT 100 + XACK, no dedup) on the same server.
+// Benchmarks/Ceilings/stream_ceiling.c (plain XREADGROUP COUNT 100 + XACK, no dedup) on the same
+// server.
 import Dedup
 import DedupRedis
 import DedupRedisStreams
@@ -7,17 +8,12 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Benchmarks/stream_ceiling.c, built once per run.
+/// Benchmarks/Ceilings/stream_ceiling.c, compiled by ``CPrograms``.
 struct StreamCeiling {
     let executable: String
 
-    init(buildDirectory: String) throws {
-        guard let source = repositoryRoots().map({ $0.appendingPathComponent("Benchmarks/stream_ceiling.c").path })
-            .first(where: { FileManager.default.fileExists(atPath: $0) })
-        else { throw BenchError("cannot find Benchmarks/stream_ceiling.c above the working directory (needed by the stream paths)") }
-        try FileManager.default.createDirectory(atPath: buildDirectory, withIntermediateDirectories: true)
-        executable = buildDirectory + "/stream_ceiling"
-        _ = try runProgram("/usr/bin/env", ["cc", "-O2", "-o", executable, source, "-lhiredis"], environment: [:])
+    init(programs: CPrograms) throws {
+        executable = try programs.executable(source: "Benchmarks/Ceilings/stream_ceiling.c", library: "hiredis")
     }
 
     /// One pass over `n` entries; prints `stream batch=100 pass=unique n=.. msgs_per_s=..`.
