@@ -2,8 +2,9 @@ import Foundation
 
 /// A shared store of dedup records: the one thing a backend implements.
 ///
-/// Every method throws ``DedupError``. The rules every store keeps (design contract §3), checked by
-/// the conformance suite in `DedupTestKit`:
+/// Every method throws ``DedupError``. The rules every store keeps, checked by the conformance suite
+/// in `DedupTestKit` (in full: the store contract, see the Dedup documentation's “The store contract”
+/// article):
 /// 1. A claim is one atomic store operation; never check-then-set across round trips.
 /// 2. Complete, release and renew succeed only while the caller's token is the record's current
 ///    owner token; otherwise they throw ``DedupError/Code/leaseLost`` and change nothing. A lease

@@ -38,7 +38,7 @@ public struct IdempotentConsumer: Sendable {
     /// - Parameters:
     ///   - store: Where records live; share it between consumers of the same group.
     ///   - namespace: The consumer group or service name (1–128 UTF-8 bytes).
-    ///   - configuration: Leases, retention and policies; the defaults are the contract's.
+    ///   - configuration: Leases, retention and policies; each property says its default.
     ///   - logger: Where to log; `Logger.current` when `nil`. The library never bootstraps logging.
     ///   - metricsFactory: Where metrics go; the bootstrapped `MetricsSystem` when `nil`.
     /// - Throws: ``DedupError`` for an invalid namespace or configuration.
