@@ -79,11 +79,16 @@ extension RedisConnection {
             let text = withUnsafeBytes(of: context.pointee.errstr) { buffer in
                 String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
+            // hiredis reports a failed system call as REDIS_ERR_IO, with its errno.
+            let systemError = context.pointee.err == REDIS_ERR_IO ? POSIXError.number(savedErrno) : nil
             redisFree(context)
             if savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS || savedErrno == EAGAIN || text.contains("timed out") {
-                throw DedupError(.timeout, "cannot connect to Redis at \(endpoint.redactedDescription) within \(settings.connectTimeout): \(text)")
+                throw DedupError(
+                    .timeout, "cannot connect to Redis at \(endpoint.redactedDescription) within \(settings.connectTimeout): \(text)",
+                    underlyingError: systemError)
             }
-            throw DedupError(.storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): \(text)")
+            throw DedupError(
+                .storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): \(text)", underlyingError: systemError)
         }
         guard redisSetTimeout(context, Self.timeval(settings.commandTimeout)) == REDIS_OK else {
             redisFree(context)
@@ -115,9 +120,12 @@ extension RedisConnection {
                 if let text = reply.errorText, firstError == nil {
                     var error = DedupError.fromServer(text, endpoint: endpoint)
                     if command.name == "SELECT" {
-                        error = DedupError(.invalidConfiguration, "Redis at \(endpoint.redactedDescription) refused database \(endpoint.database): \(text)")
+                        error = DedupError(
+                            .invalidConfiguration, "Redis at \(endpoint.redactedDescription) refused database \(endpoint.database): \(text)",
+                            redisErrorText: text)
                     } else if command.name == "AUTH", error.code == .storeError {
-                        error = DedupError(.authenticationFailed, "Redis at \(endpoint.redactedDescription) refused the login: \(text)")
+                        error = DedupError(
+                            .authenticationFailed, "Redis at \(endpoint.redactedDescription) refused the login: \(text)", redisErrorText: text)
                     }
                     firstError = error
                 }

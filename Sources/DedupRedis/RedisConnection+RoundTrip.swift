@@ -223,12 +223,15 @@ extension RedisConnection {
     /// with it, as the caller's error: a timeout, a closed connection, or the store unavailable.
     private func transportError(code: Int32, savedErrno: Int32, text: String, doing: String) -> DedupError {
         let where_ = settings.endpoint.redactedDescription
+        let systemError = code == REDIS_ERR_IO ? POSIXError.number(savedErrno) : nil
         if code == REDIS_ERR_IO && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS) {
-            return DedupError(.timeout, "Redis at \(where_) did not answer within \(settings.commandTimeout) (\(doing))")
+            return DedupError(
+                .timeout, "Redis at \(where_) did not answer within \(settings.commandTimeout) (\(doing))", underlyingError: systemError)
         }
         if code == REDIS_ERR_EOF {
             return DedupError(.storeUnavailable, "Redis at \(where_) closed the connection (\(doing))")
         }
-        return DedupError(.storeUnavailable, "Redis at \(where_): \(text.isEmpty ? "connection failed" : text) (\(doing))")
+        return DedupError(
+            .storeUnavailable, "Redis at \(where_): \(text.isEmpty ? "connection failed" : text) (\(doing))", underlyingError: systemError)
     }
 }

@@ -30,7 +30,8 @@ extension RedisDedupStore {
             if text.hasPrefix("ERR syntax error") {
                 throw DedupError(
                     .storeError,
-                    "Redis at \(endpoint.redactedDescription) refused SET … NX GET: the dedup store needs Redis 7.0 or later (\(text))"
+                    "Redis at \(endpoint.redactedDescription) refused SET … NX GET: the dedup store needs Redis 7.0 or later (\(text))",
+                    redisErrorText: text
                 )
             }
             throw DedupError.fromServer(text, endpoint: endpoint)

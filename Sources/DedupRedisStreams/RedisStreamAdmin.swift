@@ -94,7 +94,9 @@ package final class RedisStreamAdmin: Sendable {
     private func check(_ reply: RedisReply) throws(DedupError) {
         guard let text = reply.errorText else { return }
         if text.hasPrefix("WRONGTYPE") {
-            throw DedupError(.wrongType, "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)")
+            throw DedupError(
+                .wrongType, "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)",
+                redisErrorText: text)
         }
         throw DedupError.fromServer(text, endpoint: location.endpoint)
     }

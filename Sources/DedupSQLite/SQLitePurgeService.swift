@@ -76,7 +76,7 @@ public struct SQLitePurgeService: Service {
             }
             return Pass(deleted: deleted, error: nil)
         } catch {
-            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)")
+            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
             logger.error(
                 "purging expired dedup records failed",
                 metadata: ["error": "\(failure)", "deleted": "\(deleted)", "path": "\(store.path)"])

@@ -32,6 +32,18 @@ func asUnprivilegedFileUser<R: Sendable>(_ body: @escaping @Sendable () -> R) as
     }
 }
 
+/// Opens the store at `path` as ``asUnprivilegedFileUser(_:)``; returns the error it threw.
+func openAsUnprivilegedFileUser(_ path: String) async -> DedupError? {
+    await asUnprivilegedFileUser { () -> DedupError? in
+        do {
+            _ = try SQLiteDedupStore(path: path, logger: quietLogger)
+            return nil
+        } catch {
+            return error as? DedupError
+        }
+    }
+}
+
 /// Raw SQL on a file, bypassing the store (to prepare damaged or foreign databases).
 func rawSQL(_ path: String, _ sql: String) throws {
     var db: OpaquePointer?
@@ -128,14 +140,7 @@ struct OpenFailureTests {
         chmod(directory.path, 0o755)
         chmod(path, mode)
         let before = contents(path)
-        let result = await asUnprivilegedFileUser { () -> DedupError? in
-            do {
-                _ = try SQLiteDedupStore(path: path, logger: quietLogger)
-                return nil
-            } catch {
-                return error as? DedupError
-            }
-        }
+        let result = await openAsUnprivilegedFileUser(path)
         #expect(result?.code == code, "\(String(describing: result))")
         #expect(result?.message.contains(path) == true)
         #expect(contents(path) == before)

@@ -230,7 +230,9 @@ extension IdempotentConsumer {
         let expired = watch?.isLost ?? (MonotonicInstant.now >= leaseDeadline)
         if expired {
             if watch == nil { metrics.leaseLosses.increment() }
-            return DedupError(.leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch")
+            return DedupError(
+                .leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch",
+                underlyingError: watch?.renewalFailure)
         }
         do {
             try await handler(DedupContext(lease: watch?.currentLease ?? lease, watch: watch))

@@ -193,7 +193,9 @@ public struct IdempotentConsumer: Sendable {
         if let registration { keeper?.unregister(registration.0) }
         let current = watch?.currentLease ?? lease
         if let watch, watch.isLost {
-            throw DedupError(.leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded")
+            throw DedupError(
+                .leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded",
+                underlyingError: watch.renewalFailure)
         }
         let stored = storable(result, id: lease.id)
         let completion = Completion(lease: current, retention: configuration.retention, result: stored)
