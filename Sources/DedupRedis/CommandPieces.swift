@@ -26,7 +26,7 @@ struct CommandPieces {
     private var claimPieces: (lease: Duration, retention: Duration, middle: [UInt8], tail: [UInt8])?
     private var retentionPiece: (retention: Duration, argument: [UInt8])?
     /// The owner header's start (``RecordValue/ownerHeaderStart(label:)``) for the labels of the
-    /// latest calls, and whether the label may claim (``ClaimRequest/validate(ownerLabel:)``): a
+    /// latest calls, and whether the label may claim (``/Dedup/ClaimRequest/validate(ownerLabel:)``): a
     /// consumer's calls all carry one label, a store shared by a few consumers a few.
     private var headerStarts: [(label: String?, bytes: [UInt8], isValid: Bool)] = []
     /// Set when a piece was encoded since the copy was taken: only then is it worth keeping.
@@ -39,7 +39,7 @@ struct CommandPieces {
 
     /// The owner header's start for a claim's label, which is checked once, when first encoded.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for an empty or over-long label.
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for an empty or over-long label.
     mutating func ownerHeaderStart(claimingAs label: String) throws(DedupError) -> [UInt8] {
         let index = headerStartIndex(label)
         if !headerStarts[index].isValid { try ClaimRequest.validate(ownerLabel: label) }

@@ -140,7 +140,7 @@ package final class RedisConnection: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Stops the thread after the queued work fails with ``DedupError/Code/storeUnavailable`` and
+    /// Stops the thread after the queued work fails with ``/Dedup/DedupError/Code/storeUnavailable`` and
     /// closes the socket; returns once the thread has finished.
     package func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

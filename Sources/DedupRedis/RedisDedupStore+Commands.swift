@@ -33,7 +33,7 @@ extension RedisDedupStore {
     /// read in place from the borrowed array: passing a whole request copies it (its strings
     /// retained, then released), whether read from the array or through a buffer pointer.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for an invalid owner label, before any
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for an invalid owner label, before any
     ///   command is sent.
     func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) throws(DedupError) -> [RedisCommand] {
         var commands: [RedisCommand] = []

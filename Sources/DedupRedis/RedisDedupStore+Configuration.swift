@@ -7,7 +7,7 @@ extension RedisDedupStore {
         /// How long connecting may take (TCP or Unix socket connect). Default 2 s.
         public var connectTimeout: Duration
         /// How long a command's reply may take; past it the call throws
-        /// ``DedupError/Code/timeout`` and the connection is replaced. Default 2 s.
+        /// ``/Dedup/DedupError/Code/timeout`` and the connection is replaced. Default 2 s.
         public var commandTimeout: Duration
         /// How many connections (each with its own I/O thread). Default 2: Redis executes commands
         /// on one thread, and concurrent calls on one connection are pipelined, so more connections
@@ -51,7 +51,7 @@ extension RedisDedupStore {
     /// How a connection is re-established: up to ``maximumAttempts`` connects per call, waiting
     /// ``initialBackoff``, then twice as long each time up to ``maximumBackoff``, between them. A call
     /// that finds the server down therefore fails after the attempts (with
-    /// ``DedupError/Code/storeUnavailable``); the next call tries again.
+    /// ``/Dedup/DedupError/Code/storeUnavailable``); the next call tries again.
     public struct ReconnectPolicy: Sendable {
         /// Connects tried per call before it fails. Default 3.
         public var maximumAttempts: Int

@@ -92,7 +92,7 @@ extension RedisDedupStore {
     }
 
     /// A record from the read script's reply ({value, PEXPIRETIME}); `nil` for no key. A value that
-    /// is not a dedup record throws ``DedupError/Code/corruptStore`` when `strict`, and is skipped
+    /// is not a dedup record throws ``/Dedup/DedupError/Code/corruptStore`` when `strict`, and is skipped
     /// otherwise (listing goes on past someone else's string).
     func decodeRead(_ reply: RedisReply, id: RecordID, strict: Bool) throws -> DedupRecord? {
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }

@@ -22,7 +22,7 @@ extension RedisDedupStore {
     /// `SCAN` batch (the batch's keys are taken in byte order so the rest can be found again). As
     /// with `SCAN` itself, a record present for the whole listing is returned at least once; one
     /// written during it may or may not be. A page may hold fewer records than `limit` while more
-    /// follow: keep reading while ``RecordPage/next`` is not `nil`.
+    /// follow: keep reading while ``/Dedup/RecordPage/next`` is not `nil`.
     public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
         guard limit > 0 else { throw DedupError(.invalidConfiguration, "the page limit must be positive, not \(limit)") }
         var scanCursor = "0"

@@ -4,7 +4,7 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A ``DedupStore`` on a Redis server (7.0 or later), through the system hiredis.
+/// A ``/Dedup/DedupStore`` on a Redis server (7.0 or later), through the system hiredis.
 ///
 /// ## Key layout
 ///
@@ -24,8 +24,8 @@ import Synchronization
 /// a claim can create the record with a plain `SET`, which knows no server time. A completed record
 /// keeps the fields after the holder's (`label`, the owner label, and `owner`, the token) and adds
 /// `created_ms` (the first claim, which the completing lease carries), `completed_ms` and `kept_ms`
-/// (it expires at their sum, see ``RecordValue``). The owner-checked scripts compare the holder's
-/// fields, label and token, with the lease's (``Lease/ownerLabel``).
+/// (it expires at their sum). The owner-checked scripts compare the holder's
+/// fields, label and token, with the lease's (``/Dedup/Lease/ownerLabel``).
 ///
 /// ## Behaviour
 ///
@@ -76,7 +76,7 @@ public final class RedisDedupStore: DedupStore {
     ///   - configuration: Timeouts, pool size, key prefix, reconnect policy.
     ///   - logger: Where to log reconnects; the password never appears in it. The task's
     ///     `Logger.current` when `nil`, as for `IdempotentConsumer`. Errors are thrown, not logged.
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a malformed URL, `rediss://`, or
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a malformed URL, `rediss://`, or
     ///   out-of-range configuration.
     public convenience init(url: String, configuration: Configuration = .init(), logger: Logger? = nil) throws {
         try self.init(endpoint: RedisEndpoint(url: url), configuration: configuration, logger: logger)
@@ -84,7 +84,7 @@ public final class RedisDedupStore: DedupStore {
 
     /// Creates a store for an endpoint; connects on first use.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for out-of-range configuration.
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for out-of-range configuration.
     public init(endpoint: RedisEndpoint, configuration: Configuration = .init(), logger: Logger? = nil) throws {
         let logger = logger ?? Logger.current
         func invalid(_ why: String) -> DedupError { DedupError(.invalidConfiguration, "Redis store configuration: \(why)") }
@@ -114,7 +114,7 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// Closes every connection and stops their threads; later calls throw
-    /// ``DedupError/Code/storeUnavailable``.
+    /// ``/Dedup/DedupError/Code/storeUnavailable``.
     public func close() async {
         for connection in connections { await connection.close() }
     }
@@ -122,7 +122,7 @@ public final class RedisDedupStore: DedupStore {
     /// Sends `PING` and returns the round-trip time (the connection is made first if needed, and
     /// not counted).
     ///
-    /// - Throws: ``DedupError`` when the server cannot be reached or refuses the login.
+    /// - Throws: ``/Dedup/DedupError`` when the server cannot be reached or refuses the login.
     public func ping() async throws -> Duration {
         _ = try await execute([RedisCommand("PING")])
         let clock = ContinuousClock()
@@ -138,7 +138,7 @@ public final class RedisDedupStore: DedupStore {
     /// Claims a key: `TIME` and `SET … NX PX … GET` in one round trip; a second one (the claim
     /// script) only when the key is in flight, or holds a completed value past its expiry.
     ///
-    /// The lease's ``Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
+    /// The lease's ``/Dedup/Lease/leaseUntil`` is the server's time just before the `SET` plus the lease:
     /// never later than the record's, and equal to it up to the milliseconds between the two.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         try ClaimRequest.validate(brokerTime: request.brokerTime)

@@ -2,7 +2,7 @@ import Dedup
 
 extension DedupError {
     /// Maps a Redis error reply to the most specific code, keeping the server's text in the message
-    /// and as ``DedupError/redisErrorText``.
+    /// and as ``/Dedup/DedupError/redisErrorText``.
     package static func fromServer(_ text: String, endpoint: RedisEndpoint) -> DedupError {
         let word = text.prefix(while: { $0 != " " })
         let where_ = endpoint.redactedDescription

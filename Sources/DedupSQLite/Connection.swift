@@ -3,7 +3,7 @@ import Dedup
 import Foundation
 
 /// A failure reported by SQLite, kept raw until it leaves the store (where it becomes a
-/// ``DedupError``), so the store can tell a busy lock (retry on the worker thread) from the rest.
+/// ``/Dedup/DedupError``), so the store can tell a busy lock (retry on the worker thread) from the rest.
 struct SQLiteFailure: Error, CustomStringConvertible {
     /// The extended result code.
     var code: Int32
@@ -20,7 +20,7 @@ struct SQLiteFailure: Error, CustomStringConvertible {
 
     var description: String { "\(message) (SQLite code \(code))" }
 
-    /// The most specific ``DedupError`` for this failure; `context` says what the store was doing.
+    /// The most specific ``/Dedup/DedupError`` for this failure; `context` says what the store was doing.
     /// The error keeps the extended result code, and the operating system's error where SQLite
     /// reports one that applies (a file that cannot be opened, a failed read or write).
     func dedupError(_ context: String, path: String) -> DedupError {

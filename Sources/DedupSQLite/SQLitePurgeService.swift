@@ -34,6 +34,7 @@ public struct SQLitePurgeService: Service {
     /// Creates the service.
     ///
     /// - Parameters:
+    ///   - store: the store to purge.
     ///   - interval: the pause between passes (default 60 s). The first pass runs at start.
     ///   - batchSize: records deleted per transaction (default 1000).
     ///   - logger: where a failed pass is logged (the service has no caller to throw to); the
