@@ -169,6 +169,22 @@ struct OpenFailureTests {
         #expect(code(SQLITE_CANTOPEN, errno: ENOENT) == .storeUnavailable)
         #expect(code(SQLITE_IOERR) == .storeError)
     }
+
+    @Test("a mapped failure keeps SQLite's extended code, and the OS error only where SQLite's errno applies")
+    func failureCause() {
+        func error(_ rc: Int32, errno: Int32 = 0) -> DedupError {
+            SQLiteFailure(code: rc, message: "m", systemErrno: errno).dedupError("op", path: "/p")
+        }
+        // SQLITE_CANTOPEN with EACCES, and SQLITE_IOERR_READ (266), carry errno.
+        #expect(error(SQLITE_CANTOPEN, errno: EACCES).sqliteExtendedResultCode == SQLITE_CANTOPEN)
+        #expect((error(SQLITE_CANTOPEN, errno: EACCES).underlyingError as? POSIXError)?.code == .EACCES)
+        #expect((error(SQLITE_IOERR | (1 << 8), errno: EIO).underlyingError as? POSIXError)?.code == .EIO)
+        #expect(error(SQLITE_IOERR | (1 << 8), errno: EIO).sqliteExtendedResultCode == 266)
+        // Elsewhere sqlite3_system_errno is left from some earlier call: not this failure's cause.
+        #expect(error(SQLITE_CONSTRAINT | (6 << 8), errno: ENOENT).underlyingError == nil)
+        #expect(error(SQLITE_CONSTRAINT | (6 << 8), errno: ENOENT).sqliteExtendedResultCode == 1555)
+        #expect(error(SQLITE_CANTOPEN).underlyingError == nil)
+    }
 }
 
 @Suite("SQLite schema inspection and migration")
