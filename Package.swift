@@ -25,9 +25,9 @@ let package = Package(
     targets: [
         // System libraries: the only way to SQLite and Redis here.
         // Headers and libraries come from /usr (libsqlite3-dev, libhiredis-dev); no pkg-config, whose
-        // sqlite3 flags carry a define SwiftPM refuses.
-        .systemLibrary(name: "CSQLite"),
-        .systemLibrary(name: "CHiredis"),
+        // sqlite3 flags carry a define SwiftPM refuses. `providers` names the packages that install them.
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // The core: identity, records, the store protocol and the consumer. Knows no store.
         .target(

@@ -1,7 +1,19 @@
+import Foundation
+
 /// The one error type of swift-dedup: what went wrong, as a ``Code`` a program can switch on, and a
 /// message a person can act on.
 ///
 /// `Code` is a struct rather than an enum so that new codes do not break code that switches on it.
+///
+/// When a store's own failure caused the error, the error keeps that cause beside the code, as the
+/// store reported it: ``sqliteExtendedResultCode`` for SQLite, ``redisErrorText`` for a Redis error
+/// reply, and ``underlyingError`` for an error of another kind (an operating system error, the
+/// store failure behind a lost lease). Each is `nil` when it does not apply; more causes may be
+/// added as further optional properties.
+///
+/// Two errors are equal when their code, message, ``sqliteExtendedResultCode`` and
+/// ``redisErrorText`` are; ``underlyingError`` is not compared (errors in general are not
+/// `Equatable`), nor hashed.
 public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -66,11 +78,51 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: Code
     /// What happened, for a person.
     public var message: String
+    /// The SQLite extended result code behind the error (`SQLITE_BUSY` is 5, `SQLITE_CORRUPT` 11,
+    /// `SQLITE_READONLY_DBMOVED` 1032, and so on; its low byte is the primary result code); `nil`
+    /// when SQLite reported no failure.
+    public var sqliteExtendedResultCode: Int32?
+    /// The Redis server's error reply behind the error, as the server wrote it (`WRONGTYPE
+    /// Operation against a key holding the wrong kind of value`, `NOAUTH Authentication
+    /// required.`); `nil` when the server sent none.
+    public var redisErrorText: String?
+    /// The error behind this one when it is of another kind: the operating system's error for a
+    /// file or socket that failed (a `POSIXError`), or the store failure that kept a lease from
+    /// being renewed until it was lost. `nil` when there is none.
+    public var underlyingError: (any Error)?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String) {
+    ///
+    /// - Parameters:
+    ///   - code: What kind of failure this is.
+    ///   - message: What happened, for a person.
+    ///   - sqliteExtendedResultCode: The SQLite extended result code behind it, if any.
+    ///   - redisErrorText: The Redis server's error reply behind it, if any.
+    ///   - underlyingError: The error of another kind behind it, if any.
+    public init(
+        _ code: Code, _ message: String, sqliteExtendedResultCode: Int32? = nil, redisErrorText: String? = nil,
+        underlyingError: (any Error)? = nil
+    ) {
         self.code = code
         self.message = message
+        self.sqliteExtendedResultCode = sqliteExtendedResultCode
+        self.redisErrorText = redisErrorText
+        self.underlyingError = underlyingError
+    }
+
+    /// Whether two errors have the same code, message, ``sqliteExtendedResultCode`` and
+    /// ``redisErrorText`` (``underlyingError`` is not compared).
+    public static func == (lhs: DedupError, rhs: DedupError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message && lhs.sqliteExtendedResultCode == rhs.sqliteExtendedResultCode
+            && lhs.redisErrorText == rhs.redisErrorText
+    }
+
+    /// Hashes what ``==(_:_:)`` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+        hasher.combine(sqliteExtendedResultCode)
+        hasher.combine(redisErrorText)
     }
 
     /// `true` for failures to reach the store at all, the ones ``StoreFailurePolicy/failOpen`` may
@@ -92,4 +144,13 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// `code: message`.
     public var description: String { "\(code): \(message)" }
+}
+
+extension POSIXError {
+    /// The operating system's error `number` (an `errno`) as an error; `nil` for 0 or a number this
+    /// platform does not name.
+    package static func number(_ number: Int32) -> POSIXError? {
+        guard number != 0, let code = POSIXErrorCode(rawValue: number) else { return nil }
+        return POSIXError(code)
+    }
 }

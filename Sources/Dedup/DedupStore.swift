@@ -2,8 +2,14 @@ import Foundation
 
 /// A shared store of dedup records: the one thing a backend implements.
 ///
-/// Every method throws ``DedupError``. The rules every store keeps (design contract §3), checked by
-/// the conformance suite in `DedupTestKit`:
+/// A store must implement the single-key calls (``claim(_:)``, ``complete(_:)``, ``release(_:)``,
+/// ``renew(_:for:)``) and the inspection calls; the batch calls (``claim(batch:)``,
+/// ``complete(batch:)``, ``renew(batch:for:)``) have default implementations on top of the single
+/// ones, which a store replaces to do a batch in one round trip or transaction.
+///
+/// Every method throws ``DedupError``. The rules every store keeps, checked by the conformance suite
+/// in `DedupTestKit` (in full: the store contract, see the Dedup documentation's “The store contract”
+/// article):
 /// 1. A claim is one atomic store operation; never check-then-set across round trips.
 /// 2. Complete, release and renew succeed only while the caller's token is the record's current
 ///    owner token; otherwise they throw ``DedupError/Code/leaseLost`` and change nothing. A lease
@@ -18,6 +24,10 @@ public protocol DedupStore: Sendable {
 
     /// Claims many keys in one round trip or transaction; answers are in request order and equal to
     /// claiming the keys one by one in order (the same key twice: the second is in flight).
+    ///
+    /// The default implementation claims the keys one by one, in order, with ``claim(_:)``; when a
+    /// claim throws, it releases the keys it acquired before it (best effort) and throws that error.
+    /// A store implements it itself to claim the batch in one round trip or transaction.
     func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer]
 
     /// Marks the lease's record completed, keeping `result` until the retention passes.
@@ -25,7 +35,15 @@ public protocol DedupStore: Sendable {
     /// - Throws: ``DedupError/Code/leaseLost`` when the lease is not current.
     func complete(_ completion: Completion) async throws
 
-    /// Completes many leases in one round trip or transaction; answers are in order.
+    /// Completes many leases in one round trip or transaction; answers are in order, each
+    /// ``CompletionAnswer/leaseLost`` where ``complete(_:)`` would throw
+    /// ``DedupError/Code/leaseLost``.
+    ///
+    /// The default implementation completes the leases one by one, in order, with
+    /// ``complete(_:)``. When one throws another error, that error is thrown: the completions before
+    /// it stay written and those after it are not tried, as when calling ``complete(_:)`` in a loop
+    /// (a consumer retrying the batch finds the written ones completed under its leases). A store
+    /// implements it itself to complete the batch in one round trip or transaction.
     func complete(batch completions: [Completion]) async throws -> [CompletionAnswer]
 
     /// Deletes the lease's in-flight record so a redelivery can run the handler again.
@@ -71,6 +89,40 @@ public protocol DedupStore: Sendable {
 }
 
 extension DedupStore {
+    /// Claims the keys one by one, in order, with ``claim(_:)``; when a claim throws, releases the
+    /// keys acquired before it (best effort: an unreleased one is taken over once its lease passes)
+    /// and throws that error.
+    public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
+        var answers: [ClaimAnswer] = []
+        answers.reserveCapacity(requests.count)
+        for request in requests {
+            do {
+                answers.append(try await claim(request))
+            } catch {
+                for case .acquired(let lease) in answers { try? await release(lease) }
+                throw error
+            }
+        }
+        return answers
+    }
+
+    /// Completes the leases one by one, in order, with ``complete(_:)``: a
+    /// ``DedupError/Code/leaseLost`` is that lease's answer, any other error is thrown (the
+    /// completions before it stay written).
+    public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
+        var answers: [CompletionAnswer] = []
+        answers.reserveCapacity(completions.count)
+        for completion in completions {
+            do {
+                try await complete(completion)
+                answers.append(.completed)
+            } catch let error as DedupError where error.code == .leaseLost {
+                answers.append(.leaseLost)
+            }
+        }
+        return answers
+    }
+
     /// Renews the leases concurrently, one ``renew(_:for:)`` each.
     public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
         try await withThrowingTaskGroup(of: (Int, RenewalAnswer).self) { group in

@@ -108,12 +108,13 @@ public struct RecordID: Hashable, Sendable, Comparable, CustomStringConvertible 
     }
 }
 
-/// Limits a consumer puts on its keys. They can only be stricter than the contract's.
+/// Limits a consumer puts on its keys. They can only be stricter than every store's
+/// (``RecordID/maximumKeyBytes``).
 public struct IdentityLimits: Hashable, Sendable {
     /// The largest key this consumer accepts, in UTF-8 bytes (at most ``RecordID/maximumKeyBytes``).
     public let maximumKeyBytes: Int
 
-    /// The contract's limits: keys up to 512 bytes.
+    /// Every store's limits: keys up to 512 bytes.
     public static let `default` = IdentityLimits(uncheckedMaximumKeyBytes: RecordID.maximumKeyBytes)
 
     /// Lowers the key limit.

@@ -77,7 +77,7 @@ final class Session {
             status = session.report(DedupError(.storeError, "cancelled"))
         } catch {
             // Stores throw DedupError only; anything else is still a store failure, never success.
-            status = session.report(DedupError(.storeError, "\(error)"))
+            status = session.report(DedupError(.storeError, "\(error)", underlyingError: error))
         }
         session.out.flush()
         if status != .success { throw status.exitCode }

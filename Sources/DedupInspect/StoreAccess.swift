@@ -37,8 +37,11 @@ enum StoreAccess {
     static func requireFile(_ path: String) throws(DedupError) {
         var status = stat()
         if stat(path, &status) != 0 {
-            let reason = String(cString: strerror(errno))
-            throw DedupError(.storeUnavailable, "cannot open SQLite file \(path.debugDescription): \(reason) (dedup-inspect migrate creates a new store)")
+            let number = errno
+            throw DedupError(
+                .storeUnavailable,
+                "cannot open SQLite file \(path.debugDescription): \(String(cString: strerror(number))) (dedup-inspect migrate creates a new store)",
+                underlyingError: POSIXError.number(number))
         }
     }
 

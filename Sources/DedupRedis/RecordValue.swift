@@ -8,7 +8,7 @@ import Foundation
 /// completed b=<t> fencing=<f> attempt=<a> lease_span_ms=<ms> retention_ms=<ms> fp=<fp> created_ms=<t> completed_ms=<t> kept_ms=<ms> result=<r>
 /// ```
 ///
-/// `b=<t> ` is the broker time (Unix ms, ``DedupRecord/brokerTime``), present only when the claim
+/// `b=<t> ` is the broker time (Unix ms, ``/Dedup/DedupRecord/brokerTime``), present only when the claim
 /// that created the record gave one: the creating claim writes it, and every later rewrite (a
 /// takeover, a renewal, the completion) carries it as it is. Values without it (claimed without a
 /// broker time, or written before broker times were kept) read with none.

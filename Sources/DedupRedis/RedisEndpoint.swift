@@ -45,7 +45,7 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
 
     /// Parses a `redis://` or `unix://` URL.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` saying what is wrong; the message never
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` saying what is wrong; the message never
     ///   contains the password.
     public init(url: String) throws(DedupError) {
         func invalid(_ why: String) -> DedupError {

@@ -61,7 +61,7 @@ extension RedisDedupStore {
     /// `INFO` is preferred where both say, since managed and hardened servers often refuse `CONFIG`.
     /// A refused command leaves its settings `nil` (see ``RedisServerSettings/unreadable``).
     ///
-    /// - Throws: ``DedupError`` when the server cannot be reached or refuses the login.
+    /// - Throws: ``/Dedup/DedupError`` when the server cannot be reached or refuses the login.
     public func serverSettings() async throws -> RedisServerSettings {
         let parameters = ["save", "appendonly", "appendfsync", "maxmemory-policy", "maxmemory"]
         let replies = try await execute([RedisCommand("INFO")] + parameters.map { RedisCommand("CONFIG", "GET", $0) })

@@ -14,7 +14,7 @@ package struct RedisStreamLocation: Hashable, Sendable, CustomStringConvertible 
 
     /// Parses a stream location.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` saying what is wrong; the message never
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` saying what is wrong; the message never
     ///   contains the password.
     package init(url: String) throws(DedupError) {
         func invalid(_ why: String) -> DedupError {

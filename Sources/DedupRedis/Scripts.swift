@@ -14,7 +14,7 @@
 ///
 /// Records are strings in the layout of ``RecordValue``. An in-flight key's `PEXPIRETIME` is one
 /// millisecond before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`,
-/// and the contract says a record is gone from its expiry on), so an in-flight key that exists is
+/// and the store contract has a record gone from its expiry on), so an in-flight key that exists is
 /// a live record. Its times are kept relative to that expiry (`retention_ms` before it the lease
 /// ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create the
 /// record with a plain `SET … NX PX … GET` that knows no server time. A completed value carries

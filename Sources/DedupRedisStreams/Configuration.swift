@@ -24,13 +24,13 @@ extension RedisStreamConsumer {
         }
     }
 
-    /// How the entries of one read go through the ``IdempotentConsumer``.
+    /// How the entries of one read go through the ``/Dedup/IdempotentConsumer``.
     public enum ProcessingMode: Hashable, Sendable {
-        /// Each entry on its own (``IdempotentConsumer/process(_:keyStrategy:fingerprint:brokerTime:_:)``),
+        /// Each entry on its own (``/Dedup/IdempotentConsumer/process(_:keyStrategy:fingerprint:brokerTime:_:)``),
         /// up to ``Configuration/entriesInFlight`` at once, each acked as soon as it completes.
         case oneByOne
         /// The entries of one read together
-        /// (``IdempotentConsumer/processBatch(_:keyStrategy:fingerprint:brokerTime:_:)``): one store
+        /// (``/Dedup/IdempotentConsumer/processBatch(_:keyStrategy:fingerprint:brokerTime:_:)``): one store
         /// call claims them, handlers run one after another, one `XACK` acks the completed ones.
         case batch
     }
@@ -41,7 +41,7 @@ extension RedisStreamConsumer {
         public var stream: String
         /// The consumer group.
         public var group: String
-        /// This consumer's name in the group. Default ``ClaimRequest/defaultOwnerLabel``
+        /// This consumer's name in the group. Default ``/Dedup/ClaimRequest/defaultOwnerLabel``
         /// (`host:pid`). A consumer that comes back under the same name first processes the
         /// entries it had read but not acked.
         public var consumerName: String
@@ -74,8 +74,8 @@ extension RedisStreamConsumer {
         public var maxDeliveries: Int
         /// Where failed entries go. Default `<stream>:dead`.
         public var deadLetterStream: String?
-        /// How an entry's dedup key is found. Default ``KeyStrategy/entryID``; use
-        /// ``KeyStrategy/field(_:)`` when producers may publish the same event twice.
+        /// How an entry's dedup key is found. Default ``Dedup/KeyStrategy/entryID``; use
+        /// ``Dedup/KeyStrategy/field(_:)`` when producers may publish the same event twice.
         public var keyStrategy: KeyStrategy<StreamEntry>
         /// How long connecting may take. Default 2 s.
         public var connectTimeout: Duration

@@ -43,8 +43,8 @@ package final class RedisStreamAdmin: Sendable {
 
     /// The stream's consumer groups (`XINFO GROUPS`); `nil` when the stream does not exist.
     ///
-    /// - Throws: ``DedupError`` for an unreachable server, refused login, or a key that holds no
-    ///   stream (``DedupError/Code/wrongType``).
+    /// - Throws: ``/Dedup/DedupError`` for an unreachable server, refused login, or a key that holds no
+    ///   stream (``/Dedup/DedupError/Code/wrongType``).
     package func groups() async throws(DedupError) -> [RedisStreamGroupInfo]? {
         let reply = try await execute(RedisCommand("XINFO", "GROUPS", location.key))
         if reply.errorText?.hasPrefix("ERR no such key") == true { return nil }
@@ -94,7 +94,9 @@ package final class RedisStreamAdmin: Sendable {
     private func check(_ reply: RedisReply) throws(DedupError) {
         guard let text = reply.errorText else { return }
         if text.hasPrefix("WRONGTYPE") {
-            throw DedupError(.wrongType, "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)")
+            throw DedupError(
+                .wrongType, "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)",
+                redisErrorText: text)
         }
         throw DedupError.fromServer(text, endpoint: location.endpoint)
     }

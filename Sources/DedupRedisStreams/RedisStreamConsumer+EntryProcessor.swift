@@ -10,7 +10,7 @@ extension RedisStreamConsumer {
     /// with the completion.
     ///
     /// The runner applies its ack rules to what it returns, exactly as to its own processing: an
-    /// outcome that says ack (``ProcessOutcome/shouldAck``) is acked; ``ProcessOutcome/deferred(retryAfter:)``
+    /// outcome that says ack (``/Dedup/ProcessOutcome/shouldAck``) is acked; ``/Dedup/ProcessOutcome/deferred(retryAfter:)``
     /// and a thrown error leave the entry pending, and a thrown error counts toward
     /// ``Configuration/maxDeliveries`` as a handler's does.
     public typealias EntryProcessor = @Sendable (StreamEntry) async throws -> ProcessOutcome
@@ -30,12 +30,17 @@ extension RedisStreamConsumer {
     /// ```
     ///
     /// - Parameters:
+    ///   - url: the Redis server holding the stream, as in
+    ///     ``init(url:configuration:consumer:logger:metricsFactory:onSettled:handler:)``.
+    ///   - configuration: stream, group, limits and policies.
     ///   - consumer: the dedup consumer `processEntry` uses; its lease bounds
     ///     ``Configuration/reclaimIdleTime``.
+    ///   - logger: where to log; `Logger.current` when `nil`.
+    ///   - metricsFactory: where metrics go; the bootstrapped `MetricsSystem` when `nil`.
+    ///   - onSettled: called once per processed entry, after it was acked, left pending or
+    ///     dead-lettered.
     ///   - processEntry: processes one entry and returns the dedup consumer's answer.
-    ///   - url, configuration, logger, metricsFactory, onSettled: as in
-    ///     ``init(url:configuration:consumer:logger:metricsFactory:onSettled:handler:)``.
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
     public init(
         url: String, configuration: Configuration, consumer: IdempotentConsumer, logger: Logger? = nil,
         metricsFactory: (any MetricsFactory)? = nil, onSettled: (@Sendable (Settlement) -> Void)? = nil,

@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// Reads one Redis stream as one consumer of a consumer group and applies every entry once,
-/// through an ``IdempotentConsumer``: a `ServiceLifecycle` service.
+/// through an ``/Dedup/IdempotentConsumer``: a `ServiceLifecycle` service.
 ///
 /// ```swift
 /// let store = try RedisDedupStore(url: "redis://127.0.0.1:6379")
@@ -42,7 +42,7 @@ import Synchronization
 ///   (`dedup.stream.entries` by `event`, `dedup.stream.lag`).
 ///
 /// Errors that retrying cannot mend (a key that is not a stream, a refused login) end
-/// ``run()`` with a ``DedupError``.
+/// ``run()`` with a ``/Dedup/DedupError``.
 public struct RedisStreamConsumer: Service {
     /// The side effect for one entry; it runs at most once per dedup key within the retention.
     public typealias Handler = @Sendable (StreamEntry, DedupContext) async throws -> Void
@@ -70,7 +70,7 @@ public struct RedisStreamConsumer: Service {
 
     /// What the consumer reads and how, with its defaults resolved.
     public let configuration: Configuration
-    /// Where Redis is; print ``RedisEndpoint/redactedDescription``, never the URL.
+    /// Where Redis is; print ``/DedupRedis/RedisEndpoint/redactedDescription``, never the URL.
     public let endpoint: RedisEndpoint
 
     let consumer: IdempotentConsumer
@@ -85,7 +85,7 @@ public struct RedisStreamConsumer: Service {
     /// Creates the consumer; it connects when ``run()`` starts.
     ///
     /// - Parameters:
-    ///   - url: the Redis server holding the stream (see ``RedisEndpoint``); it may be another
+    ///   - url: the Redis server holding the stream (see ``/DedupRedis/RedisEndpoint``); it may be another
     ///     than the dedup store's.
     ///   - configuration: stream, group, limits and policies.
     ///   - consumer: the dedup consumer every entry goes through; its namespace is usually the
@@ -95,7 +95,7 @@ public struct RedisStreamConsumer: Service {
     ///   - onSettled: called once per processed entry, after it was acked, left pending or
     ///     dead-lettered.
     ///   - handler: the side effect.
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
     public init(
         url: String, configuration: Configuration, consumer: IdempotentConsumer, logger: Logger? = nil,
         metricsFactory: (any MetricsFactory)? = nil, onSettled: (@Sendable (Settlement) -> Void)? = nil,
@@ -132,7 +132,7 @@ public struct RedisStreamConsumer: Service {
     /// Reads and processes entries until graceful shutdown (then the handlers in flight finish
     /// and are acked) or cancellation.
     ///
-    /// - Throws: a ``DedupError`` that retrying cannot mend (`WRONGTYPE`: the key holds no
+    /// - Throws: a ``/Dedup/DedupError`` that retrying cannot mend (`WRONGTYPE`: the key holds no
     ///   stream; a refused login), after the handlers in flight finished.
     public func run() async throws {
         let client = StreamClient(endpoint: endpoint, configuration: configuration, logger: logger)

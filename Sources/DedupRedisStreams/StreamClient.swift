@@ -205,7 +205,7 @@ final class StreamClient: Sendable {
     }
 
     /// An `XREADGROUP` reply: nil when the wait ended without entries, else one stream's entries.
-    private func parseRead(_ reply: RedisReply?) throws -> StreamRead {
+    func parseRead(_ reply: RedisReply?) throws -> StreamRead {
         var read = StreamRead()
         guard let reply, reply != .null else { return read }
         guard let streams = reply.arrayValue else { throw unexpected("XREADGROUP", reply) }

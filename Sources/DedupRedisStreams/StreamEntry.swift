@@ -110,7 +110,7 @@ extension KeyStrategy where Message == StreamEntry {
     /// The value of the field `name` (an order number, a payment ID) as the dedup key: dedups the
     /// same business event published twice under two entry IDs, as a producer's retry does. An
     /// entry without the field (or with it empty) has no key, which the consumer's
-    /// ``MissingKeyPolicy`` decides about.
+    /// ``/Dedup/MissingKeyPolicy`` decides about.
     public static func field(_ name: String) -> KeyStrategy<StreamEntry> {
         .businessKey { [$0[name]] }
     }

@@ -3,7 +3,7 @@ import Dedup
 import Foundation
 
 /// A failure reported by SQLite, kept raw until it leaves the store (where it becomes a
-/// ``DedupError``), so the store can tell a busy lock (retry on the worker thread) from the rest.
+/// ``/Dedup/DedupError``), so the store can tell a busy lock (retry on the worker thread) from the rest.
 struct SQLiteFailure: Error, CustomStringConvertible {
     /// The extended result code.
     var code: Int32
@@ -20,40 +20,46 @@ struct SQLiteFailure: Error, CustomStringConvertible {
 
     var description: String { "\(message) (SQLite code \(code))" }
 
-    /// The most specific ``DedupError`` for this failure; `context` says what the store was doing.
+    /// The most specific ``/Dedup/DedupError`` for this failure; `context` says what the store was doing.
+    /// The error keeps the extended result code, and the operating system's error where SQLite
+    /// reports one that applies (a file that cannot be opened, a failed read or write).
     func dedupError(_ context: String, path: String) -> DedupError {
         let text = "\(context) on \(path.debugDescription): \(message)"
+        func error(_ code: DedupError.Code, _ message: String, withSystemError: Bool = false) -> DedupError {
+            DedupError(
+                code, message, sqliteExtendedResultCode: self.code, underlyingError: withSystemError ? POSIXError.number(systemErrno) : nil)
+        }
         switch code & 0xff {
         case SQLITE_BUSY, SQLITE_LOCKED:
-            return DedupError(.busy, "\(text): another connection held the lock past the busy timeout")
+            return error(.busy, "\(text): another connection held the lock past the busy timeout")
         case SQLITE_CORRUPT, SQLITE_NOTADB:
-            return DedupError(.corruptStore, "\(text): the file is damaged or is not an SQLite database")
+            return error(.corruptStore, "\(text): the file is damaged or is not an SQLite database")
         case SQLITE_READONLY:
-            return DedupError(.readOnly, "\(text): the database accepts no writes")
+            return error(.readOnly, "\(text): the database accepts no writes")
         case SQLITE_FULL:
-            return DedupError(.outOfMemory, "\(text): the disk is full")
+            return error(.outOfMemory, "\(text): the disk is full")
         case SQLITE_NOMEM:
-            return DedupError(.outOfMemory, "\(text): out of memory")
+            return error(.outOfMemory, "\(text): out of memory")
         case SQLITE_PERM, SQLITE_AUTH:
-            return DedupError(.permissionDenied, "\(text): access denied")
+            return error(.permissionDenied, "\(text): access denied")
         case SQLITE_CANTOPEN:
             switch systemErrno {
             case EACCES, EPERM:
-                return DedupError(.permissionDenied, "\(text): permission denied")
+                return error(.permissionDenied, "\(text): permission denied", withSystemError: true)
             case EROFS:
-                return DedupError(.readOnly, "\(text): the file system is read-only")
+                return error(.readOnly, "\(text): the file system is read-only", withSystemError: true)
             case ENOSPC:
-                return DedupError(.outOfMemory, "\(text): the disk is full")
+                return error(.outOfMemory, "\(text): the disk is full", withSystemError: true)
             default:
                 let reason = systemErrno != 0 ? String(cString: strerror(systemErrno)) : "cannot open the file"
-                return DedupError(.storeUnavailable, "\(text): \(reason)")
+                return error(.storeUnavailable, "\(text): \(reason)", withSystemError: true)
             }
         case SQLITE_IOERR:
             // SQLITE_IOERR_NOMEM, a macro Swift does not import.
-            if code == SQLITE_IOERR | (12 << 8) { return DedupError(.outOfMemory, "\(text): out of memory") }
-            return DedupError(.storeError, "\(text): disk I/O error")
+            if code == SQLITE_IOERR | (12 << 8) { return error(.outOfMemory, "\(text): out of memory") }
+            return error(.storeError, "\(text): disk I/O error", withSystemError: true)
         default:
-            return DedupError(.storeError, text)
+            return error(.storeError, text)
         }
     }
 }

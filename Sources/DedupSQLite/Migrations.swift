@@ -132,8 +132,8 @@ public struct SQLiteSchemaStatus: Sendable, Hashable {
     /// Applied migrations whose text differs from this library's: this library refuses to open it.
     public var altered: [SQLiteAppliedMigration] { applied.filter { $0.status == .altered } }
 
-    /// Why opening the database would fail because of its schema (``DedupError/Code/schemaTooNew``
-    /// or ``DedupError/Code/schemaAltered``); `nil` when it can be opened (migrating if pending).
+    /// Why opening the database would fail because of its schema (``/Dedup/DedupError/Code/schemaTooNew``
+    /// or ``/Dedup/DedupError/Code/schemaAltered``); `nil` when it can be opened (migrating if pending).
     public var problem: DedupError? {
         do {
             try MigrationRunner.validate(applied, path: path)

@@ -50,7 +50,7 @@ enum RecordSQL {
     static let columns =
         "state, owner_token, fencing, attempt, created_at, lease_until, completed_at, expires_at, fingerprint, result, owner_label, broker_ms"
 
-    /// The time filters select by (``DedupRecord/selectionTime``): the broker time where the row
+    /// The time filters select by (``/Dedup/DedupRecord/selectionTime``): the broker time where the row
     /// carries one, else the record time. No index serves it: a namespace's rows are walked in
     /// primary-key order (see the schema's comment), which a namespace filter keeps to its range.
     static let selectionTime = "coalesce(broker_ms, completed_at, created_at)"

@@ -4,7 +4,7 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A ``DedupStore`` in an SQLite file, on the system `libsqlite3`.
+/// A ``/Dedup/DedupStore`` in an SQLite file, on the system `libsqlite3`.
 ///
 /// Several store objects and several processes on one host may share the file: every claim is one
 /// atomic statement or one `BEGIN IMMEDIATE` transaction, so two of them never both acquire a key.
@@ -23,7 +23,7 @@ public final class SQLiteDedupStore: DedupStore {
     /// How the store opens and uses its file.
     public struct Configuration: Sendable {
         /// How long a write waits for another connection's lock before failing with
-        /// ``DedupError/Code/busy`` (the wait happens on the store's worker thread). Default 5 s.
+        /// ``/Dedup/DedupError/Code/busy`` (the wait happens on the store's worker thread). Default 5 s.
         public var busyTimeout: Duration
         /// How hard a commit pushes to disk. Default ``Synchronous/normal``.
         public var synchronous: Synchronous
@@ -39,7 +39,7 @@ public final class SQLiteDedupStore: DedupStore {
         /// writer committed them, and nothing is written, migrated or created, not even the
         /// write-ahead log's files beside the store (so a file or directory the reader cannot write
         /// is fine). The file must exist with a current schema (otherwise
-        /// ``DedupError/Code/schemaOutdated``); every write throws ``DedupError/Code/readOnly``.
+        /// ``/Dedup/DedupError/Code/schemaOutdated``); every write throws ``/Dedup/DedupError/Code/readOnly``.
         /// Default `false`.
         public var readOnly: Bool
 
@@ -92,14 +92,14 @@ public final class SQLiteDedupStore: DedupStore {
     /// With ``Configuration/readOnly`` the file must exist and is opened for reading only, neither
     /// created nor migrated.
     ///
-    /// - Throws: ``DedupError`` — ``DedupError/Code/storeUnavailable`` (missing directory, not
-    ///   openable), ``DedupError/Code/permissionDenied``, ``DedupError/Code/readOnly``,
-    ///   ``DedupError/Code/corruptStore`` (not an SQLite database), ``DedupError/Code/schemaTooNew``,
-    ///   ``DedupError/Code/schemaAltered``, ``DedupError/Code/schemaOutdated`` (read-only, schema
-    ///   behind), ``DedupError/Code/invalidConfiguration``. Nothing is written to a file that is refused.
+    /// - Throws: ``/Dedup/DedupError`` — ``/Dedup/DedupError/Code/storeUnavailable`` (missing directory, not
+    ///   openable), ``/Dedup/DedupError/Code/permissionDenied``, ``/Dedup/DedupError/Code/readOnly``,
+    ///   ``/Dedup/DedupError/Code/corruptStore`` (not an SQLite database), ``/Dedup/DedupError/Code/schemaTooNew``,
+    ///   ``/Dedup/DedupError/Code/schemaAltered``, ``/Dedup/DedupError/Code/schemaOutdated`` (read-only, schema
+    ///   behind), ``/Dedup/DedupError/Code/invalidConfiguration``. Nothing is written to a file that is refused.
     ///
     /// `logger` is where the store logs (migrations applied, a file not in WAL mode); the task's
-    /// `Logger.current` when `nil`, as for ``IdempotentConsumer``. Errors are thrown, not logged.
+    /// `Logger.current` when `nil`, as for ``/Dedup/IdempotentConsumer``. Errors are thrown, not logged.
     public init(path: String, configuration: Configuration = .init(), logger: Logger? = nil) throws {
         let logger = logger ?? Logger.current
         guard configuration.busyTimeout >= .zero else {
@@ -145,7 +145,7 @@ public final class SQLiteDedupStore: DedupStore {
     }
 
     /// Closes the store's connections and stops its worker thread after the calls already queued
-    /// there; later calls throw ``DedupError/Code/storeUnavailable``. Calling it again does nothing.
+    /// there; later calls throw ``/Dedup/DedupError/Code/storeUnavailable``. Calling it again does nothing.
     public func close() {
         hot.withLock { connection in
             connection?.close()
@@ -256,9 +256,11 @@ public final class SQLiteDedupStore: DedupStore {
     /// The schema state of the store at `path`, read without changing anything (opened read-only;
     /// nothing is created or migrated).
     ///
-    /// - Parameter checkIntegrity: also run `PRAGMA quick_check` (reads the whole file).
-    /// - Throws: ``DedupError/Code/storeUnavailable`` when the file does not exist,
-    ///   ``DedupError/Code/corruptStore`` when it is not an SQLite database, and the other open errors.
+    /// - Parameters:
+    ///   - path: The SQLite file.
+    ///   - checkIntegrity: also run `PRAGMA quick_check` (reads the whole file).
+    /// - Throws: ``/Dedup/DedupError/Code/storeUnavailable`` when the file does not exist,
+    ///   ``/Dedup/DedupError/Code/corruptStore`` when it is not an SQLite database, and the other open errors.
     public static func schemaStatus(path: String, checkIntegrity: Bool = true) throws -> SQLiteSchemaStatus {
         let connection: Connection
         do {

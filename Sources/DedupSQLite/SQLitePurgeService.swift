@@ -34,6 +34,7 @@ public struct SQLitePurgeService: Service {
     /// Creates the service.
     ///
     /// - Parameters:
+    ///   - store: the store to purge.
     ///   - interval: the pause between passes (default 60 s). The first pass runs at start.
     ///   - batchSize: records deleted per transaction (default 1000).
     ///   - logger: where a failed pass is logged (the service has no caller to throw to); the
@@ -76,7 +77,7 @@ public struct SQLitePurgeService: Service {
             }
             return Pass(deleted: deleted, error: nil)
         } catch {
-            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)")
+            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
             logger.error(
                 "purging expired dedup records failed",
                 metadata: ["error": "\(failure)", "deleted": "\(deleted)", "path": "\(store.path)"])

@@ -193,7 +193,7 @@ extension SQLiteDedupStore {
     ///     does not: the transaction is then rolled back by SQLite).
     ///   - retention: how long the completed record is kept.
     ///   - body: the handler; writes through the transaction handle, returns the result to store.
-    /// - Throws: `body`'s error, or ``DedupError`` (``DedupError/Code/busy`` when the write lock
+    /// - Throws: `body`'s error, or ``/Dedup/DedupError`` (``/Dedup/DedupError/Code/busy`` when the write lock
     ///   stayed busy past the busy timeout, and the other store failures).
     public func withTransactionalClaim(
         _ request: ClaimRequest, retention: Duration,

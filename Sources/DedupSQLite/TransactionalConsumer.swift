@@ -5,7 +5,7 @@ extension SQLiteDedupStore {
     /// Runs `body` in one write transaction on the store's worker thread: for the application's own
     /// tables in the dedup file (creating them, reading them), outside any claim.
     ///
-    /// - Throws: `body`'s error (everything it wrote is rolled back), or a ``DedupError``.
+    /// - Throws: `body`'s error (everything it wrote is rolled back), or a ``/Dedup/DedupError``.
     public func withTransaction<Value: Sendable>(
         _ body: @escaping @Sendable (SQLiteTransaction) throws -> Value
     ) async throws -> Value {
@@ -37,15 +37,15 @@ extension IdempotentConsumer {
     /// other consumer can see the claim before it commits) and no fail-open: the effect lives in the
     /// store, so without the store there is nothing to run.
     ///
-    /// `brokerTime` is kept on the record as in ``IdempotentConsumer/process(key:fingerprint:brokerTime:_:)``.
+    /// `brokerTime` is kept on the record as in ``/Dedup/IdempotentConsumer/process(key:fingerprint:brokerTime:_:)``.
     ///
-    /// - Returns: ``ProcessOutcome/applied``, ``ProcessOutcome/duplicate(_:)``, or
-    ///   ``ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
-    ///   lease on the key (under the ``InFlightPolicy/wait(timeout:)`` policy, only once the
+    /// - Returns: ``/Dedup/ProcessOutcome/applied``, ``/Dedup/ProcessOutcome/duplicate(_:)``, or
+    ///   ``/Dedup/ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
+    ///   lease on the key (under the ``/Dedup/InFlightPolicy/wait(timeout:)`` policy, only once the
     ///   timeout has passed without the holder completing or its lease passing).
     /// - Throws: `body`'s error (nothing was written), `CancellationError` when the task is cancelled
-    ///   while waiting under the wait policy, ``DedupError/Code/missingKey``,
-    ///   ``DedupError/Code/payloadMismatch``, ``DedupError/Code/invalidConfiguration`` when the
+    ///   while waiting under the wait policy, ``/Dedup/DedupError/Code/missingKey``,
+    ///   ``/Dedup/DedupError/Code/payloadMismatch``, ``/Dedup/DedupError/Code/invalidConfiguration`` when the
     ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
     public func processInTransaction(
         key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,

@@ -36,12 +36,12 @@ public protocol ConformanceHarness: Sendable {
     /// ``ConformanceCheck/needsManualClock``).
     var hasManualClock: Bool { get }
 
-    /// `true` when the store pages in ``RecordID`` order (UTF-8 bytes of namespace, then key), so
+    /// `true` when the store pages in ``/Dedup/RecordID`` order (UTF-8 bytes of namespace, then key), so
     /// the paging check also asserts the order and full pages. Default `false` (scan order).
     var pagesInRecordIDOrder: Bool { get }
 
     /// `true` when the store drops expired records by itself (Redis key TTLs), so
-    /// ``DedupStore/purgeExpired(limit:)`` may find fewer than expired; the purge check then asserts
+    /// ``/Dedup/DedupStore/purgeExpired(limit:)`` may find fewer than expired; the purge check then asserts
     /// bounds instead of exact counts. Default `false`.
     var expiresRecordsAutomatically: Bool { get }
 }

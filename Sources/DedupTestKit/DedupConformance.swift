@@ -1,8 +1,9 @@
 import Dedup
 import Foundation
 
-/// The store contract as executable checks: every rule of design §3 and the store semantics, written
-/// once and run against every store (in-memory, SQLite, Redis, and any third-party store).
+/// The store contract as executable checks: every rule of the store contract (see the Dedup
+/// documentation's “The store contract” article) and the store semantics, written once and run
+/// against every store (in-memory, SQLite, Redis, and any third-party store).
 ///
 /// Each check makes its own stores through a ``ConformanceHarness``, builds leases and retentions from
 /// the harness's ``ConformanceHarness/timeUnit`` (lease 3 units, retention 100 units unless a check

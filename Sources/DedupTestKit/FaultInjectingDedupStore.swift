@@ -6,13 +6,13 @@ import Synchronization
 public final class FaultInjectingDedupStore: DedupStore {
     /// The operations faults can be injected into.
     public enum Operation: String, Hashable, Sendable, CaseIterable {
-        /// ``DedupStore/claim(_:)`` and ``DedupStore/claim(batch:)``.
+        /// ``/Dedup/DedupStore/claim(_:)`` and ``/Dedup/DedupStore/claim(batch:)``.
         case claim
-        /// ``DedupStore/complete(_:)`` and ``DedupStore/complete(batch:)``.
+        /// ``/Dedup/DedupStore/complete(_:)`` and ``/Dedup/DedupStore/complete(batch:)``.
         case complete
-        /// ``DedupStore/release(_:)``.
+        /// ``/Dedup/DedupStore/release(_:)``.
         case release
-        /// ``DedupStore/renew(_:for:)`` and ``DedupStore/renew(batch:for:)``.
+        /// ``/Dedup/DedupStore/renew(_:for:)`` and ``/Dedup/DedupStore/renew(batch:for:)``.
         case renew
         /// The inspection calls.
         case inspect

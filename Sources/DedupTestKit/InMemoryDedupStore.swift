@@ -2,7 +2,7 @@ import Dedup
 import Foundation
 import Synchronization
 
-/// The reference ``DedupStore``: every rule of the store contract, kept in memory.
+/// The reference ``/Dedup/DedupStore``: every rule of the store contract, kept in memory.
 ///
 /// Use it in unit tests of your own consumers (on a ``ManualDedupClock``, leases and retention pass
 /// only when the test says so), and read it as the executable definition of what the SQLite and
@@ -24,21 +24,21 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
 
     // MARK: Claims
 
-    /// Claims a key; see ``DedupStore/claim(_:)``.
+    /// Claims a key; see ``/Dedup/DedupStore/claim(_:)``.
     public func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
         try Self.validate(request)
         let now = clock.nowMilliseconds()
         return state.withLock { $0.claim(request, now: now) }
     }
 
-    /// Claims keys in order under one lock; see ``DedupStore/claim(batch:)``.
+    /// Claims keys in order under one lock; see ``/Dedup/DedupStore/claim(batch:)``.
     public func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] {
         for request in requests { try Self.validate(request) }
         let now = clock.nowMilliseconds()
         return state.withLock { state in requests.map { state.claim($0, now: now) } }
     }
 
-    /// Completes a lease; see ``DedupStore/complete(_:)``.
+    /// Completes a lease; see ``/Dedup/DedupStore/complete(_:)``.
     public func complete(_ completion: Completion) async throws {
         let now = clock.nowMilliseconds()
         if !state.withLock({ $0.complete(completion, now: now) }) {
@@ -46,7 +46,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         }
     }
 
-    /// Completes leases in order under one lock; see ``DedupStore/complete(batch:)``.
+    /// Completes leases in order under one lock; see ``/Dedup/DedupStore/complete(batch:)``.
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         let now = clock.nowMilliseconds()
         return state.withLock { state in
@@ -54,7 +54,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         }
     }
 
-    /// Releases a lease; see ``DedupStore/release(_:)``.
+    /// Releases a lease; see ``/Dedup/DedupStore/release(_:)``.
     public func release(_ lease: Lease) async throws {
         let now = clock.nowMilliseconds()
         let released = state.withLock { state -> Bool in
@@ -66,7 +66,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         if !released { throw Self.leaseLost(lease) }
     }
 
-    /// Renews a lease; see ``DedupStore/renew(_:for:)``.
+    /// Renews a lease; see ``/Dedup/DedupStore/renew(_:for:)``.
     public func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
         let now = clock.nowMilliseconds()
         let renewed = state.withLock { state -> Int64? in
@@ -86,7 +86,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         return extended
     }
 
-    /// Renews leases one by one in order; see ``DedupStore/renew(batch:for:)``.
+    /// Renews leases one by one in order; see ``/Dedup/DedupStore/renew(batch:for:)``.
     public func renew(batch leases: [Lease], for duration: Duration) async throws -> [RenewalAnswer] {
         var answers: [RenewalAnswer] = []
         answers.reserveCapacity(leases.count)
@@ -102,19 +102,19 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
 
     // MARK: Inspection
 
-    /// The live record of `id`, or `nil`; see ``DedupStore/record(for:)``.
+    /// The live record of `id`, or `nil`; see ``/Dedup/DedupStore/record(for:)``.
     public func record(for id: RecordID) async throws -> DedupRecord? {
         let now = clock.nowMilliseconds()
         return state.withLock { $0.liveRecord(StorageKey(id), now: now)?.record }
     }
 
-    /// A page of live records in ``RecordID`` order (UTF-8 bytes of namespace, then key), after the
-    /// cursor; see ``DedupStore/records(matching:after:limit:)``.
+    /// A page of live records in ``/Dedup/RecordID`` order (UTF-8 bytes of namespace, then key), after the
+    /// cursor; see ``/Dedup/DedupStore/records(matching:after:limit:)``.
     ///
-    /// The cursor is the last returned identity in ``RecordID/encoded`` form, so a page continues
+    /// The cursor is the last returned identity in ``/Dedup/RecordID/encoded`` form, so a page continues
     /// correctly even if records were added or deleted in between.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a limit below 1 or a cursor this
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a limit below 1 or a cursor this
     ///   store did not make.
     public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
         guard limit >= 1 else {
@@ -143,7 +143,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     }
 
     /// Deletes those of `ids` whose live record matches `filter`; see
-    /// ``DedupStore/delete(_:matching:)``. An identity listed twice is deleted (and counted) once.
+    /// ``/Dedup/DedupStore/delete(_:matching:)``. An identity listed twice is deleted (and counted) once.
     public func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
         let now = clock.nowMilliseconds()
         return state.withLock { state in
@@ -159,9 +159,9 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     }
 
     /// Deletes at most `limit` expired records, those that expired first going first; see
-    /// ``DedupStore/purgeExpired(limit:)``.
+    /// ``/Dedup/DedupStore/purgeExpired(limit:)``.
     ///
-    /// - Throws: ``DedupError/Code/invalidConfiguration`` for a limit below 1.
+    /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a limit below 1.
     public func purgeExpired(limit: Int) async throws -> Int {
         guard limit >= 1 else {
             throw DedupError(.invalidConfiguration, "the purge limit must be at least 1, not \(limit)")
@@ -178,7 +178,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     }
 
     /// Counts of live records by namespace (sorted by the namespace's UTF-8 bytes); see
-    /// ``DedupStore/stats()``.
+    /// ``/Dedup/DedupStore/stats()``.
     public func stats() async throws -> DedupStats {
         let now = clock.nowMilliseconds()
         let live = state.withLock { state in state.records.values.filter { now < $0.expiresAt } }
@@ -208,7 +208,7 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
 
     // MARK: Helpers
 
-    /// Refuses identities that bypassed ``RecordID``'s validation (made with its unchecked
+    /// Refuses identities that bypassed ``/Dedup/RecordID``'s validation (made with its unchecked
     /// initialiser) and invalid owner labels, so the reference store never holds what the
     /// persistent ones would refuse.
     private static func validate(_ request: ClaimRequest) throws(DedupError) {

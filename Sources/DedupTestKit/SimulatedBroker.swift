@@ -33,7 +33,7 @@ import Synchronization
 /// ``ManualDedupClock`` the broker runs in virtual time: when nothing is due and no handler is
 /// running, it moves the clock straight to the next due delivery, so a run with 30-second leases
 /// takes milliseconds. Give the same clock to the store (`InMemoryDedupStore(clock:)`, or any store
-/// taking a ``DedupClock``) so leases pass when the broker's time does; handlers should not wait for
+/// taking a ``/Dedup/DedupClock``) so leases pass when the broker's time does; handlers should not wait for
 /// time to pass on their own then (use a defer policy, not a wait policy). Without a clock the broker
 /// uses the system clock and really waits.
 ///

@@ -121,7 +121,7 @@ struct ConcurrencyTests {
         #expect(try await store.record(for: makeID("new"))?.state == .inFlight)
     }
 
-    @Test("a lock held past the busy timeout is a timeout error, and nothing is written")
+    @Test("a lock held past the busy timeout is busy with SQLite's SQLITE_BUSY, and nothing is written")
     func busyTimeout() async throws {
         let fixture = StoreFixture()
         var configuration = fixture.configuration
@@ -133,6 +133,7 @@ struct ConcurrencyTests {
         #expect(sqlite3_exec(raw, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK)
         let error = await expectDedupError(.busy) { try await store.claim(request("blocked")) }
         #expect(error?.message.contains(fixture.path) == true)
+        #expect((error?.sqliteExtendedResultCode).map { $0 & 0xff } == SQLITE_BUSY, "\(String(describing: error?.sqliteExtendedResultCode))")
         await expectDedupError(.busy) { try await store.claim(batch: [request("b1"), request("b2")]) }
         #expect(sqlite3_exec(raw, "ROLLBACK", nil, nil, nil) == SQLITE_OK)
         #expect(try await store.record(for: makeID("blocked")) == nil)

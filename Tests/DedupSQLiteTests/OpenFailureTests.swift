@@ -32,6 +32,18 @@ func asUnprivilegedFileUser<R: Sendable>(_ body: @escaping @Sendable () -> R) as
     }
 }
 
+/// Opens the store at `path` as ``asUnprivilegedFileUser(_:)``; returns the error it threw.
+func openAsUnprivilegedFileUser(_ path: String) async -> DedupError? {
+    await asUnprivilegedFileUser { () -> DedupError? in
+        do {
+            _ = try SQLiteDedupStore(path: path, logger: quietLogger)
+            return nil
+        } catch {
+            return error as? DedupError
+        }
+    }
+}
+
 /// Raw SQL on a file, bypassing the store (to prepare damaged or foreign databases).
 func rawSQL(_ path: String, _ sql: String) throws {
     var db: OpaquePointer?
@@ -128,14 +140,7 @@ struct OpenFailureTests {
         chmod(directory.path, 0o755)
         chmod(path, mode)
         let before = contents(path)
-        let result = await asUnprivilegedFileUser { () -> DedupError? in
-            do {
-                _ = try SQLiteDedupStore(path: path, logger: quietLogger)
-                return nil
-            } catch {
-                return error as? DedupError
-            }
-        }
+        let result = await openAsUnprivilegedFileUser(path)
         #expect(result?.code == code, "\(String(describing: result))")
         #expect(result?.message.contains(path) == true)
         #expect(contents(path) == before)
@@ -163,6 +168,22 @@ struct OpenFailureTests {
         #expect(code(SQLITE_CANTOPEN, errno: EACCES) == .permissionDenied)
         #expect(code(SQLITE_CANTOPEN, errno: ENOENT) == .storeUnavailable)
         #expect(code(SQLITE_IOERR) == .storeError)
+    }
+
+    @Test("a mapped failure keeps SQLite's extended code, and the OS error only where SQLite's errno applies")
+    func failureCause() {
+        func error(_ rc: Int32, errno: Int32 = 0) -> DedupError {
+            SQLiteFailure(code: rc, message: "m", systemErrno: errno).dedupError("op", path: "/p")
+        }
+        // SQLITE_CANTOPEN with EACCES, and SQLITE_IOERR_READ (266), carry errno.
+        #expect(error(SQLITE_CANTOPEN, errno: EACCES).sqliteExtendedResultCode == SQLITE_CANTOPEN)
+        #expect((error(SQLITE_CANTOPEN, errno: EACCES).underlyingError as? POSIXError)?.code == .EACCES)
+        #expect((error(SQLITE_IOERR | (1 << 8), errno: EIO).underlyingError as? POSIXError)?.code == .EIO)
+        #expect(error(SQLITE_IOERR | (1 << 8), errno: EIO).sqliteExtendedResultCode == 266)
+        // Elsewhere sqlite3_system_errno is left from some earlier call: not this failure's cause.
+        #expect(error(SQLITE_CONSTRAINT | (6 << 8), errno: ENOENT).underlyingError == nil)
+        #expect(error(SQLITE_CONSTRAINT | (6 << 8), errno: ENOENT).sqliteExtendedResultCode == 1555)
+        #expect(error(SQLITE_CANTOPEN).underlyingError == nil)
     }
 }
 

@@ -6,8 +6,10 @@ import Testing
 struct InMemoryHarness: ConformanceHarness {
     /// One clock for every store this harness makes, so `advance` moves them all.
     let clock = ManualDedupClock()
+    /// The store under test, made of an in-memory store: that store itself, or one wrapping it.
+    var wrap: @Sendable (InMemoryDedupStore<ManualDedupClock>) -> any DedupStore = { $0 }
 
-    func makeStore() async throws -> any DedupStore { InMemoryDedupStore(clock: clock) }
+    func makeStore() async throws -> any DedupStore { wrap(InMemoryDedupStore(clock: clock)) }
     func makePeer(of store: any DedupStore) async throws -> any DedupStore { store }
     var timeUnit: Duration { .seconds(1) }
     func advance(by duration: Duration) async throws { clock.advance(by: duration) }

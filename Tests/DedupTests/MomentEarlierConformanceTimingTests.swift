@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The in-memory store on the real clock, dating every fresh lease a few milliseconds before its
-/// record, as the contract allows and as `RedisDedupStore` does (its lease is dated by the server's
+/// record, as the store contract allows and as `RedisDedupStore` does (its lease is dated by the server's
 /// `TIME` read just before the `SET` that creates the record).
 struct EarlyDatingStore: ForwardingStore {
     let base = InMemoryDedupStore()

@@ -41,7 +41,7 @@ public struct LocalCacheConfiguration: Hashable, Sendable {
     }
 }
 
-/// How an ``IdempotentConsumer`` behaves. The defaults are the contract's (see the README table).
+/// How an ``IdempotentConsumer`` behaves. Each property says its default.
 public struct ConsumerConfiguration: Sendable {
     /// How long a claim holds the key before another consumer may take it over. Default 30 s.
     public var lease: Duration = .seconds(30)

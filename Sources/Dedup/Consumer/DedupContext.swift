@@ -40,9 +40,11 @@ public struct DedupContext: Sendable {
 
     /// Throws ``DedupError/Code/leaseLost`` once the lease is lost (see ``isLeaseLost``): call it
     /// between steps of a long handler so it stops instead of racing the consumer that took over.
+    /// When the lease was lost because its renewals failed, the error's
+    /// ``DedupError/underlyingError`` is the store's error for the latest of them.
     public func checkLease() throws(DedupError) {
         if isLeaseLost, let id {
-            throw DedupError(.leaseLost, "the lease on \(id) was lost while the handler ran")
+            throw DedupError(.leaseLost, "the lease on \(id) was lost while the handler ran", underlyingError: watch?.renewalFailure)
         }
     }
 
@@ -53,8 +55,8 @@ public struct DedupContext: Sendable {
     /// cancelling the caller; this scope costs a child task (tens of microseconds), so use it where
     /// the work is long, not around every handler.
     ///
-    /// - Throws: ``DedupError/Code/leaseLost`` when the lease was lost (the operation was cancelled),
-    ///   or the operation's own error.
+    /// - Throws: ``DedupError/Code/leaseLost`` when the lease was lost (the operation was cancelled;
+    ///   its ``DedupError/underlyingError`` as for ``checkLease()``), or the operation's own error.
     public func cancellingOnLeaseLoss<Value: Sendable>(
         _ operation: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
@@ -72,7 +74,9 @@ public struct DedupContext: Sendable {
                 if let value = next { return value }
                 if watch.isLost { break }
             }
-            throw DedupError(.leaseLost, "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled")
+            throw DedupError(
+                .leaseLost, "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled",
+                underlyingError: watch.renewalFailure)
         }
     }
 }

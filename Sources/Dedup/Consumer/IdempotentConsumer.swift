@@ -26,19 +26,19 @@ public struct IdempotentConsumer: Sendable {
     /// How the consumer behaves.
     public let configuration: ConsumerConfiguration
 
-    private let logger: Logger
+    let logger: Logger
     package let metrics: ConsumerMetrics
-    private let keeper: LeaseKeeper?
-    private let cache: LocalCache?
+    let keeper: LeaseKeeper?
+    let cache: LocalCache?
     /// ``ConsumerConfiguration/lease`` in nanoseconds, for the local deadlines of a batch's leases.
-    private let leaseNanoseconds: Int64
+    let leaseNanoseconds: Int64
 
     /// Creates a consumer.
     ///
     /// - Parameters:
     ///   - store: Where records live; share it between consumers of the same group.
     ///   - namespace: The consumer group or service name (1–128 UTF-8 bytes).
-    ///   - configuration: Leases, retention and policies; the defaults are the contract's.
+    ///   - configuration: Leases, retention and policies; each property says its default.
     ///   - logger: Where to log; `Logger.current` when `nil`. The library never bootstraps logging.
     ///   - metricsFactory: Where metrics go; the bootstrapped `MetricsSystem` when `nil`.
     /// - Throws: ``DedupError`` for an invalid namespace or configuration.
@@ -193,7 +193,9 @@ public struct IdempotentConsumer: Sendable {
         if let registration { keeper?.unregister(registration.0) }
         let current = watch?.currentLease ?? lease
         if let watch, watch.isLost {
-            throw DedupError(.leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded")
+            throw DedupError(
+                .leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded",
+                underlyingError: watch.renewalFailure)
         }
         let stored = storable(result, id: lease.id)
         let completion = Completion(lease: current, retention: configuration.retention, result: stored)
@@ -211,7 +213,7 @@ public struct IdempotentConsumer: Sendable {
         return (.applied, stored)
     }
 
-    private func runWithoutKey(_ handler: (DedupContext) async throws -> Data?) async throws -> (
+    func runWithoutKey(_ handler: (DedupContext) async throws -> Data?) async throws -> (
         outcome: ProcessOutcome, stored: Data?
     ) {
         switch configuration.missingKeyPolicy {
@@ -243,331 +245,7 @@ public struct IdempotentConsumer: Sendable {
         return (.bypassed(.storeUnavailable), try await handler(DedupContext(lease: nil, watch: nil)))
     }
 
-    // MARK: A batch
-
-    /// Processes a batch of messages with one store call to claim them all and one to complete the
-    /// ones whose handlers succeeded. Every key (and fingerprint) is computed first; handlers then
-    /// run one after another: those of keyless messages under ``MissingKeyPolicy/bypass``, the
-    /// claimed ones in the batch's order, and last, under ``InFlightPolicy/wait(timeout:)``, those
-    /// of messages held elsewhere, each after its own wait.
-    ///
-    /// A key that comes more than once in the batch (a broker hands out a message and its
-    /// redelivery in one read) is claimed and run once, for its first copy; each later copy gets
-    /// ``ProcessOutcome/duplicate(_:)`` once the first is applied or found completed (or a payload
-    /// mismatch if its fingerprint differs), the first's deferral when it is deferred, and the
-    /// first's error when it fails, so no copy of a failed key is acked.
-    ///
-    /// - Returns: one result per message, in order: its outcome, or the error that kept it from
-    ///   being acked (its handler's error, a lease lost, an invalid or missing key, a payload
-    ///   mismatch, a completion that failed).
-    /// - Throws: a store error from the batch claim under ``StoreFailurePolicy/failClosed``: no
-    ///   message of the batch was processed.
-    public func processBatch<Message>(
-        _ messages: [Message], keyStrategy: KeyStrategy<Message>,
-        fingerprint: ((Message) -> String?)? = nil, brokerTime: ((Message) -> Date?)? = nil,
-        _ handler: (Message, DedupContext) async throws -> Void
-    ) async throws -> [Result<ProcessOutcome, any Error>] {
-        // Only the keys and fingerprints need the message type: the rest is not generic, so it is
-        // compiled once rather than looking up generic metadata for every message.
-        var keys: [String?] = []
-        keys.reserveCapacity(messages.count)
-        var fingerprints: [String?]? = fingerprint == nil ? nil : []
-        fingerprints?.reserveCapacity(messages.count)
-        var brokerTimes: [Date?]? = brokerTime == nil ? nil : []
-        brokerTimes?.reserveCapacity(messages.count)
-        for index in messages.indices {
-            keys.append(keyStrategy.key(for: messages[index]))
-            if let fingerprint { fingerprints?.append(fingerprint(messages[index])) }
-            if let brokerTime { brokerTimes?.append(brokerTime(messages[index])) }
-        }
-        return try await processBatch(keys: keys, fingerprints: fingerprints, brokerTimes: brokerTimes) { index, context in
-            try await handler(messages[index], context)
-        }
-    }
-
-    /// ``processBatch(_:keyStrategy:fingerprint:brokerTime:_:)`` on the messages' keys and fingerprints; the
-    /// handler gets a message's position.
-    private func processBatch(
-        keys: [String?], fingerprints: [String?]?, brokerTimes: [Date?]?, _ handler: (Int, DedupContext) async throws -> Void
-    ) async throws -> [Result<ProcessOutcome, any Error>] {
-        // Every message's result is set below; one left unset (a bug) comes out as an error, so its
-        // message is not acked, rather than as an outcome.
-        var results = [Result<ProcessOutcome, any Error>](repeating: .failure(Self.resultNotSet), count: keys.count)
-        var requests: [ClaimRequest] = []
-        var requestIndex: [Int] = []
-        requests.reserveCapacity(keys.count)
-        requestIndex.reserveCapacity(keys.count)
-        // A key's later copies in the batch take the first copy's outcome (see laterCopyResult).
-        // The store answers a later copy `.inFlight`, held by the first: only then are copies
-        // looked for, so a batch without one pays nothing for it.
-        var laterCopies: [(index: Int, position: Int)] = []
-        var firstPositionOfID: [RecordID: Int]?
-        func firstPosition(of position: Int) -> Int {
-            if firstPositionOfID == nil {
-                var positions = [RecordID: Int](minimumCapacity: requests.count)
-                for earlier in requests.indices where positions[requests[earlier].id] == nil {
-                    positions[requests[earlier].id] = earlier
-                }
-                firstPositionOfID = positions
-            }
-            return firstPositionOfID![requests[position].id] ?? position
-        }
-        for index in keys.indices {
-            guard let key = keys[index] else {
-                results[index] = await Self.capture {
-                    try await runWithoutKey { context in
-                        try await handler(index, context)
-                        return nil
-                    }.outcome
-                }
-                continue
-            }
-            let id: RecordID
-            do {
-                id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
-            } catch {
-                results[index] = .failure(error)
-                continue
-            }
-            if let cache, let record = cache.completedRecord(for: id) {
-                metrics.cacheHits.increment()
-                results[index] = .success(.duplicate(record))
-                continue
-            }
-            requests.append(
-                ClaimRequest(
-                    id: id, lease: configuration.lease, retention: configuration.retention,
-                    fingerprint: fingerprints?[index], ownerLabel: configuration.ownerLabel,
-                    brokerTime: brokerTimes?[index]
-                )
-            )
-            requestIndex.append(index)
-        }
-
-        let claimStarted = MonotonicInstant.now
-        let answers: [ClaimAnswer]
-        do {
-            answers = requests.isEmpty ? [] : try await store.claim(batch: requests)
-            metrics.claimDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: claimStarted))
-        } catch {
-            metrics.storeError(error)
-            guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
-                throw error
-            }
-            for position in requests.indices {
-                let index = requestIndex[position]
-                guard firstPosition(of: position) == position else {
-                    results[index] = .success(.deferred(retryAfter: configuration.minimumRetryDelay))
-                    continue
-                }
-                metrics.bypassed.increment()
-                results[index] = await Self.capture {
-                    try await handler(index, DedupContext(lease: nil, watch: nil))
-                    return .bypassed(.storeUnavailable)
-                }
-            }
-            return results
-        }
-
-        // Every acquired lease is watched (renewed) from the claim until the batch completion is
-        // written, not just while its own handler runs: the later ones wait for the earlier handlers,
-        // the earlier ones for the batch completion.
-        var watches = [LeaseWatch?](repeating: nil, count: answers.count)
-        var registration: Int?
-        if let keeper {
-            var acquired: [Lease] = []
-            var positions: [Int] = []
-            acquired.reserveCapacity(answers.count)
-            positions.reserveCapacity(answers.count)
-            for position in answers.indices {
-                if case .acquired(let lease) = answers[position] {
-                    acquired.append(lease)
-                    positions.append(position)
-                }
-            }
-            if !acquired.isEmpty {
-                let (id, registered) = keeper.register(batch: acquired, claimStarted: claimStarted)
-                registration = id
-                for (position, watch) in zip(positions, registered) { watches[position] = watch }
-            }
-        }
-        // Unregistered once the batch's completion is written (before any waiting on keys held
-        // elsewhere), or on the way out of an error.
-        defer {
-            if let registration { keeper?.unregister(registration) }
-        }
-        let leaseDeadline = claimStarted.advanced(byNanoseconds: leaseNanoseconds)
-
-        // Messages whose handler succeeded: their place in the results and among the answers.
-        var succeeded: [(index: Int, position: Int)] = []
-        succeeded.reserveCapacity(answers.count)
-        // The leases of keys applied in this batch, by position, for their later copies' answers.
-        var appliedLeases: [Int: Lease] = [:]
-        var stillInFlight: [Int] = []
-        // Indices, not elements: iterating would copy every answer first (the cases copy what they bind).
-        for position in answers.indices {
-            let index = requestIndex[position]
-            switch answers[position] {
-            case .duplicate(let record):
-                metrics.duplicate.increment()
-                cache?.insert(record)
-                results[index] = .success(.duplicate(record))
-            case .payloadMismatch(let record):
-                metrics.payloadMismatch.increment()
-                results[index] = .failure(Self.mismatch(record, fingerprint: requests[position].fingerprint))
-            case .inFlight(let record):
-                let first = firstPosition(of: position)
-                if first != position, case .acquired = answers[first] {
-                    laterCopies.append((index, first))
-                    continue
-                }
-                countInFlight(record)
-                if case .wait = configuration.inFlightPolicy {
-                    stillInFlight.append(index)
-                } else {
-                    results[index] = .success(.deferred(retryAfter: retryAfter(for: record)))
-                }
-            case .acquired(let lease):
-                countAcquired(lease)
-                let watch = watches[position]
-                // A lease that may have passed while earlier handlers ran can be held by someone else
-                // now: the handler must not start.
-                // (A watch counts its own loss.)
-                let expired = watch?.isLost ?? (MonotonicInstant.now >= leaseDeadline)
-                if expired {
-                    if watch == nil { metrics.leaseLosses.increment() }
-                    results[index] = .failure(
-                        DedupError(.leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch")
-                    )
-                    continue
-                }
-                do {
-                    try await handler(index, DedupContext(lease: watch?.currentLease ?? lease, watch: watch))
-                } catch {
-                    metrics.handlerFailures.increment()
-                    if watch?.isLost != true {
-                        await releaseAfterFailure(watch?.currentLease ?? lease, handlerError: error)
-                    }
-                    watch?.retire()
-                    results[index] = .failure(error)
-                    continue
-                }
-                succeeded.append((index, position))
-            }
-        }
-
-        if !succeeded.isEmpty {
-            // Complete with the newest lease of each (renewals change its end, not its owner). The
-            // store's owner check decides: a lease that passed but was not taken over still completes,
-            // as on the single-message path; one taken over answers leaseLost.
-            let completions = succeeded.map { entry in
-                Completion(
-                    lease: watches[entry.position]?.currentLease ?? Self.acquiredLease(answers[entry.position]),
-                    retention: configuration.retention, result: nil
-                )
-            }
-            do {
-                let completeStarted = MonotonicInstant.now
-                let completionAnswers = try await completeBatchWithRetry(completions)
-                metrics.completeDuration.recordNanoseconds(MonotonicInstant.now.nanoseconds(since: completeStarted))
-                for (position, answer) in completionAnswers.enumerated() {
-                    let index = succeeded[position].index
-                    switch answer {
-                    case .completed:
-                        results[index] = .success(.applied)
-                        if !laterCopies.isEmpty { appliedLeases[succeeded[position].position] = completions[position].lease }
-                    case .leaseLost:
-                        metrics.leaseLosses.increment()
-                        results[index] = .failure(
-                            DedupError(.leaseLost, "the lease on \(completions[position].lease.id) was lost before completion")
-                        )
-                    }
-                }
-            } catch {
-                for entry in succeeded { results[entry.index] = .failure(error) }
-            }
-        }
-
-        // The batch's leases are settled: stop renewing them before waiting on anything else.
-        if let registration {
-            keeper?.unregister(registration)
-        }
-        registration = nil
-
-        // Messages in flight elsewhere under the wait policy: wait for each on its own.
-        for index in stillInFlight {
-            results[index] = await Self.capture {
-                try await process(key: keys[index], fingerprint: fingerprints?[index], brokerTime: brokerTimes?[index]) { context in
-                    try await handler(index, context)
-                }
-            }
-        }
-        for (index, position) in laterCopies {
-            results[index] = await laterCopyResult(
-                first: results[requestIndex[position]], request: requests[position],
-                appliedLease: appliedLeases[position], fingerprint: fingerprints?[index]
-            )
-        }
-        return results
-    }
-
-    /// The answer for a key's later copy in a batch, from its first copy's: a duplicate of what the
-    /// first applied or found completed (or a payload mismatch, as its redelivery would get); deferred
-    /// with a deferred first; the first's error otherwise, so neither copy is acked.
-    private func laterCopyResult(
-        first: Result<ProcessOutcome, any Error>, request: ClaimRequest, appliedLease: Lease?, fingerprint: String?
-    ) async -> Result<ProcessOutcome, any Error> {
-        let record: DedupRecord
-        switch first {
-        case .failure(let error):
-            return .failure(error)
-        case .success(.deferred(let retryAfter)):
-            return .success(.deferred(retryAfter: retryAfter))
-        case .success(.bypassed):
-            return .success(.deferred(retryAfter: configuration.minimumRetryDelay))
-        case .success(.duplicate(let completed)):
-            record = completed
-        case .success(.applied):
-            if let lease = appliedLease {
-                // Completed just now under this lease: its record as the store keeps it, but for the
-                // completion time, which is the consumer's clock's.
-                let now = Date()
-                record = DedupRecord(
-                    id: lease.id, state: .completed, ownerToken: nil, fencingToken: lease.fencingToken,
-                    attempt: lease.attempt, createdAt: lease.claimedAt ?? now, leaseUntil: nil, completedAt: now,
-                    expiresAt: now + configuration.retention.timeInterval, fingerprint: request.fingerprint,
-                    brokerTime: request.brokerTime.map { Date(millisecondsSince1970: $0.millisecondsSince1970) }
-                )
-            } else {
-                // Applied after waiting for another holder: the store has the record.
-                do {
-                    guard let stored = try await store.record(for: request.id) else {
-                        return .success(.deferred(retryAfter: configuration.minimumRetryDelay))
-                    }
-                    record = stored
-                } catch {
-                    return .failure(error)
-                }
-            }
-        }
-        if let held = record.fingerprint, let offered = fingerprint, held != offered {
-            metrics.payloadMismatch.increment()
-            return .failure(Self.mismatch(record, fingerprint: fingerprint))
-        }
-        metrics.duplicate.increment()
-        return .success(.duplicate(record))
-    }
-
     // MARK: Helpers
-
-    /// The placeholder of a batch result until the message's own is known.
-    private static let resultNotSet = DedupError(.storeError, "internal error: no result was recorded for this message of the batch")
-
-    /// The lease of an answer known to be `.acquired`.
-    private static func acquiredLease(_ answer: ClaimAnswer) -> Lease {
-        guard case .acquired(let lease) = answer else { preconditionFailure("not an acquired answer: \(answer)") }
-        return lease
-    }
 
     package func countAcquired(_ lease: Lease) {
         if lease.isTakeover {
@@ -628,7 +306,7 @@ public struct IdempotentConsumer: Sendable {
         }
     }
 
-    private func completeBatchWithRetry(_ completions: [Completion]) async throws -> [CompletionAnswer] {
+    func completeBatchWithRetry(_ completions: [Completion]) async throws -> [CompletionAnswer] {
         var delay = configuration.completionBackoff
         var attempt = 1
         while true {
@@ -665,7 +343,7 @@ public struct IdempotentConsumer: Sendable {
         record.state == .completed && record.fencingToken == lease.fencingToken && record.attempt == lease.attempt
     }
 
-    private func releaseAfterFailure(_ lease: Lease, handlerError: any Error) async {
+    func releaseAfterFailure(_ lease: Lease, handlerError: any Error) async {
         do {
             try await store.release(lease)
         } catch {
@@ -704,13 +382,6 @@ public struct IdempotentConsumer: Sendable {
         )
     }
 
-    private static func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
-        do {
-            return .success(try await body())
-        } catch {
-            return .failure(error)
-        }
-    }
 }
 
 extension Duration {

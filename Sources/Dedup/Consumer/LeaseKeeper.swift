@@ -182,7 +182,7 @@ final class LeaseKeeper: Sendable {
             // first (then it is lost: another consumer may hold it by now).
             metrics.storeError(error)
             logger.debug("lease renewal failed; retrying", metadata: ["leases": "\(due.count)", "error": "\(error)"])
-            for entry in due { entry.watch.renewalFailed() }
+            for entry in due { entry.watch.renewalFailed(error) }
         }
     }
 }

@@ -16,6 +16,9 @@ final class LeaseWatch: Sendable {
         var nextRenewal: MonotonicInstant
         /// A renewal of this lease is on its way to the store: the keeper sends no second one.
         var renewing = false
+        /// Why the latest renewal got no answer, until one is confirmed: the cause of a loss by
+        /// ``Loss/deadlinePassed`` when renewals kept failing.
+        var renewalFailure: (any Error)?
     }
 
     /// Why a lease was lost, for the report.
@@ -74,6 +77,8 @@ final class LeaseWatch: Sendable {
     /// renewal that was on its way when the handler finished is refused by the completed record).
     func markRefused() {
         if isRetired { return }
+        // Refused by an answer: an earlier renewal's failure is not why the lease is lost.
+        state.withLock { $0.renewalFailure = nil }
         if lost.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
             reportLoss(.refused)
         }
@@ -81,9 +86,13 @@ final class LeaseWatch: Sendable {
 
     var currentLease: Lease { state.withLock { $0.lease } }
 
+    /// The store's error for the latest renewal that got no answer, while none was confirmed since:
+    /// what a lease lost by its deadline passing was lost to. `nil` when renewals were answered.
+    var renewalFailure: (any Error)? { state.withLock { $0.renewalFailure } }
+
     /// Takes the lease for a renewal when one is due and none is on its way; the caller must then
     /// settle it with ``confirmRenewal(_:sentAt:leaseNanoseconds:renewalNanoseconds:)``,
-    /// ``markRefused()`` or ``renewalFailed()``.
+    /// ``markRefused()`` or ``renewalFailed(_:)``.
     func takeForRenewal(now: MonotonicInstant) -> Lease? {
         if isRetired || isLost { return nil }
         return state.withLock { state in
@@ -103,6 +112,7 @@ final class LeaseWatch: Sendable {
                 return lost.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
             }
             state.lease = renewed
+            state.renewalFailure = nil
             state.localDeadline = sentAt.advanced(byNanoseconds: leaseNanoseconds)
             state.nextRenewal = sentAt.advanced(byNanoseconds: renewalNanoseconds)
             return false
@@ -110,9 +120,13 @@ final class LeaseWatch: Sendable {
         if tooLate { reportLoss(.deadlinePassed) }
     }
 
-    /// A renewal that got no answer: the next round tries again (unless the deadline passes first).
-    func renewalFailed() {
-        state.withLock { $0.renewing = false }
+    /// A renewal that got no answer, for `error`: the next round tries again (unless the deadline
+    /// passes first, and the lease is lost to `error`).
+    func renewalFailed(_ error: any Error) {
+        state.withLock {
+            $0.renewing = false
+            $0.renewalFailure = error
+        }
         _ = isLost
     }
 

@@ -1,0 +1,27 @@
+import Dedup
+import Testing
+
+@Suite("DedupError")
+struct DedupErrorTests {
+    struct Underlying: Error {}
+
+    @Test("errors are equal by code, message and native cause; the underlying error is not compared")
+    func equality() {
+        let base = DedupError(.busy, "locked", sqliteExtendedResultCode: 5)
+        let withUnderlying = DedupError(.busy, "locked", sqliteExtendedResultCode: 5, underlyingError: Underlying())
+        #expect(base == withUnderlying)
+        #expect(base.hashValue == withUnderlying.hashValue)
+        #expect(Set([base, withUnderlying]).count == 1)
+        #expect(base != DedupError(.busy, "locked", sqliteExtendedResultCode: 517))
+        #expect(base != DedupError(.busy, "locked"))
+        #expect(DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE a") != DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE b"))
+        #expect(base != DedupError(.storeError, "locked", sqliteExtendedResultCode: 5))
+        #expect(base.description == "busy: locked")
+    }
+
+    @Test("an error made with a code and a message has no cause")
+    func noCause() {
+        let error = DedupError(.storeError, "m")
+        #expect(error.sqliteExtendedResultCode == nil && error.redisErrorText == nil && error.underlyingError == nil)
+    }
+}
