@@ -146,7 +146,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DedupInspectTests",
-            dependencies: ["Dedup", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupTestSupport"]
+            dependencies: ["Dedup", "DedupDemo", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

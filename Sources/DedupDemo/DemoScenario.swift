@@ -85,10 +85,17 @@ public enum DemoScenario {
         var all: [String: Int] { counts.withLock { $0 } }
     }
 
+    /// A run's namespace (and the stream demo's group and folder name): its start time, and a random
+    /// part, because two runs that start in the same millisecond must share neither records on one
+    /// store nor a folder (one's cleanup would remove the other's).
+    static func runName(startedAt milliseconds: Int64) -> String {
+        "demo-\(milliseconds)-\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
+    }
+
     /// Runs the scenario and reports. `progress` gets a line now and then.
     public static func run(_ options: DemoOptions, progress: @escaping @Sendable (String) -> Void) async throws -> DemoReport {
         // A namespace of its own per run, so a store reused across runs starts empty for the demo.
-        let namespace = "demo-\(SystemDedupClock().nowMilliseconds())"
+        let namespace = runName(startedAt: SystemDedupClock().nowMilliseconds())
         let tally = Tally()
         // Per message ID: crashes after the handler's effect ran (the effect stays without a transaction).
         let crashesAfterEffect = Tally()

@@ -70,7 +70,7 @@ enum StreamDemoScenario {
     static func run(_ options: StreamDemoOptions, progress: @escaping @Sendable (String) -> Void) async throws -> StreamDemoReport {
         var logger = Logger(label: "dedup")
         logger.logLevel = options.verbose ? .debug : .warning
-        let namespace = "demo-\(SystemDedupClock().nowMilliseconds())"
+        let namespace = DemoScenario.runName(startedAt: SystemDedupClock().nowMilliseconds())
         let group = namespace
         let broker = options.broker
         let admin = try StreamAdmin(location: broker, logger: logger)
