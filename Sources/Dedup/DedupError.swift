@@ -19,7 +19,7 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case invalidNamespace, invalidKey, missingKey, invalidConfiguration
-            case leaseLost, payloadMismatch
+            case leaseLost, payloadMismatch, handlerStatementFailed
             case storeUnavailable, timeout, busy, authenticationFailed, corruptStore
             case schemaTooNew, schemaOutdated, schemaAltered, wrongType, readOnly, outOfMemory
             case permissionDenied, storeError
@@ -40,6 +40,19 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let leaseLost = Code(.leaseLost)
         /// The key was claimed or completed with a different payload fingerprint.
         public static let payloadMismatch = Code(.payloadMismatch)
+        /// A statement the handler ran inside the store's own transaction (SQLite's transactional
+        /// mode) failed because of the statement or its data, not because of the store: a
+        /// constraint (`UNIQUE`, `NOT NULL`, `CHECK`, a `STRICT` column's type), a datatype
+        /// mismatch, an SQL error (a syntax error, a missing table or column), a value too big,
+        /// bindings that do not match the parameters, or transaction control (`BEGIN`, `COMMIT`,
+        /// `ROLLBACK`), which the store refuses because it owns the transaction. The message gives
+        /// the database's own words, and ``DedupError/sqliteExtendedResultCode`` its code. Nothing
+        /// the handler wrote is kept.
+        ///
+        /// Not a store failure (``DedupError/isStoreFailure`` is `false`): the same statement on
+        /// the same data fails again on every delivery, so a consumer counts it as a handler
+        /// failure, and a stream consumer toward its dead-letter limit.
+        public static let handlerStatementFailed = Code(.handlerStatementFailed)
         /// The store cannot be reached: connection refused or reset, server down, file not openable.
         public static let storeUnavailable = Code(.storeUnavailable)
         /// The store did not answer in time (a network timeout).
@@ -132,10 +145,13 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         code == .storeUnavailable || code == .timeout
     }
 
-    /// `true` for errors raised by the store, as opposed to errors in the caller's input.
+    /// `true` for errors raised by the store, as opposed to errors in the caller's input, a lost
+    /// lease, a payload mismatch or a handler's own failed statement
+    /// (``Code/handlerStatementFailed``).
     public var isStoreFailure: Bool {
         switch code {
-        case .invalidNamespace, .invalidKey, .missingKey, .invalidConfiguration, .leaseLost, .payloadMismatch:
+        case .invalidNamespace, .invalidKey, .missingKey, .invalidConfiguration, .leaseLost, .payloadMismatch,
+            .handlerStatementFailed:
             return false
         default:
             return true

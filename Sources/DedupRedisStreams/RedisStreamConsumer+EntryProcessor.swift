@@ -11,8 +11,14 @@ extension RedisStreamConsumer {
     ///
     /// The runner applies its ack rules to what it returns, exactly as to its own processing: an
     /// outcome that says ack (``/Dedup/ProcessOutcome/shouldAck``) is acked; ``/Dedup/ProcessOutcome/deferred(retryAfter:)``
-    /// and a thrown error leave the entry pending, and a thrown error counts toward
-    /// ``Configuration/maxDeliveries`` as a handler's does.
+    /// and a thrown error leave the entry pending. A thrown error counts toward
+    /// ``Configuration/maxDeliveries`` (the entry is dead-lettered when it is thrown on the last
+    /// delivery) unless it is a ``/Dedup/DedupError`` that is a store failure
+    /// (``/Dedup/DedupError/isStoreFailure``: busy, unreachable, a full disk, …) or
+    /// ``/Dedup/DedupError/Code/leaseLost``, or a `CancellationError`: those say nothing about the
+    /// entry. So a statement of a transactional handler that fails because of the statement or its
+    /// data (``/Dedup/DedupError/Code/handlerStatementFailed``: a constraint, an SQL error) counts,
+    /// and the store's own failure does not.
     public typealias EntryProcessor = @Sendable (StreamEntry) async throws -> ProcessOutcome
 
     /// Creates a consumer that hands every entry to `processEntry` instead of processing it with a

@@ -129,8 +129,10 @@ extension RedisStreamConsumer {
     }
 
     /// Failures that say something about the entry (its handler's error, a missing key, a payload
-    /// mismatch) count toward dead-lettering; a lost lease (someone else holds it now), a store
-    /// failure or a cancellation (shutdown) says nothing about the entry and does not.
+    /// mismatch, a handler's own failed SQL statement) count toward dead-lettering; a lost lease
+    /// (someone else holds it now), a store failure or a cancellation (shutdown) says nothing about
+    /// the entry and does not. A store failure counts as one even when the handler threw it (from
+    /// a store call of its own): an outage must not fill the dead-letter stream.
     static func countsTowardDeadLetter(_ error: any Error) -> Bool {
         if error is CancellationError { return false }
         guard let error = error as? DedupError else { return true }

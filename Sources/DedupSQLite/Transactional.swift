@@ -70,9 +70,13 @@ public struct SQLiteRow: Sendable, Hashable {
 ///
 /// Everything written through it commits together with the dedup record's completion, or not at
 /// all. It is valid only inside the body it was passed to (later use throws), and only on that
-/// thread. Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`) is refused; `SAVEPOINT` is allowed.
+/// thread. The store owns the transaction: `BEGIN`, `COMMIT`, `END` and `ROLLBACK` are refused
+/// (``/Dedup/DedupError/Code/handlerStatementFailed``); `SAVEPOINT`, `ROLLBACK TO` and `RELEASE`
+/// are allowed, to undo part of the handler's writes.
 public final class SQLiteTransaction {
     private var connection: Connection?
+    /// The failure of a statement upon which SQLite rolled back the whole transaction.
+    private var rollbackCause: DedupError?
 
     init(connection: Connection) {
         self.connection = connection
@@ -84,11 +88,45 @@ public final class SQLiteTransaction {
         guard let connection else {
             throw DedupError(.invalidConfiguration, "an SQLiteTransaction was used after its transactional claim ended")
         }
+        // Outside the transaction a statement would commit on its own, without the claim.
+        guard connection.isInTransaction else { throw rolledBack }
         return connection
+    }
+
+    /// The error for what the handler does once SQLite has rolled the whole transaction back when
+    /// a statement failed (a conflict clause `OR ROLLBACK`, a trigger's `RAISE(ROLLBACK)`, a full
+    /// disk or an I/O error), with that failure's code.
+    var rolledBack: DedupError {
+        guard let cause = rollbackCause else {
+            return DedupError(.handlerStatementFailed, "the store's transaction was rolled back inside the handler; nothing in it is kept")
+        }
+        return DedupError(
+            cause.code,
+            "the store's transaction was rolled back when an earlier statement failed (\(cause.message)); "
+                + "nothing in it is kept, and the handler cannot write on",
+            sqliteExtendedResultCode: cause.sqliteExtendedResultCode, underlyingError: cause.underlyingError)
+    }
+
+    /// `failure` as the handler's error, noting it if SQLite rolled the transaction back with it.
+    private func failed(_ failure: SQLiteFailure, _ connection: Connection) -> DedupError {
+        let error = failure.handlerStatementError(path: connection.path)
+        if rollbackCause == nil && !connection.isInTransaction { rollbackCause = error }
+        return error
     }
 
     /// Runs one statement with `bindings` (`?`, `?NNN` parameters in order); returns the number of
     /// rows it changed. Without bindings, `sql` may hold several statements (schema setup).
+    ///
+    /// - Throws: ``/Dedup/DedupError/Code/handlerStatementFailed`` when the statement or its data
+    ///   is at fault: a constraint it violates (`UNIQUE`, `NOT NULL`, `CHECK`, a `STRICT`
+    ///   column's type), a datatype mismatch, an SQL error (syntax, a missing table or column), a value too big,
+    ///   bindings that do not match its parameters, or transaction control, which the store owns;
+    ///   the message holds SQLite's, and ``/Dedup/DedupError/sqliteExtendedResultCode`` its code.
+    ///   The store's own failures keep their codes: ``/Dedup/DedupError/Code/busy``,
+    ///   ``/Dedup/DedupError/Code/outOfMemory`` (out of memory, the disk full),
+    ///   ``/Dedup/DedupError/Code/readOnly``, ``/Dedup/DedupError/Code/corruptStore``,
+    ///   ``/Dedup/DedupError/Code/storeError`` (an I/O error, and the rest). Once SQLite has rolled
+    ///   the whole transaction back upon a failure, every later statement throws that failure's code.
     @discardableResult
     public func execute(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> Int {
         let connection = try open()
@@ -104,7 +142,7 @@ public final class SQLiteTransaction {
             while try statement.step() {}
             return connection.changes
         } catch let failure as SQLiteFailure {
-            throw failure.dedupError("the transactional handler's SQL", path: connection.path)
+            throw failed(failure, connection)
         }
     }
 
@@ -115,6 +153,8 @@ public final class SQLiteTransaction {
     }
 
     /// Runs a query and returns all its rows.
+    ///
+    /// - Throws: as ``execute(_:_:)-(_,[SQLiteValue])`` does.
     public func query(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> [SQLiteRow] {
         let connection = try open()
         do {
@@ -129,7 +169,7 @@ public final class SQLiteTransaction {
             }
             return rows
         } catch let failure as SQLiteFailure {
-            throw failure.dedupError("the transactional handler's SQL", path: connection.path)
+            throw failed(failure, connection)
         }
     }
 
@@ -147,7 +187,7 @@ public final class SQLiteTransaction {
         let expected = Int(sqlite3_bind_parameter_count(statement.handle))
         guard expected == bindings.count else {
             throw DedupError(
-                .invalidConfiguration, "the SQL takes \(expected) parameters but \(bindings.count) values were given")
+                .handlerStatementFailed, "the handler's SQL statement takes \(expected) parameters but \(bindings.count) values were given")
         }
         for (index, value) in bindings.enumerated() { statement.bind(Int32(index + 1), value) }
     }
@@ -180,7 +220,9 @@ extension SQLiteDedupStore {
     ///   runs with the lease; its return value is stored as the record's result, kept for
     ///   `retention`. Then the transaction commits → ``TransactionalOutcome/committed(_:result:)``.
     /// - If `body` throws, the transaction rolls back: no record, no effect; the error is rethrown
-    ///   as is, so a redelivery runs the handler again.
+    ///   as is, so a redelivery runs the handler again. A statement of `body`'s that failed because
+    ///   of the statement or its data throws ``/Dedup/DedupError/Code/handlerStatementFailed`` (see
+    ///   ``SQLiteTransaction/execute(_:_:)-(_,[SQLiteValue])``).
     /// - Otherwise nothing is written and the answer says why (duplicate, in flight, mismatch).
     ///
     /// The claim is never visible as in flight to others: the transaction holds the database's
@@ -193,8 +235,9 @@ extension SQLiteDedupStore {
     ///     does not: the transaction is then rolled back by SQLite).
     ///   - retention: how long the completed record is kept.
     ///   - body: the handler; writes through the transaction handle, returns the result to store.
-    /// - Throws: `body`'s error, or ``/Dedup/DedupError`` (``/Dedup/DedupError/Code/busy`` when the write lock
-    ///   stayed busy past the busy timeout, and the other store failures).
+    /// - Throws: `body`'s error (``/Dedup/DedupError/Code/handlerStatementFailed`` from its
+    ///   statements among them), or ``/Dedup/DedupError`` (``/Dedup/DedupError/Code/busy`` when the
+    ///   write lock stayed busy past the busy timeout, and the other store failures).
     public func withTransactionalClaim(
         _ request: ClaimRequest, retention: Duration,
         _ body: @escaping @Sendable (SQLiteTransaction, Lease) throws -> Data?
@@ -248,9 +291,7 @@ extension SQLiteDedupStore {
                 }
                 result = try body(transaction, lease)
             }
-            guard connection.isInTransaction else {
-                throw DedupError(.storeError, "the transactional handler ended the dedup transaction")
-            }
+            guard connection.isInTransaction else { throw transaction.rolledBack }
             let completion = Completion(lease: lease, retention: retention, result: result)
             guard try RecordSQL.complete(connection, completion, now: now) else {
                 throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claimed record vanished inside its transaction")
@@ -261,5 +302,39 @@ extension SQLiteDedupStore {
             connection.rollbackIfNeeded()
             throw error
         }
+    }
+}
+
+extension SQLiteFailure {
+    /// The ``/Dedup/DedupError`` for a failed statement the handler ran through an
+    /// ``SQLiteTransaction``.
+    ///
+    /// A failure of the statement or its data is the handler's,
+    /// ``/Dedup/DedupError/Code/handlerStatementFailed``: it fails again on every delivery, so a
+    /// consumer counts it as a handler failure and a stream consumer dead-letters its entry.
+    /// - `SQLITE_CONSTRAINT` (every kind), `SQLITE_MISMATCH`, `SQLITE_RANGE`, `SQLITE_TOOBIG`: the data.
+    /// - `SQLITE_ERROR`: the SQL (syntax, a missing table or column, a function refusing its
+    ///   arguments). The transaction holds the write lock, so no other writer's doing ends here.
+    /// - `SQLITE_MISUSE`: text with no statement, or with several and bindings.
+    /// - `SQLITE_AUTH`: transaction control, refused by the store's authorizer (the connection's only one).
+    ///
+    /// The rest is the store's, mapped as ``dedupError(_:path:)`` maps every store failure: busy or
+    /// locked, I/O, a full disk, out of memory, read-only, corrupt, SQLite's internal failures.
+    func handlerStatementError(path: String) -> DedupError {
+        let statementFailure: String
+        switch code & 0xff {
+        case SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE, SQLITE_TOOBIG, SQLITE_ERROR, SQLITE_MISUSE:
+            statementFailure = "the handler's SQL statement failed on \(path.debugDescription): \(message)"
+        case SQLITE_AUTH:
+            statementFailure =
+                "the handler's SQL statement on \(path.debugDescription) tried to end or start a transaction: the store owns "
+                + "the transaction (it commits the handler's writes when the handler returns, with the dedup record's "
+                + "completion in a transactional claim, and rolls them back when it throws), so BEGIN, COMMIT, END and "
+                + "ROLLBACK cannot run in it; use SAVEPOINT, ROLLBACK TO and RELEASE to undo part of the writes, or throw "
+                + "to undo them all"
+        default:
+            return dedupError("the handler's SQL statement", path: path)
+        }
+        return DedupError(.handlerStatementFailed, statementFailure, sqliteExtendedResultCode: code)
     }
 }

@@ -5,7 +5,10 @@ extension SQLiteDedupStore {
     /// Runs `body` in one write transaction on the store's worker thread: for the application's own
     /// tables in the dedup file (creating them, reading them), outside any claim.
     ///
-    /// - Throws: `body`'s error (everything it wrote is rolled back), or a ``/Dedup/DedupError``.
+    /// - Throws: `body`'s error (everything it wrote is rolled back), or a ``/Dedup/DedupError``:
+    ///   ``/Dedup/DedupError/Code/handlerStatementFailed`` for a statement of `body`'s that failed
+    ///   because of the statement or its data (see ``SQLiteTransaction/execute(_:_:)-(_,[SQLiteValue])``),
+    ///   or the store's failure.
     public func withTransaction<Value: Sendable>(
         _ body: @escaping @Sendable (SQLiteTransaction) throws -> Value
     ) async throws -> Value {
@@ -21,6 +24,7 @@ extension SQLiteDedupStore {
                 }
                 value = try body(transaction)
             }
+            guard connection.isInTransaction else { throw transaction.rolledBack }
             try connection.run(.commit)
             return value
         }
@@ -43,10 +47,23 @@ extension IdempotentConsumer {
     ///   ``/Dedup/ProcessOutcome/deferred(retryAfter:)`` when a non-transactional consumer holds a live
     ///   lease on the key (under the ``/Dedup/InFlightPolicy/wait(timeout:)`` policy, only once the
     ///   timeout has passed without the holder completing or its lease passing).
-    /// - Throws: `body`'s error (nothing was written), `CancellationError` when the task is cancelled
-    ///   while waiting under the wait policy, ``/Dedup/DedupError/Code/missingKey``,
-    ///   ``/Dedup/DedupError/Code/payloadMismatch``, ``/Dedup/DedupError/Code/invalidConfiguration`` when the
-    ///   consumer's store is not a ``SQLiteDedupStore``, or the store's error.
+    /// When `body` throws, nothing is written: its writes and the claim roll back together, so the
+    /// key is free for the redelivery, which runs `body` again. What the error is decides how it
+    /// is counted, as ``/Dedup/DedupError/isStoreFailure`` tells:
+    /// - `body`'s own error, and ``/Dedup/DedupError/Code/handlerStatementFailed`` from one of its
+    ///   statements that failed because of the statement or its data (a constraint, a datatype
+    ///   mismatch, an SQL error, transaction control): a handler failure (`dedup.handler.failures`),
+    ///   which a stream consumer counts toward its dead-letter limit, since it fails the same way
+    ///   on every delivery;
+    /// - a store failure, met by the claim, the commit or one of `body`'s statements (busy, a full
+    ///   disk, an I/O error): a store error (`dedup.store.errors`), which a stream consumer does not
+    ///   count.
+    ///
+    /// - Throws: `body`'s error, ``/Dedup/DedupError/Code/handlerStatementFailed`` (see above),
+    ///   `CancellationError` when the task is cancelled while waiting under the wait policy,
+    ///   ``/Dedup/DedupError/Code/missingKey``, ``/Dedup/DedupError/Code/payloadMismatch``,
+    ///   ``/Dedup/DedupError/Code/invalidConfiguration`` when the consumer's store is not a
+    ///   ``SQLiteDedupStore``, or the store's error.
     public func processInTransaction(
         key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
         _ body: @escaping @Sendable (SQLiteTransaction, DedupContext) throws -> Void
@@ -75,6 +92,8 @@ extension IdempotentConsumer {
                     return nil
                 }
             } catch let error as DedupError where error.isStoreFailure {
+                // A failed statement of the body's own (handlerStatementFailed) is no store failure:
+                // counted below, as the body's.
                 metrics.storeError(error)
                 throw error
             } catch {

@@ -86,6 +86,13 @@ struct StreamBed {
         return try await server.cli(arguments: arguments)
     }
 
+    /// Makes a pending entry look idle for long, keeping its delivery count (`XCLAIM … IDLE …
+    /// JUSTID`), so the next reclaim scan takes it over and delivers it again: a redelivery when
+    /// the test says so, with ``RedisStreamConsumer/Configuration/reclaimIdleTime`` set long.
+    func makeIdle(_ id: String, consumer: String = "c1") async throws {
+        _ = try await server.cli(arguments: ["XCLAIM", stream, group, consumer, "0", id, "IDLE", "100000000", "JUSTID"])
+    }
+
     /// The IDs pending in the group, with their consumers.
     func pending() async throws -> [(id: String, consumer: String)] {
         let output = try await server.cli(arguments: ["XPENDING", stream, group, "-", "+", "1000"])

@@ -24,7 +24,7 @@ struct SQLiteErrorCauseTests {
     func constraintInTransaction() async throws {
         let fixture = StoreFixture()
         let store = try SQLiteDedupStore(path: fixture.path, configuration: fixture.configuration, logger: quietLogger)
-        let error = await expectDedupError(.storeError) {
+        let error = await expectDedupError(.handlerStatementFailed) {
             try await store.withTransactionalClaim(request("pay-1"), retention: .seconds(3600)) { transaction, _ in
                 try transaction.execute("CREATE TABLE ledger (key TEXT PRIMARY KEY)")
                 try transaction.execute("INSERT INTO ledger VALUES ('pay-1')")

@@ -94,11 +94,11 @@ struct TransactionalTests {
         #expect(try await ledger(store)["pay-2"] == 7)
     }
 
-    @Test("a handler's SQL error rolls everything back and surfaces as a DedupError")
+    @Test("a handler's SQL error rolls everything back and surfaces as handlerStatementFailed")
     func sqlError() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
-        await expectDedupError(.storeError) {
+        await expectDedupError(.handlerStatementFailed) {
             try await store.withTransactionalClaim(request("pay-3"), retention: .seconds(3600)) { tx, _ in
                 try tx.execute("INSERT INTO ledger (key, amount) VALUES ('pay-3', 1)")
                 try tx.execute("INSERT INTO no_such_table VALUES (1)")
@@ -113,16 +113,22 @@ struct TransactionalTests {
     func transactionControlRefused() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
-        for statement in ["COMMIT", "ROLLBACK", "BEGIN", "END"] {
-            await expectDedupError(.permissionDenied) {
+        for statement in ["COMMIT", "ROLLBACK", "BEGIN", "BEGIN IMMEDIATE", "END"] {
+            // Not permissionDenied ("not authorized"), which points at the file's permissions.
+            let error = await expectDedupError(.handlerStatementFailed) {
                 try await store.withTransactionalClaim(request("ctl-\(statement)"), retention: .seconds(3600)) { tx, _ in
                     try tx.execute("INSERT INTO ledger (key, amount) VALUES ('ctl', 1)")
                     try tx.execute(statement)
                     return nil
                 }
             }
+            #expect(error?.isStoreFailure == false)
+            #expect(error?.sqliteExtendedResultCode == 23, "\(String(describing: error))")  // SQLITE_AUTH
+            #expect(error?.message.contains("the store owns the transaction") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("SAVEPOINT") == true, "\(String(describing: error))")
             #expect(try await store.record(for: makeID("ctl-\(statement)")) == nil)
         }
+        await expectDedupError(.handlerStatementFailed) { try await store.withTransaction { try $0.execute("COMMIT") } }
         #expect(try await ledger(store)["ctl"] == nil)
         let outcome = try await store.withTransactionalClaim(request("sp"), retention: .seconds(3600)) { tx, _ in
             try tx.execute("SAVEPOINT inner")
