@@ -42,7 +42,8 @@ try await store.withTransaction { transaction -> Void in
 /// Applies one message: returns whether to ack it.
 func apply(_ message: Message) async throws -> Bool {
     let order = message.order
-    let outcome = try await consumer.processInTransaction(key: message.id, brokerTime: message.publishedAt) {
+    // Keyed by the order, like the table: a producer's retry under a new message ID is a duplicate.
+    let outcome = try await consumer.processInTransaction(key: order.id, brokerTime: message.publishedAt) {
         transaction, context in
         // Runs on the store's thread while the write lock is held: SQL only, no waiting.
         try transaction.execute(
