@@ -10,22 +10,24 @@ import Synchronization
 ///
 /// One Redis string per record, at `<keyPrefix>:<RecordID.encoded>`, i.e.
 /// `dedup:<namespace byte count>:<namespace>:<key>` (the byte count makes the key injective
-/// whatever the namespace contains), expiring when the record's retention ends. The value reads
-/// with `redis-cli GET`:
+/// whatever the namespace contains), expiring when the record's retention ends. `redis-cli GET`
+/// shows the state first:
 ///
 /// ```
-/// in_flight label=15:web-7.prod:4711 owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
-/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 created_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
+/// in_flight 15:web-7.prod:4711 32:<token> 30s 1d bmwtesoa0 p5:fp-42
+/// done mwtesoc2 41 1d b12 p5:fp-42
 /// ```
 ///
-/// Binary fields (`label`, `owner`, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An
-/// in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its
-/// lease ends `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so
-/// a claim can create the record with a plain `SET`, which knows no server time. A completed record
-/// keeps the fields after the holder's (`label`, the owner label, and `owner`, the token) and adds
-/// `created_ms` (the first claim, which the completing lease carries), `completed_ms` and `kept_ms`
-/// (it expires at their sum, see ``RecordValue``). The owner-checked scripts compare the holder's
-/// fields, label and token, with the lease's (``Lease/ownerLabel``).
+/// An in-flight value holds the holder's label and token, the lease span and retention, whose
+/// times hang off the key's expiry (`PEXPIRETIME` + 1, server clock) so a claim can create the
+/// record with a plain `SET`, which knows no server time. A completed value holds the first claim
+/// (Unix ms in base 36, as the completing lease carries it), how long after it the record
+/// completed, and the retention; it expires at their sum. Both carry the broker time, the fencing
+/// token and attempt, the fingerprint (and a completed one the result) only when they say
+/// something; see `RecordValue` for every field. The owner-checked scripts compare the holder's
+/// fields, label and token, with the lease's (``Dedup/Lease/ownerLabel``). Values written by earlier
+/// releases (`in_flight label=… owner=…`, `completed …`) are read, completed, renewed, released and
+/// taken over as well.
 ///
 /// ## Behaviour
 ///
@@ -705,7 +707,7 @@ public final class RedisDedupStore: DedupStore {
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
     /// millisecond before the record does (see ``RedisScript``). `headerStart` is the owner
     /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``); the
-    /// broker time, if any, goes between the header and the counters (``RecordValue``).
+    /// broker time and the fingerprint, if any, follow the lease times (``RecordValue``).
     private func fastClaimCommand(
         _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, brokerMilliseconds: Int64?,
         lease: Duration, retention: Duration, _ pieces: inout CommandPieces
@@ -715,18 +717,17 @@ public final class RedisDedupStore: DedupStore {
         var token = ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(id)
-            let fingerprintLength = fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
             let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count)
-                + brokerField.count + middle.count + fingerprintLength
+                + middle.count + brokerField.count + RecordValue.fingerprintFieldLength(fingerprint)
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
                 writeKey(id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
-                if !brokerField.isEmpty { writer.raw(brokerField) }
                 writer.raw(middle)
-                if let fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
+                if !brokerField.isEmpty { writer.raw(brokerField) }
+                RecordValue.writeFingerprintField(fingerprint, to: &writer)
                 writer.finish()
                 writer.encoded(tail, arguments: 4)
             }
@@ -752,7 +753,8 @@ public final class RedisDedupStore: DedupStore {
         writer.finish()
     }
 
-    /// The claim script's call: the new record, then its owner header alone.
+    /// The claim script's call: the new record, then its owner header alone, the lease, the
+    /// retention as the record writes it and the fingerprint as the script compares it.
     private func scriptClaimCommand(_ request: ClaimRequest, _ headerStart: [UInt8]) -> RedisCommand {
         let lease = request.lease.wholeMilliseconds
         let retention = request.retention.wholeMilliseconds
@@ -766,13 +768,13 @@ public final class RedisDedupStore: DedupStore {
         header.append(UInt8(ascii: " "))
         command.append {
             $0.append(contentsOf: header)
+            RecordValue.appendNewLeaseTimes(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
             $0.append(contentsOf: RecordValue.brokerTimeField(request.brokerMilliseconds))
-            RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
-            RecordValue.appendOptional(request.fingerprint, to: &$0)
+            RecordValue.appendFingerprintField(request.fingerprint, to: &$0)
         }
         command.append(header)
         command.append(lease)
-        command.append(retention)
+        command.append { RecordValue.appendDuration(retention, to: &$0) }
         command.append(RecordValue.encodedFingerprint(request.fingerprint))
         return command
     }
@@ -787,17 +789,18 @@ public final class RedisDedupStore: DedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> <n> <key>… <retention_ms>` and, per completion, `<owner header> <result>
-    /// <first claim ms or "">`, written in one pass. The completions share a retention.
+    /// `EVALSHA <complete> <n> <key>… <retention ms> <retention field>` and, per completion, `<owner
+    /// header> <result field> <first claim or "">`, written in one pass. The completions share a
+    /// retention.
     private func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
         let retention = pieces.retentionArgument(completions[0].retention)
         var capacity = Self.completePrefix.count + 24 + retention.count
         for index in completions.indices {
             capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
             capacity += pieces.ownerHeaderStart(completions[index].lease.ownerLabel).count
-            capacity += completions[index].result.map { 21 + $0.count } ?? 1
+            capacity += completions[index].result.map { RecordValue.resultArgumentOverhead + $0.count } ?? 0
         }
-        return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
+        return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
             writer.encoded(Self.completePrefix, arguments: 2)
             writer.bulkHeader(RespWriter.digitCount(completions.count))
             writer.decimal(Int64(completions.count))
@@ -805,7 +808,7 @@ public final class RedisDedupStore: DedupStore {
             for index in completions.indices {
                 writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
             }
-            writer.encoded(retention, arguments: 1)
+            writer.encoded(retention, arguments: 2)
             for index in completions.indices {
                 Self.writeCompletionArguments(
                     completions[index], headerStart: pieces.ownerHeaderStart(completions[index].lease.ownerLabel), to: &writer)
@@ -813,9 +816,9 @@ public final class RedisDedupStore: DedupStore {
         }
     }
 
-    /// A completion's owner header (from `headerStart`, its start for the lease's label), encoded
-    /// result and first claim (Unix ms, or empty when the lease does not say, or says a time the
-    /// value could not hold: the script reads it then).
+    /// A completion's owner header (from `headerStart`, its start for the lease's label), result
+    /// field and first claim (Unix ms in base 36, or empty when the lease does not say, or says a
+    /// time the value could not hold: the script reads it then).
     private static func writeCompletionArguments(_ completion: Completion, headerStart: [UInt8], to writer: inout RespWriter) {
         let lease = completion.lease
         var token = lease.ownerToken
@@ -824,25 +827,12 @@ public final class RedisDedupStore: DedupStore {
             RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
             writer.finish()
         }
-        if let result = completion.result {
-            writer.bulkHeader(RespWriter.digitCount(result.count) + 1 + result.count)
-            result.withUnsafeBytes { writer.lengthPrefixed($0) }
-        } else {
-            writer.bulkHeader(1)
-            writer.raw(UInt8(ascii: "-"))
-        }
-        writer.finish()
+        RecordValue.writeResultArgument(completion.result, to: &writer)
         let claimed = lease.claimedAt.flatMap { date -> Int64? in
             let milliseconds = date.timeIntervalSince1970 * 1000
             return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry) ? date.millisecondsSince1970 : nil
         }
-        if let claimed {
-            writer.bulkHeader(RespWriter.digitCount(Int(claimed)))
-            writer.decimal(claimed)
-        } else {
-            writer.bulkHeader(0)
-        }
-        writer.finish()
+        RecordValue.writeFirstClaimArgument(claimed, to: &writer)
     }
 
     /// The completion script's Lua source, for a benchmark that sends our protocol from another
@@ -1179,9 +1169,9 @@ struct CommandPieces {
         durations.milliseconds(duration, encodedAnew: &encodedAnew)
     }
 
-    /// For a claim's `SET`: the new record's counters up to its fingerprint
-    /// (`fencing=1 attempt=1 lease_span_ms=<L> retention_ms=<R> fp=`) and the encoded arguments
-    /// after the value (`NX PX <lease + retention - 1> GET`).
+    /// For a claim's `SET`: the new record's lease times after its owner header (`<lease span>
+    /// <retention>`, ``RecordValue/appendNewLeaseTimes(leaseMilliseconds:retentionMilliseconds:to:)``)
+    /// and the encoded arguments after the value (`NX PX <lease + retention - 1> GET`).
     mutating func claim(lease leaseDuration: Duration, retention retentionDuration: Duration) -> (middle: [UInt8], tail: [UInt8]) {
         if let claimPieces, claimPieces.lease == leaseDuration, claimPieces.retention == retentionDuration {
             return (claimPieces.middle, claimPieces.tail)
@@ -1189,7 +1179,7 @@ struct CommandPieces {
         let lease = milliseconds(leaseDuration)
         let retention = milliseconds(retentionDuration)
         var middle: [UInt8] = []
-        RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
+        RecordValue.appendNewLeaseTimes(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
         var tail = RedisCommand("NX", "PX")
         let (total, overflow) = lease.addingReportingOverflow(retention)
         // The key expires one millisecond before the record (at least 1, which Redis requires).
@@ -1200,11 +1190,12 @@ struct CommandPieces {
         return (middle, tail.body)
     }
 
-    /// A completion's retention in milliseconds, encoded as an argument.
+    /// A completion's retention, encoded as the completion script's two arguments (milliseconds,
+    /// then the value's duration field).
     mutating func retentionArgument(_ retention: Duration) -> [UInt8] {
         if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.argument }
         var argument = RedisCommand()
-        argument.append(milliseconds(retention))
+        RecordValue.appendRetentionArguments(milliseconds(retention), to: &argument)
         retentionPiece = (retention, argument.body)
         encodedAnew = true
         return argument.body
