@@ -5,8 +5,10 @@
  *
  * Per batch of B messages (B = 1 is the single-message path): one round trip with `TIME` and B
  * `SET <key> <in-flight record> NX PX <lease + retention - 1> GET`, then, for the K keys it created,
- * one with `EVALSHA <complete script> K <key>... <retention>` followed by
- * `<owner header> - <claim ms>` per key (one call for the batch, as RedisDedupStore sends it). The
+ * one with `EVALSHA <complete script> K <key>... <retention ms> <retention field>` followed by
+ * `<owner header> "" <first claim, base 36 ms>` per key (one call for the batch, as RedisDedupStore
+ * sends it). Records are in RedisDedupStore's value layout (Sources/DedupRedis/RecordValue.swift):
+ * `in_flight <n>:<label> 32:<token> 30s 1d`, completed as `done <first claim> <took> 1d`. The
  * owner header carries the owner label a consumer writes by default, `<host>:<pid>`.
  * A second pass over the same keys measures duplicates. Keys live under "dedup:<n>:protocol-<pid>:"
  * and are deleted at the end.
@@ -28,6 +30,15 @@ static redisReply *reply(redisContext *c) {
   if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) { fprintf(stderr, "redis: %s\n", c->errstr); exit(1); }
   if (r->type == REDIS_REPLY_ERROR) { fprintf(stderr, "redis: %s\n", r->str); exit(1); }
   return r;
+}
+
+/* Unix milliseconds in base 36, as the value layout writes points in time. */
+static void base36(char *out, long long value) {
+  char digits[16];
+  int n = 0;
+  do { digits[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[value % 36]; value /= 36; } while (value > 0);
+  for (int i = 0; i < n; i++) out[i] = digits[n - 1 - i];
+  out[n] = 0;
 }
 
 static char *read_file(const char *path) {
@@ -57,14 +68,14 @@ int main(int argc, char **argv) {
   freeReplyObject(r);
 
   /* The consumer's defaults: a 30 s lease, 24 h retention. */
-  const char *lease_ms = "30000", *retention_ms = "86400000", *key_px = "86429999";
+  const char *lease_times = "30s 1d", *retention_ms = "86400000", *retention_field = "1d", *key_px = "86429999";
   char namespace[64], key[160], head[256], value[384], claimed[32], host[128] = "", label[160];
   snprintf(namespace, sizeof namespace, "protocol-%d", (int)getpid());
   gethostname(host, sizeof host - 1);
   snprintf(label, sizeof label, "%s:%d", host, (int)getpid());
   int *created = malloc(sizeof(int) * batch);
-  /* The completion call's arguments: 4 + 4 per key, pointing into per-key buffers. */
-  const char **complete_argv = malloc(sizeof(char *) * (4 + 4 * batch));
+  /* The completion call's arguments: 5 + 4 per key, pointing into per-key buffers. */
+  const char **complete_argv = malloc(sizeof(char *) * (5 + 4 * batch));
   char (*keys)[160] = malloc(sizeof(*keys) * batch), (*heads)[256] = malloc(sizeof(*heads) * batch);
   char key_count[16];
   for (int pass = 0; pass < 2; pass++) {
@@ -75,13 +86,13 @@ int main(int argc, char **argv) {
       redisAppendCommandArgv(c, 1, time_argv, NULL);
       for (int j = 0; j < m; j++) {
         snprintf(key, sizeof key, "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
-        snprintf(head, sizeof head, "in_flight label=%zu:%s owner=32:%016x%016x ", strlen(label), label, pass, i + j);
-        snprintf(value, sizeof value, "%sfencing=1 attempt=1 lease_span_ms=%s retention_ms=%s fp=-", head, lease_ms, retention_ms);
+        snprintf(head, sizeof head, "in_flight %zu:%s 32:%016x%016x ", strlen(label), label, pass, i + j);
+        snprintf(value, sizeof value, "%s%s", head, lease_times);
         const char *set_argv[] = {"SET", key, value, "NX", "PX", key_px, "GET"};
         redisAppendCommandArgv(c, 7, set_argv, NULL);
       }
       r = reply(c);
-      snprintf(claimed, sizeof claimed, "%lld", atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000);
+      base36(claimed, atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000);
       freeReplyObject(r);
       for (int j = 0; j < m; j++) {
         r = reply(c);
@@ -92,7 +103,7 @@ int main(int argc, char **argv) {
       for (int j = 0; j < m; j++) {
         if (!created[j]) continue;
         snprintf(keys[k], sizeof keys[k], "dedup:%zu:%s:msg-%d", strlen(namespace), namespace, i + j);
-        snprintf(heads[k], sizeof heads[k], "in_flight label=%zu:%s owner=32:%016x%016x ", strlen(label), label, pass, i + j);
+        snprintf(heads[k], sizeof heads[k], "in_flight %zu:%s 32:%016x%016x ", strlen(label), label, pass, i + j);
         k++;
       }
       if (k == 0) continue;
@@ -103,9 +114,10 @@ int main(int argc, char **argv) {
       complete_argv[argc3++] = key_count;
       for (int j = 0; j < k; j++) complete_argv[argc3++] = keys[j];
       complete_argv[argc3++] = retention_ms;
+      complete_argv[argc3++] = retention_field;
       for (int j = 0; j < k; j++) {
         complete_argv[argc3++] = heads[j];
-        complete_argv[argc3++] = "-";
+        complete_argv[argc3++] = "";
         complete_argv[argc3++] = claimed;
       }
       redisAppendCommandArgv(c, argc3, complete_argv, NULL);

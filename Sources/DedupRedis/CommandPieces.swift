@@ -66,9 +66,9 @@ struct CommandPieces {
         durations.milliseconds(duration, encodedAnew: &encodedAnew)
     }
 
-    /// For a claim's `SET`: the new record's counters up to its fingerprint
-    /// (`fencing=1 attempt=1 lease_span_ms=<L> retention_ms=<R> fp=`) and the encoded arguments
-    /// after the value (`NX PX <lease + retention - 1> GET`).
+    /// For a claim's `SET`: the new record's lease times after its owner header (`<lease span>
+    /// <retention>`, ``RecordValue/appendNewLeaseTimes(leaseMilliseconds:retentionMilliseconds:to:)``)
+    /// and the encoded arguments after the value (`NX PX <lease + retention - 1> GET`).
     mutating func claim(lease leaseDuration: Duration, retention retentionDuration: Duration) -> (middle: [UInt8], tail: [UInt8]) {
         if let claimPieces, claimPieces.lease == leaseDuration, claimPieces.retention == retentionDuration {
             return (claimPieces.middle, claimPieces.tail)
@@ -76,7 +76,7 @@ struct CommandPieces {
         let lease = milliseconds(leaseDuration)
         let retention = milliseconds(retentionDuration)
         var middle: [UInt8] = []
-        RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
+        RecordValue.appendNewLeaseTimes(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &middle)
         var tail = RedisCommand("NX", "PX")
         let (total, overflow) = lease.addingReportingOverflow(retention)
         // The key expires one millisecond before the record (at least 1, which Redis requires).
@@ -87,11 +87,12 @@ struct CommandPieces {
         return (middle, tail.body)
     }
 
-    /// A completion's retention in milliseconds, encoded as an argument.
+    /// A completion's retention, encoded as the completion script's two arguments (milliseconds,
+    /// then the value's duration field).
     mutating func retentionArgument(_ retention: Duration) -> [UInt8] {
         if let retentionPiece, retentionPiece.retention == retention { return retentionPiece.argument }
         var argument = RedisCommand()
-        argument.append(milliseconds(retention))
+        RecordValue.appendRetentionArguments(milliseconds(retention), to: &argument)
         retentionPiece = (retention, argument.body)
         encodedAnew = true
         return argument.body

@@ -56,7 +56,7 @@ extension RedisDedupStore {
     /// `SET <key> <new in-flight record> NX PX <lease + retention - 1> GET`: the key expires one
     /// millisecond before the record does (see ``RedisScript``). `headerStart` is the owner
     /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``); the
-    /// broker time, if any, goes between the header and the counters (``RecordValue``).
+    /// broker time and the fingerprint, if any, follow the lease times (``RecordValue``).
     func fastClaimCommand(
         _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, brokerMilliseconds: Int64?,
         lease: Duration, retention: Duration, _ pieces: inout CommandPieces
@@ -66,18 +66,17 @@ extension RedisDedupStore {
         var token = ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(id)
-            let fingerprintLength = fingerprint.map { RespWriter.digitCount($0.utf8.count) + 1 + $0.utf8.count } ?? 1
             let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count)
-                + brokerField.count + middle.count + fingerprintLength
+                + middle.count + brokerField.count + RecordValue.fingerprintFieldLength(fingerprint)
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
                 writer.encoded(Self.setArgument, arguments: 1)
                 writeKey(id, length: keyLength, to: &writer)
                 writer.bulkHeader(valueLength)
                 RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
-                if !brokerField.isEmpty { writer.raw(brokerField) }
                 writer.raw(middle)
-                if let fingerprint { writer.lengthPrefixed(fingerprint) } else { writer.raw(UInt8(ascii: "-")) }
+                if !brokerField.isEmpty { writer.raw(brokerField) }
+                RecordValue.writeFingerprintField(fingerprint, to: &writer)
                 writer.finish()
                 writer.encoded(tail, arguments: 4)
             }
@@ -103,7 +102,8 @@ extension RedisDedupStore {
         writer.finish()
     }
 
-    /// The claim script's call: the new record, then its owner header alone.
+    /// The claim script's call: the new record, then its owner header alone, the lease, the
+    /// retention as the record writes it and the fingerprint as the script compares it.
     func scriptClaimCommand(_ request: ClaimRequest, _ headerStart: [UInt8]) -> RedisCommand {
         let lease = request.lease.wholeMilliseconds
         let retention = request.retention.wholeMilliseconds
@@ -117,13 +117,13 @@ extension RedisDedupStore {
         header.append(UInt8(ascii: " "))
         command.append {
             $0.append(contentsOf: header)
+            RecordValue.appendNewLeaseTimes(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
             $0.append(contentsOf: RecordValue.brokerTimeField(request.brokerMilliseconds))
-            RecordValue.appendNewCounters(leaseMilliseconds: lease, retentionMilliseconds: retention, to: &$0)
-            RecordValue.appendOptional(request.fingerprint, to: &$0)
+            RecordValue.appendFingerprintField(request.fingerprint, to: &$0)
         }
         command.append(header)
         command.append(lease)
-        command.append(retention)
+        command.append { RecordValue.appendDuration(retention, to: &$0) }
         command.append(RecordValue.encodedFingerprint(request.fingerprint))
         return command
     }
@@ -138,17 +138,18 @@ extension RedisDedupStore {
         return command
     }
 
-    /// `EVALSHA <complete> <n> <key>… <retention_ms>` and, per completion, `<owner header> <result>
-    /// <first claim ms or "">`, written in one pass. The completions share a retention.
+    /// `EVALSHA <complete> <n> <key>… <retention ms> <retention field>` and, per completion, `<owner
+    /// header> <result field> <first claim or "">`, written in one pass. The completions share a
+    /// retention.
     func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
         let retention = pieces.retentionArgument(completions[0].retention)
         var capacity = Self.completePrefix.count + 24 + retention.count
         for index in completions.indices {
             capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
             capacity += pieces.ownerHeaderStart(completions[index].lease.ownerLabel).count
-            capacity += completions[index].result.map { 21 + $0.count } ?? 1
+            capacity += completions[index].result.map { RecordValue.resultArgumentOverhead + $0.count } ?? 0
         }
-        return RedisCommand(count: 3 + 4 * completions.count + 1, capacity: capacity) { writer in
+        return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
             writer.encoded(Self.completePrefix, arguments: 2)
             writer.bulkHeader(RespWriter.digitCount(completions.count))
             writer.decimal(Int64(completions.count))
@@ -156,7 +157,7 @@ extension RedisDedupStore {
             for index in completions.indices {
                 writeKey(completions[index].lease.id, length: keyLength(completions[index].lease.id), to: &writer)
             }
-            writer.encoded(retention, arguments: 1)
+            writer.encoded(retention, arguments: 2)
             for index in completions.indices {
                 Self.writeCompletionArguments(
                     completions[index], headerStart: pieces.ownerHeaderStart(completions[index].lease.ownerLabel), to: &writer)
@@ -164,9 +165,9 @@ extension RedisDedupStore {
         }
     }
 
-    /// A completion's owner header (from `headerStart`, its start for the lease's label), encoded
-    /// result and first claim (Unix ms, or empty when the lease does not say, or says a time the
-    /// value could not hold: the script reads it then).
+    /// A completion's owner header (from `headerStart`, its start for the lease's label), result
+    /// field and first claim (Unix ms in base 36, or empty when the lease does not say, or says a
+    /// time the value could not hold: the script reads it then).
     private static func writeCompletionArguments(_ completion: Completion, headerStart: [UInt8], to writer: inout RespWriter) {
         let lease = completion.lease
         var token = lease.ownerToken
@@ -175,25 +176,12 @@ extension RedisDedupStore {
             RecordValue.writeOwnerHeader(start: headerStart, UnsafeRawBufferPointer(token), to: &writer)
             writer.finish()
         }
-        if let result = completion.result {
-            writer.bulkHeader(RespWriter.digitCount(result.count) + 1 + result.count)
-            result.withUnsafeBytes { writer.lengthPrefixed($0) }
-        } else {
-            writer.bulkHeader(1)
-            writer.raw(UInt8(ascii: "-"))
-        }
-        writer.finish()
+        RecordValue.writeResultArgument(completion.result, to: &writer)
         let claimed = lease.claimedAt.flatMap { date -> Int64? in
             let milliseconds = date.timeIntervalSince1970 * 1000
             return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry) ? date.millisecondsSince1970 : nil
         }
-        if let claimed {
-            writer.bulkHeader(RespWriter.digitCount(Int(claimed)))
-            writer.decimal(claimed)
-        } else {
-            writer.bulkHeader(0)
-        }
-        writer.finish()
+        RecordValue.writeFirstClaimArgument(claimed, to: &writer)
     }
 
     /// The completion script's Lua source, for a benchmark that sends our protocol from another

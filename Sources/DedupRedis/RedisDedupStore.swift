@@ -10,22 +10,24 @@ import Synchronization
 ///
 /// One Redis string per record, at `<keyPrefix>:<RecordID.encoded>`, i.e.
 /// `dedup:<namespace byte count>:<namespace>:<key>` (the byte count makes the key injective
-/// whatever the namespace contains), expiring when the record's retention ends. The value reads
-/// with `redis-cli GET`:
+/// whatever the namespace contains), expiring when the record's retention ends. `redis-cli GET`
+/// shows the state first:
 ///
 /// ```
-/// in_flight label=15:web-7.prod:4711 owner=32:<token> fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=-
-/// completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=86400000 fp=5:fp-42 created_ms=<t> completed_ms=<t> kept_ms=86400000 result=-
+/// in_flight 15:web-7.prod:4711 32:<token> 30s 1d bmwtesoa0 p5:fp-42
+/// done mwtesoc2 41 1d b12 p5:fp-42
 /// ```
 ///
-/// Binary fields (`label`, `owner`, `fp`, `result`) are `-` or `<byte count>:<bytes>`. An
-/// in-flight record's times hang off its expiry, the key's `PEXPIRETIME` + 1 (server clock): its
-/// lease ends `retention_ms` before it and the key was first claimed `lease_span_ms` before that, so
-/// a claim can create the record with a plain `SET`, which knows no server time. A completed record
-/// keeps the fields after the holder's (`label`, the owner label, and `owner`, the token) and adds
-/// `created_ms` (the first claim, which the completing lease carries), `completed_ms` and `kept_ms`
-/// (it expires at their sum). The owner-checked scripts compare the holder's
-/// fields, label and token, with the lease's (``/Dedup/Lease/ownerLabel``).
+/// An in-flight value holds the holder's label and token, the lease span and retention, whose
+/// times hang off the key's expiry (`PEXPIRETIME` + 1, server clock) so a claim can create the
+/// record with a plain `SET`, which knows no server time. A completed value holds the first claim
+/// (Unix ms in base 36, as the completing lease carries it), how long after it the record
+/// completed, and the retention; it expires at their sum. Both carry the broker time, the fencing
+/// token and attempt, the fingerprint (and a completed one the result) only when they say
+/// something; see `RecordValue` for every field. The owner-checked scripts compare the holder's
+/// fields, label and token, with the lease's (``/Dedup/Lease/ownerLabel``). Values written by
+/// earlier releases (`in_flight label=… owner=…`, `completed …`) are read, completed, renewed,
+/// released and taken over as well.
 ///
 /// ## Behaviour
 ///

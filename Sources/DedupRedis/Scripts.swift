@@ -10,16 +10,18 @@
 /// time here is below that (milliseconds until the year 5138; durations saturate at 1,000 years);
 /// a key whose expiry is not (someone else's, or none) is not taken for a record. If a key's expiry
 /// moves later behind the scripts' back (an operator's `PEXPIRE`, the server's clock stepping back),
-/// a rewritten record's `lease_span_ms` stops at 0 rather than going negative.
+/// a rewritten record's lease span stops at 0 rather than going negative.
 ///
 /// Records are strings in the layout of ``RecordValue``. An in-flight key's `PEXPIRETIME` is one
 /// millisecond before the record's expiry (Redis drops a key once the time is past `PEXPIRETIME`,
 /// and the store contract has a record gone from its expiry on), so an in-flight key that exists is
-/// a live record. Its times are kept relative to that expiry (`retention_ms` before it the lease
-/// ends, `lease_span_ms` before that it was first claimed), which is what lets a claim create the
+/// a live record. Its times are kept relative to that expiry (its retention before it the lease
+/// ends, its lease span before that it was first claimed), which is what lets a claim create the
 /// record with a plain `SET … NX PX … GET` that knows no server time. A completed value carries
 /// its own times and its key expires with it; one read past its expiry (its key's expiry moved
-/// later behind the store's back) is taken for gone.
+/// later behind the store's back) is taken for gone. Values in the layout before
+/// (``LegacyRecordValue``) are read by every script, and rewritten in the current one by every
+/// transition that rewrites a record.
 struct RedisScript: Sendable {
     let name: String
     let source: String
@@ -38,6 +40,7 @@ struct RedisScript: Sendable {
     /// `EVALSHA <sha> 1`, the start of every call of the script.
     let callPrefix: RedisCommand
 
+    /// The start of every script of one key: the key, the server's time, the corrupt-value error.
     private static let prelude = """
         local key = KEYS[1]
         local function now_ms()
@@ -47,104 +50,220 @@ struct RedisScript: Sendable {
         local function corrupt()
           return redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
         end
-        local counters = '^fencing=(%d+) attempt=(%d+) lease_span_ms=(%d+) retention_ms=(%d+) fp=()'
-        -- Where an in-flight value's counters start, past its owner header
-        -- (`in_flight label=<n>:<label> owner=<n>:<token> `; values written before labels were
-        -- kept have no label); nil when the value is not one.
-        local function counters_start(v)
-          local p = 11
-          local n, q = string.match(v, '^label=(%d+):()', p)
-          if n then
-            p = q + tonumber(n)
-            if string.sub(v, p, p) ~= ' ' then return nil end
-            p = p + 1
-          end
-          n, q = string.match(v, '^owner=(%d+):()', p)
+
+        """
+
+    /// Owner headers, of ``RecordValue``'s layout and of ``LegacyRecordValue``'s: the owner check,
+    /// and where a value's fields start past its header.
+    private static let ownerCheck = """
+        -- Whether a value is in flight in the earlier layout (`in_flight label=…` or `in_flight owner=…`).
+        local function is_legacy(v)
+          local w = string.sub(v, 11, 16)
+          return string.sub(v, 1, 10) == 'in_flight ' and (w == 'label=' or w == 'owner=')
+        end
+        -- An owner header (`in_flight <n>:<label> <n>:<token> `, label `-` for none) as the earlier
+        -- layout wrote it: `in_flight label=<n>:<label> owner=<n>:<token> `, or without the label.
+        local function legacy_head(head)
+          if string.sub(head, 11, 12) == '- ' then return 'in_flight owner=' .. string.sub(head, 13) end
+          local n, q = string.match(head, '^(%d+):()', 11)
           if not n then return nil end
-          return q + tonumber(n) + 1
+          local p = q + tonumber(n)
+          return 'in_flight label=' .. string.sub(head, 11, p - 1) .. ' owner=' .. string.sub(head, p + 1)
         end
-        -- The broker time field (`b=<ms> `) at p, which only records claimed with one have: its
-        -- digits (nil when absent) and where the counters start.
-        local function broker_at(v, p)
-          local b, q = string.match(v, '^b=(%d+) ()', p)
-          if b then return b, q end
-          return nil, p
-        end
-        -- A completed value's completion time and retention, read field by field past its
-        -- fingerprint (which may hold anything); nil when the value is not one.
-        local function completion_of(v)
-          local _, c = broker_at(v, 11)
-          local f, a, s, r, p = string.match(v, counters, c)
-          if not f then return nil end
-          if string.sub(v, p, p) == '-' then
-            p = p + 1
-          else
-            local n, q = string.match(v, '^(%d+):()', p)
-            if not n then return nil end
-            p = q + tonumber(n)
+        -- Where the fields after the owner header start when v is in flight under head (in either
+        -- layout), and whether v is in the earlier one; nil when it is not.
+        local function owned_at(v, head)
+          if string.sub(v, 1, #head) == head then return #head + 1, false end
+          if is_legacy(v) then
+            local old = legacy_head(head)
+            if old and string.sub(v, 1, #old) == old then return #old + 1, true end
           end
-          local c, k = string.match(v, '^ created_ms=%d+ completed_ms=(%d+) kept_ms=(%d+) result=', p)
+          return nil
+        end
+        -- Where an in-flight value's fields start, past its owner header (whoever holds it), and
+        -- whether it is in the earlier layout; nil when the value is not in flight.
+        local function fields_at(v)
+          if string.sub(v, 1, 10) ~= 'in_flight ' then return nil end
+          local legacy = is_legacy(v)
+          local p, n, q = 11
+          if legacy then
+            n, q = string.match(v, '^label=(%d+):()', p)
+            if n then
+              p = q + tonumber(n)
+              if string.sub(v, p, p) ~= ' ' then return nil end
+              p = p + 1
+            end
+            n, q = string.match(v, '^owner=(%d+):()', p)
+          else
+            if string.sub(v, p, p) == '-' then
+              p = p + 1
+            else
+              n, q = string.match(v, '^(%d+):()', p)
+              if not n then return nil end
+              p = q + tonumber(n)
+            end
+            if string.sub(v, p, p) ~= ' ' then return nil end
+            n, q = string.match(v, '^(%d+):()', p + 1)
+          end
+          if not n then return nil end
+          p = q + tonumber(n)
+          if string.sub(v, p, p) ~= ' ' then return nil end
+          return p + 1, legacy
+        end
+
+        """
+
+    /// Reading an in-flight value's fields (in either layout) and writing them in the current one.
+    private static let inFlightFields = """
+        -- A duration field ('1500', '30s', '1d') in milliseconds; nil when it is not one.
+        local function duration(text)
+          local n, u = string.match(text, '^(%d+)([smhd]?)$')
+          if not n then return nil end
+          n = tonumber(n)
+          if u == 's' then return n * 1000 elseif u == 'm' then return n * 60000 end
+          if u == 'h' then return n * 3600000 elseif u == 'd' then return n * 86400000 end
+          return n
+        end
+        local function base36(n)
+          local s = ''
+          repeat
+            local d = n % 36
+            s = string.sub('0123456789abcdefghijklmnopqrstuvwxyz', d + 1, d + 1) .. s
+            n = (n - d) / 36
+          until n == 0
+          return s
+        end
+        -- An in-flight value's fields from p (see fields_at): {span, retention (ms), retention_text,
+        -- broker (ms or nil), b36 (its base 36 digits, or nil), fencing, attempt, fp ('-' or
+        -- '<n>:<bytes>')}; nil when malformed.
+        local function in_flight_fields(v, p, legacy)
+          local r = {fp = '-'}
+          if legacy then
+            local b, q = string.match(v, '^b=(%d+) ()', p)
+            if b then r.broker, p = tonumber(b), q end
+            local f, a, s, t, q = string.match(v, '^fencing=(%d+) attempt=(%d+) lease_span_ms=(%d+) retention_ms=(%d+) fp=()', p)
+            if not f then return nil end
+            r.fencing, r.attempt, r.span, r.retention, r.retention_text = tonumber(f), tonumber(a), tonumber(s), tonumber(t), t
+            r.fp = string.sub(v, q)
+            return r
+          end
+          local s, t, q = string.match(v, '^(%d+[smhd]?) (%d+[smhd]?)()', p)
+          if not s then return nil end
+          r.span, r.retention, r.retention_text = duration(s), duration(t), t
+          local b, f, a
+          b, p = string.match(v, '^ b(%w+)()', q)
+          if b then r.broker, r.b36 = tonumber(b, 36), b else p = q end
+          f, q = string.match(v, '^ f(%d+)()', p)
+          if f then p = q end
+          r.fencing = tonumber(f or 1)
+          a, q = string.match(v, '^ a(%d+)()', p)
+          if a then p = q end
+          r.attempt = tonumber(a) or r.fencing
+          if p <= #v then
+            local n
+            n, q = string.match(v, '^ p(%d+):()', p)
+            if not n or q + tonumber(n) ~= #v + 1 then return nil end
+            r.fp = string.sub(v, p + 2)
+          end
+          if not r.span or not r.retention or not r.broker and b then return nil end
+          return r
+        end
+        -- ' b<broker time> f<fencing> a<attempt> p<fingerprint>' as far as they say something.
+        local function optional_fields(r, fencing, attempt, fp)
+          local v = ''
+          if r.broker then v = ' b' .. (r.b36 or base36(r.broker)) end
+          if fencing ~= 1 then v = v .. ' f' .. fencing end
+          if attempt ~= fencing then v = v .. ' a' .. attempt end
+          if fp ~= '-' then v = v .. ' p' .. fp end
+          return v
+        end
+
+        """
+
+    /// Reading a completed value's times (in either layout).
+    private static let completedTimes = """
+        -- A completed value's completion time, expiry and broker time (ms; the last nil when it has
+        -- none), in either layout; nil when the value is not one.
+        local function completion_of(v)
+          if string.sub(v, 1, 5) == 'done ' then
+            local c, took, kept, q = string.match(v, '^done (%w+) (%-?%d+) (%d+[smhd]?)()')
+            c = c and tonumber(c, 36)
+            kept = kept and duration(kept)
+            if not c or not kept then return nil end
+            local wait = string.match(v, '^ b(%-?%d+)', q)
+            return c + tonumber(took), c + tonumber(took) + kept, wait and c - tonumber(wait)
+          end
+          if string.sub(v, 1, 10) ~= 'completed ' then return nil end
+          local b, p = string.match(v, '^b=(%d+) ()', 11)
+          local f, q = string.match(v, '^fencing=(%d+) attempt=%d+ lease_span_ms=%d+ retention_ms=%d+ fp=()', p or 11)
+          if not f then return nil end
+          if string.sub(v, q, q) == '-' then
+            q = q + 1
+          else
+            local n, r = string.match(v, '^(%d+):()', q)
+            if not n then return nil end
+            q = r + tonumber(n)
+          end
+          local c, k = string.match(v, '^ created_ms=%d+ completed_ms=(%d+) kept_ms=(%d+) result=', q)
           if not c then return nil end
-          return tonumber(c), tonumber(k)
+          return tonumber(c), tonumber(c) + tonumber(k), b and tonumber(b)
         end
 
         """
 
     /// The start of every owner-checked script: the record as `v`, the owner header (ARGV[1]) as
-    /// `head`, and 0 (lease lost) unless the record is in flight under that owner.
+    /// `head`, where the fields after the holder's header start as `p` and whether the value is in
+    /// the earlier layout as `legacy`; 0 (lease lost) unless the record is in flight under that owner.
     private static let ownedValue = """
-        local v = redis.call('GET', KEYS[1])
+        local v = redis.call('GET', key)
         local head = ARGV[1]
-        if not v or string.sub(v, 1, #head) ~= head then return 0 end
+        if not v then return 0 end
+        local p, legacy = owned_at(v, head)
+        if not p then return 0 end
 
         """
 
     /// Run when the claim's `SET … NX GET` found an in-flight record, or a completed one past its
     /// expiry: decides, atomically, between a live lease, a payload mismatch and a takeover;
     /// creates the record if it is gone by now (a completed key outlives its record only when its
-    /// expiry was moved later behind the store's back).
+    /// expiry was moved later behind the store's back). A takeover writes the current layout
+    /// whichever layout it found, keeping the broker time of the claim that created the record.
     ///
-    /// ARGV: the new in-flight value, its owner header, lease_ms, retention_ms, the request's
-    /// encoded fingerprint. Returns {0, lease_until, created_ms} created, {1, fencing, attempt,
-    /// lease_until, created_ms} taken over, {2, value} completed, {3, value, expires_ms} in flight
-    /// (held, or a different fingerprint: the caller compares).
+    /// ARGV: the new in-flight value, its owner header, lease_ms, the retention as a duration field,
+    /// the request's encoded fingerprint (`-` or `<n>:<bytes>`). Returns {0, lease_until,
+    /// created_ms} created, {1, fencing, attempt, lease_until, created_ms} taken over, {2, value}
+    /// completed, {3, value, expires_ms} in flight (held, or a different fingerprint: the caller
+    /// compares).
     static let claim = RedisScript(
         name: "claim",
-        source: prelude + """
+        source: prelude + ownerCheck + inFlightFields + completedTimes + """
             local v = redis.call('GET', key)
             local now = now_ms()
             local lease = tonumber(ARGV[3])
-            local retention = tonumber(ARGV[4])
-            if v and string.sub(v, 1, 10) == 'completed ' then
-              local completed, kept = completion_of(v)
-              if not completed then return corrupt() end
-              if now < completed + kept then return {2, v} end
+            local retention = duration(ARGV[4])
+            if v and string.sub(v, 1, 10) ~= 'in_flight ' then
+              local _, expires = completion_of(v)
+              if not expires then return corrupt() end
+              if now < expires then return {2, v} end
               v = nil
             end
             if v then
-              local c = counters_start(v)
-              if not c then return corrupt() end
-              -- The broker time field (or nothing) runs from the owner header's end to the counters.
-              local _, field_end = broker_at(v, c)
-              local broker_field = string.sub(v, c, field_end - 1)
-              local f, a, s, r, t = string.match(v, counters, field_end)
+              local p, legacy = fields_at(v)
+              local r = p and in_flight_fields(v, p, legacy)
               local e = redis.call('PEXPIRETIME', key)
-              if not f or e < 0 or e > 1e14 then return corrupt() end
+              if not r or e < 0 or e > 1e14 then return corrupt() end
               e = e + 1
-              local lease_until = e - tonumber(r)
-              local fp = string.sub(v, t)
-              if now < lease_until or (ARGV[5] ~= '-' and fp ~= '-' and ARGV[5] ~= fp) then return {3, v, e} end
+              local lease_until = e - r.retention
+              if now < lease_until or (ARGV[5] ~= '-' and r.fp ~= '-' and ARGV[5] ~= r.fp) then return {3, v, e} end
+              local fp = r.fp
               if fp == '-' then fp = ARGV[5] end
-              local created = lease_until - tonumber(s)
-              local fencing = tonumber(f) + 1
-              local attempt = tonumber(a) + 1
+              local fencing, attempt = r.fencing + 1, r.attempt + 1
               local new_until = now + lease
-              -- A takeover keeps the broker time of the claim that created the record.
-              redis.call('SET', key, ARGV[2] .. broker_field .. 'fencing=' .. fencing .. ' attempt=' .. attempt ..
-                ' lease_span_ms=' .. math.max(0, new_until - created) .. ' retention_ms=' .. ARGV[4] .. ' fp=' .. fp,
-                'PXAT', new_until + retention - 1)
               -- The first claim as the rewritten record has it (its span stops at 0 if the clock stepped back).
-              return {1, fencing, attempt, new_until, new_until - math.max(0, new_until - created)}
+              local span = math.max(0, new_until - (lease_until - r.span))
+              redis.call('SET', key, ARGV[2] .. span .. ' ' .. ARGV[4] .. optional_fields(r, fencing, attempt, fp),
+                'PXAT', new_until + retention - 1)
+              return {1, fencing, attempt, new_until, new_until - span}
             end
             local new_until = now + lease
             redis.call('SET', key, ARGV[1], 'PXAT', new_until + retention - 1)
@@ -153,11 +272,12 @@ struct RedisScript: Sendable {
     )
 
     /// Completes one key or a batch of them: KEYS are the records, ARGV the retention in
-    /// milliseconds (`kept_ms`), then three per key: its owner header, its encoded result, and the
-    /// first claim's time (Unix ms, as the lease carries it; empty when it does not). Returns one
-    /// answer per key, in order: 1 completed, 0 lease lost, or that key's error (`DEDUPCORRUPT` for
-    /// a value that cannot be read, `WRONGTYPE` for another kind of value at the key); a key's
-    /// error does not stop the keys after it.
+    /// milliseconds and as a duration field (`<kept>`), then three per key: its owner header, its
+    /// result field (` r<n>:<bytes>`, or empty), and the first claim's time (Unix ms in base 36, as
+    /// the lease carries it; empty when it does not). Returns one answer per key, in order: 1
+    /// completed, 0 lease lost, or that key's error (`DEDUPCORRUPT` for a value that cannot be read,
+    /// `WRONGTYPE` for another kind of value at the key); a key's error does not stop the keys
+    /// after it.
     ///
     /// Each key goes through the same owner-checked transition a call of its own would make; a batch
     /// in one call shares the script's fixed cost (the call, its arguments, `TIME`), which is most
@@ -168,42 +288,86 @@ struct RedisScript: Sendable {
     ///
     /// Kept as cheap as it can be (it runs for every processed message): every command, and every
     /// number Lua converts or formats, costs about as much as the owner check. So the first
-    /// claim's time comes with the call (the lease knows it) rather than from the key's expiry, and
-    /// the completion time is spliced from `TIME`'s digits; the one number formatted is the keys'
-    /// expiry, once per call. The value keeps the in-flight fields as they are and adds the first
-    /// claim (`created_ms`), the completion time and the retention (`kept_ms`); the record expires
-    /// at `completed_ms` + `kept_ms`, and so does its key (`PXAT` its last millisecond, whatever
-    /// the server's version dates a relative expiry by, and however long the call runs).
+    /// claim's time comes with the call, already in base 36 (the lease knows it), rather than from
+    /// the key's expiry, and a value in the current layout is cut at its spaces, not parsed: its
+    /// optional fields after the broker time (fencing, attempt, fingerprint) are copied as they
+    /// are. Per key, two numbers are formatted: how long after its first claim the record
+    /// completed, and its broker time's wait before the first claim (when it has one). The value
+    /// drops the owner header and the lease times and says when the record was first claimed, how
+    /// long after it completed and how long it is kept (``RecordValue``); the record expires at
+    /// the completion time plus the retention, and so does its key (`PXAT` its last millisecond,
+    /// whatever the server's version dates a relative expiry by, and however long the call runs).
+    /// A value in the earlier layout (``LegacyRecordValue``) is read field by field and completed
+    /// in the current one.
     static let complete = RedisScript(
         name: "complete",
         source: """
-            local kept = ARGV[1]
+            -- The rare cases, a value in the earlier layout and a lease that does not say when its
+            -- record was first claimed, in functions of their own: their helpers are made only
+            -- when they run. legacy_owned: where the fields after the holder's header start, or nil.
+            local function legacy_owned(v, head)
+            """ + ownerCheck + """
+              if is_legacy(v) then return owned_at(v, head) end
+              return nil
+            end
+            -- The broker time (ms), the fields after it as the completed value keeps them and the
+            -- first claim's time (base 36), read field by field; nil when they cannot be read.
+            local function read_fields(key, v, p, legacy, created)
+            """ + inFlightFields + """
+              local r = in_flight_fields(v, p, legacy)
+              if not r then return nil end
+              if created == '' then
+                -- From the key's expiry.
+                local e = redis.call('PEXPIRETIME', key)
+                if e < 0 or e > 1e14 then return nil end
+                created = base36(math.max(0, e + 1 - r.retention - r.span))
+              end
+              return r.broker, optional_fields({}, r.fencing, r.attempt, r.fp), created
+            end
+            local kept, kept_text = tonumber(ARGV[1]), ARGV[2]
             local t = redis.call('TIME')
-            local now = t[1] .. string.sub('00000' .. t[2], -6, -4)
-            local last = string.format('%d', tonumber(now) + tonumber(kept) - 1)
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local last = string.format('%d', now + kept - 1)
             local answers = {}
             for i = 1, #KEYS do
               local key = KEYS[i]
-              local head, result, created = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+              local head, result, created = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
               local v = redis.pcall('GET', key)
+              local p, legacy
+              if type(v) == 'string' then
+                if string.sub(v, 1, #head) == head then p = #head + 1 else p = legacy_owned(v, head) legacy = true end
+              end
               if type(v) == 'table' then
                 -- Another kind of value at the key (WRONGTYPE): this key's answer; the others go on.
                 answers[i] = v
-              elseif not v or string.sub(v, 1, #head) ~= head then
+              elseif not p then
                 answers[i] = 0
               else
-                if created == '' then
-                  -- A lease that does not say when its record was first claimed: from the key's expiry.
-                  local p = string.match(v, '^b=%d+ ()', #head + 1) or #head + 1
-                  local s, r = string.match(v, '^fencing=%d+ attempt=%d+ lease_span_ms=(%d+) retention_ms=(%d+) fp=', p)
-                  local e = redis.call('PEXPIRETIME', key)
-                  if s and e >= 0 and e <= 1e14 then created = string.format('%d', math.max(0, e + 1 - r - s)) end
+                -- The broker time (ms), and the fields after it as the completed value keeps them.
+                local broker, rest
+                if legacy or created == '' then
+                  broker, rest, created = read_fields(key, v, p, legacy, created)
+                else
+                  -- `<lease span> <retention>[ b<broker time>][…]`: cut at the spaces.
+                  local s = string.find(v, ' ', p, true)
+                  local q = s and string.find(v, ' ', s + 1, true)
+                  if not q then
+                    rest = s and ''
+                  elseif string.byte(v, q + 1) == 98 then
+                    local b, r = string.match(v, '^ b(%w+)()', q)
+                    broker = b and tonumber(b, 36)
+                    rest = broker and string.sub(v, r)
+                  else
+                    rest = string.sub(v, q)
+                  end
                 end
-                if created == '' then
+                if not rest then
                   answers[i] = redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
                 else
-                  redis.call('SET', key, 'completed ' .. string.sub(v, #head + 1) .. ' created_ms=' .. created ..
-                    ' completed_ms=' .. now .. ' kept_ms=' .. kept .. ' result=' .. result, 'PXAT', last)
+                  local c = tonumber(created, 36)
+                  local value = 'done ' .. created .. ' ' .. (now - c) .. ' ' .. kept_text
+                  if broker then value = value .. ' b' .. (c - broker) end
+                  redis.call('SET', key, value .. rest .. result, 'PXAT', last)
                   answers[i] = 1
                 end
               end
@@ -215,27 +379,27 @@ struct RedisScript: Sendable {
     /// ARGV: owner header. Returns 1 released (deleted), 0 lease lost.
     static let release = RedisScript(
         name: "release",
-        source: ownedValue + """
-            redis.call('DEL', KEYS[1])
+        source: prelude + ownerCheck + ownedValue + """
+            redis.call('DEL', key)
             return 1
             """
     )
 
     /// ARGV: owner header, duration_ms. Returns {1, lease_until} renewed, 0 lease lost. The record
-    /// keeps its retention after the lease and its first-claim time.
+    /// keeps its retention after the lease and its first-claim time; one in the earlier layout is
+    /// rewritten in the current one.
     static let renew = RedisScript(
         name: "renew",
-        source: prelude + ownedValue + """
-            local _, c = broker_at(v, #head + 1)
-            local f, a, s, r, t = string.match(v, counters, c)
+        source: prelude + ownerCheck + inFlightFields + ownedValue + """
+            local r = in_flight_fields(v, p, legacy)
             local e = redis.call('PEXPIRETIME', key)
-            if not f or e < 0 or e > 1e14 then return corrupt() end
+            if not r or e < 0 or e > 1e14 then return corrupt() end
             local now = now_ms()
             if now > e then return 0 end
-            local created = e + 1 - tonumber(r) - tonumber(s)
+            local created = e + 1 - r.retention - r.span
             local new_until = now + tonumber(ARGV[2])
-            redis.call('SET', key, head .. string.sub(v, #head + 1, c - 1) .. 'fencing=' .. f .. ' attempt=' .. a .. ' lease_span_ms=' .. math.max(0, new_until - created) ..
-              ' retention_ms=' .. r .. ' fp=' .. string.sub(v, t), 'PXAT', new_until + tonumber(r) - 1)
+            redis.call('SET', key, head .. math.max(0, new_until - created) .. ' ' .. r.retention_text ..
+              optional_fields(r, r.fencing, r.attempt, r.fp), 'PXAT', new_until + r.retention - 1)
             return {1, new_until}
             """
     )
@@ -249,35 +413,31 @@ struct RedisScript: Sendable {
     )
 
     /// ARGV: state ('' any), from_ms ('' none), until_ms ('' none). Deletes the record if it
-    /// matches (by its broker time `b=` where it has one, else by its record time: completed_ms
+    /// matches (by its broker time where it has one, else by its record time: the completion time
     /// when completed, else the first claim); returns 1 or 0.
     static let conditionalDelete = RedisScript(
         name: "delete",
-        source: prelude + """
+        source: prelude + ownerCheck + inFlightFields + completedTimes + """
             local v = redis.call('GET', key)
             if not v then return 0 end
-            if ARGV[1] == '' and ARGV[2] == '' and ARGV[3] == '' and
-              (string.sub(v, 1, 10) == 'completed ' or string.sub(v, 1, 10) == 'in_flight ') then
+            local ours = string.sub(v, 1, 10) == 'in_flight ' or string.sub(v, 1, 10) == 'completed ' or string.sub(v, 1, 5) == 'done '
+            if ARGV[1] == '' and ARGV[2] == '' and ARGV[3] == '' and ours then
               -- No filter (forget): a record of ours goes even if it cannot be read any more.
               redis.call('DEL', key)
               return 1
             end
             local state, time
-            if string.sub(v, 1, 10) == 'completed ' then
-              state = 'completed'
-              local b = broker_at(v, 11)
-              time = completion_of(v)
-              if time and b then time = tonumber(b) end
-            else
-              local c = counters_start(v)
-              if not c then return 0 end
-              local b
-              b, c = broker_at(v, c)
-              local f, a, s, r = string.match(v, counters, c)
+            if string.sub(v, 1, 10) == 'in_flight ' then
+              local p, legacy = fields_at(v)
+              local r = p and in_flight_fields(v, p, legacy)
               local e = redis.call('PEXPIRETIME', key)
-              if not f or e < 0 or e > 1e14 then return 0 end
+              if not r or e < 0 or e > 1e14 then return 0 end
               state = 'in_flight'
-              time = b and tonumber(b) or e + 1 - tonumber(r) - tonumber(s)
+              time = r.broker or e + 1 - r.retention - r.span
+            else
+              local completed, _, broker = completion_of(v)
+              state = 'completed'
+              time = broker or completed
             end
             if not time then return 0 end
             if ARGV[1] ~= '' and state ~= ARGV[1] then return 0 end

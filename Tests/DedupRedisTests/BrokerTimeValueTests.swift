@@ -6,7 +6,7 @@ import Testing
 
 @Suite("Broker time in Redis values")
 struct BrokerTimeValueTests {
-    @Test("the creating claim writes b=<ms> after the owner header; a takeover, a renewal and a completion (also one dated from the key's expiry) carry it")
+    @Test("the creating claim writes b<base 36 ms> after the lease times; a takeover, a renewal and a completion (also one dated from the key's expiry, as the wait before the first claim) carry it")
     func fieldIsWrittenAndCarried() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
@@ -16,10 +16,11 @@ struct BrokerTimeValueTests {
                 try await store.claim(
                     ClaimRequest(id: record, lease: .milliseconds(200), retention: .seconds(3600), ownerLabel: "pod-a", brokerTime: published)
                 ).lease)
-            let value = try await server.cli("GET", "dedup:6:orders:o-1")
-            #expect(value.hasPrefix("in_flight label=5:pod-a owner=32:\(first.ownerToken) b=1600000000123 fencing=1 attempt=1 "))
+            let broker = String(1_600_000_000_123, radix: 36)
+            #expect(try await server.cli("GET", "dedup:6:orders:o-1") == "in_flight 5:pod-a 32:\(first.ownerToken) 200 1h b\(broker)")
             _ = try await store.renew(first, for: .milliseconds(200))
-            #expect(try await server.cli("GET", "dedup:6:orders:o-1").contains(" b=1600000000123 fencing=1 "))
+            let renewed = try await server.cli("GET", "dedup:6:orders:o-1")
+            #expect(renewed.hasPrefix("in_flight 5:pod-a 32:\(first.ownerToken) ") && renewed.hasSuffix(" 1h b\(broker)"), "\(renewed)")
             // Wait for the lease to pass (the server's clock decides), then take it over with another broker time.
             var takeover: Lease?
             for _ in 0..<100 where takeover == nil {
@@ -30,28 +31,46 @@ struct BrokerTimeValueTests {
                 ).lease
             }
             let second = try #require(takeover)
-            #expect(try await server.cli("GET", "dedup:6:orders:o-1").hasPrefix("in_flight label=5:pod-b owner=32:\(second.ownerToken) b=1600000000123 fencing=2 "))
+            let taken = try await server.cli("GET", "dedup:6:orders:o-1")
+            #expect(taken.hasPrefix("in_flight 5:pod-b 32:\(second.ownerToken) ") && taken.hasSuffix(" 1h b\(broker) f2"), "\(taken)")
             // A lease that does not say when its record was first claimed: the completion dates it
             // from the key's expiry, reading past the broker time.
             let undated = Lease(
                 id: record, ownerToken: second.ownerToken, fencingToken: second.fencingToken, attempt: second.attempt,
                 leaseUntil: second.leaseUntil, isTakeover: true, ownerLabel: "pod-b")
             try await store.complete(Completion(lease: undated, retention: .seconds(600)))
-            #expect(try await server.cli("GET", "dedup:6:orders:o-1").hasPrefix("completed b=1600000000123 fencing=2 attempt=2 "))
             let completed = try #require(try await store.record(for: record))
             #expect(completed.brokerTime == published && completed.createdAt == second.claimedAt)
+            let created = try #require(second.claimedAt).millisecondsSince1970
+            let took = try #require(completed.completedAt).millisecondsSince1970 - created
+            #expect(
+                try await server.cli("GET", "dedup:6:orders:o-1")
+                    == "done \(String(created, radix: 36)) \(took) 10m b\(created - 1_600_000_000_123) f2")
             await store.close()
         }
     }
 
-    @Test("values without b= (claimed without a broker time, or written before) read and delete by record time; values with it delete by broker time")
-    func oldAndNewLayoutsFilter() async throws {
+    @Test(
+        "values without a broker time (claimed without one, or written before) read and delete by record time; values with it delete by broker time (the previous layout and the current)",
+        arguments: [false, true]
+    )
+    func oldAndNewLayoutsFilter(currentLayout: Bool) async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             let token = String(repeating: "ab", count: 16)
-            let old = "completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=99999999999999 result=-"
-            let new = "completed b=5000 fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=99999999999999 result=-"
-            let flying = "in_flight owner=\(token.utf8.count):\(token) b=6000 fencing=1 attempt=1 lease_span_ms=5000 retention_ms=3600000 fp=-"
+            // First claimed at 1000, completed at 2000; broker times 5000 and 6000.
+            let old =
+                currentLayout
+                ? "done \(String(1000, radix: 36)) 1000 99999999999999"
+                : "completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=99999999999999 result=-"
+            let new =
+                currentLayout
+                ? "done \(String(1000, radix: 36)) 1000 99999999999999 b-4000"
+                : "completed b=5000 fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=99999999999999 result=-"
+            let flying =
+                currentLayout
+                ? "in_flight - \(token.utf8.count):\(token) 5s 1h b\(String(6000, radix: 36))"
+                : "in_flight owner=\(token.utf8.count):\(token) b=6000 fencing=1 attempt=1 lease_span_ms=5000 retention_ms=3600000 fp=-"
             try await server.cli("SET", "dedup:2:ns:old", old, "PX", "3600000")
             try await server.cli("SET", "dedup:2:ns:new", new, "PX", "3600000")
             try await server.cli("SET", "dedup:2:ns:flying", flying, "PX", "3660000")

@@ -25,10 +25,8 @@ struct RedisDedupStoreTests {
             let keys = try await server.cli("--scan", "--pattern", "dedup:*")
             #expect(keys == "dedup:12:orders-group:order-42")
             #expect(try await server.cli("TYPE", keys) == "string")
-            #expect(
-                try await server.cli("GET", keys)
-                    == "in_flight label=11:web 7:31337 owner=32:\(lease.ownerToken) fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1"
-            )
+            // State, holder (label and token), lease span and retention, fingerprint.
+            #expect(try await server.cli("GET", keys) == "in_flight 11:web 7:31337 32:\(lease.ownerToken) 30s 1h p4:fp-1")
             // The key expires one millisecond before the record; the lease ends a retention earlier.
             let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
             let inFlight = try #require(second.record)
@@ -41,15 +39,15 @@ struct RedisDedupStoreTests {
             try await store.complete(Completion(lease: lease, retention: .seconds(600), result: Data([0, 1, 2, 255])))
             let pttl = try #require(Int(try await server.cli("PTTL", keys)))
             #expect(pttl > 590_000 && pttl <= 600_000)
-            // The completed value keeps the in-flight fields after the owner header (so no label) and
-            // adds the first claim's time (as the lease carries it), the completion time and the
-            // retention; the key expires with it.
+            // The completed value drops the holder and the lease times and says when the record was
+            // first claimed (base 36, as the lease carries it), how long after that it completed and
+            // how long it is kept; then the fingerprint and the result. The key expires with it.
             let completedValue = try await server.cli("--no-raw", "GET", keys)
             let claimedAt = try #require(lease.claimedAt).millisecondsSince1970
-            let head = "\"completed fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1 created_ms=\(claimedAt) completed_ms="
+            let head = "\"done \(String(claimedAt, radix: 36)) "
             #expect(completedValue.hasPrefix(head), "\(completedValue)")
-            #expect(completedValue.hasSuffix(#" kept_ms=600000 result=4:\x00\x01\x02\xff""#), "\(completedValue)")
-            let completed = try #require(Int64(completedValue.dropFirst(head.count).prefix { $0 != " " }))
+            #expect(completedValue.hasSuffix(#" 10m p4:fp-1 r4:\x00\x01\x02\xff""#), "\(completedValue)")
+            let completed = try claimedAt + #require(Int64(completedValue.dropFirst(head.count).prefix { $0 != " " }))
             // The key's last live millisecond is the record's, or a little later if the server's
             // clock moved between the completion's TIME and its SET (never earlier).
             let keyExpiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
@@ -208,21 +206,30 @@ struct RedisDedupStoreTests {
             }
             #expect(try await store.record(for: ids[5])?.state == .inFlight)
 
-            // A record of ours whose fields cannot be read, completed by a lease that does not say
-            // when it was first claimed (so the script must read them): that key answers with the
-            // error, the call throws it, and the batch's other completions are written.
-            try await server.cli("SET", "dedup:2:ns:bad", "in_flight owner=1:t fencing=x")
-            let bad = Lease(id: id("ns", "bad"), ownerToken: "t", fencingToken: 1, attempt: 1, leaseUntil: Date(), isTakeover: false)
-            let fresh = try await store.claim(batch: [request(id("ns", "before")), request(id("ns", "after"))]).map { try #require($0.lease) }
-            await expectDedupError(.corruptStore) {
-                _ = try await store.complete(batch: [
-                    Completion(lease: fresh[0], retention: .seconds(60)), Completion(lease: bad, retention: .seconds(60)),
-                    Completion(lease: fresh[1], retention: .seconds(60)),
-                ])
+            // A record of ours whose fields cannot be read (in the previous layout and the current),
+            // completed by a lease that does not say when it was first claimed (so the script must
+            // read them), or by one that does: that key answers with the error, the call throws it,
+            // and the batch's other completions are written.
+            for (key, value, claimedAt) in [
+                ("bad", "in_flight owner=1:t fencing=x", nil), ("bad-current", "in_flight - 1:t 5s", nil),
+                ("bad-dated", "in_flight - 1:t 5s", Date()),
+            ] {
+                try await server.cli("SET", "dedup:2:ns:\(key)", value)
+                let bad = Lease(
+                    id: id("ns", key), ownerToken: "t", fencingToken: 1, attempt: 1, leaseUntil: Date(), isTakeover: false, claimedAt: claimedAt)
+                let fresh = try await store.claim(batch: [request(id("ns", "before-\(key)")), request(id("ns", "after-\(key)"))]).map {
+                    try #require($0.lease)
+                }
+                await expectDedupError(.corruptStore) {
+                    _ = try await store.complete(batch: [
+                        Completion(lease: fresh[0], retention: .seconds(60)), Completion(lease: bad, retention: .seconds(60)),
+                        Completion(lease: fresh[1], retention: .seconds(60)),
+                    ])
+                }
+                #expect(try await store.record(for: id("ns", "before-\(key)"))?.state == .completed)
+                #expect(try await store.record(for: id("ns", "after-\(key)"))?.state == .completed)
+                #expect(try await server.cli("GET", "dedup:2:ns:\(key)") == value)
             }
-            #expect(try await store.record(for: id("ns", "before"))?.state == .completed)
-            #expect(try await store.record(for: id("ns", "after"))?.state == .completed)
-            #expect(try await server.cli("GET", "dedup:2:ns:bad") == "in_flight owner=1:t fencing=x")
 
             // Another kind of value put at a claimed key: that key answers wrongType, the others
             // around it are completed all the same.
@@ -336,16 +343,20 @@ struct RedisDedupStoreTests {
             try await store.complete(Completion(lease: renewed, retention: .seconds(3600)))
             #expect(try await store.claim(request(moved)).kind == "duplicate")
 
-            // An expiry no dedup record has: refused as corrupt, never a trap.
-            try await server.cli("SET", "dedup:2:ns:far", "in_flight owner=1:t fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=-")
-            try await server.cli("PEXPIREAT", "dedup:2:ns:far", "9223372036854775700")
-            await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", "far"))) }
-            await expectDedupError(.corruptStore) { _ = try await store.record(for: id("ns", "far")) }
+            // An expiry no dedup record has (in either layout): refused as corrupt, never a trap.
+            for (key, value) in [("far", "in_flight owner=1:t fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=-"), ("far-current", "in_flight - 1:t 1 1")] {
+                try await server.cli("SET", "dedup:2:ns:\(key)", value)
+                try await server.cli("PEXPIREAT", "dedup:2:ns:\(key)", "9223372036854775700")
+                await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", key))) }
+                await expectDedupError(.corruptStore) { _ = try await store.record(for: id("ns", key)) }
+            }
             #expect(try await store.records(matching: RecordFilter(namespace: "ns"), after: nil, limit: 10).records.map(\.id) == [moved])
 
             // forget (no filter) clears a record of ours that cannot be read; someone else's string stays.
-            #expect(try await store.forget(id("ns", "far")))
-            #expect(try await server.cli("EXISTS", "dedup:2:ns:far") == "0")
+            for key in ["far", "far-current"] {
+                #expect(try await store.forget(id("ns", key)))
+                #expect(try await server.cli("EXISTS", "dedup:2:ns:\(key)") == "0")
+            }
             try await server.cli("SET", "dedup:2:ns:theirs", "not ours")
             #expect(try await store.forget(id("ns", "theirs")) == false)
             #expect(try await server.cli("GET", "dedup:2:ns:theirs") == "not ours")
@@ -379,10 +390,11 @@ struct RedisDedupStoreTests {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             // Completed long ago (kept 1 s from 1970), its key still alive: what a completion leaves
-            // for the millisecond its key may outlive the record.
+            // for the millisecond its key may outlive the record. In the previous layout and the current.
             let stale = "completed fencing=3 attempt=2 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=1000 result=-"
-            for key in ["single", "batch-1", "batch-2"] {
-                try await server.cli("SET", "dedup:2:ns:\(key)", stale, "PX", "60000")
+            let staleCurrent = "done \(String(1000, radix: 36)) 1000 1s f3 a2"
+            for (key, value) in [("single", stale), ("batch-1", stale), ("batch-2", staleCurrent)] {
+                try await server.cli("SET", "dedup:2:ns:\(key)", value, "PX", "60000")
             }
             #expect(try await store.record(for: id("ns", "single")) == nil)
             let single = try #require(try await store.claim(request(id("ns", "single"))).lease)
@@ -582,6 +594,10 @@ struct RedisDedupStoreTests {
                 ("plain", "someone else's"),
                 ("flight", "in_flight owner=3:abc fencing=x"),
                 ("done", "completed fencing=1 attempt=1"),
+                ("flight-current", "in_flight 3:abc"),
+                ("flight-unended", "in_flight - 3:abc 30s 1d p9:short"),
+                ("done-current", "done mwtesoc2 x 1d"),
+                ("done-unended", "done mwtesoc2 5 1d r9:short"),
             ] {
                 try await server.cli("SET", "dedup:2:ns:\(key)", value)
                 await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", key))) }
