@@ -12,7 +12,7 @@ struct RedisEncodingTests {
     let store = try! RedisDedupStore(url: "redis://:s3cret@127.0.0.1:1/0")
     let id = try! RecordID(namespace: "orders-group", key: "order-42")
     let token = "0123456789abcdef0123456789abcdef"
-    let header = "in_flight label=11:web 7:31337 owner=32:0123456789abcdef0123456789abcdef "
+    let header = "in_flight 11:web 7:31337 32:0123456789abcdef0123456789abcdef "
 
     var request: ClaimRequest {
         ClaimRequest(
@@ -54,11 +54,13 @@ struct RedisEncodingTests {
         let commands = try store.fastClaimCommands([request], &pieces)
         #expect(commands.count == 2)
         #expect(try arguments(commands[0]) == ["TIME"])
-        let expectedValue = header + "b=1700000000123 fencing=1 attempt=1 lease_span_ms=30000 retention_ms=3600000 fp=4:fp-1"
+        // Lease span and retention as whole units, the broker time in base 36 (1700000000123 ms),
+        // the fingerprint; fencing and attempt 1 go without saying.
+        let expectedValue = header + "30s 1h bloyw3v5n p4:fp-1"
         #expect(try arguments(commands[1]) == ["SET", "dedup:12:orders-group:order-42", expectedValue, "NX", "PX", "3629999", "GET"])
         // The claim script's call carries the same new value, then the owner header alone.
         let scripted = try arguments(store.scriptClaimCommand(request, pieces.ownerHeaderStart(request.ownerLabel)))
-        #expect(scripted == ["EVALSHA", RedisScript.claim.sha, "1", "dedup:12:orders-group:order-42", expectedValue, header, "30000", "3600000", "4:fp-1"])
+        #expect(scripted == ["EVALSHA", RedisScript.claim.sha, "1", "dedup:12:orders-group:order-42", expectedValue, header, "30000", "1h", "4:fp-1"])
     }
 
     @Test("claims under more labels, leases and retentions than the store keeps encoded each carry their own")
@@ -73,7 +75,7 @@ struct RedisEncodingTests {
                 claim.brokerTime = nil
                 claim.fingerprint = nil
                 let lease = (10 + index) * 1000, retention = (100 + round) * 1000
-                let value = "in_flight label=\(label.utf8.count):\(label) owner=32:\(token) fencing=1 attempt=1 lease_span_ms=\(lease) retention_ms=\(retention) fp=-"
+                let value = "in_flight \(label.utf8.count):\(label) 32:\(token) \(lease / 1000)s \(retention / 1000)s"
                 // Byte for byte: "é" and "e\u{301}" are equal as `String`s, not as labels.
                 #expect(
                     try argumentBytes(store.fastClaimCommands([claim], &pieces)[1])
@@ -120,13 +122,30 @@ struct RedisEncodingTests {
         let command = completions.withUnsafeBufferPointer { store.completeCommand($0, &pieces) }
         #expect(
             try arguments(command) == [
-                "EVALSHA", RedisScript.complete.sha, "2", "dedup:12:orders-group:order-42", "dedup:12:orders-group:order-42", "60000",
-                header, "3:a\0b", "1700000500000",
-                "in_flight owner=32:\(token) ", "-", "",
+                "EVALSHA", RedisScript.complete.sha, "2", "dedup:12:orders-group:order-42", "dedup:12:orders-group:order-42", "60000", "1m",
+                // The first claim in base 36: 1700000500000 ms.
+                header, " r3:a\0b", "loywekv4",
+                // No label (`-`), no result, no first claim: the script reads it from the value.
+                "in_flight - 32:\(token) ", "", "",
             ])
     }
 
-    @Test("a completed value decodes with its own times and binary result; its in-flight fields stay")
+    @Test("a completed value dates itself: first claim in base 36, completion after it, retention, broker time before it")
+    func compactCompletedValueDecodes() throws {
+        // First claim 1000 ms ("rs" in base 36), completed 1000 ms later, kept 500 ms, broker time
+        // 995 ms before the first claim, fencing 2, attempt 3, a binary result.
+        let value = Array("done rs 1000 500 b995 f2 a3 r3:a\0b".utf8)
+        #expect(RecordValue.isCompleted(value) && !RecordValue.isInFlight(value))
+        let record = try #require(RecordValue.decode(value, id: id, expiresMilliseconds: nil))
+        #expect(
+            record
+                == DedupRecord(
+                    id: id, state: .completed, ownerToken: nil, fencingToken: 2, attempt: 3, createdMilliseconds: 1000,
+                    leaseUntilMilliseconds: nil, completedMilliseconds: 2000, expiresMilliseconds: 2500, fingerprint: nil,
+                    result: Data([0x61, 0, 0x62]), ownerLabel: nil, brokerMilliseconds: 5))
+    }
+
+    @Test("a completed value of the earlier layout decodes with its own times and binary result")
     func completedValueDecodes() throws {
         let value = Array("completed b=5 fencing=2 attempt=3 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=500 result=3:a\0b".utf8)
         #expect(RecordValue.isCompleted(value) && !RecordValue.isInFlight(value))
