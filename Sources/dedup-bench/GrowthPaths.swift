@@ -109,7 +109,7 @@ struct Growth {
                     FileHandle.standardError.write(
                         Data(((grownSide ? "  grown: " : "  empty (reference): ") + output).utf8)
                     )
-                    results.growth.plainSQL.take(output, grown: grownSide)
+                    results.growth.plainClients.take(output, grown: grownSide)
                 }
             }
         }
@@ -322,6 +322,7 @@ struct Growth {
             await store.close()
         }
 
+        let ceiling = try programs.executable(source: "Benchmarks/Ceilings/redis_ceiling.c", library: "hiredis")
         for round in 1...sizes.rounds {
             try measureRoundTrip(redis, into: &results)
             let keys = RoundKeys(round: round, count: sizes.redisPassMessages)
@@ -331,6 +332,21 @@ struct Growth {
                     let (store, consumer) = try redisConsumer(grownSide ? grown : redis, logger: logger)
                     try await passes(kind, consumer, keys, redis: true, grown: grownSide, into: &results)
                     await store.close()
+                }
+            }
+            // The Redis ceiling on both servers: what the keys present cost the server itself.
+            for batch in [1, 100] {
+                for grownSide in round % 2 == 1 ? [false, true] : [true, false] {
+                    let server = grownSide ? grown : redis
+                    if !grownSide { try redis.flushAll() }
+                    let output = try runProgram(
+                        ceiling,
+                        [server.host, "\(server.port)", "\(sizes.redisPassMessages)", "\(batch)"]
+                    )
+                    FileHandle.standardError.write(
+                        Data(((grownSide ? "  grown: " : "  empty (reference): ") + output).utf8)
+                    )
+                    results.growth.plainClients.take(output, grown: grownSide)
                 }
             }
         }

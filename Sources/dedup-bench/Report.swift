@@ -250,9 +250,9 @@ struct Report {
     }
 
     private func diagnosticRows(_ oursByPath: [BenchPath: Measurement], into table: inout Table) {
-        // The store's SQL from a plain C client on the same two files: the part of a grown store's
-        // cost that is SQLite's own.
-        let plain = results.growth.plainSQL
+        // Plain C clients on the same grown and empty stores (the store's SQL; the Redis ceiling):
+        // the part of a grown store's cost that is SQLite's or redis-server's own.
+        let plain = results.growth.plainClients
         for path in BenchPath.allCases where path.isGrown {
             guard let grown = plain.grown[path].flatMap({ median($0, by: { $0 }) }),
                 let empty = plain.empty[path].flatMap({ median($0, by: { $0 }) })
@@ -261,10 +261,10 @@ struct Report {
             if let ours = oursByPath[path], let reference = results.reference(path) {
                 ratio += String(format: " (ours: %.2f)", ours.rate / reference)
             }
+            let client = path.rawValue >= BenchPath.grownRedisSingle.rawValue ? "the Redis ceiling" : "the store's SQL"
             table.row([
-                "C client, the store's SQL: \(title(path))", thousands(Double(results.ours[path]?.messages ?? 0)),
-                thousands(grown),
-                thousands(empty), ratio, "—", "—", "(diagnostic)", "",
+                "C client, \(client): \(title(path))", thousands(Double(results.ours[path]?.messages ?? 0)),
+                thousands(grown), thousands(empty), ratio, "—", "—", "(diagnostic)", "",
             ])
         }
         for (path, store) in results.storeOnly.sorted(by: { $0.key < $1.key }) {

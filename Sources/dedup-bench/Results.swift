@@ -73,14 +73,14 @@ struct GrowthResults {
     var redisMemory: RedisMemoryRow?
     /// The grown Redis server as filled.
     var redisFill: RedisFill?
-    /// The store's SQL from a plain C client (Benchmarks/sqlite_store_sql.c) on the grown file and
-    /// on an empty one.
-    var plainSQL = PlainSQLRates()
+    /// Plain C clients on the grown store and on an empty one: the store's SQL
+    /// (Benchmarks/sqlite_store_sql.c) and the Redis ceiling (redis_ceiling.c).
+    var plainClients = PlainClientRates()
 }
 
-/// The passes of Benchmarks/sqlite_store_sql.c on the grown SQLite file and on an empty one, by
-/// the grown path they stand beside.
-struct PlainSQLRates {
+/// The passes of the plain C clients on the grown stores and on empty ones, by the grown path they
+/// stand beside.
+struct PlainClientRates {
     private(set) var grown: [BenchPath: [Double]] = [:]
     private(set) var empty: [BenchPath: [Double]] = [:]
 
@@ -89,9 +89,11 @@ struct PlainSQLRates {
             guard let parsed = CeilingLine(line), let rate = parsed.rate else { continue }
             let dup = parsed.isDuplicatePass
             let path: BenchPath
-            switch parsed.fields["mode"] {
-            case "store-single": path = dup ? .grownSQLiteSingleDuplicate : .grownSQLiteSingle
-            case "store-batch": path = dup ? .grownSQLiteBatchDuplicate : .grownSQLiteBatch
+            switch (parsed.store, parsed.fields["mode"], parsed.fields["batch"]) {
+            case ("sqlite", "store-single", _): path = dup ? .grownSQLiteSingleDuplicate : .grownSQLiteSingle
+            case ("sqlite", "store-batch", _): path = dup ? .grownSQLiteBatchDuplicate : .grownSQLiteBatch
+            case ("redis", "batch", "1"): path = dup ? .grownRedisSingleDuplicate : .grownRedisSingle
+            case ("redis", "batch", "100"): path = dup ? .grownRedisBatchDuplicate : .grownRedisBatch
             default: continue
             }
             if onGrown { grown[path, default: []].append(rate) } else { empty[path, default: []].append(rate) }
