@@ -51,7 +51,9 @@ struct CPrograms {
             _ = try runProgram("/usr/bin/env", [compiler, "-O2", "-o", partial, sourceURL.path, "-l\(library)"])
         } catch {
             try? FileManager.default.removeItem(atPath: partial)
-            throw BenchError("cannot compile \(source) (it needs lib\(library)'s headers and library: scripts/install-deps): \(error)")
+            throw BenchError(
+                "cannot compile \(source) (it needs lib\(library)'s headers and library: scripts/install-deps): \(error)"
+            )
         }
         guard rename(partial, executable) == 0 else {
             throw BenchError("cannot move the compiled \(name) to \(executable): errno \(errno)")

@@ -23,10 +23,13 @@ struct CeilingLine {
     var isDuplicatePass: Bool { fields["pass"] == "duplicate" }
 }
 
-/// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``).
+/// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``),
+/// and on the Redis paths the server's CPU time per message.
 struct CeilingRates {
     /// Every pass's rate, by path, in the order they ran (one a round).
     private var passes: [BenchPath: [Double]] = [:]
+    /// Every pass's redis-server CPU time per message in microseconds, by path (Redis ceilings).
+    private var serverCPU: [BenchPath: [Double]] = [:]
 
     mutating func take(_ output: String) {
         for line in output.split(separator: "\n") {
@@ -41,11 +44,18 @@ struct CeilingRates {
             switch (parsed.store, parsed.fields["mode"], parsed.fields["batch"]) {
             case ("sqlite", "single", _): path = dup ? .sqliteSingleDuplicate : .sqliteSingle
             case ("sqlite", "batch", _): path = dup ? .sqliteBatchDuplicate : .sqliteBatch
+            case ("sqlite", "txn", _): path = dup ? .sqliteTxnDuplicate : .sqliteTxn
+            case ("redis", "inflight", _): path = .redisConcurrent
             case ("redis", _, "1"): path = dup ? .redisSingleDuplicate : .redisSingle
             case ("redis", _, "100"): path = dup ? .redisBatchDuplicate : .redisBatch
             default: continue
             }
             passes[path, default: []].append(rate)
+            if let microseconds = parsed.fields["server_cpu_us"].flatMap(Double.init),
+                let n = parsed.fields["n"].flatMap(Double.init), n > 0
+            {
+                serverCPU[path, default: []].append(microseconds / n)
+            }
         }
     }
 
@@ -57,6 +67,11 @@ struct CeilingRates {
     /// Every pass's rate of one path, in the order they ran.
     func passes(of path: BenchPath) -> [Double] {
         passes[path] ?? []
+    }
+
+    /// The median of the passes' redis-server CPU time per message, in microseconds.
+    func serverMicrosecondsPerMessage(_ path: BenchPath) -> Double? {
+        serverCPU[path].flatMap { median($0, by: { $0 }) }
     }
 }
 
@@ -83,13 +98,16 @@ struct Ceilings {
     let dataDirectory: String
 
     /// A pass of the SQLite ceiling: `single` (a transaction for the claim and one for the
-    /// completion) or `batch` (100 claims in one transaction, their completions in another).
-    enum SQLiteMode: String { case single, batch }
+    /// completion), `batch` (100 claims in one transaction, their completions in another) or `txn`
+    /// (the claim, one effect row and the completion in one transaction).
+    enum SQLiteMode: String { case single, batch, txn }
 
     /// Compiles the ceilings the run needs (when they are missing or older than their source).
     init(programs: CPrograms, sqlite: Bool, redis: Bool, dataDirectory: String) throws {
-        sqliteProgram = sqlite ? try programs.executable(source: "Benchmarks/Ceilings/sqlite_ceiling.c", library: "sqlite3") : nil
-        redisProgram = redis ? try programs.executable(source: "Benchmarks/Ceilings/redis_ceiling.c", library: "hiredis") : nil
+        sqliteProgram =
+            sqlite ? try programs.executable(source: "Benchmarks/Ceilings/sqlite_ceiling.c", library: "sqlite3") : nil
+        redisProgram =
+            redis ? try programs.executable(source: "Benchmarks/Ceilings/redis_ceiling.c", library: "hiredis") : nil
         self.dataDirectory = dataDirectory
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     }
@@ -99,13 +117,17 @@ struct Ceilings {
     func runSQLite(_ mode: SQLiteMode, n: Int) throws -> String {
         guard let sqliteProgram else { throw BenchError("the SQLite ceiling was not built for this run") }
         let batch = mode == .batch ? "100" : "1"
-        return try runProgram(sqliteProgram, [mode.rawValue, "NORMAL", "\(n)", batch, dataDirectory + "/ceiling.sqlite"])
+        return try runProgram(
+            sqliteProgram,
+            [mode.rawValue, "NORMAL", "\(n)", batch, dataDirectory + "/ceiling.sqlite"]
+        )
     }
 
-    /// One Redis pass (new keys, then the same keys again) with claims pipelined `batch` at a time.
-    func runRedis(host: String, port: Int, n: Int, batch: Int) throws -> String {
+    /// One Redis pass (new keys, then the same keys again) with claims pipelined `batch` at a time;
+    /// or with `inFlight`, one pass of new keys with `batch` messages in flight on the connection.
+    func runRedis(host: String, port: Int, n: Int, batch: Int, inFlight: Bool = false) throws -> String {
         guard let redisProgram else { throw BenchError("the Redis ceiling was not built for this run") }
-        return try runProgram(redisProgram, [host, "\(port)", "\(n)", "\(batch)"])
+        return try runProgram(redisProgram, [host, "\(port)", "\(n)", "\(batch)", inFlight ? "inflight" : "batch"])
     }
 }
 

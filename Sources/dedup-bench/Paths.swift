@@ -2,6 +2,7 @@
 // real store, one message at a time (`process(key:)`), in batches (`processBatch`), or from several
 // tasks at once. Every outcome is checked, so a fast wrong answer cannot pass for a fast right one.
 import Dedup
+import DedupSQLite
 import Foundation
 
 /// The throughput, and on the single-message paths the latency, of one pass over a set of keys.
@@ -9,8 +10,12 @@ struct Measurement {
     var messages: Int
     var seconds: Double
     var latency: (p50: Double, p99: Double)?
+    /// On a Redis path: redis-server's CPU time over the pass, in seconds.
+    var serverCPU: Double?
 
     var rate: Double { Double(messages) / seconds }
+    /// redis-server's CPU time per message, in microseconds.
+    var serverMicrosecondsPerMessage: Double? { serverCPU.map { $0 * 1e6 / Double(messages) } }
 }
 
 /// What every message of a pass must come out as.
@@ -30,6 +35,19 @@ let keyStrategy = KeyStrategy<String>.messageID { $0 }
 
 /// One message at a time through `process(key:)`, timing each.
 func measureSingle(_ consumer: IdempotentConsumer, keys: [String], expect: Expected) async throws -> Measurement {
+    try await measureOneByOne(keys: keys, expect: expect) { key in
+        try await consumer.process(key: key) { _ in }
+    }
+}
+
+/// Sends `keys` one at a time through `process`, timing each and checking every outcome. Inlined
+/// into each caller, so the message's call is direct, as in a consumer's own loop.
+@inline(__always)
+func measureOneByOne(
+    keys: [String],
+    expect: Expected,
+    _ process: (String) async throws -> ProcessOutcome
+) async throws -> Measurement {
     var latencies = LatencyRecorder(capacity: keys.count)
     var wrong = 0
     let clock = ContinuousClock()
@@ -38,7 +56,7 @@ func measureSingle(_ consumer: IdempotentConsumer, keys: [String], expect: Expec
     // `Duration`'s 128-bit conversions (the ceilings time no message at all).
     var previous = MonotonicInstant.now
     for key in keys {
-        let outcome = try await consumer.process(key: key) { _ in }
+        let outcome = try await process(key)
         let now = MonotonicInstant.now
         latencies.record(now.nanoseconds(since: previous))
         previous = now
@@ -49,6 +67,40 @@ func measureSingle(_ consumer: IdempotentConsumer, keys: [String], expect: Expec
         throw BenchError("\(wrong) of \(keys.count) messages did not come out \(expect.rawValue)")
     }
     return Measurement(messages: keys.count, seconds: elapsed.seconds, latency: latencies.percentiles())
+}
+
+/// The table the transactional handler writes its effect to, one row per message (the C ceiling's
+/// `txn` mode writes the same row).
+let effectTable = "bench_effects"
+
+/// Creates ``effectTable`` in the store's file.
+func createEffectTable(_ store: SQLiteDedupStore) async throws {
+    _ = try await store.withTransaction { transaction in
+        try transaction.execute(
+            "CREATE TABLE IF NOT EXISTS \(effectTable)(message_id TEXT NOT NULL, fencing INTEGER NOT NULL)"
+        )
+    }
+}
+
+/// The rows of ``effectTable``.
+func effectRowCount(_ store: SQLiteDedupStore) async throws -> Int {
+    try await store.withTransaction { transaction in
+        Int(try transaction.query("SELECT count(*) FROM \(effectTable)").first?[0].int64 ?? -1)
+    }
+}
+
+/// One message at a time through `processInTransaction`, whose handler inserts one effect row: the
+/// claim, the row and the completion commit in one transaction. Timing each.
+func measureTransactional(_ consumer: IdempotentConsumer, keys: [String], expect: Expected) async throws -> Measurement
+{
+    try await measureOneByOne(keys: keys, expect: expect) { key in
+        try await consumer.processInTransaction(key: key) { transaction, context in
+            try transaction.execute(
+                "INSERT INTO \(effectTable)(message_id, fencing) VALUES (?, ?)",
+                [.text(key), .integer(context.fencingToken)]
+            )
+        }
+    }
 }
 
 /// Batches through `processBatch`.
@@ -134,7 +186,10 @@ struct MemoryCheck {
 /// Pushes `messages` new keys through a path, generating each key when it is sent (a million keys
 /// held in memory would weigh more than what is measured), and reports how resident memory grew.
 func measureMemory(
-    _ consumer: IdempotentConsumer, path: MemoryPath, messages: Int, warmUp: Int = 10_000
+    _ consumer: IdempotentConsumer,
+    path: MemoryPath,
+    messages: Int,
+    warmUp: Int = 10_000
 ) async throws -> MemoryCheck {
     var generator = KeyGenerator(seed: 0xD1CE_5EED_0000_0001)
     var baseline: MemoryReading?
@@ -172,8 +227,11 @@ func measureMemory(
     guard wrong == 0 else { throw BenchError("\(wrong) of \(messages) messages did not come out applied") }
     let base = baseline ?? MemoryReading.now()
     return MemoryCheck(
-        path: path.title, messages: messages, rate: Double(messages - min(warmUp, messages / 10)) / elapsed.seconds,
-        baseline: base, end: MemoryReading.now()
+        path: path.title,
+        messages: messages,
+        rate: Double(messages - min(warmUp, messages / 10)) / elapsed.seconds,
+        baseline: base,
+        end: MemoryReading.now()
     )
 }
 
@@ -218,7 +276,9 @@ func measureStoreSingle(_ store: any DedupStore, keys: [String], expect: Expecte
         }
     }
     let elapsed = clock.now - start
-    guard wrong == 0 else { throw BenchError("store only: \(wrong) of \(keys.count) answers were not \(expect.rawValue)") }
+    guard wrong == 0 else {
+        throw BenchError("store only: \(wrong) of \(keys.count) answers were not \(expect.rawValue)")
+    }
     return Measurement(messages: keys.count, seconds: elapsed.seconds, latency: nil)
 }
 
@@ -234,7 +294,9 @@ func measureStoreBatches(_ store: any DedupStore, batches: [[String]], expect: E
         var requests: [ClaimRequest] = []
         requests.reserveCapacity(batch.count)
         for key in batch {
-            requests.append(ClaimRequest(id: try RecordID(namespace: "bench", key: key), lease: lease, retention: retention))
+            requests.append(
+                ClaimRequest(id: try RecordID(namespace: "bench", key: key), lease: lease, retention: retention)
+            )
         }
         var completions: [Completion] = []
         for answer in try await store.claim(batch: requests) {

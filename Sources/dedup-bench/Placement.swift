@@ -1,12 +1,14 @@
-// Where the benchmark's processes run, when asked (--pin-cpus): redis-server on a CPU of its own,
-// this process and the C ceilings on the others. A diagnostic for the machine's noise: pinned or
-// not, the C ceiling's batch throughput on this 2-core VM ranged from about 85,000 to 150,000
-// msgs/s between runs, and pinning this process to one CPU takes the second CPU from the
-// concurrent path, so the default leaves placement to the scheduler.
+// Where the benchmark's processes run, when asked (--placement): redis-server on a CPU of its own,
+// this process and the C ceilings on the others (split), or all of them on one CPU (shared: a
+// round trip is two context switches, the short round trip of a machine whose loopback costs
+// little). A diagnostic for the machine's noise and for the round trip: pinned or not, the C
+// ceiling's batch throughput on this 2-core VM ranged from about 85,000 to 150,000 msgs/s between
+// runs, and pinning this process to one CPU takes the second CPU from the concurrent path, so the
+// default leaves placement to the scheduler.
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 struct CPUPlacement: CustomStringConvertible {
@@ -16,8 +18,17 @@ struct CPUPlacement: CustomStringConvertible {
     /// The last CPU this process may use for the server, the others for the clients; `nil` with
     /// fewer than two (or when the affinity calls are unavailable).
     static func split() -> CPUPlacement? {
-        guard let calls = AffinityCalls.load(), let allowed = calls.allowedCPUs(), allowed.count >= 2 else { return nil }
+        guard let calls = AffinityCalls.load(), let allowed = calls.allowedCPUs(), allowed.count >= 2 else {
+            return nil
+        }
         return CPUPlacement(serverCPUs: [allowed.last!], clientCPUs: Array(allowed.dropLast()))
+    }
+
+    /// The server and the clients on one CPU, the last this process may use; `nil` when the
+    /// affinity calls are unavailable.
+    static func shared() -> CPUPlacement? {
+        guard let calls = AffinityCalls.load(), let last = calls.allowedCPUs()?.last else { return nil }
+        return CPUPlacement(serverCPUs: [last], clientCPUs: [last])
     }
 
     /// Moves every thread of this process onto the client CPUs; threads started later (and child
@@ -32,17 +43,25 @@ struct CPUPlacement: CustomStringConvertible {
     }
 
     var description: String {
-        "redis-server on CPU \(serverCPUs.map(String.init).joined(separator: ",")), "
+        if serverCPUs == clientCPUs {
+            return
+                "redis-server and the clients (ours and the C ceilings) together on CPU \(serverCPUs.map(String.init).joined(separator: ","))"
+        }
+        return "redis-server on CPU \(serverCPUs.map(String.init).joined(separator: ",")), "
             + "clients (ours and the C ceilings) on CPU \(clientCPUs.map(String.init).joined(separator: ","))"
     }
 
     private func pin(processID: Int32, to cpus: [Int]) throws {
         guard let calls = AffinityCalls.load() else { throw BenchError("sched_setaffinity is unavailable") }
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(processID)/task"))?.compactMap { Int32($0) }
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(processID)/task"))?.compactMap {
+            Int32($0)
+        }
         for thread in threads ?? [processID] where !calls.setAffinity(thread: thread, cpus: cpus) {
             // A thread may have exited since the listing; only a live one that refuses is an error.
             if errno != ESRCH {
-                throw BenchError("cannot pin thread \(thread) of process \(processID) to CPU \(cpus): \(String(cString: strerror(errno)))")
+                throw BenchError(
+                    "cannot pin thread \(thread) of process \(processID) to CPU \(cpus): \(String(cString: strerror(errno)))"
+                )
             }
         }
     }

@@ -1,9 +1,9 @@
 // A redis-server of the benchmark's own on loopback: a free port, no persistence, a temp directory;
-// stopped at the end. Also a tiny RESP client for PING and FLUSHALL between paths.
+// stopped at the end. Also PING and FLUSHALL between paths.
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 final class RedisServer {
@@ -39,7 +39,7 @@ final class RedisServer {
             try process.run()
             let deadline = Date() + 10
             while Date() < deadline, process.isRunning {
-                if (try? Self.command(host: host, port: port, ["PING"])) == "+PONG" {
+                if (try? Self.command(host: host, port: port, ["PING"])) == "PONG" {
                     self.port = port
                     self.process = process
                     return
@@ -55,7 +55,7 @@ final class RedisServer {
 
     /// Uses a server someone else started (and will stop) on 127.0.0.1.
     init(existingPort port: Int) throws {
-        guard (try? Self.command(host: host, port: port, ["PING"])) == "+PONG" else {
+        guard (try? Self.command(host: host, port: port, ["PING"])) == "PONG" else {
             throw BenchError("no redis-server answers PING on 127.0.0.1:\(port)")
         }
         self.port = port
@@ -65,7 +65,7 @@ final class RedisServer {
     /// Deletes every key, so each path starts from an empty server like the ceiling does.
     func flushAll() throws {
         let answer = try Self.command(host: host, port: port, ["FLUSHALL"])
-        guard answer == "+OK" else { throw BenchError("FLUSHALL answered \(answer)") }
+        guard answer == "OK" else { throw BenchError("FLUSHALL answered \(answer)") }
     }
 
     /// Stops the server and waits for it: `SHUTDOWN NOSAVE` (a child spawned from a Swift
@@ -99,7 +99,9 @@ final class RedisServer {
         address.sin_port = 0
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0 else { throw BenchError("bind: \(String(cString: strerror(errno)))") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -109,35 +111,9 @@ final class RedisServer {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    /// Sends one command and returns the first line of the answer (enough for +PONG / +OK).
+    /// Sends one command over a connection of its own and returns the reply as text (a status
+    /// reply without its `+`): enough for PING, FLUSHALL and SHUTDOWN.
     static func command(host: String, port: Int, _ arguments: [String]) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BenchError("socket failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr(host)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw BenchError("connect to \(host):\(port) failed") }
-        var request = "*\(arguments.count)\r\n"
-        for argument in arguments { request += "$\(argument.utf8.count)\r\n\(argument)\r\n" }
-        let bytes = Array(request.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw BenchError("send to redis failed") }
-            sent += n
-        }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while !answer.contains(UInt8(ascii: "\n")) {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw BenchError("redis closed the connection") }
-            answer += buffer[0..<n]
-        }
-        return String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        try ControlConnection(host: host, port: port).call(arguments).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 }

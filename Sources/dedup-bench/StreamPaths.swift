@@ -32,8 +32,11 @@ enum StreamStore: String {
 func fillStream(_ endpoint: RedisEndpoint, stream: String, count: Int, logger: Logger) async throws {
     let connection = RedisConnection(
         settings: ConnectionSettings(
-            endpoint: endpoint, connectTimeout: .seconds(2), commandTimeout: .seconds(30),
-            reconnect: RedisDedupStore.ReconnectPolicy(), logger: logger
+            endpoint: endpoint,
+            connectTimeout: .seconds(2),
+            commandTimeout: .seconds(30),
+            reconnect: RedisDedupStore.ReconnectPolicy(),
+            logger: logger
         ),
         index: 0
     )
@@ -58,8 +61,12 @@ func fillStream(_ endpoint: RedisEndpoint, stream: String, count: Int, logger: L
 /// `mode`, timed from the runner's start until the last entry is acked; every entry must be
 /// applied and acked.
 func measureStream(
-    _ endpoint: RedisEndpoint, stream: String, consumer: IdempotentConsumer, mode: RedisStreamConsumer.ProcessingMode,
-    count: Int, logger: Logger
+    _ endpoint: RedisEndpoint,
+    stream: String,
+    consumer: IdempotentConsumer,
+    mode: RedisStreamConsumer.ProcessingMode,
+    count: Int,
+    logger: Logger
 ) async throws -> Measurement {
     let tally = StreamTally(expected: count)
     var configuration = RedisStreamConsumer.Configuration(stream: stream, group: "bench")
@@ -67,7 +74,10 @@ func measureStream(
     configuration.keyStrategy = .field("id")
     configuration.readCount = 100
     let runner = try RedisStreamConsumer(
-        endpoint: endpoint, configuration: configuration, consumer: consumer, logger: logger,
+        endpoint: endpoint,
+        configuration: configuration,
+        consumer: consumer,
+        logger: logger,
         onSettled: { tally.settle($0) }
     ) { _, _ in }
     let started = ContinuousClock.now
@@ -77,7 +87,10 @@ func measureStream(
     running.cancel()
     _ = try? await running.value
     if let failure = outcome { throw BenchError("stream pass: \(failure)") }
-    return Measurement(messages: count, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    return Measurement(
+        messages: count,
+        seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    )
 }
 
 /// Counts settled entries and wakes the pass when all are acked, or at the first that is not.

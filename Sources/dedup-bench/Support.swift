@@ -136,7 +136,8 @@ struct MachineFacts {
             meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
             .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
         return MachineFacts(
-            cores: ProcessInfo.processInfo.activeProcessorCount, cpuModel: model,
+            cores: ProcessInfo.processInfo.activeProcessorCount,
+            cpuModel: model,
             memory: String(format: "%.1f GiB", Double(totalKB) / 1_048_576)
         )
     }
@@ -158,7 +159,9 @@ func runProgram(_ executable: String, _ arguments: [String], environment: [Strin
     while process.isRunning { usleep(1_000) }
     let text = String(decoding: data, as: UTF8.self)
     guard process.terminationStatus == 0 else {
-        throw BenchError("\(executable) \(arguments.joined(separator: " ")) exited with \(process.terminationStatus):\n\(text)")
+        throw BenchError(
+            "\(executable) \(arguments.joined(separator: " ")) exited with \(process.terminationStatus):\n\(text)"
+        )
     }
     return text
 }
