@@ -48,7 +48,6 @@ struct Growth {
     private static let liveSeed: UInt64 = 0x6120_0000_0000_0001
     private static let expiredSeed: UInt64 = 0x6120_0000_0000_0002
     private static let redisSeed: UInt64 = 0x6120_0000_0000_0003
-    private static let redisMemorySeed: UInt64 = 0x6120_0000_0000_0004
 
     /// Fresh keys for one round, none of them among the filled ones (another seed).
     private struct RoundKeys {
@@ -353,31 +352,18 @@ struct Growth {
         try redis.flushAll()
     }
 
-    /// Writes `records` new keys through the store (`IdempotentConsumer.processBatch`, batches of
-    /// 100), and reads `used_memory` before and after: what a completed record costs the server.
-    /// The store's connections are closed before the second reading, so their buffers are not
-    /// counted.
+    /// Writes `records` completed records through the store's batch claims and completions, then
+    /// the same key names as bare keys holding one byte with the same time to live, reading
+    /// `used_memory` around each (`RedisMemoryFootprint`, databases 0 to 2 of an empty server): what
+    /// a completed record costs the server, against the least a key of that name can cost.
     func memoryPerRecord(_ server: RedisServer, records: Int) async throws -> RedisMemoryRow {
-        let control = try ControlConnection(host: server.host, port: server.port)
-        let before = try control.usedMemory()
         progress("growth: writing \(thousands(Double(records))) records through the Redis store for the memory row")
-        let (store, consumer) = try redisConsumer(server, logger: logger)
-        var generator = KeyGenerator(seed: Self.redisMemorySeed)
-        var written = 0
-        while written < records {
-            let batch = generator.keys(min(100, records - written))
-            _ = try await measureBatches(consumer, batches: [batch], expect: .applied)
-            written += batch.count
-        }
-        await store.close()
-        let after = try control.usedMemory()
-        guard try control.keyCount() == records else {
-            throw BenchError(
-                "the memory row wrote \(records) records but the server holds \(try control.keyCount()) keys"
-            )
-        }
-        progress(String(format: "  Redis memory: %.0f bytes a record", Double(after - before) / Double(records)))
-        return RedisMemoryRow(records: records, before: before, after: after)
+        let endpoint = try RedisEndpoint(url: "redis://\(server.host):\(server.port)/0")
+        let footprint = try await RedisMemoryFootprint.measure(endpoint: endpoint, count: records)
+        progress("  Redis memory: \(footprint)")
+        return RedisMemoryRow(
+            records: records, recordBytes: footprint.recordBytes, bareKeyBytes: footprint.bareKeyBytes,
+            sampleValue: String(decoding: footprint.sampleValue, as: UTF8.self))
     }
 
     /// Fills an empty server with `keys` completed records, copies of one the store itself wrote

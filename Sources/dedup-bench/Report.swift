@@ -91,6 +91,9 @@ let serverCPUTarget = 1.3
 
 /// The largest acceptable p99 of a claim while the purge runs, in microseconds.
 let purgeLatencyTarget = 50_000.0
+/// A completed Redis record may cost at most this many times a bare key of the same name holding
+/// one byte with the same time to live.
+let redisMemoryTarget = 1.3
 
 /// The memory-growth target.
 let memoryGrowthLimit = 30 * 1_048_576
@@ -239,12 +242,14 @@ struct Report {
             ])
         }
         if let memory = growth.redisMemory {
+            let ratio = memory.recordBytes / memory.bareKeyBytes
             table.row([
-                "Redis memory: \(thousands(Double(memory.records))) completed records through the store",
+                "Redis memory: completed records through the store, against bare keys of the same names",
                 thousands(Double(memory.records)),
-                String(format: "%.0f B/record", Double(memory.after - memory.before) / Double(memory.records)), "—",
-                "—", "—", "—",
-                "— (used_memory \(mib(memory.before)) → \(mib(memory.after)))", "n/a",
+                String(format: "%.0f B/record", memory.recordBytes),
+                String(format: "%.0f B/bare key", memory.bareKeyBytes),
+                String(format: "%.2f", ratio), "—", "—",
+                String(format: "≤ %.1f× a bare key", redisMemoryTarget), verdict(ratio <= redisMemoryTarget),
             ])
         }
     }

@@ -122,8 +122,12 @@ struct PurgeResult {
 /// `used_memory` before and after `records` records were written through the store.
 struct RedisMemoryRow {
     var records: Int
-    var before: Int
-    var after: Int
+    /// `used_memory` per completed record.
+    var recordBytes: Double
+    /// `used_memory` per bare key of the same name holding one byte, with the same time to live.
+    var bareKeyBytes: Double
+    /// One record's value, as `redis-cli GET` shows it.
+    var sampleValue: String
 }
 
 /// A Redis server filled with `keys` records.
