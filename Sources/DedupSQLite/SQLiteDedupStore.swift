@@ -13,8 +13,9 @@ import Synchronization
 /// microseconds, so they run inline on the calling task, on a connection guarded by a mutex and with
 /// a busy timeout of zero. Only when another connection holds the write lock (`SQLITE_BUSY`) is the
 /// call handed to the store's own worker thread, which retries it with
-/// ``Configuration/busyTimeout``; Swift's cooperative threads never wait on a lock. Inspection,
-/// purge, WAL checkpoints and transactional claims run on that worker thread too.
+/// ``Configuration/busyTimeout``; Swift's cooperative threads never wait on a lock. Transactional
+/// claims do the same: inline when the write lock is free, on the worker thread when it is held.
+/// Inspection, purge and WAL checkpoints run on that worker thread.
 ///
 /// **The schema** is `Migrations/sqlite/NNNN_name.sql` (tables `dedup_records` and
 /// `dedup_schema_migrations`), applied at open. See ``schemaStatus(path:checkIntegrity:)`` and
@@ -80,6 +81,8 @@ public final class SQLiteDedupStore: DedupStore {
     private let hot: Mutex<Connection?>
     private let worker: BlockingWorker
     private let checkpoints: CheckpointTrigger?
+    /// Whether transactional claims start inline (the file is in WAL mode), like single claims.
+    let runsTransactionsInline: Bool
     /// How many inline calls met a busy lock and went to the worker thread (for tests and tuning).
     let busyHandoffs = Atomic<Int>(0)
 
@@ -130,6 +133,10 @@ public final class SQLiteDedupStore: DedupStore {
         self.worker = BlockingWorker(connection: secondary, name: "dedup-sqlite")
         // Inline calls never wait for a lock: a busy answer sends the call to the worker thread.
         primary.setBusyTimeout(.zero)
+        primary.installTransactionGuard()
+        // In WAL mode a transaction that has the write lock commits without waiting; otherwise
+        // its commit may wait for readers, which an inline call must not do.
+        self.runsTransactionsInline = (try? primary.texts("PRAGMA journal_mode")) == ["wal"]
         if configuration.checkpointInBackground && !configuration.readOnly {
             let trigger = CheckpointTrigger(worker: worker, pages: Int32(clamping: configuration.checkpointPages))
             trigger.install(on: primary)

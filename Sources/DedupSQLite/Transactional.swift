@@ -227,8 +227,16 @@ extension SQLiteDedupStore {
     ///
     /// The claim is never visible as in flight to others: the transaction holds the database's
     /// write lock while `body` runs, so keep `body` short and do no waiting in it (other writers
-    /// of the file, in every process, wait meanwhile, up to their busy timeout). `body` runs on
-    /// the store's worker thread, not on the calling task; it must not call the store itself.
+    /// of the file, in every process, wait meanwhile, up to their busy timeout, and so do this
+    /// store's other calls).
+    ///
+    /// **Where `body` runs.** When the write lock is free, the whole transaction (`BEGIN
+    /// IMMEDIATE`, claim, `body`, completion, `COMMIT`) runs inline on the calling task, on the
+    /// store's inline connection, like a single claim: no thread hop. When another connection
+    /// holds the lock, the transaction is handed, before `body` has run, to the store's worker
+    /// thread, which waits for the lock up to ``Configuration/busyTimeout`` and runs `body` there.
+    /// Either way `body` runs once per call, on one thread, and must not call the store itself.
+    /// (A file not in WAL mode always takes the worker thread: its commit may have to wait for readers.)
     ///
     /// - Parameters:
     ///   - request: the key to claim; its `lease` only matters if the process dies mid-body (it
@@ -245,26 +253,33 @@ extension SQLiteDedupStore {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
         try ClaimRequest.validate(brokerTime: request.brokerTime)
         let clock = configuration.clock
-        // A duplicate or in-flight key is answered by an inline read: no thread hop, no write lock.
-        let early = try await perform("transactional claim") { connection in
-            RecordSQL.answerWithoutWrite(try RecordSQL.read(connection, request.id), request, now: clock.nowMilliseconds())
+        let attempt: @Sendable (Connection) throws -> TransactionalOutcome = { connection in
+            try Self.runTransactional(connection, request, retention: retention, clock: clock, body)
         }
-        switch early {
+        // Inline, a busy lock met before `body` runs sends the attempt to the worker thread.
+        return try await runsTransactionsInline
+            ? perform("transactional claim", attempt) : onWorker("transactional claim", attempt)
+    }
+
+    /// A duplicate or in-flight key is answered by a read, with no write lock; otherwise the claim,
+    /// `body` and the completion run in one `BEGIN IMMEDIATE` transaction.
+    ///
+    /// Only the read, `BEGIN IMMEDIATE` and the claim may throw a busy `SQLiteFailure` (which
+    /// `perform` retries on the worker thread): once `body` has run, a busy failure is thrown as
+    /// the `DedupError` it maps to, so `body` never runs twice for one call.
+    private static func runTransactional(
+        _ connection: Connection, _ request: ClaimRequest, retention: Duration, clock: any DedupClock,
+        _ body: (SQLiteTransaction, Lease) throws -> Data?
+    ) throws -> TransactionalOutcome {
+        switch RecordSQL.answerWithoutWrite(try RecordSQL.read(connection, request.id), request, now: clock.nowMilliseconds()) {
         case .duplicate(let record)?: return .duplicate(record)
         case .inFlight(let record)?: return .inFlight(record)
         case .payloadMismatch(let record)?: return .payloadMismatch(record)
         case .acquired?, nil: break
         }
-        return try await onWorker("transactional claim") { connection in
-            return try Self.runTransactional(connection, request, retention: retention, now: clock.nowMilliseconds(), body)
-        }
-    }
-
-    private static func runTransactional(
-        _ connection: Connection, _ request: ClaimRequest, retention: Duration, now: Int64,
-        _ body: (SQLiteTransaction, Lease) throws -> Data?
-    ) throws -> TransactionalOutcome {
         try connection.run(.begin)
+        // Taken once the lock is held (after the wait for it, on the worker thread).
+        let now = clock.nowMilliseconds()
         do {
             let answer = try RecordSQL.claim(connection, request, now: now)
             let lease: Lease
@@ -281,27 +296,38 @@ extension SQLiteDedupStore {
                 connection.rollbackIfNeeded()
                 return .payloadMismatch(record)
             }
-            let transaction = SQLiteTransaction(connection: connection)
-            let result: Data?
             do {
-                connection.refusesTransactionControl = true
-                defer {
-                    connection.refusesTransactionControl = false
-                    transaction.invalidate()
+                let result = try runHandler(connection) { try body($0, lease) }
+                let completion = Completion(lease: lease, retention: retention, result: result)
+                guard try RecordSQL.complete(connection, completion, now: now) else {
+                    throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claimed record vanished inside its transaction")
                 }
-                result = try body(transaction, lease)
+                try connection.run(.commit)
+                return .committed(lease, result: result)
+            } catch let failure as SQLiteFailure where failure.isBusy {
+                throw failure.dedupError("transactional claim", path: connection.path)
             }
-            guard connection.isInTransaction else { throw transaction.rolledBack }
-            let completion = Completion(lease: lease, retention: retention, result: result)
-            guard try RecordSQL.complete(connection, completion, now: now) else {
-                throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claimed record vanished inside its transaction")
-            }
-            try connection.run(.commit)
-            return .committed(lease, result: result)
         } catch {
             connection.rollbackIfNeeded()
             throw error
         }
+    }
+
+    /// Runs a handler's `body` inside the open transaction, with a handle that refuses transaction
+    /// control and ends with it; throws if SQLite rolled the transaction back meanwhile.
+    static func runHandler<Value>(_ connection: Connection, _ body: (SQLiteTransaction) throws -> Value) throws -> Value {
+        let transaction = SQLiteTransaction(connection: connection)
+        let result: Value
+        do {
+            connection.refusesTransactionControl = true
+            defer {
+                connection.refusesTransactionControl = false
+                transaction.invalidate()
+            }
+            result = try body(transaction)
+        }
+        guard connection.isInTransaction else { throw transaction.rolledBack }
+        return result
     }
 }
 

@@ -14,17 +14,7 @@ extension SQLiteDedupStore {
     ) async throws -> Value {
         try await onWorker("transaction") { connection in
             try connection.run(.begin)
-            let transaction = SQLiteTransaction(connection: connection)
-            let value: Value
-            do {
-                connection.refusesTransactionControl = true
-                defer {
-                    connection.refusesTransactionControl = false
-                    transaction.invalidate()
-                }
-                value = try body(transaction)
-            }
-            guard connection.isInTransaction else { throw transaction.rolledBack }
+            let value = try Self.runHandler(connection, body)
             try connection.run(.commit)
             return value
         }
@@ -36,8 +26,10 @@ extension IdempotentConsumer {
     /// the application's own tables, and the completion commit together in one transaction, or not
     /// at all. A crash anywhere inside leaves nothing behind, so the effect is exactly once.
     ///
-    /// `body` runs on the store's worker thread while the database's write lock is held: keep it to
-    /// SQL through the ``SQLiteTransaction`` and do no waiting in it. There is no lease renewal (no
+    /// `body` runs while the database's write lock is held, on the calling task when the lock was
+    /// free and on the store's worker thread when the transaction had to wait for it (see
+    /// ``SQLiteDedupStore/withTransactionalClaim(_:retention:_:)``): keep it to SQL through the
+    /// ``SQLiteTransaction`` and do no waiting in it. There is no lease renewal (no
     /// other consumer can see the claim before it commits) and no fail-open: the effect lives in the
     /// store, so without the store there is nothing to run.
     ///
