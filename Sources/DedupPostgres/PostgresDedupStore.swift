@@ -19,6 +19,9 @@ import Synchronization
 ///
 /// **Durability** is the server's: a completion is committed when its statement returns, and is
 /// kept as PostgreSQL keeps commits (`synchronous_commit`, replication).
+///
+/// For exactly-once effects in the same database, see
+/// ``withTransactionalClaim(_:retention:_:)``.
 public final class PostgresDedupStore: DedupStore {
     /// How the store uses its database.
     public struct Configuration: Sendable {
@@ -240,14 +243,7 @@ public final class PostgresDedupStore: DedupStore {
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         var answers = [CompletionAnswer](repeating: .leaseLost, count: completions.count)
         for round in Self.rounds(completions.map(\.lease.id)) {
-            var bindings = PostgresBindings(capacity: 6)
-            let chosen = round.map { completions[$0] }
-            bindings.appendBytes(chosen.map(\.lease.id.namespace))
-            bindings.appendBytes(chosen.map(\.lease.id.key))
-            bindings.appendBytes(chosen.map(\.lease.ownerToken))
-            bindings.append(chosen.map { $0.retention.wholeMilliseconds })
-            bindings.append(chosen.map { ByteBuffer(bytes: $0.result ?? Data()) })
-            bindings.append(chosen.map { $0.result != nil })
+            let bindings = CompletionBindings.make(round.map { completions[$0] })
             let rows = try await rows(PostgresQuery(unsafeSQL: statements.complete, binds: bindings), "complete")
             for row in rows {
                 let position = Int(try row.decode(Int64.self)) - 1
@@ -403,6 +399,20 @@ struct ClaimBatch {
         bindings.appendBytes(chosen.map { $0.fingerprint ?? "" })
         bindings.append(chosen.map { $0.fingerprint != nil })
         bindings.append(chosen.map { $0.brokerMilliseconds ?? -1 })
+        return bindings
+    }
+}
+
+/// The parameters of the completion statement (``RecordStatements/complete``).
+enum CompletionBindings {
+    static func make(_ completions: [Completion]) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 6)
+        bindings.appendBytes(completions.map(\.lease.id.namespace))
+        bindings.appendBytes(completions.map(\.lease.id.key))
+        bindings.appendBytes(completions.map(\.lease.ownerToken))
+        bindings.append(completions.map { $0.retention.wholeMilliseconds })
+        bindings.append(completions.map { ByteBuffer(bytes: $0.result ?? Data()) })
+        bindings.append(completions.map { $0.result != nil })
         return bindings
     }
 }
