@@ -85,7 +85,7 @@ let package = Package(
         .target(
             name: "DedupStoreLocator",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -94,7 +94,7 @@ let package = Package(
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator", "CSQLite",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupStoreLocator", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -102,7 +102,7 @@ let package = Package(
         .target(
             name: "DedupDemo",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupTestKit", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -121,7 +121,8 @@ let package = Package(
         .executableTarget(
             name: "dedup-worker",
             dependencies: [
-                "Dedup", "DedupStoreLocator", "DedupTestKit",
+                "Dedup", "DedupStoreLocator", "DedupTestKit", "DedupPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -159,7 +160,7 @@ let package = Package(
         .testTarget(
             name: "DedupPostgresTests",
             dependencies: [
-                "Dedup", "DedupPostgres", "DedupTestKit", "DedupTestSupport",
+                "Dedup", "DedupPostgres", "DedupStoreLocator", "DedupTestKit", "DedupTestSupport",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),

@@ -136,6 +136,9 @@ public enum DemoScenario {
             brokerConfiguration.redeliveryDelay = .milliseconds(50)
             brokerConfiguration.crashRedeliveryDelay = .milliseconds(500)
             broker = SimulatedBroker(configuration: brokerConfiguration)
+        case .postgres:
+            throw DedupError(
+                .invalidConfiguration, "dedup-demo runs on sqlite: and redis:// stores; it has no PostgreSQL scenario yet")
         }
 
         var configuration = ConsumerConfiguration()

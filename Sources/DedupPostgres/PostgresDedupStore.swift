@@ -37,16 +37,22 @@ public final class PostgresDedupStore: DedupStore {
         /// ``/Dedup/DedupError/Code/timeout`` (postgres-nio's pool itself keeps a request waiting while
         /// it retries connecting to a server that is down). Default 10 s.
         public var timeout: Duration
+        /// Whether creating the store applies pending migrations (default `true`). When `false` it
+        /// only checks the schema and writes nothing: a schema behind this library's is refused with
+        /// ``/Dedup/DedupError/Code/schemaOutdated`` (for inspection tools, which never write a schema
+        /// into someone's database).
+        public var appliesMigrations: Bool
 
         /// Creates a configuration.
         public init(
             schema: String = "public", lockTimeout: Duration = .seconds(5), transactionRetries: Int = 3,
-            timeout: Duration = .seconds(10)
+            timeout: Duration = .seconds(10), appliesMigrations: Bool = true
         ) {
             self.schema = schema
             self.lockTimeout = lockTimeout
             self.transactionRetries = transactionRetries
             self.timeout = timeout
+            self.appliesMigrations = appliesMigrations
         }
     }
 
@@ -86,6 +92,22 @@ public final class PostgresDedupStore: DedupStore {
     /// - Throws: as ``init(client:configuration:logger:)``, and
     ///   ``/Dedup/DedupError/Code/invalidConfiguration`` for a URL it cannot use.
     public convenience init(url: String, configuration: Configuration = .init(), logger: Logger? = nil) async throws {
+        try await self.init(url: url, configuration: configuration, logger: logger, checkingSchema: true)
+    }
+
+    /// The schema state of the tables a URL points to, read without changing anything (the store
+    /// is closed again).
+    ///
+    /// - Throws: as ``init(url:configuration:logger:)``, but never for the schema itself.
+    public static func schemaStatus(url: String, configuration: Configuration = .init()) async throws -> PostgresSchemaStatus {
+        let store = try await PostgresDedupStore(url: url, configuration: configuration, logger: nil, checkingSchema: false)
+        defer { store.close() }
+        return try await store.schemaStatus()
+    }
+
+    /// A store from a URL, migrating or checking its schema unless `checkingSchema` is `false`
+    /// (for reading the status of any schema, and for `dedup-inspect migrate`).
+    package convenience init(url: String, configuration: Configuration, logger: Logger?, checkingSchema: Bool) async throws {
         let parsed = try PostgresURL(url)
         var configuration = configuration
         if let schema = parsed.schema { configuration.schema = schema }
@@ -99,7 +121,7 @@ public final class PostgresDedupStore: DedupStore {
             throw error
         }
         do {
-            try await migrate()
+            if checkingSchema { try await migrate() }
         } catch {
             close()
             throw error
@@ -154,8 +176,27 @@ public final class PostgresDedupStore: DedupStore {
     // MARK: Schema
 
     private func migrate() async throws {
+        guard configuration.appliesMigrations else {
+            let status = try await schemaStatus()
+            if let problem = status.problem { throw problem }
+            if !status.pending.isEmpty {
+                throw DedupError(
+                    .schemaOutdated,
+                    "the PostgreSQL dedup schema \(names.schema.debugDescription) has version \(status.currentVersion), not "
+                        + "\(status.latestVersion) (pending: \(status.pending.map(\.description).joined(separator: ", "))), and "
+                        + "this store was opened without migrating: migrate it first")
+            }
+            return
+        }
+        _ = try await applyMigrations()
+    }
+
+    /// Applies the pending migrations (as creating a store does unless
+    /// ``Configuration/appliesMigrations`` is `false`); returns those applied here.
+    @discardableResult
+    public func applyMigrations() async throws -> [PostgresMigration] {
         try await withConnection("applying migrations") { [names, logger] connection in
-            _ = try await PostgresMigrationRunner.migrate(connection, names, logger: logger)
+            try await PostgresMigrationRunner.migrate(connection, names, logger: logger)
         }
     }
 
