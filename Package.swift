@@ -162,6 +162,7 @@ let package = Package(
             dependencies: [
                 "Dedup", "DedupPostgres", "DedupStoreLocator", "DedupTestKit", "DedupTestSupport",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
