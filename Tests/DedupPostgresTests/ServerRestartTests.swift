@@ -25,8 +25,11 @@ struct ServerRestartTests {
         let client = PostgresClient(configuration: clientConfiguration(server))
         let run = Task { await client.run() }
         defer { run.cancel() }
-        let store = try await PostgresDedupStore(
-            client: client, configuration: .init(timeout: .seconds(3)), logger: quietLogger)
+        // Setting up may be slow on a busy machine; the calls while the server is down are the ones
+        // that must give up soon, through a second store object on the same client.
+        let setup = try await PostgresDedupStore(client: client, configuration: .init(timeout: .seconds(60)), logger: quietLogger)
+        let store = try await PostgresDedupStore(client: client, configuration: .init(timeout: .seconds(2)), logger: quietLogger)
+        _ = setup
         let before = makeID("before-crash")
         guard case .acquired(let lease) = try await store.claim(ClaimRequest(id: before, lease: .seconds(30), retention: .seconds(3600))) else {
             throw ConformanceStyleFailure("the first claim did not acquire")
