@@ -76,6 +76,12 @@ public final class PostgresDedupStore: DedupStore {
     ///   ``/Dedup/DedupError/Code/schemaAltered``, ``/Dedup/DedupError/Code/invalidConfiguration``.
     ///
     /// `logger` is where the store logs (migrations applied); the task's `Logger.current` when `nil`.
+    ///
+    /// postgres-nio's pool does not say why it cannot connect: with the application's client, a
+    /// refused password looks like a server that cannot be reached (``/Dedup/DedupError/Code/timeout``
+    /// after ``Configuration/timeout``, or ``/Dedup/DedupError/Code/storeUnavailable``). Check the login
+    /// at startup, or let the store make its client from a URL (``init(url:configuration:logger:)``),
+    /// which reports ``/Dedup/DedupError/Code/authenticationFailed``.
     public convenience init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger? = nil) async throws {
         try self.init(client: client, configuration: configuration, logger: logger, ownedClientRun: nil)
         try await migrate()
