@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "DedupSQLite", targets: ["DedupSQLite"]),
         .library(name: "DedupRedis", targets: ["DedupRedis"]),
         .library(name: "DedupRedisStreams", targets: ["DedupRedisStreams"]),
+        .library(name: "DedupPostgres", targets: ["DedupPostgres"]),
         .library(name: "DedupTestKit", targets: ["DedupTestKit"]),
         .executable(name: "dedup-inspect", targets: ["dedup-inspect"]),
         .executable(name: "dedup-demo", targets: ["dedup-demo"]),
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
         // `swift package generate-documentation` (scripts/docs); no code of it is linked.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -57,6 +59,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // PostgreSQL through the application's own postgres-nio client; the schema is Migrations/postgres.
+        .target(
+            name: "DedupPostgres",
+            dependencies: [
+                "Dedup",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // A consumer-group runner for Redis Streams, on DedupRedis's connections.
         .target(
             name: "DedupRedisStreams",
@@ -73,7 +85,7 @@ let package = Package(
         .target(
             name: "DedupStoreLocator",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -82,7 +94,7 @@ let package = Package(
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator", "CSQLite",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupStoreLocator", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -90,7 +102,7 @@ let package = Package(
         .target(
             name: "DedupDemo",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupTestKit", "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -109,7 +121,8 @@ let package = Package(
         .executableTarget(
             name: "dedup-worker",
             dependencies: [
-                "Dedup", "DedupStoreLocator", "DedupTestKit",
+                "Dedup", "DedupStoreLocator", "DedupTestKit", "DedupPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -141,6 +154,14 @@ let package = Package(
             dependencies: [
                 "Dedup", "DedupRedis", "DedupRedisStreams", "DedupSQLite", "DedupTestKit", "DedupTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "DedupPostgresTests",
+            dependencies: [
+                "Dedup", "DedupPostgres", "DedupStoreLocator", "DedupTestKit", "DedupTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

@@ -1,4 +1,5 @@
 import Dedup
+import DedupPostgres
 import DedupRedis
 import DedupSQLite
 import DedupStoreLocator
@@ -136,6 +137,20 @@ public enum DemoScenario {
             brokerConfiguration.redeliveryDelay = .milliseconds(50)
             brokerConfiguration.crashRedeliveryDelay = .milliseconds(500)
             broker = SimulatedBroker(configuration: brokerConfiguration)
+        case .postgres(let url):
+            // As Redis: leases on the server's clock, so the broker runs in real time with short
+            // leases; the effect commits with the completion (transactional mode), as in SQLite.
+            let parsed = try PostgresURL(url)
+            let postgres = try await PostgresDedupStore(url: url, logger: logger)
+            store = postgres
+            ledger = try await PostgresEffectLedger(store: postgres, run: namespace)
+            data = .postgres(
+                location: options.store.description, url: parsed,
+                schema: postgres.configuration.schema, namespace: namespace, table: PostgresEffectLedger.table)
+            lease = .milliseconds(400)
+            brokerConfiguration.redeliveryDelay = .milliseconds(50)
+            brokerConfiguration.crashRedeliveryDelay = .milliseconds(500)
+            broker = SimulatedBroker(configuration: brokerConfiguration)
         }
 
         var configuration = ConsumerConfiguration()
@@ -183,7 +198,7 @@ public enum DemoScenario {
         report.deferred = tally["deferred"]
         report.takeovers = tally["takeover"]
         report.data = data
-        report.isTransactional = ledger is SQLiteEffectLedger
+        report.isTransactional = ledger is any TransactionalEffectLedger
         let afterEffect = crashesAfterEffect.all
         report.crashesAfterEffect = afterEffect.values.reduce(0, +)
         for message in broker.messages {
@@ -199,6 +214,7 @@ public enum DemoScenario {
             }
         }
         if case .sqlite = options.store { (store as? SQLiteDedupStore)?.close() }
+        (store as? PostgresDedupStore)?.close()
         return report
     }
 
@@ -216,10 +232,10 @@ public enum DemoScenario {
             _ = try await store.claim(ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention))
             return .crash
         case .afterSideEffect?:
-            if let sqliteLedger = ledger as? SQLiteEffectLedger {
+            if let transactional = ledger as? any TransactionalEffectLedger {
                 // The effect is written in the store's transaction; the crash rolls both back.
                 do {
-                    _ = try await sqliteLedger.applyTransactionally(message, consumer: consumer) { _ in
+                    _ = try await transactional.applyTransactionally(message, consumer: consumer) {
                         crashesAfterEffect.add(message.id)
                         throw SimulatedCrash()
                     }
@@ -242,8 +258,8 @@ public enum DemoScenario {
         }
         let outcome: ProcessOutcome
         let takeover: Bool
-        if let sqliteLedger = ledger as? SQLiteEffectLedger {
-            (outcome, takeover) = try await sqliteLedger.applyTransactionally(message, consumer: consumer) { _ in }
+        if let transactional = ledger as? any TransactionalEffectLedger {
+            (outcome, takeover) = try await transactional.applyTransactionally(message, consumer: consumer) {}
         } else {
             let took = Mutex(false)
             outcome = try await consumer.process(key: message.key, brokerTime: message.publishedAt) { context in

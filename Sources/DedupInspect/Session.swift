@@ -64,8 +64,8 @@ final class Session {
             let store: (any DedupStore)?
             switch mode {
             case .none: store = nil
-            case .existing: store = try StoreAccess.open(location)
-            case .readOnly: store = try StoreAccess.open(location, readOnly: true)
+            case .existing: store = try await StoreAccess.open(location)
+            case .readOnly: store = try await StoreAccess.open(location, readOnly: true)
             }
             status = try await body(session, store)
         } catch let error as DedupError {

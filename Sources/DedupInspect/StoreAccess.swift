@@ -1,5 +1,6 @@
 import CSQLite
 import Dedup
+import DedupPostgres
 import DedupRedis
 import DedupSQLite
 import DedupStoreLocator
@@ -14,7 +15,11 @@ enum StoreAccess {
     /// schema is not current is refused rather than migrated: an inspection never writes a schema
     /// into a file, someone else's database included (`migrate` does that). `readOnly` opens SQLite
     /// for reading only (``SQLiteDedupStore/Configuration/readOnly``).
-    static func open(_ location: StoreLocation, readOnly: Bool = false) throws -> any DedupStore {
+    static func open(_ location: StoreLocation, readOnly: Bool = false) async throws -> any DedupStore {
+        if case .postgres(let url) = location {
+            // Like SQLite: a schema behind this tool's is refused, never migrated by an inspection.
+            return try await PostgresDedupStore(url: url, configuration: .init(appliesMigrations: false), logger: quiet)
+        }
         if case .sqlite(let path) = location {
             try requireFile(path)
             let status = try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false)
@@ -56,6 +61,7 @@ enum StoreAccess {
             _ = try await redis.ping()
             return [:]
         }
+        if let postgres = store as? PostgresDedupStore { return try await postgres.expiredCounts() }
         return try await (store as? SQLiteDedupStore)?.expiredCounts() ?? [:]
     }
 
@@ -105,25 +111,53 @@ enum StoreAccess {
             report.warnings = assessment.warnings
             report.notices = assessment.notices
             return report
+        case .postgres(let url):
+            let status = try await PostgresDedupStore.schemaStatus(url: url)
+            // Time round trips only on a current schema, as for SQLite.
+            var times: [Int64] = []
+            if status.isHealthy {
+                let store = try await PostgresDedupStore(url: url, configuration: .init(appliesMigrations: false), logger: quiet)
+                defer { store.close() }
+                let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
+                for _ in 0..<roundTrips {
+                    times.append(try await clock.measure { _ = try await store.record(for: probe) }.wholeMicroseconds)
+                }
+            }
+            return CheckReport(
+                backend: "postgres", roundTripMicroseconds: times, schema: schemaReport(status),
+                details: [("schema", .string(status.schema))])
         }
     }
 
+    /// The shared vocabulary of schema reports, for a PostgreSQL schema.
+    static func schemaReport(_ status: PostgresSchemaStatus) -> SchemaReport {
+        schemaReport(
+            current: status.currentVersion, latest: status.latestVersion, pending: status.pending.map(\.description),
+            altered: status.applied.contains { $0.status != .matches }, problem: status.problem)
+    }
+
+    /// What the store's own log would say twice: the commands report for themselves.
+    static let quiet = Logger(label: "dedup-inspect.store", factory: { _ in SwiftLogNoOpLogHandler() })
+
     static func schemaReport(_ status: SQLiteSchemaStatus) -> SchemaReport {
+        schemaReport(
+            current: status.currentVersion, latest: status.latestVersion, pending: status.pending.map(\.description),
+            altered: !status.altered.isEmpty, problem: status.problem)
+    }
+
+    /// `too_new`, `altered`, `behind` or `current`, with the versions and the problem's words.
+    static func schemaReport(current: Int, latest: Int, pending: [String], altered: Bool, problem: DedupError?) -> SchemaReport {
         let state: String
-        if status.isNewerThanLibrary {
+        if current > latest {
             state = "too_new"
-        } else if !status.altered.isEmpty {
+        } else if altered {
             state = "altered"
-        } else if !status.pending.isEmpty {
+        } else if !pending.isEmpty {
             state = "behind"
         } else {
             state = "current"
         }
-        return SchemaReport(
-            version: status.currentVersion, latest: status.latestVersion,
-            pending: status.pending.map(\.description),
-            status: state, detail: status.problem?.message
-        )
+        return SchemaReport(version: current, latest: latest, pending: pending, status: state, detail: problem?.message)
     }
 
     /// Applies pending migrations (SQLite, creating the file); Redis has no schema.
@@ -146,6 +180,13 @@ enum StoreAccess {
             _ = try await store.ping()
             await store.close()
             return MigrateReport(backend: "redis", before: nil, after: nil, applied: [])
+        case .postgres(let url):
+            let before = try await PostgresDedupStore.schemaStatus(url: url).currentVersion
+            let store = try await PostgresDedupStore(url: url, configuration: .init(appliesMigrations: false), logger: quiet, checkingSchema: false)
+            defer { store.close() }
+            let applied = try await store.applyMigrations()
+            let after = try await store.schemaStatus().currentVersion
+            return MigrateReport(backend: "postgres", before: before, after: after, applied: applied.map(\.description))
         }
     }
 }

@@ -35,13 +35,7 @@ public struct SQLiteMigration: Sendable, Hashable, CustomStringConvertible {
     /// Not a security measure: it detects an accidental edit of an applied migration, which is all
     /// a checksum here is for (whoever can write the file can rewrite the recorded checksum too).
     public static func checksum(of sql: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in sql.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        let digits = String(hash, radix: 16)
-        return "fnv1a64:" + String(repeating: "0", count: 16 - digits.count) + digits
+        MigrationChecksum.fnv1a64(sql)
     }
 
     /// `0001_create_records`.

@@ -18,6 +18,9 @@ struct Options {
     /// A folder for a start barrier: once connected the worker writes `ready-<pid>` there and waits
     /// for a file named `go`, so processes started one after another begin together.
     var barrier: String?
+    /// Transactional mode (a PostgreSQL store): each handler run inserts a row into this table of
+    /// the store's database in the transaction that completes its key (PostgresInbox.swift).
+    var effectsTable: String?
 }
 
 func parse() -> Options {
@@ -35,6 +38,7 @@ func parse() -> Options {
         case "--batch": options.batch = max(1, Int(value) ?? 1)
         case "--seed": options.seed = UInt64(value) ?? options.seed
         case "--barrier": options.barrier = value
+        case "--effects-table": options.effectsTable = value
         default: fail("unknown option \(flag)")
         }
     }
@@ -64,8 +68,12 @@ struct Ledger: Sendable {
 let options = parse()
 let ledger = Ledger(path: options.ledger)
 let pid = getpid()
+if let effectsTable = options.effectsTable {
+    await runInbox(options, effectsTable: effectsTable, ledger: ledger)
+    exit(0)
+}
 do {
-    let store = try StoreLocation(parsing: options.store).open()
+    let store = try await StoreLocation(parsing: options.store).open(postgres: .init())
     var configuration = ConsumerConfiguration()
     configuration.lease = .seconds(30)
     configuration.renewalInterval = .seconds(10)

@@ -199,7 +199,7 @@ public final class RedisServer: Sendable {
     }
 
     /// A port the kernel just handed out for a loopback socket, now free again.
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket() failed") }
         defer { close(descriptor) }

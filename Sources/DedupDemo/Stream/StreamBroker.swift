@@ -178,7 +178,7 @@ extension StoreLocation {
     var spelling: String {
         switch self {
         case .sqlite(let path): return "sqlite:\(path)"
-        case .redis(let url): return url
+        case .redis(let url), .postgres(let url): return url
         }
     }
 }

@@ -100,6 +100,9 @@ enum StreamDemoScenario {
             store = try RedisDedupStore(endpoint: endpoint, configuration: configuration, logger: logger)
             storeData = .redis(location: options.store, endpoint: endpoint, keyPrefix: configuration.keyPrefix, namespace: namespace)
             effects = { try EffectSnapshot(ledgerFolder: folder.path) }
+        case .postgres:
+            throw DedupError(
+                .invalidConfiguration, "dedup-demo runs on sqlite: and redis:// stores; it has no PostgreSQL scenario yet")
         }
         report.data = try streamData(store: storeData, broker: broker, folder: folder.path)
         defer { (store as? SQLiteDedupStore)?.close() }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dedup
+import DedupPostgres
 import DedupRedis
 import DedupRedisStreams
 import DedupSQLite
@@ -32,6 +33,7 @@ struct StreamWorkerCommand: AsyncParsableCommand {
         switch try StoreLocation(parsing: store) {
         case .sqlite(let path): dedupStore = try SQLiteDedupStore(path: path, logger: logger)
         case .redis(let url): dedupStore = try RedisDedupStore(url: url, logger: logger)
+        case .postgres(let url): dedupStore = try await PostgresDedupStore(url: url, logger: logger)
         }
         var consumerConfiguration = ConsumerConfiguration()
         consumerConfiguration.lease = StreamDemoSettings.lease
