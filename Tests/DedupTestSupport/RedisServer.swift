@@ -102,6 +102,9 @@ public final class RedisServer: Sendable {
         if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGCONT) }
     }
 
+    /// Whether the server process runs (not killed or stopped).
+    public var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
+
     /// Stops the server and removes its directory.
     public func stop() async {
         await terminate(signal: SIGKILL)
@@ -199,7 +202,7 @@ public final class RedisServer: Sendable {
     }
 
     /// A port the kernel just handed out for a loopback socket, now free again.
-    private static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket() failed") }
         defer { close(descriptor) }

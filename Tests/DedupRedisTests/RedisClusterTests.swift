@@ -1,0 +1,129 @@
+import Dedup
+@testable import DedupRedis
+import DedupTestSupport
+import Foundation
+import Testing
+
+/// The store on a real three-primary cluster (a replica each) that the suite starts: one cluster
+/// for the whole suite, each scenario with a key prefix of its own.
+@Suite("Redis store on a Redis Cluster")
+struct RedisClusterTests {
+    @Test func routesEveryCallByHashSlot() async throws {
+        try await withRedisCluster { cluster in
+            try await claimsSpreadOverThePrimaries(cluster)
+            try await slotsAgreeWithTheServer(cluster)
+            try await batchesAnswerAsOneByOneCallsWould(cluster)
+            try await hashTaggedCompletionsShareOneScript(cluster)
+            try await aDatabaseNumberIsRefused(cluster)
+            try await singleServersAreNotTakenForClusters()
+        }
+    }
+
+    /// Claims of keys all over the slots, found on all three primaries, none refused with `MOVED`.
+    private func claimsSpreadOverThePrimaries(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "spread")
+        var leases: [Lease] = []
+        for index in 0..<300 {
+            guard case .acquired(let lease) = try await store.claim(request(id("orders", "k\(index)"))) else {
+                Issue.record("k\(index) was not acquired")
+                return
+            }
+            leases.append(lease)
+        }
+        #expect(store.isCluster)
+        for lease in leases { try await store.complete(Completion(lease: lease, retention: .seconds(3600))) }
+        for index in 0..<300 {
+            #expect(try await store.claim(request(id("orders", "k\(index)"))).kind == "duplicate")
+        }
+        let primaries = try await cluster.states().filter(\.isPrimary)
+        #expect(primaries.count == 3)
+        var total = 0
+        for primary in primaries {
+            let keys = Int(try await primary.server.cli("EVAL", "return #redis.call('KEYS', 'spread:*')", "0")) ?? 0
+            #expect(keys > 50, "each primary holds some of the keys")
+            total += keys
+        }
+        #expect(total == 300)
+        #expect(try await store.stats().namespaces.first?.completed == 300)
+        await store.close()
+    }
+
+    /// The store's hash slot of a record's key is the one the server computes.
+    private func slotsAgreeWithTheServer(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "slots")
+        for key in ["a", "b", "orders-42", "{tag}x", "x{tag}", "ünïcode", "emoji 🦆"] {
+            let redisKey = store.key(for: id("ns", key))
+            let expected = Int(try await cluster.nodes[0].cli("CLUSTER", "KEYSLOT", String(decoding: redisKey, as: UTF8.self)))
+            #expect(ClusterSlot.slot(of: redisKey) == expected, "slot of \(key)")
+        }
+        await store.close()
+    }
+
+    /// A batch across every primary: one pipeline per primary, the answers in the batch's order,
+    /// as one-by-one calls would give them.
+    private func batchesAnswerAsOneByOneCallsWould(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "batch")
+        let ids = (0..<60).map { id("orders", "b\($0)") }
+        // Every third key is done before the batch, every fifth in flight.
+        for (index, recordID) in ids.enumerated() where index % 3 == 0 {
+            let lease = try #require(try await store.claim(request(recordID)).lease)
+            try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
+        }
+        for (index, recordID) in ids.enumerated() where index % 5 == 0 && index % 3 != 0 {
+            _ = try await store.claim(request(recordID))
+        }
+        let answers = try await store.claim(batch: ids.map { request($0) })
+        for (index, answer) in answers.enumerated() {
+            let expected = index % 3 == 0 ? "duplicate" : index % 5 == 0 ? "inFlight" : "acquired"
+            #expect(answer.kind == expected, "answer \(index)")
+            #expect(answer.lease.map(\.id) ?? answer.record?.id == ids[index])
+        }
+        let leases = answers.compactMap(\.lease)
+        let completed = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+        #expect(completed.count == leases.count)
+        #expect(completed.allSatisfy { $0 == .completed })
+        for lease in leases { #expect(try await store.record(for: lease.id)?.state == .completed) }
+        await store.close()
+    }
+
+    /// Keys with one hash tag lie in one slot: their completions go in one call of the script.
+    private func hashTaggedCompletionsShareOneScript(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "{tagged}")
+        let answers = try await store.claim(batch: (0..<20).map { request(id("orders", "t\($0)")) })
+        let leases = answers.compactMap(\.lease)
+        #expect(leases.count == 20)
+        let before = try await commandCalls(cluster, "evalsha")
+        let completed = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+        #expect(completed.allSatisfy { $0 == .completed })
+        #expect(try await commandCalls(cluster, "evalsha") - before == 1, "one script call for the twenty keys")
+        await store.close()
+    }
+
+    /// A cluster has one database: a URL naming another is refused, clearly.
+    private func aDatabaseNumberIsRefused(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url + "/2", prefix: "db")
+        await expectDedupError(.invalidConfiguration) { _ = try await store.claim(request(id("orders", "1"))) }
+        await store.close()
+    }
+
+    /// A single server answers `CLUSTER SLOTS` with an error: the store stays a single-server store.
+    private func singleServersAreNotTakenForClusters() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            #expect(try await store.claim(request(id("orders", "1"))).kind == "acquired")
+            #expect(!store.isCluster)
+            await store.close()
+        }
+    }
+
+    /// `EVALSHA` calls so far on all the cluster's nodes (`INFO commandstats`).
+    private func commandCalls(_ cluster: RedisCluster, _ command: String) async throws -> Int {
+        var total = 0
+        for node in cluster.nodes {
+            let stats = try await node.cli("INFO", "commandstats")
+            guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { continue }
+            total += Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix(while: \.isNumber)) ?? 0
+        }
+        return total
+    }
+}
