@@ -18,6 +18,12 @@ struct Options {
     /// A folder for a start barrier: once connected the worker writes `ready-<pid>` there and waits
     /// for a file named `go`, so processes started one after another begin together.
     var barrier: String?
+    /// Whether a call failing with `storeUnavailable` or `timeout` (a cluster failing over, say)
+    /// leaves its messages for a later retry, as a broker would redeliver them, instead of ending
+    /// the worker.
+    var retriesUnavailable = false
+    /// The consumer's lease, in milliseconds.
+    var leaseMilliseconds = 30_000
 }
 
 func parse() -> Options {
@@ -35,6 +41,8 @@ func parse() -> Options {
         case "--batch": options.batch = max(1, Int(value) ?? 1)
         case "--seed": options.seed = UInt64(value) ?? options.seed
         case "--barrier": options.barrier = value
+        case "--retry-unavailable": options.retriesUnavailable = value == "yes"
+        case "--lease-ms": options.leaseMilliseconds = Int(value) ?? options.leaseMilliseconds
         default: fail("unknown option \(flag)")
         }
     }
@@ -67,8 +75,8 @@ let pid = getpid()
 do {
     let store = try StoreLocation(parsing: options.store).open()
     var configuration = ConsumerConfiguration()
-    configuration.lease = .seconds(30)
-    configuration.renewalInterval = .seconds(10)
+    configuration.lease = .milliseconds(options.leaseMilliseconds)
+    configuration.renewalInterval = .milliseconds(options.leaseMilliseconds / 3)
     configuration.inFlightPolicy = .defer
     let consumer = try IdempotentConsumer(store: store, namespace: options.namespace, configuration: configuration)
     var random = SplitMix64(seed: options.seed)
@@ -80,7 +88,7 @@ do {
             try await Task.sleep(for: .milliseconds(1))
         }
     }
-    var applied = 0, duplicates = 0, deferred = 0
+    var applied = 0, duplicates = 0, deferred = 0, unavailable = 0
     let handlerMicroseconds = options.handlerMicroseconds
     for _ in 0..<options.rounds {
         var pending = Array(0..<options.keys).shuffled(using: &random)
@@ -95,12 +103,18 @@ do {
                 }
                 // One message goes through the single-message path, more through the batch path.
                 let outcomes: [ProcessOutcome]
-                if chunk.count == 1 {
-                    outcomes = [try await consumer.process(key: "key-\(chunk[0])") { handler(chunk[0], $0) }]
-                } else {
-                    outcomes = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
-                        handler($0, $1)
-                    }.map { try $0.get() }
+                do {
+                    if chunk.count == 1 {
+                        outcomes = [try await consumer.process(key: "key-\(chunk[0])") { handler(chunk[0], $0) }]
+                    } else {
+                        outcomes = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
+                            handler($0, $1)
+                        }.map { try $0.get() }
+                    }
+                } catch let error as DedupError where options.retriesUnavailable && (error.code == .storeUnavailable || error.code == .timeout) {
+                    unavailable += 1
+                    retry += chunk
+                    continue
                 }
                 for (number, outcome) in zip(chunk, outcomes) {
                     switch outcome {
@@ -117,7 +131,7 @@ do {
             pending = retry
         }
     }
-    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred)}")
+    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred),\"unavailable\":\(unavailable)}")
 } catch {
     fail("\(error)")
 }

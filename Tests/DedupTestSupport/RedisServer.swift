@@ -16,6 +16,11 @@ public final class RedisServer: Sendable {
     /// Errors starting or talking to the server.
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+
+        /// A failure saying what went wrong.
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// How the server listens.
@@ -229,12 +234,15 @@ public final class RedisServer: Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        return try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { process in
+        try process.run()
+        return await withCheckedContinuation { continuation in
+            // Read while it runs: a command that writes more than a pipe holds (`--cluster reshard`
+            // prints a line per key moved) would otherwise wait forever for a reader.
+            DispatchQueue.global().async {
                 let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
                 continuation.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
             }
-            do { try process.run() } catch { continuation.resume(throwing: error) }
         }
     }
 }

@@ -93,7 +93,12 @@ final class ClusterRouter: Sendable {
     private func run(_ commands: [RedisCommand], on targets: [ClusterNodeAddress], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
         let first = targets[0]
         if !targets.contains(where: { $0 != first }) {
-            return try await pool(for: first).pick().execute(commands, mayRunInline: mayRunInline)
+            do {
+                return try await pool(for: first).pick().execute(commands, mayRunInline: mayRunInline)
+            } catch {
+                noteFailure(error)
+                throw error
+            }
         }
         var groups: [(node: ClusterNodeAddress, indices: [Int])] = []
         for index in targets.indices {
@@ -127,7 +132,7 @@ final class ClusterRouter: Sendable {
             case .success(let unitReplies):
                 for (index, reply) in zip(group.indices, unitReplies) { replies[index] = reply }
             case .failure(let error):
-                if error.code == .storeUnavailable || error.code == .timeout { markStale() }
+                noteFailure(error)
                 throw error
             }
         }
@@ -202,6 +207,12 @@ final class ClusterRouter: Sendable {
         }
         guard let pool else { throw DedupError(.storeUnavailable, "the Redis store was closed") }
         return pool
+    }
+
+    /// A node that cannot be reached, or does not answer, may have lost its slots (a failover):
+    /// the next call reads the map again.
+    private func noteFailure(_ error: DedupError) {
+        if error.code == .storeUnavailable || error.code == .timeout { markStale() }
     }
 
     private func markStale() {
