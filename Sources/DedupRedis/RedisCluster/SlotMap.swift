@@ -74,7 +74,8 @@ package struct SlotMap: Sendable, Equatable {
                 replicas.append(ClusterNodeAddress(host: host, port: Int(port)))
             }
         }
-        nodes = primaries + replicas.filter { !primaries.contains($0) }
+        var seen = Set(primaries)
+        nodes = primaries + replicas.filter { seen.insert($0).inserted }
     }
 }
 
