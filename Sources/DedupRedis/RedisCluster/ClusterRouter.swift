@@ -20,6 +20,8 @@ final class ClusterRouter: Sendable {
 
     private struct State {
         var map: SlotMap?
+        /// The pools of the map's primaries, in its order: routing reads them by index.
+        var primaryPools: [ConnectionPool] = []
         var generation = 0
         var pools: [ClusterNodeAddress: ConnectionPool] = [:]
         var refreshing: Task<DedupError?, Never>?
@@ -45,32 +47,35 @@ final class ClusterRouter: Sendable {
 
     /// Takes a map read elsewhere (the store's first `CLUSTER SLOTS`, on the seed).
     func adopt(_ map: SlotMap) {
-        state.withLock {
-            $0.map = map
-            $0.generation += 1
-            $0.lastRefresh = .now
-            $0.isStale = false
-        }
+        state.withLock { install(map, in: &$0) }
+    }
+
+    private func install(_ map: SlotMap, in state: inout State) {
+        state.map = map
+        state.primaryPools = map.primaries.map { pool(for: $0, in: &state) }
+        state.generation += 1
+        state.lastRefresh = .now
+        state.isStale = false
     }
 
     // MARK: Executing
 
     /// Runs `commands` on the primaries their keys belong to and returns the replies in order.
     func execute(_ commands: [RedisCommand], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
-        let (map, generation) = try await currentMap()
-        var placed = [ClusterNodeAddress?](repeating: nil, count: commands.count)
+        let (map, pools, generation) = try await currentMap()
+        var placed = [ConnectionPool?](repeating: nil, count: commands.count)
         for index in commands.indices {
             guard let slot = commands[index].clusterSlot else { continue }
-            guard let primary = map.primary(forSlot: slot) else {
+            guard let primary = map.primaryIndex(forSlot: slot) else {
                 markStale()
                 throw DedupError(
                     .storeUnavailable, "Redis Cluster at \(settings.endpoint.redactedDescription): no primary serves hash slot \(slot) (CLUSTERDOWN)")
             }
-            placed[index] = primary
+            placed[index] = pools[primary]
         }
         // A keyless command goes with the next keyed one (a claim's `TIME` with its `SET`), else
         // the last one, else to any primary.
-        var next = placed.last(where: { $0 != nil }) ?? map.primaries.first
+        var next = placed.last(where: { $0 != nil }) ?? pools.first
         guard next != nil else {
             markStale()
             throw DedupError(.storeUnavailable, "Redis Cluster at \(settings.endpoint.redactedDescription) has no primary serving any slot")
@@ -86,43 +91,40 @@ final class ClusterRouter: Sendable {
 
     /// Runs `commands` on one node (an inspection's `SCAN`, `INFO`).
     func execute(_ commands: [RedisCommand], on node: ClusterNodeAddress) async throws(DedupError) -> [RedisReply] {
-        try await run(commands, on: [ClusterNodeAddress](repeating: node, count: commands.count), mayRunInline: false)
+        try await run(commands, on: [ConnectionPool](repeating: try pool(for: node), count: commands.count), mayRunInline: false)
     }
 
     /// One pipeline per node, sent concurrently; the replies in the commands' order.
-    private func run(_ commands: [RedisCommand], on targets: [ClusterNodeAddress], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
+    private func run(_ commands: [RedisCommand], on targets: [ConnectionPool], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
         let first = targets[0]
-        if !targets.contains(where: { $0 != first }) {
+        if !targets.contains(where: { $0 !== first }) {
             do {
-                return try await pool(for: first).pick().execute(commands, mayRunInline: mayRunInline)
+                return try await first.pick().execute(commands, mayRunInline: mayRunInline)
             } catch {
                 noteFailure(error)
                 throw error
             }
         }
-        var groups: [(node: ClusterNodeAddress, indices: [Int])] = []
+        var groups: [(pool: ConnectionPool, indices: [Int])] = []
         for index in targets.indices {
-            if let group = groups.firstIndex(where: { $0.node == targets[index] }) {
+            if let group = groups.firstIndex(where: { $0.pool === targets[index] }) {
                 groups[group].indices.append(index)
             } else {
                 groups.append((targets[index], [index]))
             }
         }
-        var pools: [ConnectionPool] = []
-        for group in groups { pools.append(try pool(for: group.node)) }
         let results = await withTaskGroup(of: (Int, Result<[RedisReply], DedupError>).self) { taskGroup in
-            for (number, group) in groups.enumerated() {
+            // The other primaries' pipelines go to their connections' threads; the first is sent
+            // from here meanwhile (inline when the store is otherwise idle), saving one handoff.
+            for (number, group) in groups.enumerated().dropFirst() {
                 let unit = group.indices.map { commands[$0] }
-                let connection = pools[number].pick()
-                taskGroup.addTask {
-                    do throws(DedupError) {
-                        return (number, .success(try await connection.execute(unit)))
-                    } catch {
-                        return (number, .failure(error))
-                    }
-                }
+                let connection = group.pool.pick()
+                taskGroup.addTask { (number, await Self.result { () async throws(DedupError) in try await connection.execute(unit) }) }
             }
             var results = [Result<[RedisReply], DedupError>?](repeating: nil, count: groups.count)
+            let unit = groups[0].indices.map { commands[$0] }
+            let connection = groups[0].pool.pick()
+            results[0] = await Self.result { () async throws(DedupError) in try await connection.execute(unit, mayRunInline: mayRunInline) }
             for await (number, result) in taskGroup { results[number] = result }
             return results
         }
@@ -139,18 +141,26 @@ final class ClusterRouter: Sendable {
         return replies
     }
 
+    private static func result(_ body: () async throws(DedupError) -> [RedisReply]) async -> Result<[RedisReply], DedupError> {
+        do throws(DedupError) {
+            return .success(try await body())
+        } catch {
+            return .failure(error)
+        }
+    }
+
     /// Sends the commands answered with `MOVED`, `ASK` or `TRYAGAIN` again, where they now belong.
     private func followRedirects(
-        _ commands: [RedisCommand], _ replies: inout [RedisReply], _ targets: inout [ClusterNodeAddress], generation: Int
+        _ commands: [RedisCommand], _ replies: inout [RedisReply], _ targets: inout [ConnectionPool], generation: Int
     ) async throws(DedupError) {
         for _ in 0...Self.maximumRedirects {
-            var again: [(index: Int, node: ClusterNodeAddress, asking: Bool)] = []
+            var again: [(index: Int, pool: ConnectionPool, asking: Bool)] = []
             var moved = false
             var tryAgain = false
             for index in replies.indices {
                 guard case .error(let text) = replies[index] else { continue }
                 if let redirect = ClusterRedirect(replies[index]) {
-                    again.append((index, redirect.target, redirect.isAsk))
+                    again.append((index, try pool(for: redirect.target), redirect.isAsk))
                     moved = moved || !redirect.isAsk
                 } else if text.hasPrefix("TRYAGAIN") {
                     again.append((index, targets[index], false))
@@ -161,15 +171,15 @@ final class ClusterRouter: Sendable {
             if moved { try? await refresh(after: generation) }
             if tryAgain { try? await Task.sleep(for: Self.tryAgainDelay) }
             var unit: [RedisCommand] = []
-            var unitTargets: [ClusterNodeAddress] = []
+            var unitTargets: [ConnectionPool] = []
             for entry in again {
                 if entry.asking {
                     unit.append(Self.askingCommand)
-                    unitTargets.append(entry.node)
+                    unitTargets.append(entry.pool)
                 }
                 unit.append(commands[entry.index])
-                unitTargets.append(entry.node)
-                targets[entry.index] = entry.node
+                unitTargets.append(entry.pool)
+                targets[entry.index] = entry.pool
             }
             let answers = try await run(unit, on: unitTargets, mayRunInline: false)
             var position = 0
@@ -192,20 +202,20 @@ final class ClusterRouter: Sendable {
     // MARK: The slot map and the pools
 
     private func pool(for node: ClusterNodeAddress) throws(DedupError) -> ConnectionPool {
-        let settings = settings
-        let poolSize = poolSize
-        let pool: ConnectionPool? = state.withLock { state in
-            if state.closed { return nil }
-            if let pool = state.pools[node] { return pool }
-            var nodeSettings = settings
-            nodeSettings.endpoint = RedisEndpoint(
-                transport: .tcp(host: node.host, port: node.port), username: settings.endpoint.username,
-                password: settings.endpoint.password, database: 0)
-            let pool = ConnectionPool(settings: nodeSettings, size: poolSize)
-            state.pools[node] = pool
-            return pool
-        }
-        guard let pool else { throw DedupError(.storeUnavailable, "the Redis store was closed") }
+        let found: ConnectionPool? = state.withLock { state in state.closed ? nil : pool(for: node, in: &state) }
+        guard let found else { throw DedupError(.storeUnavailable, "the Redis store was closed") }
+        return found
+    }
+
+    /// The node's pool, made on first use: logging in as the URL says, database 0.
+    private func pool(for node: ClusterNodeAddress, in state: inout State) -> ConnectionPool {
+        if let pool = state.pools[node] { return pool }
+        var nodeSettings = settings
+        nodeSettings.endpoint = RedisEndpoint(
+            transport: .tcp(host: node.host, port: node.port), username: settings.endpoint.username,
+            password: settings.endpoint.password, database: 0)
+        let pool = ConnectionPool(settings: nodeSettings, size: poolSize)
+        state.pools[node] = pool
         return pool
     }
 
@@ -221,11 +231,11 @@ final class ClusterRouter: Sendable {
 
     /// The map to route by, read again first when a failed node made it stale (at most every
     /// ``minimumRefreshInterval``).
-    private func currentMap() async throws(DedupError) -> (SlotMap, Int) {
-        let (map, generation, refreshDue) = state.withLock { state in
+    private func currentMap() async throws(DedupError) -> (SlotMap, [ConnectionPool], Int) {
+        let (map, pools, generation, refreshDue) = state.withLock { state in
             let due = state.map == nil
                 || (state.isStale && state.lastRefresh.map { ContinuousClock.now - $0 >= Self.minimumRefreshInterval } ?? true)
-            return (state.map, state.generation, due)
+            return (state.map, state.primaryPools, state.generation, due)
         }
         if refreshDue {
             do {
@@ -233,10 +243,10 @@ final class ClusterRouter: Sendable {
             } catch {
                 if map == nil { throw error }
             }
-            if let current = state.withLock({ state in state.map.map { ($0, state.generation) } }) { return current }
+            if let current = state.withLock({ state in state.map.map { ($0, state.primaryPools, state.generation) } }) { return current }
         }
         guard let map else { throw DedupError(.storeUnavailable, "no slot map for the Redis Cluster at \(settings.endpoint.redactedDescription)") }
-        return (map, generation)
+        return (map, pools, generation)
     }
 
     /// Reads the slot map again, unless it has been since `generation`; concurrent callers share
@@ -269,10 +279,7 @@ final class ClusterRouter: Sendable {
                 let map = try SlotMap(clusterSlots: reply, askedNode: asked)
                 if map.primaries.isEmpty { continue }
                 state.withLock { state in
-                    state.map = map
-                    state.generation += 1
-                    state.isStale = false
-                    state.lastRefresh = .now
+                    install(map, in: &state)
                     state.refreshing = nil
                 }
                 return nil

@@ -34,10 +34,10 @@ package struct SlotMap: Sendable, Equatable {
     private var owners = [UInt16](repeating: SlotMap.noOwner, count: ClusterSlot.count)
     private static let noOwner = UInt16.max
 
-    /// The primary serving `slot`, `nil` when no primary does (the cluster is down for it).
-    package func primary(forSlot slot: Int) -> ClusterNodeAddress? {
+    /// The index in ``primaries`` of the primary serving `slot`, `nil` when none does.
+    package func primaryIndex(forSlot slot: Int) -> Int? {
         let owner = owners[slot]
-        return owner == Self.noOwner ? nil : primaries[Int(owner)]
+        return owner == Self.noOwner ? nil : Int(owner)
     }
 
     /// How many slots have a primary.
