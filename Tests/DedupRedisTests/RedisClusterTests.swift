@@ -14,6 +14,7 @@ struct RedisClusterTests {
             try await slotsAgreeWithTheServer(cluster)
             try await batchesAnswerAsOneByOneCallsWould(cluster)
             try await hashTaggedCompletionsShareOneScript(cluster)
+            try await followsAskAndMovedThroughAMigration(cluster)
             try await aDatabaseNumberIsRefused(cluster)
             try await singleServersAreNotTakenForClusters()
         }
@@ -99,6 +100,38 @@ struct RedisClusterTests {
         await store.close()
     }
 
+    /// A slot migrated by hand, step by step: while it migrates, a key already moved is found with
+    /// `ASK` (`ASKING`, then the command on the importing node), and so is a new key; once the slot
+    /// has moved, the store's stale map gets `MOVED` and follows it.
+    private func followsAskAndMovedThroughAMigration(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "ask")
+        let moved = id("orders", "{m}done"), fresh = id("orders", "{m}new")
+        let lease = try #require(try await store.claim(request(moved)).lease)
+        try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
+        let movedKey = String(decoding: store.key(for: moved), as: UTF8.self)
+        let slot = ClusterSlot.slot(of: store.key(for: moved))
+        let states = try await cluster.states()
+        let (source, _) = try await cluster.primaryAndReplica(forKey: movedKey)
+        let sourceState = try #require(states.first { $0.server.port == source.port })
+        let target = try #require(states.first { $0.isPrimary && $0.id != sourceState.id })
+        _ = try await target.server.cli("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceState.id)
+        _ = try await source.cli("CLUSTER", "SETSLOT", String(slot), "MIGRATING", target.id)
+        _ = try await source.cli("MIGRATE", "127.0.0.1", String(target.server.port!), "", "0", "5000", "KEYS", movedKey)
+
+        let askingBefore = try await commandCalls(cluster, "asking")
+        #expect(try await store.claim(request(moved)).kind == "duplicate", "found on the importing node")
+        #expect(try await store.claim(request(fresh)).kind == "acquired", "created on the importing node")
+        #expect(try await commandCalls(cluster, "asking") - askingBefore == 2, "both followed an ASK")
+
+        for node in states where node.isPrimary {
+            _ = try await node.server.cli("CLUSTER", "SETSLOT", String(slot), "NODE", target.id)
+        }
+        #expect(try await store.record(for: moved)?.state == .completed, "MOVED followed")
+        #expect(try await store.record(for: fresh)?.state == .inFlight)
+        #expect(try await target.server.cli("CLUSTER", "COUNTKEYSINSLOT", String(slot)) == "2")
+        await store.close()
+    }
+
     /// A cluster has one database: a URL naming another is refused, clearly.
     private func aDatabaseNumberIsRefused(_ cluster: RedisCluster) async throws {
         let store = try makeRedisStore(cluster.url + "/2", prefix: "db")
@@ -116,7 +149,7 @@ struct RedisClusterTests {
         }
     }
 
-    /// `EVALSHA` calls so far on all the cluster's nodes (`INFO commandstats`).
+    /// Calls of `command` so far on all the cluster's nodes (`INFO commandstats`).
     private func commandCalls(_ cluster: RedisCluster, _ command: String) async throws -> Int {
         var total = 0
         for node in cluster.nodes {

@@ -153,7 +153,7 @@ final class ClusterRouter: Sendable {
     private func followRedirects(
         _ commands: [RedisCommand], _ replies: inout [RedisReply], _ targets: inout [ConnectionPool], generation: Int
     ) async throws(DedupError) {
-        for _ in 0...Self.maximumRedirects {
+        for _ in 0..<Self.maximumRedirects {
             var again: [(index: Int, pool: ConnectionPool, asking: Bool)] = []
             var moved = false
             var tryAgain = false

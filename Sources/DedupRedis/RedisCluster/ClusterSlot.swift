@@ -64,9 +64,10 @@ extension RedisCommand {
     }
 
     /// The single-key commands the store and its tools send, whose first argument is the key.
+    private static let keyFirstNames: [StaticString] = ["SET", "GET", "DEL", "UNLINK", "EXISTS", "TYPE", "PTTL", "PEXPIRETIME", "PEXPIRE", "PEXPIREAT"]
+
     private static func takesKeyFirst(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
-        let names: [StaticString] = ["SET", "GET", "DEL", "UNLINK", "EXISTS", "TYPE", "PTTL", "PEXPIRETIME", "PEXPIRE", "PEXPIREAT"]
-        for known in names where equalsIgnoringCase(name, known) {
+        for known in keyFirstNames where equalsIgnoringCase(name, known) {
             return true
         }
         return false
