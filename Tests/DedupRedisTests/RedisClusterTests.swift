@@ -15,6 +15,7 @@ struct RedisClusterTests {
             try await batchesAnswerAsOneByOneCallsWould(cluster)
             try await hashTaggedCompletionsShareOneScript(cluster)
             try await followsAskAndMovedThroughAMigration(cluster)
+            try await logsInAsAnACLUserOnEveryNode(cluster)
             try await aDatabaseNumberIsRefused(cluster)
             try await singleServersAreNotTakenForClusters()
         }
@@ -130,6 +131,29 @@ struct RedisClusterTests {
         #expect(try await store.record(for: fresh)?.state == .inFlight)
         #expect(try await target.server.cli("CLUSTER", "COUNTKEYSINSLOT", String(slot)) == "2")
         await store.close()
+    }
+
+    /// The URL's user and password log in on every node the store reaches, not only the seed; a
+    /// wrong password is refused as on a single server.
+    private func logsInAsAnACLUserOnEveryNode(_ cluster: RedisCluster) async throws {
+        for node in cluster.nodes {
+            _ = try await node.cli("ACL", "SETUSER", "billing", "on", ">s3cret", "~acl:*", "+@all")
+        }
+        let port = cluster.nodes[0].port!
+        let store = try makeRedisStore("redis://billing:s3cret@127.0.0.1:\(port)", prefix: "acl")
+        let answers = try await store.claim(batch: (0..<30).map { request(id("orders", "a\($0)")) })
+        #expect(answers.allSatisfy { $0.kind == "acquired" })
+        #expect(store.isCluster)
+        var users = 0
+        for primary in try await cluster.states().filter(\.isPrimary) {
+            users += try await primary.server.cli("CLIENT", "LIST").split(whereSeparator: \.isNewline).count { $0.contains("user=billing") }
+        }
+        #expect(users >= 3, "the store logged in as billing on every primary")
+        await store.close()
+
+        let refused = try makeRedisStore("redis://billing:wrong@127.0.0.1:\(port)", prefix: "acl")
+        await expectDedupError(.authenticationFailed) { _ = try await refused.claim(request(id("orders", "a0"))) }
+        await refused.close()
     }
 
     /// A cluster has one database: a URL naming another is refused, clearly.
