@@ -10,16 +10,17 @@ import Logging
     import Glibc
 #endif
 
-/// Three redis-server processes of the benchmark's own, made one cluster (no replicas).
+/// Redis-server processes of the benchmark's own made one cluster (no replicas): three primaries,
+/// or one holding every slot (the routing's own cost, without spreading over processes).
 final class BenchCluster {
     let nodes: [RedisServer]
 
     var url: String { nodes[0].url }
 
-    init(executable: String, directory: String) throws {
+    init(executable: String, directory: String, primaries: Int) throws {
         guard let cli = findOnPath("redis-cli") else { throw BenchError("redis-cli not found: install it with `apt-get install redis-tools`") }
         var nodes: [RedisServer] = []
-        for index in 0..<3 {
+        for index in 0..<primaries {
             let nodeDirectory = "\(directory)/node-\(index)"
             nodes.append(
                 try RedisServer(
@@ -28,7 +29,11 @@ final class BenchCluster {
                                      "--cluster-port", String(try RedisServer.freePort())]))
         }
         self.nodes = nodes
-        _ = try runProgram(cli, ["--cluster", "create"] + nodes.map { "\($0.host):\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"])
+        if primaries == 1 {
+            _ = try runProgram(cli, ["-h", nodes[0].host, "-p", String(nodes[0].port), "CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+        } else {
+            _ = try runProgram(cli, ["--cluster", "create"] + nodes.map { "\($0.host):\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"])
+        }
         // Poll the real state: every node must say the cluster is ok before a path runs.
         let deadline = Date() + 60
         while Date() < deadline {
@@ -70,14 +75,16 @@ struct ClusterComparison {
     /// How far each primary's share of the keys may stray from a third, relatively.
     static let spreadTolerance = 0.10
 
-    private enum Target: String { case single = "single node", cluster = "3-primary cluster" }
+    private enum Target: String { case single = "single node", oneNode = "1-node cluster", cluster = "3-primary cluster" }
     private enum Path: String, CaseIterable { case single = "Redis single, new keys", batch = "Redis batch (100), new keys" }
 
     /// Runs the passes and returns the Markdown section and whether every target was met.
     func run() async throws -> (text: String, allMet: Bool) {
         let single = try RedisServer(executable: redisServer, directory: directory + "/single")
         defer { single.stop() }
-        let cluster = try BenchCluster(executable: redisServer, directory: directory + "/cluster")
+        let oneNode = try BenchCluster(executable: redisServer, directory: directory + "/one-node", primaries: 1)
+        defer { oneNode.stop() }
+        let cluster = try BenchCluster(executable: redisServer, directory: directory + "/cluster", primaries: 3)
         defer { cluster.stop() }
         progress("cluster comparison: redis-server on \(single.host):\(single.port), cluster seeded at \(cluster.url)")
         var rates: [Path: [Target: [Double]]] = [:]
@@ -85,11 +92,22 @@ struct ClusterComparison {
         let batches = batched(keys, size: 100)
         for round in 1...rounds {
             // Who goes first alternates, so neither always meets the cooler machine.
-            let order: [Target] = round % 2 == 1 ? [.single, .cluster] : [.cluster, .single]
+            let order: [Target] = round % 2 == 1 ? [.single, .oneNode, .cluster] : [.cluster, .oneNode, .single]
             for path in Path.allCases {
                 for target in order {
-                    if target == .single { try single.flushAll() } else { try cluster.flushAll() }
-                    let store = try RedisDedupStore(url: target == .single ? single.url : cluster.url, logger: logger)
+                    let url: String
+                    switch target {
+                    case .single:
+                        try single.flushAll()
+                        url = single.url
+                    case .oneNode:
+                        try oneNode.flushAll()
+                        url = oneNode.url
+                    case .cluster:
+                        try cluster.flushAll()
+                        url = cluster.url
+                    }
+                    let store = try RedisDedupStore(url: url, logger: logger)
                     let consumer = try IdempotentConsumer(store: store, namespace: "bench", logger: logger)
                     let measurement: Measurement
                     switch path {
@@ -100,10 +118,10 @@ struct ClusterComparison {
                         _ = try await measureBatches(consumer, batches: [(0..<100).map { "warm-\($0)" }], expect: .applied)
                         measurement = try await measureBatches(consumer, batches: batches, expect: .applied)
                     }
-                    if target == .cluster {
-                        guard store.isCluster else { throw BenchError("the store did not take \(cluster.url) for a cluster") }
-                        if spread.isEmpty { spread = try cluster.keysPerNode() }
+                    if target != .single {
+                        guard store.isCluster else { throw BenchError("the store did not take \(url) for a cluster") }
                     }
+                    if target == .cluster, spread.isEmpty { spread = try cluster.keysPerNode() }
                     await store.close()
                     rates[path, default: [:]][target, default: []].append(measurement.rate)
                     progress("  \(target.rawValue): \(path.rawValue): \(thousands(measurement.rate)) msgs/s")
@@ -111,21 +129,25 @@ struct ClusterComparison {
             }
         }
         try single.flushAll()
+        try oneNode.flushAll()
         try cluster.flushAll()
 
         var allMet = true
-        var text = "Redis Cluster: 3 primaries (no replicas) beside 1 server, 4 redis-server processes and this one left to "
-        text += "the scheduler on \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
+        var text = "Redis Cluster: 3 primaries (no replicas) beside 1 server and a 1-node cluster (every slot on one node: the "
+        text += "routing's own cost), 5 redis-server processes and this one left to the scheduler on "
+        text += "\(ProcessInfo.processInfo.activeProcessorCount) CPUs"
         text += rounds > 1 ? " (the median of \(rounds) rounds).\n\n" : ".\n\n"
-        text += "| path | single node msgs/s | 3-primary cluster msgs/s | cluster / single | target | met |\n"
-        text += "|---|---:|---:|---:|---:|:---:|\n"
+        text += "| path | single node msgs/s | 1-node cluster msgs/s | 1-node / single | 3-primary cluster msgs/s | 3-primary / single | target | met |\n"
+        text += "|---|---:|---:|---:|---:|---:|---:|:---:|\n"
         for path in Path.allCases {
             let singleRate = median(rates[path]?[.single] ?? [])
+            let oneNodeRate = median(rates[path]?[.oneNode] ?? [])
             let clusterRate = median(rates[path]?[.cluster] ?? [])
             let ratio = singleRate > 0 ? clusterRate / singleRate : 0
             let met = ratio >= Self.targetRatio
             allMet = allMet && met
-            text += "| \(path.rawValue) | \(thousands(singleRate)) | \(thousands(clusterRate)) | "
+            text += "| \(path.rawValue) | \(thousands(singleRate)) | \(thousands(oneNodeRate)) | "
+            text += String(format: "%.2f", singleRate > 0 ? oneNodeRate / singleRate : 0) + " | \(thousands(clusterRate)) | "
             text += String(format: "%.2f", ratio) + " | ≥ \(Self.targetRatio) | \(met ? "yes" : "**no**") |\n"
         }
         let total = spread.reduce(0, +)
