@@ -44,14 +44,7 @@ public final class RedisCluster: Sendable {
         var nodes: [RedisServer] = []
         do {
             for _ in 0..<count {
-                nodes.append(
-                    try await RedisServer.start(arguments: [
-                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-port", String(try RedisServer.freePort()),
-                        "--cluster-node-timeout", String(Int(nodeTimeout / .milliseconds(1))),
-                        // Replicas serve no reads here; a replica takes over whatever its data's age.
-                        "--cluster-replica-validity-factor", "0",
-                    ]))
+                nodes.append(try await startNode(nodeTimeout: nodeTimeout))
             }
             let cluster = RedisCluster(nodes: nodes)
             let addresses = nodes.map { "127.0.0.1:\($0.port!)" }
@@ -62,6 +55,26 @@ public final class RedisCluster: Sendable {
             for node in nodes { await node.stop() }
             throw error
         }
+    }
+
+    /// One node, its cluster bus on a free port of its own (another port is tried when that one
+    /// was taken meanwhile).
+    private static func startNode(nodeTimeout: Duration) async throws -> RedisServer {
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            do {
+                return try await RedisServer.start(arguments: [
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", String(try RedisServer.freePort()),
+                    "--cluster-node-timeout", String(Int(nodeTimeout / .milliseconds(1))),
+                    // Replicas serve no reads here; a replica takes over whatever its data's age.
+                    "--cluster-replica-validity-factor", "0",
+                ])
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? RedisServer.Failure(description: "a cluster node did not start")
     }
 
     /// Stops every node and removes their directories.
