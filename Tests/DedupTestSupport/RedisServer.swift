@@ -228,20 +228,31 @@ public final class RedisServer: Sendable {
     }
 
     private static func run(_ executable: String, _ arguments: [String]) async throws -> (Int32, String) {
+        // Output goes to a file, read once the process has exited: a pipe would fill up under a
+        // command that writes much (`--cluster reshard` prints a line per key moved) unless a
+        // thread kept reading it, and blocked threads starve the tests that judge time.
+        let outputPath = NSTemporaryDirectory() + "dedup-redis-cli-\(UUID().uuidString).txt"
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil), let output = FileHandle(forWritingAtPath: outputPath) else {
+            throw Failure(description: "cannot create \(outputPath)")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        return await withCheckedContinuation { continuation in
-            // Read while it runs: a command that writes more than a pipe holds (`--cluster reshard`
-            // prints a line per key moved) would otherwise wait forever for a reader.
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
+        process.standardOutput = output
+        process.standardError = output
+        return try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { process in
+                try? output.close()
+                let data = FileManager.default.contents(atPath: outputPath) ?? Data()
+                try? FileManager.default.removeItem(atPath: outputPath)
                 continuation.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
+            }
+            do {
+                try process.run()
+            } catch {
+                try? output.close()
+                try? FileManager.default.removeItem(atPath: outputPath)
+                continuation.resume(throwing: error)
             }
         }
     }
