@@ -13,6 +13,7 @@ struct RedisClusterTests {
             try await claimsSpreadOverThePrimaries(cluster)
             try await slotsAgreeWithTheServer(cluster)
             try await batchesAnswerAsOneByOneCallsWould(cluster)
+            try await batchLeasesEndNoLaterThanTheirRecords(cluster)
             try await hashTaggedCompletionsShareOneScript(cluster)
             try await followsAskAndMovedThroughAMigration(cluster)
             try await logsInAsAnACLUserOnEveryNode(cluster)
@@ -85,6 +86,35 @@ struct RedisClusterTests {
         #expect(completed.count == leases.count)
         #expect(completed.allSatisfy { $0 == .completed })
         for lease in leases { #expect(try await store.record(for: lease.id)?.state == .completed) }
+        await store.close()
+    }
+
+    /// A batch claim's leases are dated by one `TIME`, which must come before the writes on every
+    /// primary: no lease may end after its record's lease, nor start after its record was made.
+    private func batchLeasesEndNoLaterThanTheirRecords(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "dated")
+        var late: [String] = []
+        for round in 0..<20 {
+            // Concurrent batches keep every primary busy, so pipelines finish in any order.
+            try await withThrowingTaskGroup(of: [String].self) { group in
+                for batch in 0..<4 {
+                    group.addTask {
+                        let ids = (0..<30).map { id("orders", "r\(round)-b\(batch)-\($0)") }
+                        var late: [String] = []
+                        for answer in try await store.claim(batch: ids.map { request($0) }) {
+                            let lease = try #require(answer.lease)
+                            let record = try #require(try await store.record(for: lease.id))
+                            if lease.leaseUntil > record.leaseUntil! || (lease.claimedAt.map { $0 > record.createdAt } ?? false) {
+                                late.append("\(lease.id.key): lease until \(lease.leaseUntil), record's \(record.leaseUntil!)")
+                            }
+                        }
+                        return late
+                    }
+                }
+                for try await found in group { late += found }
+            }
+        }
+        #expect(late.isEmpty, "\(late.count) leases dated after their records: \(late.prefix(3))")
         await store.close()
     }
 

@@ -84,9 +84,47 @@ final class ClusterRouter: Sendable {
             if let node = placed[index] { next = node } else { placed[index] = next }
         }
         var targets = placed.map { $0! }
+        if let leadingTime = try await leadingTimeOnEveryPrimary(commands, targets, mayRunInline: mayRunInline, generation: generation) {
+            return leadingTime
+        }
         var replies = try await run(commands, on: targets, mayRunInline: mayRunInline)
         try await followRedirects(commands, &replies, &targets, generation: generation)
         return replies
+    }
+
+    /// A unit that starts with `TIME` (a batch claim's) and writes on several primaries: the time
+    /// must come before every write, so `TIME` heads each primary's pipeline and the earliest answer
+    /// stands for all (the primaries share one clock on one host, and nearly one across hosts).
+    /// `nil` for any other unit.
+    private func leadingTimeOnEveryPrimary(
+        _ commands: [RedisCommand], _ targets: [ConnectionPool], mayRunInline: Bool, generation: Int
+    ) async throws(DedupError) -> [RedisReply]? {
+        guard commands.count > 2, commands[0].clusterSlot == nil, commands[0].name == "TIME" else { return nil }
+        var others: [ConnectionPool] = []
+        for pool in targets.dropFirst() where pool !== targets[0] && !others.contains(where: { $0 === pool }) { others.append(pool) }
+        if others.isEmpty { return nil }
+        let extended = commands + others.map { _ in commands[0] }
+        let extendedTargets = targets + others
+        // Every `TIME` goes before the writes: the run keeps each primary's commands in the order
+        // given, so each `TIME` heads its primary's pipeline.
+        let order = [0] + Array(commands.count..<extended.count) + Array(1..<commands.count)
+        var replies = try await run(order.map { extended[$0] }, on: order.map { extendedTargets[$0] }, mayRunInline: mayRunInline)
+        var unordered = [RedisReply](repeating: .null, count: extended.count)
+        for (position, index) in order.enumerated() { unordered[index] = replies[position] }
+        replies = Array(unordered[..<commands.count])
+        let times = [unordered[0]] + unordered[commands.count...]
+        replies[0] = times.min { Self.microseconds($0) < Self.microseconds($1) } ?? replies[0]
+        var sentTargets = Array(targets)
+        try await followRedirects(commands, &replies, &sentTargets, generation: generation)
+        return replies
+    }
+
+    /// A `TIME` reply in microseconds; an error or anything else sorts last.
+    private static func microseconds(_ reply: RedisReply) -> Int64 {
+        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue, let micros = parts[1].integerValue else {
+            return .max
+        }
+        return seconds * 1_000_000 + micros
     }
 
     /// Runs `commands` on one node (an inspection's `SCAN`, `INFO`).
