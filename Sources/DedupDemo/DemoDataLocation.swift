@@ -42,6 +42,16 @@ public struct DemoDataLocation: Sendable {
         return DemoDataLocation(description: "\(location), keys \(pattern)", removalCommand: command)
     }
 
+    /// The keys of `namespace` on a Redis Cluster, spread over its primaries: `redis-cli --scan`
+    /// sees one node's keys only, so the removal goes through `dedup-inspect reset`, which scans
+    /// every primary and deletes each record on its own.
+    static func redisCluster(location: StoreLocation, keyPrefix: String, namespace: String) -> DemoDataLocation {
+        let pattern = "\(keyPrefix):\(namespace.utf8.count):\(namespace):*"
+        var command = "dedup-inspect reset --store \(shellQuoted(location.description)) --namespace \(shellQuoted(namespace)) --all-time --yes"
+        if location.description.contains("***") { command += "   # with the password in place of ***" }
+        return DemoDataLocation(description: "\(location) (a Redis Cluster), keys \(pattern)", removalCommand: command)
+    }
+
     /// `text` as one shell word: as it is when only safe characters make it up, else single-quoted.
     static func shellQuoted(_ text: String) -> String {
         let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@%+=,")

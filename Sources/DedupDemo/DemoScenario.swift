@@ -198,6 +198,9 @@ public enum DemoScenario {
         report.deferred = tally["deferred"]
         report.takeovers = tally["takeover"]
         report.data = data
+        if let redis = store as? RedisDedupStore, redis.isCluster {
+            report.data = .redisCluster(location: options.store, keyPrefix: redis.configuration.keyPrefix, namespace: namespace)
+        }
         report.isTransactional = ledger is any TransactionalEffectLedger
         let afterEffect = crashesAfterEffect.all
         report.crashesAfterEffect = afterEffect.values.reduce(0, +)

@@ -100,9 +100,17 @@ enum StoreAccess {
             for _ in 0..<roundTrips {
                 times.append(try await store.ping().wholeMicroseconds)
             }
-            let settings = try await store.serverSettings()
+            // A cluster's every node, else the one server.
+            let nodes = try await store.clusterNodeSettings()
+            let assessment: (details: [(String, String)], json: JSONValue, warnings: [String], notices: [String])
+            if nodes.isEmpty {
+                let single = RedisSettingsCheck(try await store.serverSettings())
+                assessment = (single.details, single.json, single.warnings, single.notices)
+            } else {
+                let cluster = RedisClusterCheck(nodes)
+                assessment = (cluster.details, cluster.json, cluster.warnings, cluster.notices)
+            }
             await store.close()
-            let assessment = RedisSettingsCheck(settings)
             var report = CheckReport(
                 backend: "redis", roundTripMicroseconds: times, schema: nil,
                 details: [("endpoint", .string(location.redactingSecrets(in: store.endpoint.description)))]

@@ -25,11 +25,19 @@ extension RedisDedupStore {
     /// follow: keep reading while ``/Dedup/RecordPage/next`` is not `nil`.
     public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
         guard limit > 0 else { throw DedupError(.invalidConfiguration, "the page limit must be positive, not \(limit)") }
+        let nodes = try await scannedNodes()
+        var node = 0
         var scanCursor = "0"
         var skipThrough: [UInt8]?
         if let cursor {
-            let parts = cursor.token.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let first = parts.first, UInt64(first) != nil,
+            // `[<node>/]<SCAN cursor>[:<last key, hex>]`; the node, on a cluster, indexes its primaries.
+            var token = Substring(cursor.token)
+            if nodes.count > 1, let slash = token.firstIndex(of: "/") {
+                node = Int(token[..<slash]) ?? -1
+                token = token[token.index(after: slash)...]
+            }
+            let parts = token.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard nodes.indices.contains(node), let first = parts.first, UInt64(first) != nil,
                 parts.count == 1 || Self.unhex(parts[1]) != nil
             else {
                 throw DedupError(.invalidConfiguration, "not a Redis page cursor: \(cursor.token.debugDescription)")
@@ -37,14 +45,23 @@ extension RedisDedupStore {
             scanCursor = String(first)
             if parts.count == 2 { skipThrough = Self.unhex(parts[1]) }
         }
+        func token(_ node: Int, _ scanCursor: String) -> PageCursor {
+            PageCursor(token: nodes.count > 1 ? "\(node)/\(scanCursor)" : scanCursor)
+        }
+        /// Where the listing goes on after a `SCAN` batch: the node's next cursor, else the next node.
+        func following(_ nextCursor: String) -> (node: Int, cursor: String)? {
+            if nextCursor != "0" { return (node, nextCursor) }
+            return node + 1 < nodes.count ? (node + 1, "0") : nil
+        }
         let pattern = matchPattern(for: filter)
         var page: [DedupRecord] = []
         var batches = 0
-        repeat {
-            let (nextCursor, scanned) = try await scan(cursor: scanCursor, pattern: pattern, count: max(limit, 10))
+        while true {
+            let (nextCursor, scanned) = try await scan(nodes[node], cursor: scanCursor, pattern: pattern, count: max(limit, 10))
             var keys = scanned.sorted { $0.lexicographicallyPrecedes($1) }
             if let skipThrough { keys.removeAll { !skipThrough.lexicographicallyPrecedes($0) } }
             skipThrough = nil
+            let next = following(nextCursor)
             if !keys.isEmpty {
                 let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
                 let now = try serverTime(replies[0])
@@ -57,16 +74,27 @@ extension RedisDedupStore {
                     if page.count == limit {
                         let isLastOfBatch = position == keys.count - 1
                         if !isLastOfBatch {
-                            return RecordPage(records: page, next: PageCursor(token: scanCursor + ":" + Self.hex(key)))
+                            let resume = token(node, scanCursor)
+                            return RecordPage(records: page, next: PageCursor(token: resume.token + ":" + Self.hex(key)))
                         }
-                        return RecordPage(records: page, next: nextCursor == "0" ? nil : PageCursor(token: nextCursor))
+                        return RecordPage(records: page, next: next.map { token($0.node, $0.cursor) })
                     }
                 }
             }
-            scanCursor = nextCursor
+            guard let next else { return RecordPage(records: page, next: nil) }
+            (node, scanCursor) = next
             batches += 1
-        } while scanCursor != "0" && batches < 64
-        return RecordPage(records: page, next: scanCursor == "0" ? nil : PageCursor(token: scanCursor))
+            if batches >= 64 { return RecordPage(records: page, next: token(node, scanCursor)) }
+        }
+    }
+
+    /// The servers a listing scans: the URL's, or every primary of a cluster (in address order, so
+    /// a page cursor names the same node on the next call while the cluster keeps its primaries).
+    private func scannedNodes() async throws(DedupError) -> [ClusterNodeAddress?] {
+        try await resolveTopology()
+        guard isCluster else { return [nil] }
+        let primaries = cluster.primaries.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
+        return primaries.isEmpty ? [nil] : primaries
     }
 
     /// Deletes those of `ids` whose live records still match `filter`, each by the conditional
@@ -115,35 +143,37 @@ extension RedisDedupStore {
         }
         var counts: [String: Counts] = [:]
         let pattern = Self.globEscape(keyPrefixBytes) + [UInt8(ascii: "*")]
-        var cursor = "0"
-        repeat {
-            let (next, keys) = try await scan(cursor: cursor, pattern: pattern, count: 1000)
-            cursor = next
-            if keys.isEmpty { continue }
-            let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
-            let now = try serverTime(replies[0])
-            for (position, key) in keys.enumerated() {
-                guard let id = recordID(fromKey: key), let record = try decodeRead(replies[position + 1], id: id, strict: false),
-                    now < record.expiresAt.millisecondsSince1970
-                else { continue }
-                var entry = counts[id.namespace] ?? Counts()
-                switch record.state {
-                case .inFlight:
-                    entry.inFlight += 1
-                    if let leaseUntil = record.leaseUntil, leaseUntil.millisecondsSince1970 <= now { entry.expiredLeases += 1 }
-                case .completed:
-                    entry.completed += 1
+        for node in try await scannedNodes() {
+            var cursor = "0"
+            repeat {
+                let (next, keys) = try await scan(node, cursor: cursor, pattern: pattern, count: 1000)
+                cursor = next
+                if keys.isEmpty { continue }
+                let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
+                let now = try serverTime(replies[0])
+                for (position, key) in keys.enumerated() {
+                    guard let id = recordID(fromKey: key), let record = try decodeRead(replies[position + 1], id: id, strict: false),
+                        now < record.expiresAt.millisecondsSince1970
+                    else { continue }
+                    var entry = counts[id.namespace] ?? Counts()
+                    switch record.state {
+                    case .inFlight:
+                        entry.inFlight += 1
+                        if let leaseUntil = record.leaseUntil, leaseUntil.millisecondsSince1970 <= now { entry.expiredLeases += 1 }
+                    case .completed:
+                        entry.completed += 1
+                    }
+                    let time = record.recordTime.millisecondsSince1970
+                    entry.oldest = min(entry.oldest ?? time, time)
+                    entry.newest = max(entry.newest ?? time, time)
+                    if let broker = record.brokerTime {
+                        entry.oldestBroker = min(entry.oldestBroker ?? broker, broker)
+                        entry.newestBroker = max(entry.newestBroker ?? broker, broker)
+                    }
+                    counts[id.namespace] = entry
                 }
-                let time = record.recordTime.millisecondsSince1970
-                entry.oldest = min(entry.oldest ?? time, time)
-                entry.newest = max(entry.newest ?? time, time)
-                if let broker = record.brokerTime {
-                    entry.oldestBroker = min(entry.oldestBroker ?? broker, broker)
-                    entry.newestBroker = max(entry.newestBroker ?? broker, broker)
-                }
-                counts[id.namespace] = entry
-            }
-        } while cursor != "0"
+            } while cursor != "0"
+        }
         let namespaces = counts.map { namespace, entry in
             DedupStats.NamespaceStats(
                 namespace: namespace, inFlight: entry.inFlight, expiredLeases: entry.expiredLeases, completed: entry.completed,
@@ -154,14 +184,20 @@ extension RedisDedupStore {
         return DedupStats(namespaces: namespaces)
     }
 
-    private func scan(cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
+    /// One `SCAN` on the URL's server, or on a cluster's primary `node`.
+    private func scan(_ node: ClusterNodeAddress?, cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
         var command = RedisCommand("SCAN", cursor, "MATCH")
         command.append(pattern)
         command.append("COUNT")
         command.append(String(count))
         command.append("TYPE")
         command.append("string")
-        let replies = try await execute([command])
+        let replies: [RedisReply]
+        if let node {
+            replies = try await cluster.execute([command], on: node)
+        } else {
+            replies = try await execute([command])
+        }
         let reply = replies[0]
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
         guard let parts = reply.arrayValue, parts.count == 2, let next = parts[0].stringValue, let keys = parts[1].arrayValue else {

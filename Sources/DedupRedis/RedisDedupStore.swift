@@ -59,8 +59,12 @@ public final class RedisDedupStore: DedupStore {
     public let configuration: Configuration
 
     let logger: Logger
-    private let connections: [RedisConnection]
-    private let nextConnection = Atomic<Int>(0)
+    /// The connections to the URL's server (in a cluster, used only to discover it).
+    let seedPool: ConnectionPool
+    /// Whether the server is a cluster node, once known (``Topology``).
+    let topology = Atomic<UInt8>(Topology.unknown.rawValue)
+    /// Routes the calls when the server is a cluster node.
+    let cluster: ClusterRouter
     /// Calls in progress, to allow the inline path only to a call that is alone.
     private let activeCalls = Atomic<Int>(0)
     let keyPrefixBytes: [UInt8]
@@ -108,17 +112,20 @@ public final class RedisDedupStore: DedupStore {
             endpoint: endpoint, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout,
             reconnect: configuration.reconnect, logger: logger
         )
-        self.connections = (0..<configuration.poolSize).map { RedisConnection(settings: settings, index: $0) }
+        self.seedPool = ConnectionPool(settings: settings, size: configuration.poolSize)
+        self.cluster = ClusterRouter(settings: settings, poolSize: configuration.poolSize, seed: seedPool)
     }
 
     deinit {
-        for connection in connections { connection.closeSoon() }
+        seedPool.closeSoon()
+        cluster.closeSoon()
     }
 
     /// Closes every connection and stops their threads; later calls throw
     /// ``/Dedup/DedupError/Code/storeUnavailable``.
     public func close() async {
-        for connection in connections { await connection.close() }
+        await seedPool.close()
+        await cluster.close()
     }
 
     /// Sends `PING` and returns the round-trip time (the connection is made first if needed, and
@@ -302,6 +309,7 @@ public final class RedisDedupStore: DedupStore {
     public func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
         if completions.isEmpty { return [] }
         let oneScript = configuration.completesBatchesInOneScript && !refusesKeysAcrossSlots.load(ordering: .relaxed)
+        if oneScript { try await resolveTopology() }
         let calls = completionCalls(completions, keysPerCall: oneScript ? Self.maximumKeysPerCompletion : 1)
         let replies = try await executeCompletions(completions, calls)
         // A Redis Cluster proxy refuses a script whose keys lie in different hash slots, before it
@@ -348,14 +356,19 @@ public final class RedisDedupStore: DedupStore {
     private let refusesKeysAcrossSlots = Atomic<Bool>(false)
 
     /// The calls a batch of completions takes: runs of up to `keysPerCall` completions with one
-    /// retention (a consumer's all share it), in order.
+    /// retention (a consumer's all share it), in order; on a cluster, with keys of one hash slot.
     private func completionCalls(_ completions: [Completion], keysPerCall: Int) -> [Range<Int>] {
         var calls: [Range<Int>] = []
         var start = completions.startIndex
+        let slots = keysPerCall > 1 && isCluster ? completions.map { ClusterSlot.slot(of: key(for: $0.lease.id)) } : nil
         while start < completions.endIndex {
             let retention = completions[start].retention
             var end = start + 1
-            while end < completions.endIndex, end - start < keysPerCall, completions[end].retention == retention { end += 1 }
+            while end < completions.endIndex, end - start < keysPerCall, completions[end].retention == retention,
+                slots.map({ $0[end] == $0[start] }) ?? true
+            {
+                end += 1
+            }
             calls.append(start..<end)
             start = end
         }
@@ -404,35 +417,20 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Connections
 
-    /// The least loaded connection, starting the search at a rotating position so ties spread.
-    private func pick() -> RedisConnection {
-        let count = connections.count
-        if count == 1 { return connections[0] }
-        let start = nextConnection.add(1, ordering: .relaxed).oldValue & Int.max
-        var best = connections[start % count]
-        var bestLoad = best.load.load(ordering: .relaxed)
-        if bestLoad == 0 { return best }
-        for offset in 1..<count {
-            let candidate = connections[(start + offset) % count]
-            let load = candidate.load.load(ordering: .relaxed)
-            if load < bestLoad {
-                best = candidate
-                bestLoad = load
-                if load == 0 { break }
-            }
-        }
-        return best
-    }
-
     private func single(_ command: RedisCommand) async throws(DedupError) -> RedisReply {
         try await execute([command])[0]
     }
 
     /// Runs commands as one pipelined unit on the least loaded connection, inline when the store is
-    /// otherwise idle (see ``Configuration/runsIdleCallsInline``).
+    /// otherwise idle (see ``Configuration/runsIdleCallsInline``); on a cluster, one unit per
+    /// primary their keys belong to (see <doc:RedisCluster>).
     func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
         let alone = activeCalls.wrappingAdd(1, ordering: .relaxed).oldValue == 0
         defer { activeCalls.wrappingSubtract(1, ordering: .relaxed) }
-        return try await pick().execute(commands, mayRunInline: alone && configuration.runsIdleCallsInline)
+        let inline = alone && configuration.runsIdleCallsInline
+        if topology.load(ordering: .relaxed) != Topology.single.rawValue {
+            return try await executeRouted(commands, mayRunInline: inline)
+        }
+        return try await seedPool.pick().execute(commands, mayRunInline: inline)
     }
 }

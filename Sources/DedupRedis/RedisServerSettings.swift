@@ -63,8 +63,17 @@ extension RedisDedupStore {
     ///
     /// - Throws: ``/Dedup/DedupError`` when the server cannot be reached or refuses the login.
     public func serverSettings() async throws -> RedisServerSettings {
-        let parameters = ["save", "appendonly", "appendfsync", "maxmemory-policy", "maxmemory"]
-        let replies = try await execute([RedisCommand("INFO")] + parameters.map { RedisCommand("CONFIG", "GET", $0) })
+        Self.serverSettings(from: try await execute(Self.serverSettingsCommands))
+    }
+
+    private static let settingsParameters = ["save", "appendonly", "appendfsync", "maxmemory-policy", "maxmemory"]
+
+    /// `INFO`, then `CONFIG GET` of each setting ``serverSettings()`` reads.
+    static let serverSettingsCommands = [RedisCommand("INFO")] + settingsParameters.map { RedisCommand("CONFIG", "GET", $0) }
+
+    /// The settings the replies of ``serverSettingsCommands`` tell.
+    static func serverSettings(from replies: [RedisReply]) -> RedisServerSettings {
+        let parameters = settingsParameters
         var settings = RedisServerSettings()
         var info: [Substring: Substring] = [:]
         if let text = replies[0].errorText {

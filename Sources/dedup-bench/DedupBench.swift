@@ -100,6 +100,9 @@ struct DedupBench: ParsableCommand, Sendable {
     )
     var breakdown = false
 
+    @Flag(help: "Also run the single and batch Redis paths on a three-primary Redis Cluster the benchmark starts, beside one server (ClusterComparison.swift).")
+    var cluster = false
+
     @Option(help: "Consumer tasks on the concurrent Redis path.")
     var tasks = 8
 
@@ -351,8 +354,9 @@ struct DedupBench: ParsableCommand, Sendable {
         out += "\n"
         out += "\n" + table + "\n"
         print(out)
+        let clusterMet = cluster ? try await compareCluster(redisN: redisN, temp: temp, rounds: rounds, logger: logger) : true
         if check {
-            if !allMet {
+            if !allMet || !clusterMet {
                 progress("dedup-bench: a target was missed")
                 throw ExitCode(1)
             }

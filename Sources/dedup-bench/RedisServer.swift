@@ -17,7 +17,7 @@ final class RedisServer {
     var processID: Int32? { process?.processIdentifier }
 
     /// Starts redis-server and waits until it answers PING.
-    init(executable: String, directory: String) throws {
+    init(executable: String, directory: String, extraArguments: [String] = []) throws {
         guard let path = findOnPath(executable) else {
             throw BenchError(
                 "redis-server not found (looked for \(executable.debugDescription) on PATH): install it with `apt-get install redis-server`, or run with --only sqlite"
@@ -33,7 +33,7 @@ final class RedisServer {
             process.arguments = [
                 "--port", "\(port)", "--bind", host, "--save", "", "--appendonly", "no", "--dir", directory,
                 "--daemonize", "no", "--logfile", "\(directory)/redis.log", "--protected-mode", "yes",
-            ]
+            ] + extraArguments
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -90,7 +90,7 @@ final class RedisServer {
 
     deinit { stop() }
 
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw BenchError("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

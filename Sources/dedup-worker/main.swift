@@ -21,6 +21,12 @@ struct Options {
     /// Transactional mode (a PostgreSQL store): each handler run inserts a row into this table of
     /// the store's database in the transaction that completes its key (PostgresInbox.swift).
     var effectsTable: String?
+    /// Whether a call failing with `storeUnavailable` or `timeout` (a cluster failing over, say)
+    /// leaves its messages for a later retry, as a broker would redeliver them, instead of ending
+    /// the worker.
+    var retriesUnavailable = false
+    /// The consumer's lease, in milliseconds.
+    var leaseMilliseconds = 30_000
 }
 
 func parse() -> Options {
@@ -39,6 +45,8 @@ func parse() -> Options {
         case "--seed": options.seed = UInt64(value) ?? options.seed
         case "--barrier": options.barrier = value
         case "--effects-table": options.effectsTable = value
+        case "--retry-unavailable": options.retriesUnavailable = value == "yes"
+        case "--lease-ms": options.leaseMilliseconds = Int(value) ?? options.leaseMilliseconds
         default: fail("unknown option \(flag)")
         }
     }
@@ -75,8 +83,8 @@ if let effectsTable = options.effectsTable {
 do {
     let store = try await StoreLocation(parsing: options.store).open(postgres: .init())
     var configuration = ConsumerConfiguration()
-    configuration.lease = .seconds(30)
-    configuration.renewalInterval = .seconds(10)
+    configuration.lease = .milliseconds(options.leaseMilliseconds)
+    configuration.renewalInterval = .milliseconds(options.leaseMilliseconds / 3)
     configuration.inFlightPolicy = .defer
     let consumer = try IdempotentConsumer(store: store, namespace: options.namespace, configuration: configuration)
     var random = SplitMix64(seed: options.seed)
@@ -88,7 +96,7 @@ do {
             try await Task.sleep(for: .milliseconds(1))
         }
     }
-    var applied = 0, duplicates = 0, deferred = 0
+    var applied = 0, duplicates = 0, deferred = 0, unavailable = 0
     let handlerMicroseconds = options.handlerMicroseconds
     for _ in 0..<options.rounds {
         var pending = Array(0..<options.keys).shuffled(using: &random)
@@ -103,12 +111,18 @@ do {
                 }
                 // One message goes through the single-message path, more through the batch path.
                 let outcomes: [ProcessOutcome]
-                if chunk.count == 1 {
-                    outcomes = [try await consumer.process(key: "key-\(chunk[0])") { handler(chunk[0], $0) }]
-                } else {
-                    outcomes = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
-                        handler($0, $1)
-                    }.map { try $0.get() }
+                do {
+                    if chunk.count == 1 {
+                        outcomes = [try await consumer.process(key: "key-\(chunk[0])") { handler(chunk[0], $0) }]
+                    } else {
+                        outcomes = try await consumer.processBatch(chunk, keyStrategy: .messageID { "key-\($0)" }) {
+                            handler($0, $1)
+                        }.map { try $0.get() }
+                    }
+                } catch let error as DedupError where options.retriesUnavailable && (error.code == .storeUnavailable || error.code == .timeout) {
+                    unavailable += 1
+                    retry += chunk
+                    continue
                 }
                 for (number, outcome) in zip(chunk, outcomes) {
                     switch outcome {
@@ -125,7 +139,7 @@ do {
             pending = retry
         }
     }
-    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred)}")
+    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred),\"unavailable\":\(unavailable)}")
 } catch {
     fail("\(error)")
 }

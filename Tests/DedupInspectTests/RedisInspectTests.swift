@@ -14,16 +14,16 @@ struct RedisInspectTests {
 
     @Test("stats, list, show, forget, reset and purge work against Redis in both formats")
     func subcommands() async throws {
-        try await withRedisServer { server in try await subcommands(server) }
+        try await withRedisServer { server in try await subcommands(url: server.url(password: nil)) }
     }
 
-    func subcommands(_ server: RedisServer) async throws {
-        let store = try RedisDedupStore(url: server.url(password: nil))
+    /// The subcommands on the store at `location`: a single server's, or a cluster's.
+    func subcommands(url location: String) async throws {
+        let store = try RedisDedupStore(url: location)
         let filler = StoreFiller(store: store)
         try await filler.complete("orders", keys: (0..<120).map { "o-\($0)" }, result: Data("ok".utf8))
         try await filler.complete("payments", keys: ["p-1"])
         let lease = try await filler.claim("orders", key: "o-busy")
-        let location = server.url(password: nil)
 
         let stats = try await inspect(["stats", "--store", location, "--format", "json"])
         #expect(stats.status == 0, "\(stats.stderr)")

@@ -70,15 +70,24 @@ extension ClaimAnswer {
 /// The conformance harness for Redis: each store gets a key prefix of its own on one server, so
 /// stores of different checks share nothing; the clock is the server's, so time passes by waiting.
 struct RedisConformanceHarness: ConformanceHarness {
-    let server: RedisServer
+    /// The server's URL, or a cluster node's.
+    let url: String
+
+    init(server: RedisServer) {
+        url = server.url
+    }
+
+    init(cluster: RedisCluster) {
+        url = cluster.url
+    }
 
     func makeStore() async throws -> any DedupStore {
-        try makeRedisStore(server.url, prefix: "conformance-\(UUID().uuidString.prefix(12))")
+        try makeRedisStore(url, prefix: "conformance-\(UUID().uuidString.prefix(12))")
     }
 
     func makePeer(of store: any DedupStore) async throws -> any DedupStore {
         guard let redis = store as? RedisDedupStore else { return store }
-        return try makeRedisStore(server.url, prefix: redis.configuration.keyPrefix)
+        return try makeRedisStore(url, prefix: redis.configuration.keyPrefix)
     }
 
     /// Long enough that a scheduling stall on a busy 2-core machine (dozens of test servers start

@@ -16,6 +16,11 @@ public final class RedisServer: Sendable {
     /// Errors starting or talking to the server.
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+
+        /// A failure saying what went wrong.
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// How the server listens.
@@ -101,6 +106,9 @@ public final class RedisServer: Sendable {
     public func resume() {
         if let pid = process.withLock({ $0?.processIdentifier }) { Foundation.kill(pid, SIGCONT) }
     }
+
+    /// Whether the server process runs (not killed or stopped).
+    public var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
 
     /// Stops the server and removes its directory.
     public func stop() async {
@@ -199,7 +207,7 @@ public final class RedisServer: Sendable {
     }
 
     /// A port the kernel just handed out for a loopback socket, now free again.
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket() failed") }
         defer { close(descriptor) }
@@ -220,18 +228,32 @@ public final class RedisServer: Sendable {
     }
 
     private static func run(_ executable: String, _ arguments: [String]) async throws -> (Int32, String) {
+        // Output goes to a file, read once the process has exited: a pipe would fill up under a
+        // command that writes much (`--cluster reshard` prints a line per key moved) unless a
+        // thread kept reading it, and blocked threads starve the tests that judge time.
+        let outputPath = NSTemporaryDirectory() + "dedup-redis-cli-\(UUID().uuidString).txt"
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil), let output = FileHandle(forWritingAtPath: outputPath) else {
+            throw Failure(description: "cannot create \(outputPath)")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        process.standardOutput = output
+        process.standardError = output
         return try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { process in
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                try? output.close()
+                let data = FileManager.default.contents(atPath: outputPath) ?? Data()
+                try? FileManager.default.removeItem(atPath: outputPath)
                 continuation.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
             }
-            do { try process.run() } catch { continuation.resume(throwing: error) }
+            do {
+                try process.run()
+            } catch {
+                try? output.close()
+                try? FileManager.default.removeItem(atPath: outputPath)
+                continuation.resume(throwing: error)
+            }
         }
     }
 }

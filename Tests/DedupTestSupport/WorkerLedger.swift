@@ -13,11 +13,25 @@ public enum WorkerFleet {
         public var summaries: [String]
     }
 
+    /// A fresh path for a ledger (the file is created by the first worker run).
+    public static func temporaryLedgerPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("dedup-ledger-\(UUID().uuidString).txt").path
+    }
+
+    /// Lines in a ledger so far (0 before the first run).
+    public static func linesSoFar(in ledger: String) -> Int {
+        guard let data = FileManager.default.contents(atPath: ledger) else { return 0 }
+        return data.count { $0 == UInt8(ascii: "\n") }
+    }
+
     /// Starts `processes` workers with `arguments` (plus `--ledger` and `--seed`), waits for all, and
     /// fails if any exits non-zero.
-    public static func run(processes: Int, store: String, keys: Int, extraArguments: [String] = []) async throws -> Outcome {
+    ///
+    /// `ledger` names the ledger file (a fresh temporary one by default), for a test that watches
+    /// the run's progress while it goes on.
+    public static func run(processes: Int, store: String, keys: Int, extraArguments: [String] = [], ledger: String? = nil) async throws -> Outcome {
         let worker = try BuiltExecutables.path("dedup-worker")
-        let ledger = FileManager.default.temporaryDirectory
+        let ledger = ledger ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("dedup-ledger-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: ledger) }
         // Start together: process start-up takes long enough for one worker to finish alone, so each

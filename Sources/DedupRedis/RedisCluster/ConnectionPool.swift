@@ -1,0 +1,39 @@
+import Synchronization
+
+/// A few connections to one server; each call goes to the least loaded one.
+final class ConnectionPool: Sendable {
+    let connections: [RedisConnection]
+    private let nextConnection = Atomic<Int>(0)
+
+    init(settings: ConnectionSettings, size: Int) {
+        connections = (0..<size).map { RedisConnection(settings: settings, index: $0) }
+    }
+
+    /// The least loaded connection, starting the search at a rotating position so ties spread.
+    func pick() -> RedisConnection {
+        let count = connections.count
+        if count == 1 { return connections[0] }
+        let start = nextConnection.add(1, ordering: .relaxed).oldValue & Int.max
+        var best = connections[start % count]
+        var bestLoad = best.load.load(ordering: .relaxed)
+        if bestLoad == 0 { return best }
+        for offset in 1..<count {
+            let candidate = connections[(start + offset) % count]
+            let load = candidate.load.load(ordering: .relaxed)
+            if load < bestLoad {
+                best = candidate
+                bestLoad = load
+                if load == 0 { break }
+            }
+        }
+        return best
+    }
+
+    func close() async {
+        for connection in connections { await connection.close() }
+    }
+
+    func closeSoon() {
+        for connection in connections { connection.closeSoon() }
+    }
+}

@@ -1,0 +1,47 @@
+import Dedup
+
+// Cluster mode: finding out whether the URL's server is a cluster node, and routing the calls then.
+extension RedisDedupStore {
+    /// What the URL's server turned out to be, on the first call.
+    enum Topology: UInt8 {
+        case unknown, single, cluster
+    }
+
+    /// Whether the server answered as a Redis Cluster node (known after the first call).
+    public var isCluster: Bool { topology.load(ordering: .relaxed) == Topology.cluster.rawValue }
+
+    /// The first call asks the server for its slot map (`CLUSTER SLOTS`): a server without cluster
+    /// support refuses, and the store talks to it alone from then on; a cluster node answers with
+    /// the map, and the calls go through the ``ClusterRouter``.
+    func executeRouted(_ commands: [RedisCommand], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
+        if topology.load(ordering: .relaxed) == Topology.unknown.rawValue {
+            try await discoverTopology()
+            if topology.load(ordering: .relaxed) == Topology.single.rawValue {
+                return try await seedPool.pick().execute(commands, mayRunInline: mayRunInline)
+            }
+        }
+        return try await cluster.execute(commands, mayRunInline: mayRunInline)
+    }
+
+    /// Finds out whether the server is a cluster node, unless known already.
+    func resolveTopology() async throws(DedupError) {
+        if topology.load(ordering: .relaxed) == Topology.unknown.rawValue { try await discoverTopology() }
+    }
+
+    private func discoverTopology() async throws(DedupError) {
+        let reply = try await seedPool.pick().execute([ClusterRouter.clusterSlotsCommand])[0]
+        // Refused: cluster support disabled, or `CLUSTER` renamed or not granted; a cluster node
+        // behind such an ACL answers keys of other nodes with `MOVED`, which then fails typed.
+        guard reply.errorText == nil else {
+            topology.store(Topology.single.rawValue, ordering: .relaxed)
+            return
+        }
+        let map = try SlotMap(clusterSlots: reply, askedNode: cluster.seedAddress)
+        cluster.adopt(map)
+        if topology.exchange(Topology.cluster.rawValue, ordering: .relaxed) != Topology.cluster.rawValue {
+            logger.debug(
+                "Redis server is a cluster node; routing by hash slot",
+                metadata: ["endpoint": "\(endpoint)", "primaries": "\(map.primaries.count)", "slots": "\(map.coveredSlots)"])
+        }
+    }
+}

@@ -1,0 +1,216 @@
+import Dedup
+@testable import DedupRedis
+import DedupTestSupport
+import Foundation
+import Testing
+
+/// The store on a real three-primary cluster (a replica each) that the suite starts: one cluster
+/// for the whole suite, each scenario with a key prefix of its own.
+@Suite("Redis store on a Redis Cluster")
+struct RedisClusterTests {
+    @Test func routesEveryCallByHashSlot() async throws {
+        try await withRedisCluster { cluster in
+            try await claimsSpreadOverThePrimaries(cluster)
+            try await slotsAgreeWithTheServer(cluster)
+            try await batchesAnswerAsOneByOneCallsWould(cluster)
+            try await batchLeasesEndNoLaterThanTheirRecords(cluster)
+            try await hashTaggedCompletionsShareOneScript(cluster)
+            try await followsAskAndMovedThroughAMigration(cluster)
+            try await logsInAsAnACLUserOnEveryNode(cluster)
+            try await aDatabaseNumberIsRefused(cluster)
+            try await singleServersAreNotTakenForClusters()
+        }
+    }
+
+    /// Claims of keys all over the slots, found on all three primaries, none refused with `MOVED`.
+    private func claimsSpreadOverThePrimaries(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "spread")
+        var leases: [Lease] = []
+        for index in 0..<300 {
+            guard case .acquired(let lease) = try await store.claim(request(id("orders", "k\(index)"))) else {
+                Issue.record("k\(index) was not acquired")
+                return
+            }
+            leases.append(lease)
+        }
+        #expect(store.isCluster)
+        for lease in leases { try await store.complete(Completion(lease: lease, retention: .seconds(3600))) }
+        for index in 0..<300 {
+            #expect(try await store.claim(request(id("orders", "k\(index)"))).kind == "duplicate")
+        }
+        let primaries = try await cluster.states().filter(\.isPrimary)
+        #expect(primaries.count == 3)
+        var total = 0
+        for primary in primaries {
+            let keys = Int(try await primary.server.cli("EVAL", "return #redis.call('KEYS', 'spread:*')", "0")) ?? 0
+            #expect(keys > 50, "each primary holds some of the keys")
+            total += keys
+        }
+        #expect(total == 300)
+        #expect(try await store.stats().namespaces.first?.completed == 300)
+        await store.close()
+    }
+
+    /// The store's hash slot of a record's key is the one the server computes.
+    private func slotsAgreeWithTheServer(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "slots")
+        for key in ["a", "b", "orders-42", "{tag}x", "x{tag}", "ünïcode", "emoji 🦆"] {
+            let redisKey = store.key(for: id("ns", key))
+            let expected = Int(try await cluster.nodes[0].cli("CLUSTER", "KEYSLOT", String(decoding: redisKey, as: UTF8.self)))
+            #expect(ClusterSlot.slot(of: redisKey) == expected, "slot of \(key)")
+        }
+        await store.close()
+    }
+
+    /// A batch across every primary: one pipeline per primary, the answers in the batch's order,
+    /// as one-by-one calls would give them.
+    private func batchesAnswerAsOneByOneCallsWould(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "batch")
+        let ids = (0..<60).map { id("orders", "b\($0)") }
+        // Every third key is done before the batch, every fifth in flight.
+        for (index, recordID) in ids.enumerated() where index % 3 == 0 {
+            let lease = try #require(try await store.claim(request(recordID)).lease)
+            try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
+        }
+        for (index, recordID) in ids.enumerated() where index % 5 == 0 && index % 3 != 0 {
+            _ = try await store.claim(request(recordID))
+        }
+        let answers = try await store.claim(batch: ids.map { request($0) })
+        for (index, answer) in answers.enumerated() {
+            let expected = index % 3 == 0 ? "duplicate" : index % 5 == 0 ? "inFlight" : "acquired"
+            #expect(answer.kind == expected, "answer \(index)")
+            #expect(answer.lease.map(\.id) ?? answer.record?.id == ids[index])
+        }
+        let leases = answers.compactMap(\.lease)
+        let completed = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+        #expect(completed.count == leases.count)
+        #expect(completed.allSatisfy { $0 == .completed })
+        for lease in leases { #expect(try await store.record(for: lease.id)?.state == .completed) }
+        await store.close()
+    }
+
+    /// A batch claim's leases are dated by one `TIME`, which must come before the writes on every
+    /// primary: no lease may end after its record's lease, nor start after its record was made.
+    private func batchLeasesEndNoLaterThanTheirRecords(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "dated")
+        var late: [String] = []
+        for round in 0..<20 {
+            // Concurrent batches keep every primary busy, so pipelines finish in any order.
+            try await withThrowingTaskGroup(of: [String].self) { group in
+                for batch in 0..<4 {
+                    group.addTask {
+                        let ids = (0..<30).map { id("orders", "r\(round)-b\(batch)-\($0)") }
+                        var late: [String] = []
+                        for answer in try await store.claim(batch: ids.map { request($0) }) {
+                            let lease = try #require(answer.lease)
+                            let record = try #require(try await store.record(for: lease.id))
+                            if lease.leaseUntil > record.leaseUntil! || (lease.claimedAt.map { $0 > record.createdAt } ?? false) {
+                                late.append("\(lease.id.key): lease until \(lease.leaseUntil), record's \(record.leaseUntil!)")
+                            }
+                        }
+                        return late
+                    }
+                }
+                for try await found in group { late += found }
+            }
+        }
+        #expect(late.isEmpty, "\(late.count) leases dated after their records: \(late.prefix(3))")
+        await store.close()
+    }
+
+    /// Keys with one hash tag lie in one slot: their completions go in one call of the script.
+    private func hashTaggedCompletionsShareOneScript(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "{tagged}")
+        let answers = try await store.claim(batch: (0..<20).map { request(id("orders", "t\($0)")) })
+        let leases = answers.compactMap(\.lease)
+        #expect(leases.count == 20)
+        let before = try await commandCalls(cluster, "evalsha")
+        let completed = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+        #expect(completed.allSatisfy { $0 == .completed })
+        #expect(try await commandCalls(cluster, "evalsha") - before == 1, "one script call for the twenty keys")
+        await store.close()
+    }
+
+    /// A slot migrated by hand, step by step: while it migrates, a key already moved is found with
+    /// `ASK` (`ASKING`, then the command on the importing node), and so is a new key; once the slot
+    /// has moved, the store's stale map gets `MOVED` and follows it.
+    private func followsAskAndMovedThroughAMigration(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "ask")
+        let moved = id("orders", "{m}done"), fresh = id("orders", "{m}new")
+        let lease = try #require(try await store.claim(request(moved)).lease)
+        try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
+        let movedKey = String(decoding: store.key(for: moved), as: UTF8.self)
+        let slot = ClusterSlot.slot(of: store.key(for: moved))
+        let states = try await cluster.states()
+        let (source, _) = try await cluster.primaryAndReplica(forKey: movedKey)
+        let sourceState = try #require(states.first { $0.server.port == source.port })
+        let target = try #require(states.first { $0.isPrimary && $0.id != sourceState.id })
+        _ = try await target.server.cli("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceState.id)
+        _ = try await source.cli("CLUSTER", "SETSLOT", String(slot), "MIGRATING", target.id)
+        _ = try await source.cli("MIGRATE", "127.0.0.1", String(target.server.port!), "", "0", "5000", "KEYS", movedKey)
+
+        let askingBefore = try await commandCalls(cluster, "asking")
+        #expect(try await store.claim(request(moved)).kind == "duplicate", "found on the importing node")
+        #expect(try await store.claim(request(fresh)).kind == "acquired", "created on the importing node")
+        #expect(try await commandCalls(cluster, "asking") - askingBefore == 2, "both followed an ASK")
+
+        for node in states where node.isPrimary {
+            _ = try await node.server.cli("CLUSTER", "SETSLOT", String(slot), "NODE", target.id)
+        }
+        #expect(try await store.record(for: moved)?.state == .completed, "MOVED followed")
+        #expect(try await store.record(for: fresh)?.state == .inFlight)
+        #expect(try await target.server.cli("CLUSTER", "COUNTKEYSINSLOT", String(slot)) == "2")
+        await store.close()
+    }
+
+    /// The URL's user and password log in on every node the store reaches, not only the seed; a
+    /// wrong password is refused as on a single server.
+    private func logsInAsAnACLUserOnEveryNode(_ cluster: RedisCluster) async throws {
+        for node in cluster.nodes {
+            _ = try await node.cli("ACL", "SETUSER", "billing", "on", ">s3cret", "~acl:*", "+@all")
+        }
+        let port = cluster.nodes[0].port!
+        let store = try makeRedisStore("redis://billing:s3cret@127.0.0.1:\(port)", prefix: "acl")
+        let answers = try await store.claim(batch: (0..<30).map { request(id("orders", "a\($0)")) })
+        #expect(answers.allSatisfy { $0.kind == "acquired" })
+        #expect(store.isCluster)
+        var users = 0
+        for primary in try await cluster.states().filter(\.isPrimary) {
+            users += try await primary.server.cli("CLIENT", "LIST").split(whereSeparator: \.isNewline).count { $0.contains("user=billing") }
+        }
+        #expect(users >= 3, "the store logged in as billing on every primary")
+        await store.close()
+
+        let refused = try makeRedisStore("redis://billing:wrong@127.0.0.1:\(port)", prefix: "acl")
+        await expectDedupError(.authenticationFailed) { _ = try await refused.claim(request(id("orders", "a0"))) }
+        await refused.close()
+    }
+
+    /// A cluster has one database: a URL naming another is refused, clearly.
+    private func aDatabaseNumberIsRefused(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url + "/2", prefix: "db")
+        await expectDedupError(.invalidConfiguration) { _ = try await store.claim(request(id("orders", "1"))) }
+        await store.close()
+    }
+
+    /// A single server answers `CLUSTER SLOTS` with an error: the store stays a single-server store.
+    private func singleServersAreNotTakenForClusters() async throws {
+        try await withRedisServer { server in
+            let store = try makeRedisStore(server.url)
+            #expect(try await store.claim(request(id("orders", "1"))).kind == "acquired")
+            #expect(!store.isCluster)
+            await store.close()
+        }
+    }
+
+    /// Calls of `command` so far on all the cluster's nodes (`INFO commandstats`).
+    private func commandCalls(_ cluster: RedisCluster, _ command: String) async throws -> Int {
+        var total = 0
+        for node in cluster.nodes {
+            let stats = try await node.cli("INFO", "commandstats")
+            guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { continue }
+            total += Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix(while: \.isNumber)) ?? 0
+        }
+        return total
+    }
+}
