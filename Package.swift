@@ -94,7 +94,8 @@ let package = Package(
         .target(
             name: "DedupInspect",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupStoreLocator", "CSQLite",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupStoreLocator",
+                "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -102,7 +103,8 @@ let package = Package(
         .target(
             name: "DedupDemo",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupTestKit", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupPostgres", "DedupTestKit",
+                "DedupStoreLocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -167,7 +169,10 @@ let package = Package(
         ),
         .testTarget(
             name: "DedupInspectTests",
-            dependencies: ["Dedup", "DedupDemo", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit", "DedupTestSupport"]
+            dependencies: [
+                "Dedup", "DedupDemo", "DedupInspect", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupTestKit",
+                "DedupTestSupport",
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -3,7 +3,6 @@
 
 import Dedup
 import DedupSQLite
-
 // snippet.hide
 import Foundation
 
@@ -58,14 +57,14 @@ for try await batch in broker.batches(ofUpTo: 100) {
             try await payments.charge(message.order, fencingToken: context.fencingToken)
         }
     } catch {
-        for message in batch { try await message.nack() }   // the batch claim failed: nothing ran
+        for message in batch { try await message.nack() }  // the batch claim failed: nothing ran
         continue
     }
-    for (message, result) in zip(batch, results) {   // one result per message, in order
+    for (message, result) in zip(batch, results) {  // one result per message, in order
         switch result {
         case .success(.deferred(let retryAfter)): try await message.nack(redeliverAfter: retryAfter)
-        case .success: try await message.ack()   // applied, duplicate or bypassed
-        case .failure: try await message.nack()   // its handler threw, its lease was lost, …
+        case .success: try await message.ack()  // applied, duplicate or bypassed
+        case .failure: try await message.nack()  // its handler threw, its lease was lost, …
         }
     }
 }

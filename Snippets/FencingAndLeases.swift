@@ -2,7 +2,6 @@
 // steps check the lease between them, and the downstream write carries the fencing token.
 
 import Dedup
-
 // snippet.hide
 import DedupTestKit
 
@@ -51,10 +50,10 @@ let ledger = Ledger()
 let outcome = try await consumer.process(key: message.id) { context in
     // A takeover: an earlier run's lease passed, and it may have done part of the work.
     if context.isTakeover { print("attempt \(context.attempt) of \(message.id)") }
-    let cents = try await context.cancellingOnLeaseLoss {   // cancelled once the lease is lost
+    let cents = try await context.cancellingOnLeaseLoss {  // cancelled once the lease is lost
         try await pricing.quote(message.order)
     }
-    try context.checkLease()   // between steps: stop rather than race the run that took over
+    try context.checkLease()  // between steps: stop rather than race the run that took over
     try await ledger.post(message.order, cents: cents, fencingToken: context.fencingToken)
 }
 // snippet.end

@@ -3,7 +3,6 @@
 
 import Dedup
 import DedupSQLite
-
 // snippet.hide
 import Foundation
 
@@ -59,7 +58,7 @@ for try await message in broker.messages {
             try await message.nack(redeliverAfter: retryAfter)
         }
     } catch {
-        try await message.nack()   // the handler or the store failed: nothing was recorded
+        try await message.nack()  // the handler or the store failed: nothing was recorded
     }
 }
 // snippet.end

@@ -55,7 +55,7 @@ struct KeyValueClient: Sendable {
 
 // snippet.store
 struct KeyValueDedupStore: DedupStore {
-    let client: KeyValueClient   // your database's client
+    let client: KeyValueClient  // your database's client
 
     // One atomic operation (a script, one statement, one transaction): never check-then-set.
     func claim(_ request: ClaimRequest) async throws -> ClaimAnswer {
@@ -109,14 +109,14 @@ extension KeyValueDedupStore {
 // snippet.conformance
 struct KeyValueHarness: ConformanceHarness {
     func makeStore() async throws -> any DedupStore {
-        KeyValueDedupStore(client: try await KeyValueClient.connect(database: .fresh))   // empty, unshared
+        KeyValueDedupStore(client: try await KeyValueClient.connect(database: .fresh))  // empty, unshared
     }
     func makePeer(of store: any DedupStore) async throws -> any DedupStore {
         // A second connection to the same data, for the checks that race two handles.
         guard let store = store as? KeyValueDedupStore else { return store }
         return KeyValueDedupStore(client: try await store.client.reconnect())
     }
-    var timeUnit: Duration { .milliseconds(500) }   // on a server's clock: short enough to wait out
+    var timeUnit: Duration { .milliseconds(500) }  // on a server's clock: short enough to wait out
     func advance(by duration: Duration) async throws { try await Task.sleep(for: duration) }
 }
 

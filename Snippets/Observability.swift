@@ -4,10 +4,9 @@
 import CoreMetrics
 import Dedup
 import DedupSQLite
-import Logging
-
 // snippet.hide
 import Foundation
+import Logging
 
 let path = FileManager.default.temporaryDirectory.appendingPathComponent("observability-\(getpid()).sqlite").path
 // snippet.show
@@ -18,10 +17,10 @@ LoggingSystem.bootstrap(StreamLogHandler.standardError)
 // MetricsSystem.bootstrap(yourMetricsFactory)   // e.g. a Prometheus or StatsD backend
 
 var logger = Logger(label: "billing")
-logger.logLevel = .debug   // takeovers, keys in flight elsewhere, retried renewals
-logger[metadataKey: "topic"] = "orders"   // carried by every line, with dedup.namespace and dedup.owner
+logger.logLevel = .debug  // takeovers, keys in flight elsewhere, retried renewals
+logger[metadataKey: "topic"] = "orders"  // carried by every line, with dedup.namespace and dedup.owner
 
-let store = try SQLiteDedupStore(path: path, logger: logger)   // migrations applied, lock waits
+let store = try SQLiteDedupStore(path: path, logger: logger)  // migrations applied, lock waits
 let consumer = try IdempotentConsumer(store: store, namespace: "billing-consumer-group", logger: logger)
 // snippet.end
 

@@ -25,7 +25,14 @@ let message = Message(id: "msg-1", orderID: "order-7")
 // snippet.open
 let client = PostgresClient(
     configuration: .init(
-        host: "db.internal", port: 5432, username: "billing", password: "…", database: "billing", tls: .disable))
+        host: "db.internal",
+        port: 5432,
+        username: "billing",
+        password: "…",
+        database: "billing",
+        tls: .disable
+    )
+)
 try await withThrowingDiscardingTaskGroup { group in
     group.addTask { await client.run() }  // the application runs its client, as postgres-nio asks
 

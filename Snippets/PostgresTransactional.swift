@@ -20,7 +20,8 @@ func apply(_ payment: Payment, consumer: IdempotentConsumer) async throws -> Pro
             """
             INSERT INTO payments (order_id, cents, fencing) VALUES (\(payment.orderID), \(payment.cents), \(context.fencingToken))
             """,
-            logger: .init(label: "payments"))
+            logger: .init(label: "payments")
+        )
     }
 }
 // snippet.end
@@ -30,11 +31,18 @@ func apply(_ payment: Payment, consumer: IdempotentConsumer) async throws -> Pro
 /// it; a failure inside rolls back to a savepoint and leaves the transaction usable.
 func applyInside(_ payment: Payment, store: PostgresDedupStore, client: PostgresClient) async throws {
     try await client.withTransaction(logger: .init(label: "payments")) { connection in
-        let request = ClaimRequest(id: try RecordID(namespace: "payments", key: payment.messageID), lease: .seconds(30), retention: .seconds(7 * 86_400))
-        _ = try await store.withTransactionalClaim(request, retention: .seconds(7 * 86_400), in: connection) { connection, lease in
+        let request = ClaimRequest(
+            id: try RecordID(namespace: "payments", key: payment.messageID),
+            lease: .seconds(30),
+            retention: .seconds(7 * 86_400)
+        )
+        _ = try await store.withTransactionalClaim(request, retention: .seconds(7 * 86_400), in: connection) {
+            connection,
+            lease in
             try await connection.query(
                 "INSERT INTO payments (order_id, cents, fencing) VALUES (\(payment.orderID), \(payment.cents), \(lease.fencingToken))",
-                logger: .init(label: "payments"))
+                logger: .init(label: "payments")
+            )
             return nil
         }
     }

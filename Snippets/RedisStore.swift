@@ -23,8 +23,11 @@ configuration.keyPrefix = "billing-dedup"  // keys are billing-dedup:<n>:<namesp
 configuration.commandTimeout = .milliseconds(500)  // a later reply throws DedupError .timeout
 configuration.reconnect = .init(maximumAttempts: 5, maximumBackoff: .seconds(2))
 let endpoint = RedisEndpoint(
-    transport: .unixSocket(path: "/run/redis/redis.sock"), username: "billing",
-    password: ProcessInfo.processInfo.environment["REDIS_PASSWORD"], database: 2)
+    transport: .unixSocket(path: "/run/redis/redis.sock"),
+    username: "billing",
+    password: ProcessInfo.processInfo.environment["REDIS_PASSWORD"],
+    database: 2
+)
 let socketStore = try RedisDedupStore(endpoint: endpoint, configuration: configuration, logger: logger)
 logger.info("dedup records on \(endpoint)")  // unix://billing:***@/run/redis/redis.sock?db=2
 // snippet.end

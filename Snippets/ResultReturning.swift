@@ -2,9 +2,9 @@
 // it back instead of running the handler again.
 
 import Dedup
-
 // snippet.hide
 import DedupTestKit
+
 // snippet.show
 
 // snippet.receipt
@@ -36,18 +36,18 @@ let consumer = try IdempotentConsumer(store: InMemoryDedupStore(), namespace: "b
 let message = Message(id: "msg-1", order: Order(id: "order-7", cents: 1250))
 // The same message twice: applied, then a duplicate that gets the stored receipt.
 for _ in 1...2 {
-// snippet.show
+    // snippet.show
 
-// snippet.returning
-let result = try await consumer.process(key: message.id, returning: Receipt.self) { context in
-    try await payments.charge(message.order, fencingToken: context.fencingToken)
-}
-if case .duplicate = result.outcome {
-    // The handler did not run: this is the receipt stored by the run that did.
-    print("already charged: \(result.value?.chargeID ?? "no receipt stored")")
-} else if let receipt = result.value {
-    print("charged: \(receipt.chargeID)")
-}
-// snippet.end
-// snippet.hide
+    // snippet.returning
+    let result = try await consumer.process(key: message.id, returning: Receipt.self) { context in
+        try await payments.charge(message.order, fencingToken: context.fencingToken)
+    }
+    if case .duplicate = result.outcome {
+        // The handler did not run: this is the receipt stored by the run that did.
+        print("already charged: \(result.value?.chargeID ?? "no receipt stored")")
+    } else if let receipt = result.value {
+        print("charged: \(receipt.chargeID)")
+    }
+    // snippet.end
+    // snippet.hide
 }

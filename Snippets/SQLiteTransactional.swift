@@ -34,7 +34,8 @@ try await store.withTransaction { transaction -> Void in
             cents    INTEGER NOT NULL,
             fencing  INTEGER NOT NULL
         )
-        """)
+        """
+    )
 }
 // snippet.end
 
@@ -44,11 +45,15 @@ func apply(_ message: Message) async throws -> Bool {
     let order = message.order
     // Keyed by the order, like the table: a producer's retry under a new message ID is a duplicate.
     let outcome = try await consumer.processInTransaction(key: order.id, brokerTime: message.publishedAt) {
-        transaction, context in
+        transaction,
+        context in
         // Runs on the store's thread while the write lock is held: SQL only, no waiting.
         try transaction.execute(
             "INSERT INTO ledger (order_id, cents, fencing) VALUES (?, ?, ?)",
-            .text(order.id), .integer(Int64(order.cents)), .integer(context.fencingToken))
+            .text(order.id),
+            .integer(Int64(order.cents)),
+            .integer(context.fencingToken)
+        )
     }
     // .applied: the row and the completion committed; .duplicate: both committed before.
     // .deferred: a consumer outside transactional mode holds the key; deliver it again later.
@@ -62,13 +67,19 @@ func apply(_ message: Message) async throws -> Bool {
 func applyWithoutConsumer(_ message: Message) async throws -> Bool {
     let retention = Duration.seconds(24 * 3600)
     let request = ClaimRequest(
-        id: try RecordID(namespace: "billing", key: message.id), lease: .seconds(30), retention: retention,
-        brokerTime: message.publishedAt)
+        id: try RecordID(namespace: "billing", key: message.id),
+        lease: .seconds(30),
+        retention: retention,
+        brokerTime: message.publishedAt
+    )
     let order = message.order
     let outcome = try await store.withTransactionalClaim(request, retention: retention) { transaction, lease in
         try transaction.execute(
             "INSERT INTO ledger (order_id, cents, fencing) VALUES (?, ?, ?)",
-            .text(order.id), .integer(Int64(order.cents)), .integer(lease.fencingToken))
+            .text(order.id),
+            .integer(Int64(order.cents)),
+            .integer(lease.fencingToken)
+        )
         return Data("charged".utf8)  // kept with the completed record; nil keeps none
     }
     switch outcome {

@@ -41,10 +41,14 @@ func transactionalOrders(url: String, store: SQLiteDedupStore) throws -> RedisSt
             throw InvalidOrder(entry: entry.id)  // counts toward maxDeliveries, then dead-lettered
         }
         return try await dedup.processInTransaction(key: orderID, brokerTime: entry.id.brokerTime) {
-            transaction, context in
+            transaction,
+            context in
             try transaction.execute(
                 "INSERT INTO ledger (order_id, cents, fencing) VALUES (?, ?, ?)",
-                .text(orderID), .integer(cents), .integer(context.fencingToken))
+                .text(orderID),
+                .integer(cents),
+                .integer(context.fencingToken)
+            )
         }
     }
 }
@@ -57,7 +61,8 @@ let dedup = try IdempotentConsumer(store: RedisDedupStore(url: redisURL), namesp
 var configuration = RedisStreamConsumer.Configuration(stream: "orders", group: "billing")
 configuration.keyStrategy = .field("order-id")  // a producer's retry publishes one order twice
 let orders = try RedisStreamConsumer(url: redisURL, configuration: configuration, consumer: dedup, logger: logger) {
-    entry, context in
+    entry,
+    context in
     guard let orderID = entry["order-id"], let cents = entry["cents"].flatMap({ Int64($0) }) else {
         throw InvalidOrder(entry: entry.id)  // counts toward maxDeliveries, then dead-lettered
     }

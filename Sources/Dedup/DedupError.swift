@@ -113,7 +113,10 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     ///   - redisErrorText: The Redis server's error reply behind it, if any.
     ///   - underlyingError: The error of another kind behind it, if any.
     public init(
-        _ code: Code, _ message: String, sqliteExtendedResultCode: Int32? = nil, redisErrorText: String? = nil,
+        _ code: Code,
+        _ message: String,
+        sqliteExtendedResultCode: Int32? = nil,
+        redisErrorText: String? = nil,
         underlyingError: (any Error)? = nil
     ) {
         self.code = code
@@ -126,7 +129,8 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Whether two errors have the same code, message, ``sqliteExtendedResultCode`` and
     /// ``redisErrorText`` (``underlyingError`` is not compared).
     public static func == (lhs: DedupError, rhs: DedupError) -> Bool {
-        lhs.code == rhs.code && lhs.message == rhs.message && lhs.sqliteExtendedResultCode == rhs.sqliteExtendedResultCode
+        lhs.code == rhs.code && lhs.message == rhs.message
+            && lhs.sqliteExtendedResultCode == rhs.sqliteExtendedResultCode
             && lhs.redisErrorText == rhs.redisErrorText
     }
 

@@ -162,7 +162,13 @@ public struct RecordFilter: Hashable, Sendable {
     public var keyPrefix: String?
 
     /// Creates a filter.
-    public init(namespace: String? = nil, state: RecordState? = nil, from: Date? = nil, until: Date? = nil, keyPrefix: String? = nil) {
+    public init(
+        namespace: String? = nil,
+        state: RecordState? = nil,
+        from: Date? = nil,
+        until: Date? = nil,
+        keyPrefix: String? = nil
+    ) {
         self.namespace = namespace
         self.state = state
         self.from = from
@@ -229,8 +235,14 @@ public struct DedupStats: Hashable, Sendable {
 
         /// Creates a namespace's counts.
         public init(
-            namespace: String, inFlight: Int, expiredLeases: Int, completed: Int, oldest: Date?, newest: Date?,
-            oldestBrokerTime: Date? = nil, newestBrokerTime: Date? = nil
+            namespace: String,
+            inFlight: Int,
+            expiredLeases: Int,
+            completed: Int,
+            oldest: Date?,
+            newest: Date?,
+            oldestBrokerTime: Date? = nil,
+            newestBrokerTime: Date? = nil
         ) {
             self.namespace = namespace
             self.inFlight = inFlight

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 extension ClaimRequest {
@@ -32,7 +32,8 @@ extension ClaimRequest {
         }
         if bytes > maximumOwnerLabelBytes {
             throw DedupError(
-                .invalidConfiguration, "the owner label is \(bytes) UTF-8 bytes; the limit is \(maximumOwnerLabelBytes)"
+                .invalidConfiguration,
+                "the owner label is \(bytes) UTF-8 bytes; the limit is \(maximumOwnerLabelBytes)"
             )
         }
     }

@@ -47,9 +47,19 @@ public struct DedupRecord: Hashable, Sendable {
 
     /// Creates a record.
     public init(
-        id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
-        createdAt: Date, leaseUntil: Date?, completedAt: Date?, expiresAt: Date,
-        fingerprint: String? = nil, result: Data? = nil, ownerLabel: String? = nil, brokerTime: Date? = nil
+        id: RecordID,
+        state: RecordState,
+        ownerToken: String?,
+        fencingToken: Int64,
+        attempt: Int,
+        createdAt: Date,
+        leaseUntil: Date?,
+        completedAt: Date?,
+        expiresAt: Date,
+        fingerprint: String? = nil,
+        result: Data? = nil,
+        ownerLabel: String? = nil,
+        brokerTime: Date? = nil
     ) {
         self.id = id
         self.state = state
@@ -68,17 +78,34 @@ public struct DedupRecord: Hashable, Sendable {
 
     /// A record from times in Unix milliseconds, as stores keep them.
     package init(
-        id: RecordID, state: RecordState, ownerToken: String?, fencingToken: Int64, attempt: Int,
-        createdMilliseconds: Int64, leaseUntilMilliseconds: Int64?, completedMilliseconds: Int64?, expiresMilliseconds: Int64,
-        fingerprint: String?, result: Data?, ownerLabel: String?, brokerMilliseconds: Int64? = nil
+        id: RecordID,
+        state: RecordState,
+        ownerToken: String?,
+        fencingToken: Int64,
+        attempt: Int,
+        createdMilliseconds: Int64,
+        leaseUntilMilliseconds: Int64?,
+        completedMilliseconds: Int64?,
+        expiresMilliseconds: Int64,
+        fingerprint: String?,
+        result: Data?,
+        ownerLabel: String?,
+        brokerMilliseconds: Int64? = nil
     ) {
         self.init(
-            id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
+            id: id,
+            state: state,
+            ownerToken: ownerToken,
+            fencingToken: fencingToken,
+            attempt: attempt,
             createdAt: Date(millisecondsSince1970: createdMilliseconds),
             leaseUntil: leaseUntilMilliseconds.map { Date(millisecondsSince1970: $0) },
             completedAt: completedMilliseconds.map { Date(millisecondsSince1970: $0) },
-            expiresAt: Date(millisecondsSince1970: expiresMilliseconds), fingerprint: fingerprint, result: result,
-            ownerLabel: ownerLabel, brokerTime: brokerMilliseconds.map { Date(millisecondsSince1970: $0) }
+            expiresAt: Date(millisecondsSince1970: expiresMilliseconds),
+            fingerprint: fingerprint,
+            result: result,
+            ownerLabel: ownerLabel,
+            brokerTime: brokerMilliseconds.map { Date(millisecondsSince1970: $0) }
         )
     }
 
@@ -122,8 +149,14 @@ public struct Lease: Hashable, Sendable {
     /// `claimedAt` `nil` unless it comes from the store, since a store may keep it as the record's
     /// first-claim time.
     public init(
-        id: RecordID, ownerToken: String, fencingToken: Int64, attempt: Int, leaseUntil: Date, isTakeover: Bool,
-        claimedAt: Date? = nil, ownerLabel: String? = nil
+        id: RecordID,
+        ownerToken: String,
+        fencingToken: Int64,
+        attempt: Int,
+        leaseUntil: Date,
+        isTakeover: Bool,
+        claimedAt: Date? = nil,
+        ownerLabel: String? = nil
     ) {
         self.id = id
         self.ownerToken = ownerToken
@@ -167,8 +200,13 @@ public struct ClaimRequest: Hashable, Sendable {
 
     /// Creates a claim request.
     public init(
-        id: RecordID, ownerToken: String = Lease.makeOwnerToken(), lease: Duration, retention: Duration,
-        fingerprint: String? = nil, ownerLabel: String = ClaimRequest.defaultOwnerLabel, brokerTime: Date? = nil
+        id: RecordID,
+        ownerToken: String = Lease.makeOwnerToken(),
+        lease: Duration,
+        retention: Duration,
+        fingerprint: String? = nil,
+        ownerLabel: String = ClaimRequest.defaultOwnerLabel,
+        brokerTime: Date? = nil
     ) {
         self.id = id
         self.ownerToken = ownerToken

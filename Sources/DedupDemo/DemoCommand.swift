@@ -51,7 +51,10 @@ public struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Consumers running at once (with --broker, consumer processes).")
     var consumers = 4
 
-    @Option(help: "The broker: the simulated one by default, or redis-stream://[user:password@]host:port/KEY for a Redis stream.")
+    @Option(
+        help:
+            "The broker: the simulated one by default, or redis-stream://[user:password@]host:port/KEY for a Redis stream."
+    )
     var broker: String?
 
     @Option(help: "With --broker: poison messages, whose handler fails every time.")
@@ -69,7 +72,10 @@ public struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Seed for the broker's duplicates and crashes.")
     var seed: UInt64 = 2026
 
-    @Flag(help: "Show the library's log lines (leases taken over, migrations); by default only its warnings and errors show.")
+    @Flag(
+        help:
+            "Show the library's log lines (leases taken over, migrations); by default only its warnings and errors show."
+    )
     var verbose = false
 
     /// Creates the command (ArgumentParser fills the options).
@@ -115,8 +121,10 @@ public struct DemoCommand: AsyncParsableCommand {
         options.store = try StoreLocation(parsing: store)
         options.seed = seed
         options.verbose = verbose
-        print("dedup-demo: \(messages) messages, \(Int(duplicateRate * 100))% duplicated, \(crashRate * 100)% crashing, "
-            + "\(consumers) consumers, store \(options.store)")
+        print(
+            "dedup-demo: \(messages) messages, \(Int(duplicateRate * 100))% duplicated, \(crashRate * 100)% crashing, "
+                + "\(consumers) consumers, store \(options.store)"
+        )
         let started = ContinuousClock.now
         let report: DemoReport
         do {
@@ -128,17 +136,31 @@ public struct DemoCommand: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         let rows: [(String, String)] = [
             ("published", "\(report.published)"),
-            ("delivered", "\(report.delivered) (duplicates injected \(report.duplicatesInjected), replayed \(report.replayed))"),
+            (
+                "delivered",
+                "\(report.delivered) (duplicates injected \(report.duplicatesInjected), replayed \(report.replayed))"
+            ),
             ("applied", "\(report.applied)"),
             ("duplicates skipped", "\(report.duplicatesSkipped)"),
             ("deferred (in flight elsewhere)", "\(report.deferred)"),
             ("consumer crashes", "\(report.crashes)"),
-            ("crashes after the effect", "\(report.crashesAfterEffect)"
-                + (report.isTransactional ? " (rolled back with the completion: transactional mode)" : " (effect written, completion not)")),
+            (
+                "crashes after the effect",
+                "\(report.crashesAfterEffect)"
+                    + (report.isTransactional
+                        ? " (rolled back with the completion: transactional mode)"
+                        : " (effect written, completion not)")
+            ),
             ("takeovers of dead consumers' leases", "\(report.takeovers)"),
             ("applied during the replay", "\(report.appliedDuringReplay)"),
-            ("re-applied in the at-least-once window", "\(report.extraApplications) extra applications of \(report.reappliedMessages) messages"),
-            ("violations", "\(report.violations.count) (messages applied other than once beyond what crashes after the effect explain)"),
+            (
+                "re-applied in the at-least-once window",
+                "\(report.extraApplications) extra applications of \(report.reappliedMessages) messages"
+            ),
+            (
+                "violations",
+                "\(report.violations.count) (messages applied other than once beyond what crashes after the effect explain)"
+            ),
             ("time", "\(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))"),
         ]
         Self.printSummary(rows: rows, violations: report.violations, data: report.data)
@@ -147,7 +169,11 @@ public struct DemoCommand: AsyncParsableCommand {
     }
 
     /// Prints the summary table, the first violations, and where the data is.
-    static func printSummary(rows: [(String, String)], violations: [(messageID: String, effects: Int)], data: DemoDataLocation) {
+    static func printSummary(
+        rows: [(String, String)],
+        violations: [(messageID: String, effects: Int)],
+        data: DemoDataLocation
+    ) {
         let width = rows.map(\.0.count).max() ?? 0
         for (name, value) in rows {
             print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
@@ -163,7 +189,9 @@ public struct DemoCommand: AsyncParsableCommand {
     static func verdict(_ report: DemoReport) -> String {
         guard report.published > 0 else { return "exactly once: no (nothing was published)" }
         return verdict(
-            violations: report.violations.count, reappliedMessages: report.reappliedMessages, extraApplications: report.extraApplications
+            violations: report.violations.count,
+            reappliedMessages: report.reappliedMessages,
+            extraApplications: report.extraApplications
         )
     }
 
@@ -172,11 +200,14 @@ public struct DemoCommand: AsyncParsableCommand {
     static func verdict(violations: Int, reappliedMessages: Int, extraApplications: Int) -> String {
         if violations == 0 && extraApplications == 0 { return "exactly once: yes" }
         guard violations == 0 else {
-            return "exactly once: no (\(violations) messages applied other than once, not explained by a crash after the effect)"
+            return
+                "exactly once: no (\(violations) messages applied other than once, not explained by a crash after the effect)"
         }
-        let reapplied = extraApplications == reappliedMessages
+        let reapplied =
+            extraApplications == reappliedMessages
             ? "\(reappliedMessages) messages applied twice"
             : "\(reappliedMessages) messages applied more than once (\(extraApplications) extra applications)"
-        return "exactly once outside the at-least-once window: yes (\(reapplied) after a crash between effect and completion, as documented)"
+        return
+            "exactly once outside the at-least-once window: yes (\(reapplied) after a crash between effect and completion, as documented)"
     }
 }

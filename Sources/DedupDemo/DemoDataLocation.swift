@@ -13,19 +13,27 @@ public struct DemoDataLocation: Sendable {
     /// The SQLite file at `path`. When the demo created the file, removing it (with its `-wal` and
     /// `-shm` companions) is exact; when the file was there before, only this run's rows go.
     static func sqlite(path: String, existedBefore: Bool, namespace: String, effectsTable: String) -> DemoDataLocation {
-        let description = "sqlite:\(path) (dedup records of namespace \(namespace), effect rows in table \(effectsTable))"
+        let description =
+            "sqlite:\(path) (dedup records of namespace \(namespace), effect rows in table \(effectsTable))"
         guard existedBefore else {
             let files = [path, path + "-wal", path + "-shm"].map(shellQuoted).joined(separator: " ")
             return DemoDataLocation(description: description, removalCommand: "rm -f -- \(files)")
         }
-        let statements = "DELETE FROM dedup_records WHERE namespace = '\(namespace)'; "
+        let statements =
+            "DELETE FROM dedup_records WHERE namespace = '\(namespace)'; "
             + "DELETE FROM \(effectsTable) WHERE run = '\(namespace)';"
-        return DemoDataLocation(description: description, removalCommand: "sqlite3 \(shellQuoted(path)) \(shellQuoted(statements))")
+        return DemoDataLocation(
+            description: description,
+            removalCommand: "sqlite3 \(shellQuoted(path)) \(shellQuoted(statements))"
+        )
     }
 
     /// The Redis keys of `namespace` under `keyPrefix` (`<keyPrefix>:<namespace length>:<namespace>:<key>`).
     static func redis(
-        location: StoreLocation, endpoint: RedisEndpoint, keyPrefix: String, namespace: String
+        location: StoreLocation,
+        endpoint: RedisEndpoint,
+        keyPrefix: String,
+        namespace: String
     ) -> DemoDataLocation {
         let pattern = "\(keyPrefix):\(namespace.utf8.count):\(namespace):*"
         var connection: [String]
@@ -47,7 +55,8 @@ public struct DemoDataLocation: Sendable {
     /// every primary and deletes each record on its own.
     static func redisCluster(location: StoreLocation, keyPrefix: String, namespace: String) -> DemoDataLocation {
         let pattern = "\(keyPrefix):\(namespace.utf8.count):\(namespace):*"
-        var command = "dedup-inspect reset --store \(shellQuoted(location.description)) --namespace \(shellQuoted(namespace)) --all-time --yes"
+        var command =
+            "dedup-inspect reset --store \(shellQuoted(location.description)) --namespace \(shellQuoted(namespace)) --all-time --yes"
         if location.description.contains("***") { command += "   # with the password in place of ***" }
         return DemoDataLocation(description: "\(location) (a Redis Cluster), keys \(pattern)", removalCommand: command)
     }

@@ -94,7 +94,10 @@ public enum DemoScenario {
     }
 
     /// Runs the scenario and reports. `progress` gets a line now and then.
-    public static func run(_ options: DemoOptions, progress: @escaping @Sendable (String) -> Void) async throws -> DemoReport {
+    public static func run(
+        _ options: DemoOptions,
+        progress: @escaping @Sendable (String) -> Void
+    ) async throws -> DemoReport {
         // A namespace of its own per run, so a store reused across runs starts empty for the demo.
         let namespace = runName(startedAt: SystemDedupClock().nowMilliseconds())
         let tally = Tally()
@@ -124,14 +127,24 @@ public enum DemoScenario {
             let sqlite = try SQLiteDedupStore(path: path, configuration: configuration, logger: logger)
             store = sqlite
             ledger = try await SQLiteEffectLedger(store: sqlite, run: namespace)
-            data = .sqlite(path: path, existedBefore: existedBefore, namespace: namespace, effectsTable: SQLiteEffectLedger.table)
+            data = .sqlite(
+                path: path,
+                existedBefore: existedBefore,
+                namespace: namespace,
+                effectsTable: SQLiteEffectLedger.table
+            )
             broker = SimulatedBroker(configuration: brokerConfiguration, clock: clock)
         case .redis(let url):
             // Redis leases run on the server's clock, so the broker runs in real time with short leases.
             let endpoint = try RedisEndpoint(url: url)
             let redisConfiguration = RedisDedupStore.Configuration()
             store = try RedisDedupStore(endpoint: endpoint, configuration: redisConfiguration, logger: logger)
-            data = .redis(location: options.store, endpoint: endpoint, keyPrefix: redisConfiguration.keyPrefix, namespace: namespace)
+            data = .redis(
+                location: options.store,
+                endpoint: endpoint,
+                keyPrefix: redisConfiguration.keyPrefix,
+                namespace: namespace
+            )
             ledger = MemoryEffectLedger()
             lease = .milliseconds(400)
             brokerConfiguration.redeliveryDelay = .milliseconds(50)
@@ -145,8 +158,12 @@ public enum DemoScenario {
             store = postgres
             ledger = try await PostgresEffectLedger(store: postgres, run: namespace)
             data = .postgres(
-                location: options.store.description, url: parsed,
-                schema: postgres.configuration.schema, namespace: namespace, table: PostgresEffectLedger.table)
+                location: options.store.description,
+                url: parsed,
+                schema: postgres.configuration.schema,
+                namespace: namespace,
+                table: PostgresEffectLedger.table
+            )
             lease = .milliseconds(400)
             brokerConfiguration.redeliveryDelay = .milliseconds(50)
             brokerConfiguration.crashRedeliveryDelay = .milliseconds(500)
@@ -157,7 +174,12 @@ public enum DemoScenario {
         configuration.lease = lease
         configuration.renewalInterval = lease / 3
         configuration.minimumRetryDelay = .milliseconds(20)
-        let consumer = try IdempotentConsumer(store: store, namespace: namespace, configuration: configuration, logger: logger)
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: namespace,
+            configuration: configuration,
+            logger: logger
+        )
 
         let startedAt = broker.now
         for number in 0..<options.messages {
@@ -168,8 +190,13 @@ public enum DemoScenario {
         let leaseDuration = lease
         let handler: @Sendable (SimulatedBroker.Delivery) async throws -> SimulatedBroker.Ack = { delivery in
             let acked = try await handle(
-                delivery, consumer: consumer, store: store, ledger: ledger, tally: tally,
-                crashesAfterEffect: crashesAfterEffect, lease: leaseDuration
+                delivery,
+                consumer: consumer,
+                store: store,
+                ledger: ledger,
+                tally: tally,
+                crashesAfterEffect: crashesAfterEffect,
+                lease: leaseDuration
             )
             let done = tally["settled"] + 1
             tally.add("settled")
@@ -199,7 +226,11 @@ public enum DemoScenario {
         report.takeovers = tally["takeover"]
         report.data = data
         if let redis = store as? RedisDedupStore, redis.isCluster {
-            report.data = .redisCluster(location: options.store, keyPrefix: redis.configuration.keyPrefix, namespace: namespace)
+            report.data = .redisCluster(
+                location: options.store,
+                keyPrefix: redis.configuration.keyPrefix,
+                namespace: namespace
+            )
         }
         report.isTransactional = ledger is any TransactionalEffectLedger
         let afterEffect = crashesAfterEffect.all
@@ -223,8 +254,13 @@ public enum DemoScenario {
 
     /// One delivery: a planned crash, or processing through the consumer.
     private static func handle(
-        _ delivery: SimulatedBroker.Delivery, consumer: IdempotentConsumer, store: any DedupStore,
-        ledger: any EffectLedger, tally: Tally, crashesAfterEffect: Tally, lease: Duration
+        _ delivery: SimulatedBroker.Delivery,
+        consumer: IdempotentConsumer,
+        store: any DedupStore,
+        ledger: any EffectLedger,
+        tally: Tally,
+        crashesAfterEffect: Tally,
+        lease: Duration
     ) async throws -> SimulatedBroker.Ack {
         let message = delivery.message
         switch delivery.plannedCrash {
@@ -250,7 +286,13 @@ public enum DemoScenario {
             // it over applies the message again (the at-least-once window the README documents).
             let id = try RecordID(namespace: consumer.namespace, key: message.key)
             let answer = try await store.claim(
-                ClaimRequest(id: id, lease: lease, retention: consumer.configuration.retention, brokerTime: message.publishedAt))
+                ClaimRequest(
+                    id: id,
+                    lease: lease,
+                    retention: consumer.configuration.retention,
+                    brokerTime: message.publishedAt
+                )
+            )
             if case .acquired(let claimed) = answer {
                 try await ledger.record(messageID: message.id, fencingToken: claimed.fencingToken)
                 crashesAfterEffect.add(message.id)

@@ -43,36 +43,48 @@ final class SQLiteEffectLedger: EffectLedger {
         self.store = store
         self.run = run
         try await store.withTransaction { transaction in
-                _ = try transaction.execute(
-                    """
-                    CREATE TABLE IF NOT EXISTS \(Self.table)(
-                        run TEXT NOT NULL, message_id TEXT NOT NULL, fencing INTEGER NOT NULL)
-                    """
-                )
-            _ = try transaction.execute("CREATE INDEX IF NOT EXISTS \(Self.table)_run ON \(Self.table)(run, message_id)")
+            _ = try transaction.execute(
+                """
+                CREATE TABLE IF NOT EXISTS \(Self.table)(
+                    run TEXT NOT NULL, message_id TEXT NOT NULL, fencing INTEGER NOT NULL)
+                """
+            )
+            _ = try transaction.execute(
+                "CREATE INDEX IF NOT EXISTS \(Self.table)_run ON \(Self.table)(run, message_id)"
+            )
         }
     }
 
     /// Processes a message in transactional mode: the effect row and the completion commit together.
     /// `afterEffect` runs after the row is written (the demo's crash throws there: both roll back).
     func applyTransactionally(
-        _ message: SimulatedBroker.Message, consumer: IdempotentConsumer,
+        _ message: SimulatedBroker.Message,
+        consumer: IdempotentConsumer,
         afterEffect: @escaping @Sendable (SQLiteTransaction) throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool) {
         try await applyTransactionally(
-            messageID: message.id, key: message.key, brokerTime: message.publishedAt, consumer: consumer, afterEffect: afterEffect
+            messageID: message.id,
+            key: message.key,
+            brokerTime: message.publishedAt,
+            consumer: consumer,
+            afterEffect: afterEffect
         )
     }
 
     /// Processes the message `messageID` under `key` in transactional mode; see
     /// ``applyTransactionally(_:consumer:afterEffect:)``.
     func applyTransactionally(
-        messageID: String, key: String, brokerTime: Date?, consumer: IdempotentConsumer,
+        messageID: String,
+        key: String,
+        brokerTime: Date?,
+        consumer: IdempotentConsumer,
         afterEffect: @escaping @Sendable (SQLiteTransaction) throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool) {
         let run = self.run
         let took = Mutex(false)
-        let outcome = try await consumer.processInTransaction(key: key, brokerTime: brokerTime) { transaction, context in
+        let outcome = try await consumer.processInTransaction(key: key, brokerTime: brokerTime) {
+            transaction,
+            context in
             took.withLock { $0 = context.isTakeover }
             _ = try transaction.execute(
                 "INSERT INTO \(Self.table)(run, message_id, fencing) VALUES (?, ?, ?)",
@@ -98,7 +110,8 @@ final class SQLiteEffectLedger: EffectLedger {
         return try await store.withTransaction { transaction in
             var counts: [String: Int] = [:]
             for row in try transaction.query(
-                "SELECT message_id, count(*) FROM \(Self.table) WHERE run = ? GROUP BY message_id", [.text(run)]
+                "SELECT message_id, count(*) FROM \(Self.table) WHERE run = ? GROUP BY message_id",
+                [.text(run)]
             ) {
                 counts[row[0].string ?? "", default: 0] += Int(row[1].int64 ?? 0)
             }

@@ -12,13 +12,17 @@ protocol TransactionalEffectLedger: EffectLedger {
     /// Processes `message` in transactional mode; `afterEffect` runs once the effect row is written
     /// (the demo's crash throws there).
     func applyTransactionally(
-        _ message: SimulatedBroker.Message, consumer: IdempotentConsumer, afterEffect: @escaping @Sendable () throws -> Void
+        _ message: SimulatedBroker.Message,
+        consumer: IdempotentConsumer,
+        afterEffect: @escaping @Sendable () throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool)
 }
 
 extension SQLiteEffectLedger: TransactionalEffectLedger {
     func applyTransactionally(
-        _ message: SimulatedBroker.Message, consumer: IdempotentConsumer, afterEffect: @escaping @Sendable () throws -> Void
+        _ message: SimulatedBroker.Message,
+        consumer: IdempotentConsumer,
+        afterEffect: @escaping @Sendable () throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool) {
         try await applyTransactionally(message, consumer: consumer) { _ in try afterEffect() }
     }
@@ -40,7 +44,10 @@ final class PostgresEffectLedger: TransactionalEffectLedger {
         qualifiedTable = "\"\(store.configuration.schema.replacingOccurrences(of: "\"", with: "\"\""))\".\(Self.table)"
         try await store.client.query(
             PostgresQuery(
-                unsafeSQL: "CREATE TABLE IF NOT EXISTS \(qualifiedTable) (run text NOT NULL, message_id text NOT NULL, fencing bigint NOT NULL)"))
+                unsafeSQL:
+                    "CREATE TABLE IF NOT EXISTS \(qualifiedTable) (run text NOT NULL, message_id text NOT NULL, fencing bigint NOT NULL)"
+            )
+        )
     }
 
     private func insert(_ messageID: String, fencingToken: Int64) -> PostgresQuery {
@@ -48,14 +55,21 @@ final class PostgresEffectLedger: TransactionalEffectLedger {
         bindings.append(run)
         bindings.append(messageID)
         bindings.append(fencingToken)
-        return PostgresQuery(unsafeSQL: "INSERT INTO \(qualifiedTable) (run, message_id, fencing) VALUES ($1, $2, $3)", binds: bindings)
+        return PostgresQuery(
+            unsafeSQL: "INSERT INTO \(qualifiedTable) (run, message_id, fencing) VALUES ($1, $2, $3)",
+            binds: bindings
+        )
     }
 
     func applyTransactionally(
-        _ message: SimulatedBroker.Message, consumer: IdempotentConsumer, afterEffect: @escaping @Sendable () throws -> Void
+        _ message: SimulatedBroker.Message,
+        consumer: IdempotentConsumer,
+        afterEffect: @escaping @Sendable () throws -> Void
     ) async throws -> (ProcessOutcome, takeover: Bool) {
         let took = Mutex(false)
-        let outcome = try await consumer.processInTransaction(key: message.key, brokerTime: message.publishedAt) { connection, context in
+        let outcome = try await consumer.processInTransaction(key: message.key, brokerTime: message.publishedAt) {
+            connection,
+            context in
             took.withLock { $0 = context.isTakeover }
             try await connection.query(self.insert(message.id, fencingToken: context.fencingToken), logger: demoLogger)
             try afterEffect()
@@ -72,7 +86,11 @@ final class PostgresEffectLedger: TransactionalEffectLedger {
         bindings.append(run)
         var counts: [String: Int] = [:]
         let rows = try await store.client.query(
-            PostgresQuery(unsafeSQL: "SELECT message_id, count(*) FROM \(qualifiedTable) WHERE run = $1 GROUP BY message_id", binds: bindings))
+            PostgresQuery(
+                unsafeSQL: "SELECT message_id, count(*) FROM \(qualifiedTable) WHERE run = $1 GROUP BY message_id",
+                binds: bindings
+            )
+        )
         for try await (messageID, count) in rows.decode((String, Int64).self) {
             counts[messageID, default: 0] += Int(count)
         }
@@ -85,17 +103,28 @@ private let demoLogger = Logger(label: "dedup-demo")
 extension DemoDataLocation {
     /// The rows of `namespace` in a PostgreSQL store's schema; the printed command never holds the
     /// password.
-    static func postgres(location: String, url: PostgresURL, schema: String, namespace: String, table: String)
+    static func postgres(
+        location: String,
+        url: PostgresURL,
+        schema: String,
+        namespace: String,
+        table: String
+    )
         -> DemoDataLocation
     {
         let quotedSchema = "\"\(schema.replacingOccurrences(of: "\"", with: "\"\""))\""
-        let statements = "DELETE FROM \(quotedSchema).dedup_records WHERE namespace = convert_to('\(namespace)', 'UTF8'); "
+        let statements =
+            "DELETE FROM \(quotedSchema).dedup_records WHERE namespace = convert_to('\(namespace)', 'UTF8'); "
             + "DELETE FROM \(quotedSchema).\(table) WHERE run = '\(namespace)';"
-        let connection = ["-h", url.host, "-p", String(url.port), "-U", url.username, "-d", url.database].map(shellQuoted).joined(separator: " ")
+        let connection = ["-h", url.host, "-p", String(url.port), "-U", url.username, "-d", url.database].map(
+            shellQuoted
+        ).joined(separator: " ")
         var command = "psql \(connection) -c \(shellQuoted(statements))"
         if url.password != nil { command += "   # with the password in PGPASSWORD" }
         return DemoDataLocation(
-            description: "\(location) (dedup records of namespace \(namespace) in schema \(schema), effect rows in table \(schema).\(table))",
-            removalCommand: command)
+            description:
+                "\(location) (dedup records of namespace \(namespace) in schema \(schema), effect rows in table \(schema).\(table))",
+            removalCommand: command
+        )
     }
 }

@@ -6,7 +6,8 @@ import Foundation
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Check connectivity, round-trip latency, the schema (SQLite) or persistence and eviction (Redis); changes nothing.",
+        abstract:
+            "Check connectivity, round-trip latency, the schema (SQLite) or persistence and eviction (Redis); changes nothing.",
         discussion: """
             For Redis it also reports the server version, persistence (AOF, RDB snapshots) and the \
             eviction policy. Exits 0 when the store is reachable and its schema is current, 3 when it \
@@ -151,11 +152,18 @@ struct CheckReport: Sendable {
         if roundTripMicroseconds.isEmpty {
             lines.append(("round trip", "not measured (the schema is not current)"))
         } else {
-            lines.append(("round trip", "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"))
+            lines.append(
+                (
+                    "round trip",
+                    "\(Self.milliseconds(medianMicroseconds)) ms (median of \(roundTripMicroseconds.count), max \(Self.milliseconds(roundTripMicroseconds.max() ?? 0)) ms)"
+                )
+            )
         }
         if let schema {
             var text = "version \(schema.version) of \(schema.latest): \(schema.status)"
-            if !schema.pending.isEmpty { text += " (pending: \(schema.pending.joined(separator: ", ")); run dedup-inspect migrate)" }
+            if !schema.pending.isEmpty {
+                text += " (pending: \(schema.pending.joined(separator: ", ")); run dedup-inspect migrate)"
+            }
             lines.append(("schema", text))
             if let detail = schema.detail { lines.append(("", detail)) }
         }
@@ -172,7 +180,8 @@ struct CheckReport: Sendable {
 
     static func milliseconds(_ microseconds: Int64) -> String {
         let thousandths = microseconds % 1000
-        return "\(microseconds / 1000)." + String(repeating: "0", count: 3 - String(thousandths).count) + String(thousandths)
+        return "\(microseconds / 1000)." + String(repeating: "0", count: 3 - String(thousandths).count)
+            + String(thousandths)
     }
 
     static func labelled(_ lines: [(String, String)]) -> String {

@@ -61,6 +61,7 @@ public struct DedupInspectCommand: AsyncParsableCommand {
     /// Whether the arguments ask for `--format json` (read from the raw arguments: a usage error
     /// means they could not be parsed).
     static func asksForJSON(_ arguments: [String]) -> Bool {
-        zip(arguments, arguments.dropFirst()).contains { $0 == "--format" && $1 == "json" } || arguments.contains("--format=json")
+        zip(arguments, arguments.dropFirst()).contains { $0 == "--format" && $1 == "json" }
+            || arguments.contains("--format=json")
     }
 }

@@ -62,7 +62,13 @@ struct ListCommand: AsyncParsableCommand {
             while !out.readerGone {
                 let want = limit.map { min(batchSize, $0 - count) } ?? batchSize
                 if want == 0 { break }
-                let page = try await Self.page(of: store, filter, after: position, limit: want, given: count == 0 ? cursor : nil)
+                let page = try await Self.page(
+                    of: store,
+                    filter,
+                    after: position,
+                    limit: want,
+                    given: count == 0 ? cursor : nil
+                )
                 position = page.next
                 if session.json {
                     var chunk = ""
@@ -111,7 +117,13 @@ struct ListCommand: AsyncParsableCommand {
 
     /// A page of records; a store's refusal of the cursor the operator gave (`given`) is reported
     /// as an invalid cursor, in words, with what to do.
-    private static func page(of store: any DedupStore, _ filter: RecordFilter, after position: PageCursor?, limit: Int, given: String?) async throws
+    private static func page(
+        of store: any DedupStore,
+        _ filter: RecordFilter,
+        after position: PageCursor?,
+        limit: Int,
+        given: String?
+    ) async throws
         -> RecordPage
     {
         do {

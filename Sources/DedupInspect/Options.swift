@@ -70,7 +70,10 @@ public struct GlobalOptions: ParsableArguments {
     /// The store's location, from `--store` or `DEDUP_STORE`.
     func location() throws(DedupError) -> StoreLocation {
         guard let text = store ?? ProcessInfo.processInfo.environment["DEDUP_STORE"], !text.isEmpty else {
-            throw DedupError(.invalidConfiguration, "no store given: pass --store sqlite:PATH or --store redis://host:port/db, or set DEDUP_STORE")
+            throw DedupError(
+                .invalidConfiguration,
+                "no store given: pass --store sqlite:PATH or --store redis://host:port/db, or set DEDUP_STORE"
+            )
         }
         return try StoreLocation(parsing: text)
     }
@@ -87,11 +90,16 @@ struct FilterOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
             "Only records whose time is at or after this: the broker time where the record carries one, else its completion time (claim time while in flight). \(Timestamp.accepted).",
-            valueName: "time"),
-        transform: TimeArgument.parsing)
+            valueName: "time"
+        ),
+        transform: TimeArgument.parsing
+    )
     var from: TimeArgument?
 
-    @Option(help: ArgumentHelp("Only records whose time is before this (same spellings as --from).", valueName: "time"), transform: TimeArgument.parsing)
+    @Option(
+        help: ArgumentHelp("Only records whose time is before this (same spellings as --from).", valueName: "time"),
+        transform: TimeArgument.parsing
+    )
     var until: TimeArgument?
 
     @Option(help: "Only keys starting with this prefix.")
@@ -108,10 +116,14 @@ struct FilterOptions: ParsableArguments {
 
     func validate() throws {
         if let from, let until, from.milliseconds >= until.milliseconds {
-            throw ValidationError("--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))")
+            throw ValidationError(
+                "--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))"
+            )
         }
         if let namespace {
-            do { try RecordID.validate(namespace: namespace) } catch { throw ValidationError("--namespace: \(error.message)") }
+            do { try RecordID.validate(namespace: namespace) } catch {
+                throw ValidationError("--namespace: \(error.message)")
+            }
         }
         if !parts.isEmpty {
             if keyPrefix != nil { throw ValidationError("give --key-prefix or --part, not both") }
@@ -123,7 +135,10 @@ struct FilterOptions: ParsableArguments {
     /// that start with them.
     var filter: RecordFilter {
         RecordFilter(
-            namespace: namespace, state: state, from: from?.date, until: until?.date,
+            namespace: namespace,
+            state: state,
+            from: from?.date,
+            until: until?.date,
             keyPrefix: keyPrefix ?? (parts.isEmpty ? nil : BusinessKey.encode(parts))
         )
     }

@@ -137,7 +137,9 @@ struct TextTable {
 func displayed(_ text: String) -> String {
     let needsQuoting =
         text.isEmpty || text.first == " " || text.last == " " || text.first == "\""
-        || text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || $0.properties.generalCategory == .format }
+        || text.unicodeScalars.contains {
+            $0.value < 0x20 || $0.value == 0x7F || $0.properties.generalCategory == .format
+        }
     return needsQuoting ? text.debugDescription : text
 }
 

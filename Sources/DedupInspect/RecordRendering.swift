@@ -61,7 +61,9 @@ enum RecordRendering {
             let text = Timestamp.format(date)
             guard relative else { return text }
             let delta = date.millisecondsSince1970 - now
-            return text + (delta >= 0 ? " (in \(humanDuration(milliseconds: delta)))" : " (\(humanDuration(milliseconds: -delta)) ago)")
+            return text
+                + (delta >= 0
+                    ? " (in \(humanDuration(milliseconds: delta)))" : " (\(humanDuration(milliseconds: -delta)) ago)")
         }
         let fields: [(String, String)] = [
             ("namespace", displayed(record.id.namespace)),

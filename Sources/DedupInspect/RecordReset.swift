@@ -8,7 +8,12 @@ struct ResetGuardOptions: ParsableArguments {
     @Option(help: "Only keys starting with this prefix.")
     var keyPrefix: String?
 
-    @Option(help: ArgumentHelp("With --yes, refuse to delete more than this percentage of the namespace's records without --all-matching.", valueName: "percent"))
+    @Option(
+        help: ArgumentHelp(
+            "With --yes, refuse to delete more than this percentage of the namespace's records without --all-matching.",
+            valueName: "percent"
+        )
+    )
     var maxShare = 50
 
     @Flag(help: "Confirm a reset that takes more than --max-share of the namespace.")
@@ -50,14 +55,24 @@ struct RecordReset {
     }
 
     var filter: RecordFilter {
-        RecordFilter(namespace: namespace, state: .completed, from: from?.date, until: until?.date, keyPrefix: options.keyPrefix)
+        RecordFilter(
+            namespace: namespace,
+            state: .completed,
+            from: from?.date,
+            until: until?.date,
+            keyPrefix: options.keyPrefix
+        )
     }
 
     /// Validates the namespace and the range.
     static func validate(namespace: String, from: TimeArgument?, until: TimeArgument?) throws {
-        do { try RecordID.validate(namespace: namespace) } catch { throw ValidationError("--namespace: \(error.message)") }
+        do { try RecordID.validate(namespace: namespace) } catch {
+            throw ValidationError("--namespace: \(error.message)")
+        }
         if let from, let until, from.milliseconds >= until.milliseconds {
-            throw ValidationError("--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))")
+            throw ValidationError(
+                "--from (\(Timestamp.format(milliseconds: from.milliseconds))) must be before --until (\(Timestamp.format(milliseconds: until.milliseconds)))"
+            )
         }
     }
 
@@ -65,7 +80,9 @@ struct RecordReset {
     /// when a confirmation flag makes the count needless (deleting counts then).
     func survey(in store: any DedupStore, skippingIfConfirmed: Bool, into tally: inout Tally) async throws {
         guard !skippingIfConfirmed || !(allTime || options.allMatching) else { return }
-        tally.namespaceRecords = try await store.stats().namespaces.first { $0.namespace == namespace }.map { $0.inFlight + $0.completed } ?? 0
+        tally.namespaceRecords =
+            try await store.stats().namespaces.first { $0.namespace == namespace }.map { $0.inFlight + $0.completed }
+            ?? 0
         try await count(in: store, into: &tally)
     }
 
@@ -78,7 +95,9 @@ struct RecordReset {
             let page = try await store.records(matching: filter, after: cursor, limit: options.batchSize)
             cursor = page.next
             tally.matched += page.records.count
-            if tally.samples.count < options.sample { tally.samples += page.records.prefix(options.sample - tally.samples.count) }
+            if tally.samples.count < options.sample {
+                tally.samples += page.records.prefix(options.sample - tally.samples.count)
+            }
             progress.update(tally.matched)
         } while cursor != nil
     }
@@ -126,7 +145,8 @@ struct RecordReset {
     /// `N of the namespace's M records (P%)`.
     func share(_ tally: Tally) -> String? {
         guard let total = tally.namespaceRecords else { return nil }
-        return "\(grouped(tally.matched)) of the namespace's \(counted(total, "record")) (\(percentage(tally.matched, of: total)))"
+        return
+            "\(grouped(tally.matched)) of the namespace's \(counted(total, "record")) (\(percentage(tally.matched, of: total)))"
     }
 
     /// Why a --yes over more than --max-share is refused.
@@ -146,27 +166,40 @@ struct RecordReset {
         var table = TextTable(RecordRendering.listHeaders, rightAligned: RecordRendering.listRightAligned)
         for record in tally.samples { table.append(RecordRendering.listRow(record)) }
         if !tally.samples.isEmpty { out.write(table.render()) }
-        if tally.samples.count < tally.matched { out.line("... and \(grouped(tally.matched - tally.samples.count)) more") }
+        if tally.samples.count < tally.matched {
+            out.line("... and \(grouped(tally.matched - tally.samples.count)) more")
+        }
         out.line("")
-        out.line("dry run: would delete \(counted(tally.matched, "completed record")) of namespace \(displayed(namespace)) \(rangeDescription)")
+        out.line(
+            "dry run: would delete \(counted(tally.matched, "completed record")) of namespace \(displayed(namespace)) \(rangeDescription)"
+        )
         if let share = share(tally) {
             let over = tally.matched * 100 > options.maxShare * (tally.namespaceRecords ?? 0) && !allTime
-            out.line("that is \(share)" + (over ? ", more than --max-share \(options.maxShare)%: --yes needs --all-matching too" : ""))
+            out.line(
+                "that is \(share)"
+                    + (over ? ", more than --max-share \(options.maxShare)%: --yes needs --all-matching too" : "")
+            )
         }
     }
 
     /// `deleted N completed records of namespace NS published in …`, and what was left alone.
     func reportDeleted(_ tally: Tally, to out: OutputSink) {
-        out.line("deleted \(counted(tally.deleted, "completed record")) of namespace \(displayed(namespace)) \(rangeDescription)")
+        out.line(
+            "deleted \(counted(tally.deleted, "completed record")) of namespace \(displayed(namespace)) \(rangeDescription)"
+        )
         if tally.deleted < tally.matched {
-            out.line("(\(grouped(tally.matched - tally.deleted)) matched but changed or vanished before deletion and were left alone)")
+            out.line(
+                "(\(grouped(tally.matched - tally.deleted)) matched but changed or vanished before deletion and were left alone)"
+            )
         }
     }
 
     var rangeDescription: String {
         var text: String
         switch (from, until) {
-        case let (from?, until?): text = "published in [\(Timestamp.format(milliseconds: from.milliseconds)), \(Timestamp.format(milliseconds: until.milliseconds)))"
+        case let (from?, until?):
+            text =
+                "published in [\(Timestamp.format(milliseconds: from.milliseconds)), \(Timestamp.format(milliseconds: until.milliseconds)))"
         case let (from?, nil): text = "published at or after \(Timestamp.format(milliseconds: from.milliseconds))"
         case let (nil, until?): text = "published before \(Timestamp.format(milliseconds: until.milliseconds))"
         case (nil, nil): text = "(all time)"

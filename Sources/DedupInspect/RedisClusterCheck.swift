@@ -27,7 +27,11 @@ struct RedisClusterCheck {
             if let failure = node.failure {
                 details.append(("node \(node.address)", "\(role), not reachable"))
                 note("could not be asked: \(failure)", node.address, in: &warned)
-                entries.append(.object([("address", .string(node.address)), ("role", .string(role)), ("failure", .string(failure))]))
+                entries.append(
+                    .object([
+                        ("address", .string(node.address)), ("role", .string(role)), ("failure", .string(failure)),
+                    ])
+                )
                 continue
             }
             let assessment = RedisSettingsCheck(node.settings)
@@ -35,7 +39,9 @@ struct RedisClusterCheck {
             details.append(("node \(node.address)", "\(role); \(summary)"))
             for warning in assessment.warnings { note(warning, node.address, in: &warned) }
             for notice in assessment.notices { note(notice, node.address, in: &noticed) }
-            entries.append(.object([("address", .string(node.address)), ("role", .string(role)), ("settings", assessment.json)]))
+            entries.append(
+                .object([("address", .string(node.address)), ("role", .string(role)), ("settings", assessment.json)])
+            )
         }
         warnings = warned.map { "\(Self.names($0.nodes)): \($0.text)" }
         notices = noticed.map { "\(Self.names($0.nodes)): \($0.text)" }

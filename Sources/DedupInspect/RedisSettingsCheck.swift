@@ -13,7 +13,9 @@ struct RedisSettingsCheck {
         details.append(("server", settings.version.map { "Redis \($0)" } ?? "unknown"))
         details.append(("persistence", Self.persistence(settings)))
         var eviction = settings.evictionPolicy ?? "unknown"
-        if let bytes = settings.maxMemoryBytes { eviction += bytes == 0 ? " (no maxmemory set)" : " (maxmemory \(bytes) bytes)" }
+        if let bytes = settings.maxMemoryBytes {
+            eviction += bytes == 0 ? " (no maxmemory set)" : " (maxmemory \(bytes) bytes)"
+        }
         details.append(("eviction", eviction))
 
         // Each refused command once, with the server's answer.
@@ -29,9 +31,12 @@ struct RedisSettingsCheck {
         case true?:
             warnings.append(
                 "maxmemory-policy \(settings.evictionPolicy!) lets Redis evict dedup records when memory runs out (every record "
-                    + "has a TTL), and their messages then run again: set maxmemory-policy noeviction (writes then fail with OOM instead)")
+                    + "has a TTL), and their messages then run again: set maxmemory-policy noeviction (writes then fail with OOM instead)"
+            )
         case nil:
-            let policy = settings.evictionPolicy.map { "maxmemory-policy \($0) is not one this tool knows" } ?? "the eviction policy is unknown"
+            let policy =
+                settings.evictionPolicy.map { "maxmemory-policy \($0) is not one this tool knows" }
+                ?? "the eviction policy is unknown"
             notices.append(policy + ": production needs maxmemory-policy noeviction")
         case false?:
             break
@@ -40,14 +45,16 @@ struct RedisSettingsCheck {
         case false?:
             warnings.append(
                 "neither the append-only file nor RDB snapshots are on: a restart of Redis loses every record, and their "
-                    + "messages run again: set appendonly yes")
+                    + "messages run again: set appendonly yes"
+            )
         case nil:
             notices.append("whether records survive a restart is unknown: production needs appendonly yes")
         case true?:
             if settings.appendOnly == false {
                 notices.append(
                     "RDB snapshots only: a restart loses the records written since the last snapshot (their messages run "
-                        + "again if delivered again); appendonly yes keeps them")
+                        + "again if delivered again); appendonly yes keeps them"
+                )
             }
         }
         json = .object([

@@ -10,7 +10,8 @@ import Foundation
 struct ReplayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Replay a broker time range through a Redis stream's consumer group: reset its records, move the group back (dry run unless --yes).",
+        abstract:
+            "Replay a broker time range through a Redis stream's consumer group: reset its records, move the group back (dry run unless --yes).",
         discussion: """
             Resets the COMPLETED records of --namespace whose broker time is in [--from, --until) \
             (to now without --until), as reset does, then moves --group of --stream to just before \
@@ -47,20 +48,30 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(
         help: ArgumentHelp(
             "The stream: redis://[user:password@]host[:port]/KEY[?db=N] or unix:///path/to/redis.sock?key=KEY[&db=N] (the key percent-encoded).",
-            valueName: "location"))
+            valueName: "location"
+        )
+    )
     var stream: String
 
     @Option(help: "The consumer group to move back.")
     var group: String
 
     @Option(
-        help: ArgumentHelp("Replay the entries published (broker time) at or after this: \(Timestamp.accepted).", valueName: "time"),
-        transform: TimeArgument.parsing)
+        help: ArgumentHelp(
+            "Replay the entries published (broker time) at or after this: \(Timestamp.accepted).",
+            valueName: "time"
+        ),
+        transform: TimeArgument.parsing
+    )
     var from: TimeArgument
 
     @Option(
-        help: ArgumentHelp("Re-apply only entries published before this (same spellings as --from); default: now.", valueName: "time"),
-        transform: TimeArgument.parsing)
+        help: ArgumentHelp(
+            "Re-apply only entries published before this (same spellings as --from); default: now.",
+            valueName: "time"
+        ),
+        transform: TimeArgument.parsing
+    )
     var until: TimeArgument?
 
     @Flag(help: "Really delete the records and move the group.")
@@ -107,7 +118,14 @@ struct ReplayCommand: AsyncParsableCommand {
     }
 
     private var reset: RecordReset {
-        RecordReset(namespace: namespace, from: from, until: until, allTime: false, options: guardOptions, progress: global.progress)
+        RecordReset(
+            namespace: namespace,
+            from: from,
+            until: until,
+            allTime: false,
+            options: guardOptions,
+            progress: global.progress
+        )
     }
 
     private func replay(session: Session, store: any DedupStore, admin: RedisStreamAdmin) async throws -> ExitStatus {
@@ -118,24 +136,57 @@ struct ReplayCommand: AsyncParsableCommand {
         var state: StreamState?
         session.onError = { error, status in
             if tally.deleted > 0 {
-                StandardError.write("dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error; the group was not moved: run the same command again to finish the replay\n")
+                StandardError.write(
+                    "dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error; the group was not moved: run the same command again to finish the replay\n"
+                )
             }
-            if session.json { session.document(document(tally, state, stream: streamName, now: now, error: Session.errorObject(error, status: status))) }
+            if session.json {
+                session.document(
+                    document(
+                        tally,
+                        state,
+                        stream: streamName,
+                        now: now,
+                        error: Session.errorObject(error, status: status)
+                    )
+                )
+            }
         }
 
         // The stream first: a wrong stream or group must stop the command before any record goes.
         session.target = "stream \(streamName)"
         guard let groups = try await admin.groups() else {
-            return refuse("stream \(streamName) does not exist", code: "notFound", status: .notFound, tally, state, stream: streamName, session: session, now: now)
+            return refuse(
+                "stream \(streamName) does not exist",
+                code: "notFound",
+                status: .notFound,
+                tally,
+                state,
+                stream: streamName,
+                session: session,
+                now: now
+            )
         }
         guard let group = groups.first(where: { $0.name == self.group }) else {
-            let known = groups.isEmpty ? "it has none" : "its groups: " + groups.map { displayed($0.name) }.joined(separator: ", ")
+            let known =
+                groups.isEmpty
+                ? "it has none" : "its groups: " + groups.map { displayed($0.name) }.joined(separator: ", ")
             return refuse(
-                "stream \(streamName) has no consumer group \(displayed(self.group)) (\(known))", code: "notFound", status: .notFound, tally, state,
-                stream: streamName, session: session, now: now)
+                "stream \(streamName) has no consumer group \(displayed(self.group)) (\(known))",
+                code: "notFound",
+                status: .notFound,
+                tally,
+                state,
+                stream: streamName,
+                session: session,
+                now: now
+            )
         }
         var current = StreamState(
-            group: group, firstEntry: try await admin.firstEntryID(), target: .justBefore(milliseconds: UInt64(from.milliseconds)))
+            group: group,
+            firstEntry: try await admin.firstEntryID(),
+            target: .justBefore(milliseconds: UInt64(from.milliseconds))
+        )
         session.target = nil
         current.warnings = warnings(current)
         state = current
@@ -143,24 +194,55 @@ struct ReplayCommand: AsyncParsableCommand {
         // Counted with --yes too: a replay that matches nothing moves no group.
         try await reset.survey(in: store, skippingIfConfirmed: false, into: &tally)
         if yes, current.isAhead, !evenIfAhead {
-            let message = "refusing to move group \(displayed(self.group)) forward, from \(current.group.lastDeliveredID) to \(current.target): "
+            let message =
+                "refusing to move group \(displayed(self.group)) forward, from \(current.group.lastDeliveredID) to \(current.target): "
                 + "--from is after its position, so the entries between would never be delivered; nothing changed. "
                 + "Check --from; to skip them, run again with --even-if-ahead"
-            return refuse(message, code: "confirmationRequired", status: .usage, tally, state, stream: streamName, session: session, now: now)
+            return refuse(
+                message,
+                code: "confirmationRequired",
+                status: .usage,
+                tally,
+                state,
+                stream: streamName,
+                session: session,
+                now: now
+            )
         }
         if yes, reset.exceedsMaxShare(tally) {
-            return refuse(reset.refusal(tally), code: "confirmationRequired", status: .usage, tally, state, stream: streamName, session: session, now: now)
+            return refuse(
+                reset.refusal(tally),
+                code: "confirmationRequired",
+                status: .usage,
+                tally,
+                state,
+                stream: streamName,
+                session: session,
+                now: now
+            )
         }
         if yes, tally.matched == 0 {
             let message = "\(reset.nothingMatched); the group was not moved (check --namespace)"
-            return refuse(message, code: "notFound", status: .notFound, tally, state, stream: streamName, session: session, now: now)
+            return refuse(
+                message,
+                code: "notFound",
+                status: .notFound,
+                tally,
+                state,
+                stream: streamName,
+                session: session,
+                now: now
+            )
         }
         if yes {
             // Records first, then the group: see the help for why this order.
             try await reset.delete(in: store, into: &tally)
             session.target = "stream \(streamName)"
             guard try await admin.setPosition(of: self.group, to: current.target) else {
-                throw DedupError(.storeError, "the group \(displayed(self.group)) or its stream vanished before it could be moved")
+                throw DedupError(
+                    .storeError,
+                    "the group \(displayed(self.group)) or its stream vanished before it could be moved"
+                )
             }
             session.target = nil
             current.moved = true
@@ -188,26 +270,35 @@ struct ReplayCommand: AsyncParsableCommand {
             if first.milliseconds > UInt64(from.milliseconds) {
                 warnings.append(
                     "the stream's first entry (\(first), \(Timestamp.format(milliseconds: Int64(first.milliseconds)))) is after --from (\(fromText)): "
-                        + "entries published before it were trimmed (or never added) and cannot come again")
+                        + "entries published before it were trimmed (or never added) and cannot come again"
+                )
             }
         } else {
             warnings.append("the stream holds no entries: nothing can come again")
         }
         if state.group.pending > 0 {
             warnings.append(
-                "the group has \(counted(Int(state.group.pending), "pending entry", plural: "pending entries")) (delivered, not acknowledged): they are delivered again besides")
+                "the group has \(counted(Int(state.group.pending), "pending entry", plural: "pending entries")) (delivered, not acknowledged): they are delivered again besides"
+            )
         }
         if state.isAhead {
             warnings.append(
-                "--from is after the group's position \(state.group.lastDeliveredID): moving it forward skips the entries between; --yes needs --even-if-ahead")
+                "--from is after the group's position \(state.group.lastDeliveredID): moving it forward skips the entries between; --yes needs --even-if-ahead"
+            )
         }
         return warnings
     }
 
     /// Reports a refusal (nothing changed) on stderr and, for JSON, as the document's error.
     private func refuse(
-        _ message: String, code: String, status: ExitStatus, _ tally: RecordReset.Tally, _ state: StreamState?, stream: String,
-        session: Session, now: Int64
+        _ message: String,
+        code: String,
+        status: ExitStatus,
+        _ tally: RecordReset.Tally,
+        _ state: StreamState?,
+        stream: String,
+        session: Session,
+        now: Int64
     ) -> ExitStatus {
         StandardError.write("dedup-inspect: \(message)\n")
         session.onError = nil
@@ -222,8 +313,12 @@ struct ReplayCommand: AsyncParsableCommand {
     private func report(_ tally: RecordReset.Tally, _ state: StreamState, stream: String, to out: OutputSink) {
         if yes {
             reset.reportDeleted(tally, to: out)
-            out.line("moved group \(displayed(group)) of \(stream) from \(state.group.lastDeliveredID) to \(state.target):")
-            out.line("its consumers receive the entries from \(Timestamp.format(milliseconds: from.milliseconds)) on again; those after the range are skipped as duplicates")
+            out.line(
+                "moved group \(displayed(group)) of \(stream) from \(state.group.lastDeliveredID) to \(state.target):"
+            )
+            out.line(
+                "its consumers receive the entries from \(Timestamp.format(milliseconds: from.milliseconds)) on again; those after the range are skipped as duplicates"
+            )
             for warning in state.warnings { out.line("warning: \(warning)") }
             return
         }
@@ -239,14 +334,23 @@ struct ReplayCommand: AsyncParsableCommand {
         table.append(["would move to:", "\(state.target) (just before --from: the entry at --from is delivered again)"])
         table.append(["pending entries:", grouped(Int(state.group.pending))])
         table.append(["lag:", state.group.lag.map { grouped(Int($0)) } ?? "unknown"])
-        table.append(["first entry:", state.firstEntry.map { "\($0) (\(Timestamp.format(milliseconds: Int64($0.milliseconds))))" } ?? "none"])
+        table.append([
+            "first entry:",
+            state.firstEntry.map { "\($0) (\(Timestamp.format(milliseconds: Int64($0.milliseconds))))" } ?? "none",
+        ])
         out.line("")
         out.write(table.render(header: false))
         for warning in state.warnings { out.line("warning: \(warning)") }
         out.line("run again with --yes to delete the records and move the group")
     }
 
-    private func document(_ tally: RecordReset.Tally, _ state: StreamState?, stream: String, now: Int64, error: JSONValue?) -> JSONValue {
+    private func document(
+        _ tally: RecordReset.Tally,
+        _ state: StreamState?,
+        stream: String,
+        now: Int64,
+        error: JSONValue?
+    ) -> JSONValue {
         var members = reset.documentMembers(tally, yes: yes, now: now)
         members += [
             ("stream", .string(stream)),

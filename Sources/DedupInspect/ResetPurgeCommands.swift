@@ -40,13 +40,19 @@ struct ResetCommand: AsyncParsableCommand {
     @Option(
         help: ArgumentHelp(
             "Reset records published (broker time; completed, for records without one) at or after this: \(Timestamp.accepted).",
-            valueName: "time"),
-        transform: TimeArgument.parsing)
+            valueName: "time"
+        ),
+        transform: TimeArgument.parsing
+    )
     var from: TimeArgument?
 
     @Option(
-        help: ArgumentHelp("Reset records published (or completed, as for --from) before this (same spellings as --from).", valueName: "time"),
-        transform: TimeArgument.parsing)
+        help: ArgumentHelp(
+            "Reset records published (or completed, as for --from) before this (same spellings as --from).",
+            valueName: "time"
+        ),
+        transform: TimeArgument.parsing
+    )
     var until: TimeArgument?
 
     @Flag(help: "Reset the whole namespace, whatever the broker or completion time.")
@@ -60,7 +66,9 @@ struct ResetCommand: AsyncParsableCommand {
     func validate() throws {
         try RecordReset.validate(namespace: namespace, from: from, until: until)
         if from == nil && until == nil && !allTime {
-            throw ValidationError("give the time range to reset with --from and/or --until, or --all-time for the whole namespace")
+            throw ValidationError(
+                "give the time range to reset with --from and/or --until, or --all-time for the whole namespace"
+            )
         }
         if allTime && (from != nil || until != nil) {
             throw ValidationError("--all-time cannot be combined with --from or --until")
@@ -68,7 +76,14 @@ struct ResetCommand: AsyncParsableCommand {
     }
 
     private var reset: RecordReset {
-        RecordReset(namespace: namespace, from: from, until: until, allTime: allTime, options: guardOptions, progress: global.progress)
+        RecordReset(
+            namespace: namespace,
+            from: from,
+            until: until,
+            allTime: allTime,
+            options: guardOptions,
+            progress: global.progress
+        )
     }
 
     func run() async throws {
@@ -78,8 +93,12 @@ struct ResetCommand: AsyncParsableCommand {
             let now = session.now
             var tally = RecordReset.Tally()
             session.onError = { error, status in
-                if tally.deleted > 0 { StandardError.write("dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error\n") }
-                if session.json { session.document(document(tally, now: now, error: Session.errorObject(error, status: status))) }
+                if tally.deleted > 0 {
+                    StandardError.write("dedup-inspect: deleted \(counted(tally.deleted, "record")) before the error\n")
+                }
+                if session.json {
+                    session.document(document(tally, now: now, error: Session.errorObject(error, status: status)))
+                }
             }
             try await reset.survey(in: store, skippingIfConfirmed: yes, into: &tally)
             if yes, reset.exceedsMaxShare(tally) {
@@ -87,7 +106,13 @@ struct ResetCommand: AsyncParsableCommand {
                 StandardError.write("dedup-inspect: \(message)\n")
                 session.onError = nil
                 if session.json {
-                    session.document(document(tally, now: now, error: Session.errorObject(code: "confirmationRequired", message: message, status: .usage)))
+                    session.document(
+                        document(
+                            tally,
+                            now: now,
+                            error: Session.errorObject(code: "confirmationRequired", message: message, status: .usage)
+                        )
+                    )
                 }
                 return .usage
             }
@@ -151,8 +176,14 @@ struct PurgeCommand: AsyncParsableCommand {
             var deleted = 0
             var expired: Int?
             session.onError = { error, status in
-                if deleted > 0 { StandardError.write("dedup-inspect: deleted \(counted(deleted, "expired record")) before the error\n") }
-                if session.json { session.document(document(expired: expired, deleted: deleted, error: (error, status))) }
+                if deleted > 0 {
+                    StandardError.write(
+                        "dedup-inspect: deleted \(counted(deleted, "expired record")) before the error\n"
+                    )
+                }
+                if session.json {
+                    session.document(document(expired: expired, deleted: deleted, error: (error, status)))
+                }
             }
             // Counted first with --yes too: the JSON says how many there were, and a Redis server
             // (which expires records itself) is still asked, so a wrong password fails here.
@@ -174,7 +205,9 @@ struct PurgeCommand: AsyncParsableCommand {
             } else if yes {
                 session.out.line("purged \(counted(deleted, "expired record"))")
             } else {
-                session.out.line("dry run: would delete \(counted(found, "expired record")); run again with --yes to delete them")
+                session.out.line(
+                    "dry run: would delete \(counted(found, "expired record")); run again with --yes to delete them"
+                )
             }
             return .success
         }

@@ -42,7 +42,8 @@ final class Session {
 
     /// Opens the store, runs `body`, reports any error, and throws the exit code when not zero.
     static func run(
-        _ options: GlobalOptions, opening mode: OpenMode = .existing,
+        _ options: GlobalOptions,
+        opening mode: OpenMode = .existing,
         _ body: (Session, (any DedupStore)?) async throws -> ExitStatus
     ) async throws {
         let location: StoreLocation
@@ -86,13 +87,21 @@ final class Session {
     /// Prints an error (scrubbed of secrets) on stderr and, for JSON, as the command's document.
     func report(_ error: DedupError) -> ExitStatus {
         let status = ExitStatus(for: error)
-        let scrubbed = DedupError(error.code, URLCredentials.removing(otherSecrets, from: location.redactingSecrets(in: error.message)))
+        let scrubbed = DedupError(
+            error.code,
+            URLCredentials.removing(otherSecrets, from: location.redactingSecrets(in: error.message))
+        )
         let subject = target ?? location.description
         switch status {
         case .usage: StandardError.write("Error: \(scrubbed.message)\n")
-        case .storeUnreachable: StandardError.write("dedup-inspect: cannot reach \(subject): \(scrubbed.code): \(scrubbed.message)\n")
-        case .schemaMismatch: StandardError.write("dedup-inspect: schema problem in \(subject): \(scrubbed.code): \(scrubbed.message)\n")
-        default: StandardError.write("dedup-inspect: \(target ?? "store \(location)"): \(scrubbed.code): \(scrubbed.message)\n")
+        case .storeUnreachable:
+            StandardError.write("dedup-inspect: cannot reach \(subject): \(scrubbed.code): \(scrubbed.message)\n")
+        case .schemaMismatch:
+            StandardError.write("dedup-inspect: schema problem in \(subject): \(scrubbed.code): \(scrubbed.message)\n")
+        default:
+            StandardError.write(
+                "dedup-inspect: \(target ?? "store \(location)"): \(scrubbed.code): \(scrubbed.message)\n"
+            )
         }
         if let onError {
             self.onError = nil

@@ -7,7 +7,9 @@ struct IdentityOptions: ParsableArguments {
     @Option(help: "The record's namespace (consumer group or service).")
     var namespace: String
 
-    @Argument(help: "The record's key (message ID or business key, as stored); or give a business key's parts with --part.")
+    @Argument(
+        help: "The record's key (message ID or business key, as stored); or give a business key's parts with --part."
+    )
     var key: String?
 
     @Option(
@@ -33,7 +35,9 @@ struct IdentityOptions: ParsableArguments {
         case (.some, false):
             throw ValidationError("give the key or its --part parts, not both")
         case (nil, true):
-            throw ValidationError("missing the record's key: give KEY, or a business key's parts with --part (repeated)")
+            throw ValidationError(
+                "missing the record's key: give KEY, or a business key's parts with --part (repeated)"
+            )
         }
         do {
             return try RecordID(namespace: namespace, key: key)
@@ -56,7 +60,8 @@ struct ShowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "show",
         abstract: "Show one record: state, owner, fencing token, attempts, times, result size.",
-        discussion: "Exits 1 when there is no such record (or it has expired). JSON carries the stored result in base64."
+        discussion:
+            "Exits 1 when there is no such record (or it has expired). JSON carries the stored result in base64."
     )
 
     @OptionGroup var global: GlobalOptions
@@ -68,10 +73,12 @@ struct ShowCommand: AsyncParsableCommand {
             let record = try await store!.record(for: id)
             let now = session.now
             if session.json {
-                session.document(.object([
-                    ("found", .bool(record != nil)),
-                    ("record", record.map { RecordRendering.json($0, now: now, includeResult: true) } ?? .null),
-                ]))
+                session.document(
+                    .object([
+                        ("found", .bool(record != nil)),
+                        ("record", record.map { RecordRendering.json($0, now: now, includeResult: true) } ?? .null),
+                    ])
+                )
             } else if let record {
                 session.out.write(RecordRendering.detail(record, now: now))
             }
@@ -123,17 +130,23 @@ struct ForgetCommand: AsyncParsableCommand {
                 StandardError.write(
                     "dedup-inspect: warning: the lease of owner \(record.ownerToken ?? "-") is live for another \(humanDuration(milliseconds: liveLeaseLeft)): "
                         + "its handler may still be running, and deleting the record lets another delivery run it at the same time; "
-                        + "wait until the lease has passed (the next delivery then takes the record over), or add --even-if-live\n")
+                        + "wait until the lease has passed (the next delivery then takes the record over), or add --even-if-live\n"
+                )
             }
             let refused = yes && liveLeaseLeft != nil && !evenIfLive
             var deleted = 0
             if yes, !refused, let record {
                 // Only the record as shown: claimed again or completed meanwhile, its state or time differs.
                 let time = record.recordTime.millisecondsSince1970
-                let asShown = RecordFilter(state: record.state, from: Date(millisecondsSince1970: time), until: Date(millisecondsSince1970: time + 1))
+                let asShown = RecordFilter(
+                    state: record.state,
+                    from: Date(millisecondsSince1970: time),
+                    until: Date(millisecondsSince1970: time + 1)
+                )
                 deleted = try await store.delete([id], matching: asShown)
             }
-            let refusal = "refusing to delete record \(id) while its lease is live: add --even-if-live to delete it anyway"
+            let refusal =
+                "refusing to delete record \(id) while its lease is live: add --even-if-live to delete it anyway"
             if session.json {
                 var members: [(String, JSONValue)] = [
                     ("dry_run", .bool(!yes)),
@@ -142,17 +155,27 @@ struct ForgetCommand: AsyncParsableCommand {
                     ("live_lease", .bool(liveLeaseLeft != nil)),
                     ("record", record.map { RecordRendering.json($0, now: now, includeResult: false) } ?? .null),
                 ]
-                if refused { members.append(("error", Session.errorObject(code: "confirmationRequired", message: refusal, status: .usage))) }
+                if refused {
+                    members.append(
+                        ("error", Session.errorObject(code: "confirmationRequired", message: refusal, status: .usage))
+                    )
+                }
                 session.document(.object(members))
             } else if let record {
                 session.out.write(RecordRendering.detail(record, now: now))
                 session.out.line("")
                 if refused {
-                    session.out.line("nothing deleted: the lease is live; run again with --yes --even-if-live to delete it anyway")
+                    session.out.line(
+                        "nothing deleted: the lease is live; run again with --yes --even-if-live to delete it anyway"
+                    )
                 } else if yes {
-                    session.out.line(deleted == 1 ? "deleted 1 record" : "deleted 0 records (it changed or was already gone)")
+                    session.out.line(
+                        deleted == 1 ? "deleted 1 record" : "deleted 0 records (it changed or was already gone)"
+                    )
                 } else if liveLeaseLeft != nil {
-                    session.out.line("dry run: would delete 1 record, but its lease is live: --yes needs --even-if-live too")
+                    session.out.line(
+                        "dry run: would delete 1 record, but its lease is live: --yes needs --even-if-live too"
+                    )
                 } else {
                     session.out.line("dry run: would delete 1 record; run again with --yes to delete it")
                 }

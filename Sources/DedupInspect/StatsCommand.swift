@@ -43,7 +43,14 @@ struct StatsCommand: AsyncParsableCommand {
             let onlyExpired = Set(expired.keys).subtracting(stats.namespaces.map(\.namespace))
             if !onlyExpired.isEmpty {
                 stats.namespaces += onlyExpired.map {
-                    DedupStats.NamespaceStats(namespace: $0, inFlight: 0, expiredLeases: 0, completed: 0, oldest: nil, newest: nil)
+                    DedupStats.NamespaceStats(
+                        namespace: $0,
+                        inFlight: 0,
+                        expiredLeases: 0,
+                        completed: 0,
+                        oldest: nil,
+                        newest: nil
+                    )
                 }
                 stats.namespaces.sort { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
             }
@@ -66,15 +73,33 @@ struct StatsCommand: AsyncParsableCommand {
             let more = inFlightTotal > inFlight.count
 
             if session.json {
-                session.document(json(stats, expired: expired, inFlight: inFlight, truncated: more, session: session, now: now))
+                session.document(
+                    json(stats, expired: expired, inFlight: inFlight, truncated: more, session: session, now: now)
+                )
             } else {
-                session.out.write(text(stats, expired: expired, inFlight: inFlight, inFlightTotal: inFlightTotal, session: session, now: now))
+                session.out.write(
+                    text(
+                        stats,
+                        expired: expired,
+                        inFlight: inFlight,
+                        inFlightTotal: inFlightTotal,
+                        session: session,
+                        now: now
+                    )
+                )
             }
             return .success
         }
     }
 
-    private func json(_ stats: DedupStats, expired: [String: Int], inFlight: [DedupRecord], truncated: Bool, session: Session, now: Int64) -> JSONValue {
+    private func json(
+        _ stats: DedupStats,
+        expired: [String: Int],
+        inFlight: [DedupRecord],
+        truncated: Bool,
+        session: Session,
+        now: Int64
+    ) -> JSONValue {
         let namespaces: [JSONValue] = stats.namespaces.map { entry in
             .object([
                 ("namespace", .string(entry.namespace)),
@@ -113,13 +138,23 @@ struct StatsCommand: AsyncParsableCommand {
         ])
     }
 
-    private func text(_ stats: DedupStats, expired: [String: Int], inFlight: [DedupRecord], inFlightTotal: Int, session: Session, now: Int64) -> String {
+    private func text(
+        _ stats: DedupStats,
+        expired: [String: Int],
+        inFlight: [DedupRecord],
+        inFlightTotal: Int,
+        session: Session,
+        now: Int64
+    ) -> String {
         var text = "store: \(session.location)   as of \(Timestamp.format(milliseconds: now))\n\n"
         guard !stats.namespaces.isEmpty else {
             return text + (namespace.map { "no records in namespace \(displayed($0))\n" } ?? "no records\n")
         }
         var table = TextTable(
-            ["NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "EXPIRED", "OLDEST", "NEWEST", "COVERS", "OLDEST_BROKER", "NEWEST_BROKER"],
+            [
+                "NAMESPACE", "IN_FLIGHT", "EXPIRED_LEASES", "COMPLETED", "TOTAL", "EXPIRED", "OLDEST", "NEWEST",
+                "COVERS", "OLDEST_BROKER", "NEWEST_BROKER",
+            ],
             rightAligned: [1, 2, 3, 4, 5]
         )
         func covers(_ oldest: Date?) -> String {
@@ -127,10 +162,13 @@ struct StatsCommand: AsyncParsableCommand {
         }
         for entry in stats.namespaces {
             table.append([
-                displayed(entry.namespace), grouped(entry.inFlight), grouped(entry.expiredLeases), grouped(entry.completed),
-                grouped(entry.inFlight + entry.completed), grouped(expired[entry.namespace] ?? 0), entry.oldest.map(Timestamp.format) ?? "-",
+                displayed(entry.namespace), grouped(entry.inFlight), grouped(entry.expiredLeases),
+                grouped(entry.completed),
+                grouped(entry.inFlight + entry.completed), grouped(expired[entry.namespace] ?? 0),
+                entry.oldest.map(Timestamp.format) ?? "-",
                 entry.newest.map(Timestamp.format) ?? "-", covers(entry.oldest),
-                entry.oldestBrokerTime.map(Timestamp.format) ?? "-", entry.newestBrokerTime.map(Timestamp.format) ?? "-",
+                entry.oldestBrokerTime.map(Timestamp.format) ?? "-",
+                entry.newestBrokerTime.map(Timestamp.format) ?? "-",
             ])
         }
         if stats.namespaces.count > 1 {
@@ -138,7 +176,8 @@ struct StatsCommand: AsyncParsableCommand {
             table.append([
                 "(all)", grouped(stats.namespaces.reduce(0) { $0 + $1.inFlight }),
                 grouped(stats.namespaces.reduce(0) { $0 + $1.expiredLeases }),
-                grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total), grouped(expired.values.reduce(0, +)),
+                grouped(stats.namespaces.reduce(0) { $0 + $1.completed }), grouped(stats.total),
+                grouped(expired.values.reduce(0, +)),
                 oldest.map(Timestamp.format) ?? "-",
                 stats.namespaces.compactMap(\.newest).max().map(Timestamp.format) ?? "-", covers(oldest),
                 stats.namespaces.compactMap(\.oldestBrokerTime).min().map(Timestamp.format) ?? "-",
@@ -147,7 +186,8 @@ struct StatsCommand: AsyncParsableCommand {
         }
         text += table.render()
         if expired.values.contains(where: { $0 > 0 }) {
-            text += "(EXPIRED: past their expiry, treated as absent and not in TOTAL; dedup-inspect purge --yes deletes them)\n"
+            text +=
+                "(EXPIRED: past their expiry, treated as absent and not in TOTAL; dedup-inspect purge --yes deletes them)\n"
         }
         if inFlightTotal > 0 && inFlightLimit > 0 {
             text += "\nin flight (\(inFlight.count) of \(grouped(inFlightTotal)) shown, longest overdue first):\n"
@@ -158,9 +198,13 @@ struct StatsCommand: AsyncParsableCommand {
             for record in inFlight {
                 let left = record.leaseUntil.map { $0.millisecondsSince1970 - now }
                 leases.append([
-                    record.ownerLabel.map(displayed) ?? "-", record.ownerToken ?? "-", String(record.fencingToken), String(record.attempt),
-                    left.map { $0 >= 0 ? humanDuration(milliseconds: $0) : "expired \(humanDuration(milliseconds: -$0)) ago" } ?? "-",
-                    record.leaseUntil.map(Timestamp.format) ?? "-", displayed(record.id.namespace), displayed(record.id.key),
+                    record.ownerLabel.map(displayed) ?? "-", record.ownerToken ?? "-", String(record.fencingToken),
+                    String(record.attempt),
+                    left.map {
+                        $0 >= 0 ? humanDuration(milliseconds: $0) : "expired \(humanDuration(milliseconds: -$0)) ago"
+                    } ?? "-",
+                    record.leaseUntil.map(Timestamp.format) ?? "-", displayed(record.id.namespace),
+                    displayed(record.id.key),
                 ])
             }
             text += leases.render()

@@ -46,7 +46,8 @@ enum StoreAccess {
             throw DedupError(
                 .storeUnavailable,
                 "cannot open SQLite file \(path.debugDescription): \(String(cString: strerror(number))) (dedup-inspect migrate creates a new store)",
-                underlyingError: POSIXError.number(number))
+                underlyingError: POSIXError.number(number)
+            )
         }
     }
 
@@ -72,14 +73,20 @@ enum StoreAccess {
         switch location {
         case .sqlite(let path):
             try requireFile(path)
-            let status = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: integrity) }.value
+            let status = try await Task.detached {
+                try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: integrity)
+            }.value
             let schema = schemaReport(status)
             var details: [(String, JSONValue)] = []
-            if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
+            if let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                let size = attributes[.size] as? Int
+            {
                 details.append(("file_bytes", .int(Int64(size))))
             }
             if let integrity = status.integrity {
-                details.append(("integrity", .string(integrity.isOK ? "ok" : integrity.messages.joined(separator: "; "))))
+                details.append(
+                    ("integrity", .string(integrity.isOK ? "ok" : integrity.messages.joined(separator: "; ")))
+                )
             }
             // A store opened read-only needs a current schema: only time round trips on one.
             var times: [Int64] = []
@@ -112,9 +119,12 @@ enum StoreAccess {
             }
             await store.close()
             var report = CheckReport(
-                backend: "redis", roundTripMicroseconds: times, schema: nil,
+                backend: "redis",
+                roundTripMicroseconds: times,
+                schema: nil,
                 details: [("endpoint", .string(location.redactingSecrets(in: store.endpoint.description)))]
-                    + assessment.details.map { ($0.0, JSONValue.string($0.1)) })
+                    + assessment.details.map { ($0.0, JSONValue.string($0.1)) }
+            )
             report.server = assessment.json
             report.warnings = assessment.warnings
             report.notices = assessment.notices
@@ -124,7 +134,11 @@ enum StoreAccess {
             // Time round trips only on a current schema, as for SQLite.
             var times: [Int64] = []
             if status.isHealthy {
-                let store = try await PostgresDedupStore(url: url, configuration: .init(appliesMigrations: false), logger: quiet)
+                let store = try await PostgresDedupStore(
+                    url: url,
+                    configuration: .init(appliesMigrations: false),
+                    logger: quiet
+                )
                 defer { store.close() }
                 let probe = RecordID(uncheckedNamespace: "dedup-inspect", key: "check")
                 for _ in 0..<roundTrips {
@@ -132,16 +146,23 @@ enum StoreAccess {
                 }
             }
             return CheckReport(
-                backend: "postgres", roundTripMicroseconds: times, schema: schemaReport(status),
-                details: [("schema", .string(status.schema))])
+                backend: "postgres",
+                roundTripMicroseconds: times,
+                schema: schemaReport(status),
+                details: [("schema", .string(status.schema))]
+            )
         }
     }
 
     /// The shared vocabulary of schema reports, for a PostgreSQL schema.
     static func schemaReport(_ status: PostgresSchemaStatus) -> SchemaReport {
         schemaReport(
-            current: status.currentVersion, latest: status.latestVersion, pending: status.pending.map(\.description),
-            altered: status.applied.contains { $0.status != .matches }, problem: status.problem)
+            current: status.currentVersion,
+            latest: status.latestVersion,
+            pending: status.pending.map(\.description),
+            altered: status.applied.contains { $0.status != .matches },
+            problem: status.problem
+        )
     }
 
     /// What the store's own log would say twice: the commands report for themselves.
@@ -149,12 +170,22 @@ enum StoreAccess {
 
     static func schemaReport(_ status: SQLiteSchemaStatus) -> SchemaReport {
         schemaReport(
-            current: status.currentVersion, latest: status.latestVersion, pending: status.pending.map(\.description),
-            altered: !status.altered.isEmpty, problem: status.problem)
+            current: status.currentVersion,
+            latest: status.latestVersion,
+            pending: status.pending.map(\.description),
+            altered: !status.altered.isEmpty,
+            problem: status.problem
+        )
     }
 
     /// `too_new`, `altered`, `behind` or `current`, with the versions and the problem's words.
-    static func schemaReport(current: Int, latest: Int, pending: [String], altered: Bool, problem: DedupError?) -> SchemaReport {
+    static func schemaReport(
+        current: Int,
+        latest: Int,
+        pending: [String],
+        altered: Bool,
+        problem: DedupError?
+    ) -> SchemaReport {
         let state: String
         if current > latest {
             state = "too_new"
@@ -172,16 +203,24 @@ enum StoreAccess {
     static func migrate(_ location: StoreLocation) async throws -> MigrateReport {
         switch location {
         case .sqlite(let path):
-            let before: Int? = FileManager.default.fileExists(atPath: path)
-                ? try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+            let before: Int? =
+                FileManager.default.fileExists(atPath: path)
+                ? try await Task.detached {
+                    try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion
+                }.value
                 : 0
             // The report is the human line; the migration's own log line would repeat it raw.
             let quiet = Logger(label: "dedup-inspect.migrate", factory: { _ in SwiftLogNoOpLogHandler() })
             let applied = try await Task.detached { try SQLiteDedupStore.migrate(path: path, logger: quiet) }.value
-            let after = try await Task.detached { try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion }.value
+            let after = try await Task.detached {
+                try SQLiteDedupStore.schemaStatus(path: path, checkIntegrity: false).currentVersion
+            }.value
             return MigrateReport(
-                backend: "sqlite", before: before, after: after,
-                applied: applied.map(\.description))
+                backend: "sqlite",
+                before: before,
+                after: after,
+                applied: applied.map(\.description)
+            )
         case .redis(let url):
             // Connect once, so a wrong address or password still fails here.
             let store = try RedisDedupStore(url: url)
@@ -190,7 +229,12 @@ enum StoreAccess {
             return MigrateReport(backend: "redis", before: nil, after: nil, applied: [])
         case .postgres(let url):
             let before = try await PostgresDedupStore.schemaStatus(url: url).currentVersion
-            let store = try await PostgresDedupStore(url: url, configuration: .init(appliesMigrations: false), logger: quiet, checkingSchema: false)
+            let store = try await PostgresDedupStore(
+                url: url,
+                configuration: .init(appliesMigrations: false),
+                logger: quiet,
+                checkingSchema: false
+            )
             defer { store.close() }
             let applied = try await store.applyMigrations()
             let after = try await store.schemaStatus().currentVersion

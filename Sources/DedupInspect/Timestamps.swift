@@ -52,7 +52,8 @@ public enum Timestamp {
     }
 
     /// How the accepted spellings read in help texts and error hints.
-    static let accepted = "ISO 8601 with a zone (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or Unix time with a unit (1714564800s, 1714564800000ms)"
+    static let accepted =
+        "ISO 8601 with a zone (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or Unix time with a unit (1714564800s, 1714564800000ms)"
 
     /// Parses a time given on the command line. Returns milliseconds since the Unix epoch.
     ///
@@ -82,13 +83,19 @@ public enum Timestamp {
                 if (100_000_000_000..<100_000_000_000_000).contains(value) { return value }
                 guard value < 100_000_000_000_000 else {
                     throw refuse(
-                        "has no unit and is too large for Unix milliseconds (microseconds or nanoseconds?): give Unix time in seconds or milliseconds with its unit, as in 1714564800s or 1714564800000ms")
+                        "has no unit and is too large for Unix milliseconds (microseconds or nanoseconds?): give Unix time in seconds or milliseconds with its unit, as in 1714564800s or 1714564800000ms"
+                    )
                 }
                 let (asSeconds, overflow) = value.multipliedReportingOverflow(by: 1000)
-                let readings = overflow ? "" : "as Unix seconds it is \(format(milliseconds: asSeconds)), as Unix milliseconds \(format(milliseconds: value)); "
+                let readings =
+                    overflow
+                    ? ""
+                    : "as Unix seconds it is \(format(milliseconds: asSeconds)), as Unix milliseconds \(format(milliseconds: value)); "
                 throw refuse("has no unit: \(readings)write \(text)s or \(text)ms")
             default:
-                throw refuse("has an unknown unit \(unit.debugDescription): use s or ms, as in 1714564800s or 1714564800000ms")
+                throw refuse(
+                    "has an unknown unit \(unit.debugDescription): use s or ms, as in 1714564800s or 1714564800000ms"
+                )
             }
         }
         switch parseISO8601(text) {

@@ -88,7 +88,10 @@ public struct PostgresSchemaStatus: Sendable, Hashable {
 
     /// Creates a status.
     public init(
-        schema: String, applied: [PostgresAppliedMigration], currentVersion: Int, latestVersion: Int,
+        schema: String,
+        applied: [PostgresAppliedMigration],
+        currentVersion: Int,
+        latestVersion: Int,
         pending: [PostgresMigration]
     ) {
         self.schema = schema
@@ -116,13 +119,20 @@ public struct PostgresSchemaStatus: Sendable, Hashable {
 /// Reads, checks and applies migrations on one connection.
 enum PostgresMigrationRunner {
     /// The recorded migrations of `names`' schema; empty when the table does not exist.
-    static func readApplied(_ connection: PostgresConnection, _ names: TableNames, logger: Logger) async throws -> [PostgresAppliedMigration] {
-        let exists = try await connection.query(
-            "SELECT to_regclass(\(names.migrationsRegclass)) IS NOT NULL", logger: logger
-        ).collect().first?.decode(Bool.self) ?? false
+    static func readApplied(
+        _ connection: PostgresConnection,
+        _ names: TableNames,
+        logger: Logger
+    ) async throws -> [PostgresAppliedMigration] {
+        let exists =
+            try await connection.query(
+                "SELECT to_regclass(\(names.migrationsRegclass)) IS NOT NULL",
+                logger: logger
+            ).collect().first?.decode(Bool.self) ?? false
         guard exists else { return [] }
         let rows = try await connection.query(
-            "SELECT version, name, checksum, applied_at FROM \(unescaped: names.migrations) ORDER BY version", logger: logger
+            "SELECT version, name, checksum, applied_at FROM \(unescaped: names.migrations) ORDER BY version",
+            logger: logger
         ).collect()
         let known = Dictionary(uniqueKeysWithValues: PostgresMigration.all.map { ($0.version, $0) })
         return try rows.map { row in
@@ -134,8 +144,12 @@ enum PostgresMigrationRunner {
                 status = Int(version) > PostgresMigration.latestVersion ? .unknown : .altered
             }
             return PostgresAppliedMigration(
-                version: Int(version), name: name, checksum: checksum,
-                appliedAt: Date(millisecondsSince1970: appliedAt), status: status)
+                version: Int(version),
+                name: name,
+                checksum: checksum,
+                appliedAt: Date(millisecondsSince1970: appliedAt),
+                status: status
+            )
         }
     }
 
@@ -147,7 +161,8 @@ enum PostgresMigrationRunner {
             throw DedupError(
                 .schemaTooNew,
                 "the PostgreSQL dedup schema \(schema.debugDescription) has version \(current), newer than version \(latest), "
-                    + "the latest this swift-dedup knows: upgrade swift-dedup to use it")
+                    + "the latest this swift-dedup knows: upgrade swift-dedup to use it"
+            )
         }
         if let altered = applied.first(where: { $0.status != .matches }) {
             let ours = PostgresMigration.all.first { $0.version == altered.version }
@@ -155,35 +170,51 @@ enum PostgresMigrationRunner {
                 .schemaAltered,
                 "migration \(altered.version) (\(altered.name)) applied to the PostgreSQL dedup schema \(schema.debugDescription) "
                     + "has checksum \(altered.checksum), but this swift-dedup's is \(ours?.checksum ?? "unknown"): "
-                    + "the applied migration was changed; restore it or recreate the tables")
+                    + "the applied migration was changed; restore it or recreate the tables"
+            )
         }
     }
 
-    static func status(_ connection: PostgresConnection, _ names: TableNames, logger: Logger) async throws -> PostgresSchemaStatus {
+    static func status(
+        _ connection: PostgresConnection,
+        _ names: TableNames,
+        logger: Logger
+    ) async throws -> PostgresSchemaStatus {
         let applied = try await readApplied(connection, names, logger: logger)
         let versions = Set(applied.map(\.version))
         return PostgresSchemaStatus(
-            schema: names.schema, applied: applied, currentVersion: versions.max() ?? 0,
+            schema: names.schema,
+            applied: applied,
+            currentVersion: versions.max() ?? 0,
             latestVersion: PostgresMigration.latestVersion,
-            pending: PostgresMigration.all.filter { !versions.contains($0.version) })
+            pending: PostgresMigration.all.filter { !versions.contains($0.version) }
+        )
     }
 
     /// Applies the pending migrations in one transaction under an advisory lock of the schema, so
     /// concurrent openers wait for each other and find the work done. Refuses a newer or altered
     /// schema before and after taking the lock. Returns the migrations applied here.
-    static func migrate(_ connection: PostgresConnection, _ names: TableNames, logger: Logger) async throws -> [PostgresMigration] {
+    static func migrate(
+        _ connection: PostgresConnection,
+        _ names: TableNames,
+        logger: Logger
+    ) async throws -> [PostgresMigration] {
         let before = try await readApplied(connection, names, logger: logger)
         try validate(before, schema: names.schema)
         if before.count == PostgresMigration.all.count { return [] }
         return try await PostgresTransactionRunner.run(connection, logger: logger) { connection in
             try await connection.query(
-                "SELECT pg_advisory_xact_lock(hashtextextended(\("swift-dedup migrations " + names.schema), 0))", logger: logger)
+                "SELECT pg_advisory_xact_lock(hashtextextended(\("swift-dedup migrations " + names.schema), 0))",
+                logger: logger
+            )
             try await connection.query("CREATE SCHEMA IF NOT EXISTS \(unescaped: names.quotedSchema)", logger: logger)
             try await connection.query(
                 """
                 CREATE TABLE IF NOT EXISTS \(unescaped: names.migrations) (version bigint PRIMARY KEY, name text NOT NULL, \
                 checksum text NOT NULL, applied_at bigint NOT NULL)
-                """, logger: logger)
+                """,
+                logger: logger
+            )
             let applied = try await readApplied(connection, names, logger: logger)
             try validate(applied, schema: names.schema)
             // The migration texts name their tables unqualified: they land in the store's schema.
@@ -196,10 +227,15 @@ enum PostgresMigrationRunner {
                     INSERT INTO \(unescaped: names.migrations) (version, name, checksum, applied_at) VALUES \
                     (\(Int64(migration.version)), \(migration.name), \(migration.checksum), \
                     floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint)
-                    """, logger: logger)
+                    """,
+                    logger: logger
+                )
                 logger.info(
                     "applied PostgreSQL migration",
-                    metadata: ["migration": "\(migration)", "schema": "\(names.schema)", "checksum": "\(migration.checksum)"])
+                    metadata: [
+                        "migration": "\(migration)", "schema": "\(names.schema)", "checksum": "\(migration.checksum)",
+                    ]
+                )
                 done.append(migration)
             }
             return done
@@ -211,7 +247,9 @@ enum PostgresMigrationRunner {
 /// rethrowing the body's own error (postgres-nio's `withTransaction` wraps it).
 enum PostgresTransactionRunner {
     static func run<Value: Sendable>(
-        _ connection: PostgresConnection, logger: Logger, _ body: (PostgresConnection) async throws -> Value
+        _ connection: PostgresConnection,
+        logger: Logger,
+        _ body: (PostgresConnection) async throws -> Value
     ) async throws -> Value {
         try await connection.query("BEGIN", logger: logger)
         do {

@@ -19,12 +19,16 @@ extension PostgresDedupStore {
     }
 
     /// A page in (namespace, key) byte order, walking the primary key.
-    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage
+    {
         guard limit > 0 else { return RecordPage(records: [], next: nil) }
         var conditions = FilterSQL()
         if let cursor {
             guard let id = RecordID(encoded: Substring(cursor.token)) else {
-                throw DedupError(.invalidConfiguration, "the page cursor \(cursor.token.debugDescription) was not made by this store")
+                throw DedupError(
+                    .invalidConfiguration,
+                    "the page cursor \(cursor.token.debugDescription) was not made by this store"
+                )
             }
             conditions.add("(namespace, key) > (\(conditions.bytes(id.namespace)), \(conditions.bytes(id.key)))")
         }
@@ -40,7 +44,8 @@ extension PostgresDedupStore {
             let access = row.makeRandomAccess()
             let id = RecordID(
                 uncheckedNamespace: String(buffer: try access[0].decode(ByteBuffer.self)),
-                key: String(buffer: try access[1].decode(ByteBuffer.self)))
+                key: String(buffer: try access[1].decode(ByteBuffer.self))
+            )
             if let stored = try StoredRecord(access, first: 2) { records.append(stored.record(id)) }
         }
         let next = rows.count > limit ? records.last.map { PageCursor(token: $0.id.encoded) } : nil
@@ -69,7 +74,9 @@ extension PostgresDedupStore {
         guard limit > 0 else { return 0 }
         var conditions = FilterSQL()
         if let cursor = purgeCursor.withLock({ $0 }) {
-            conditions.add("(namespace, key) > (\(conditions.bytes(cursor.namespace)), \(conditions.bytes(cursor.key)))")
+            conditions.add(
+                "(namespace, key) > (\(conditions.bytes(cursor.namespace)), \(conditions.bytes(cursor.key)))"
+            )
         }
         let limitParameter = conditions.value(Int64(limit))
         let table = statements.table
@@ -102,15 +109,22 @@ extension PostgresDedupStore {
             """
         return DedupStats(
             namespaces: try await rows(PostgresQuery(unsafeSQL: sql), "stats").map { row in
-                let (namespace, inFlight, expiredLeases, completed, oldest, newest, oldestBroker, newestBroker) = try row.decode(
-                    (ByteBuffer, Int64, Int64, Int64, Int64?, Int64?, Int64?, Int64?).self)
+                let (namespace, inFlight, expiredLeases, completed, oldest, newest, oldestBroker, newestBroker) =
+                    try row.decode(
+                        (ByteBuffer, Int64, Int64, Int64, Int64?, Int64?, Int64?, Int64?).self
+                    )
                 return DedupStats.NamespaceStats(
-                    namespace: String(buffer: namespace), inFlight: Int(inFlight), expiredLeases: Int(expiredLeases),
-                    completed: Int(completed), oldest: oldest.map(Date.init(millisecondsSince1970:)),
+                    namespace: String(buffer: namespace),
+                    inFlight: Int(inFlight),
+                    expiredLeases: Int(expiredLeases),
+                    completed: Int(completed),
+                    oldest: oldest.map(Date.init(millisecondsSince1970:)),
                     newest: newest.map(Date.init(millisecondsSince1970:)),
                     oldestBrokerTime: oldestBroker.map(Date.init(millisecondsSince1970:)),
-                    newestBrokerTime: newestBroker.map(Date.init(millisecondsSince1970:)))
-            })
+                    newestBrokerTime: newestBroker.map(Date.init(millisecondsSince1970:))
+                )
+            }
+        )
     }
 
     /// How many records are past their expiry but not deleted yet (what ``purgeExpired(limit:)``

@@ -45,8 +45,11 @@ public final class PostgresDedupStore: DedupStore {
 
         /// Creates a configuration.
         public init(
-            schema: String = "public", lockTimeout: Duration = .seconds(5), transactionRetries: Int = 3,
-            timeout: Duration = .seconds(10), appliesMigrations: Bool = true
+            schema: String = "public",
+            lockTimeout: Duration = .seconds(5),
+            transactionRetries: Int = 3,
+            timeout: Duration = .seconds(10),
+            appliesMigrations: Bool = true
         ) {
             self.schema = schema
             self.lockTimeout = lockTimeout
@@ -82,7 +85,11 @@ public final class PostgresDedupStore: DedupStore {
     /// after ``Configuration/timeout``, or ``/Dedup/DedupError/Code/storeUnavailable``). Check the login
     /// at startup, or let the store make its client from a URL (``init(url:configuration:logger:)``),
     /// which reports ``/Dedup/DedupError/Code/authenticationFailed``.
-    public convenience init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger? = nil) async throws {
+    public convenience init(
+        client: PostgresClient,
+        configuration: Configuration = .init(),
+        logger: Logger? = nil
+    ) async throws {
         try self.init(client: client, configuration: configuration, logger: logger, ownedClientRun: nil)
         try await migrate()
     }
@@ -105,15 +112,28 @@ public final class PostgresDedupStore: DedupStore {
     /// is closed again).
     ///
     /// - Throws: as ``init(url:configuration:logger:)``, but never for the schema itself.
-    public static func schemaStatus(url: String, configuration: Configuration = .init()) async throws -> PostgresSchemaStatus {
-        let store = try await PostgresDedupStore(url: url, configuration: configuration, logger: nil, checkingSchema: false)
+    public static func schemaStatus(
+        url: String,
+        configuration: Configuration = .init()
+    ) async throws -> PostgresSchemaStatus {
+        let store = try await PostgresDedupStore(
+            url: url,
+            configuration: configuration,
+            logger: nil,
+            checkingSchema: false
+        )
         defer { store.close() }
         return try await store.schemaStatus()
     }
 
     /// A store from a URL, migrating or checking its schema unless `checkingSchema` is `false`
     /// (for reading the status of any schema, and for `dedup-inspect migrate`).
-    package convenience init(url: String, configuration: Configuration, logger: Logger?, checkingSchema: Bool) async throws {
+    package convenience init(
+        url: String,
+        configuration: Configuration,
+        logger: Logger?,
+        checkingSchema: Bool
+    ) async throws {
         let parsed = try PostgresURL(url)
         var configuration = configuration
         if let schema = parsed.schema { configuration.schema = schema }
@@ -134,7 +154,12 @@ public final class PostgresDedupStore: DedupStore {
         }
     }
 
-    private init(client: PostgresClient, configuration: Configuration, logger: Logger?, ownedClientRun: Task<Void, Never>?) throws {
+    private init(
+        client: PostgresClient,
+        configuration: Configuration,
+        logger: Logger?,
+        ownedClientRun: Task<Void, Never>?
+    ) throws {
         guard configuration.lockTimeout > .zero else {
             throw DedupError(.invalidConfiguration, "the PostgreSQL lock timeout must be positive")
         }
@@ -171,7 +196,11 @@ public final class PostgresDedupStore: DedupStore {
         do {
             configuration = try url.connectionConfiguration()
         } catch {
-            throw DedupError(.invalidConfiguration, "cannot set up TLS for PostgreSQL: \(error)", underlyingError: error)
+            throw DedupError(
+                .invalidConfiguration,
+                "cannot set up TLS for PostgreSQL: \(error)",
+                underlyingError: error
+            )
         }
         try await withTimeout(timeout, "connecting to PostgreSQL at \(url.host):\(url.port)") {
             let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
@@ -190,7 +219,8 @@ public final class PostgresDedupStore: DedupStore {
                     .schemaOutdated,
                     "the PostgreSQL dedup schema \(names.schema.debugDescription) has version \(status.currentVersion), not "
                         + "\(status.latestVersion) (pending: \(status.pending.map(\.description).joined(separator: ", "))), and "
-                        + "this store was opened without migrating: migrate it first")
+                        + "this store was opened without migrating: migrate it first"
+                )
             }
             return
         }
@@ -226,7 +256,8 @@ public final class PostgresDedupStore: DedupStore {
     /// Runs `body` on one pooled connection, within ``Configuration/timeout``; failures become
     /// ``/Dedup/DedupError``.
     func withConnection<R: Sendable>(
-        _ context: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> R
+        _ context: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
         try await Self.withTimeout(configuration.timeout, context) { [client] in
             try await client.withConnection { connection in try await body(connection) }
@@ -236,7 +267,9 @@ public final class PostgresDedupStore: DedupStore {
     /// Runs `body`, throwing ``/Dedup/DedupError/Code/timeout`` when it has not finished within
     /// `timeout` (and cancelling it); its failures become ``/Dedup/DedupError``.
     static func withTimeout<R: Sendable>(
-        _ timeout: Duration, _ context: String, _ body: @escaping @Sendable () async throws -> R
+        _ timeout: Duration,
+        _ context: String,
+        _ body: @escaping @Sendable () async throws -> R
     ) async throws -> R {
         do {
             return try await withThrowingTaskGroup(of: R?.self) { group in
@@ -259,7 +292,8 @@ public final class PostgresDedupStore: DedupStore {
     static func leaseLost(_ lease: Lease, _ operation: String) -> DedupError {
         DedupError(
             .leaseLost,
-            "cannot \(operation) \(lease.id): the lease with fencing token \(lease.fencingToken) is no longer current")
+            "cannot \(operation) \(lease.id): the lease with fencing token \(lease.fencingToken) is no longer current"
+        )
     }
 
     // MARK: DedupStore
@@ -276,7 +310,9 @@ public final class PostgresDedupStore: DedupStore {
             try ClaimRequest.validate(ownerLabel: request.ownerLabel)
             try ClaimRequest.validate(brokerTime: request.brokerTime)
         }
-        return try await ClaimBatch(requests).answers(sql: statements.claim) { query in try await self.rows(query, "claim") }
+        return try await ClaimBatch(requests).answers(sql: statements.claim) { query in
+            try await self.rows(query, "claim")
+        }
     }
 
     /// Completes with one owner-checked `UPDATE`.
@@ -396,15 +432,25 @@ struct ClaimBatch {
                     let createdAt = try access[4].decode(Int64.self)
                     let leaseUntil = try access[5].decode(Int64.self)
                     let lease = Lease(
-                        id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
-                        leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: attempt > 1,
-                        claimedAt: Date(millisecondsSince1970: createdAt), ownerLabel: request.ownerLabel)
+                        id: request.id,
+                        ownerToken: request.ownerToken,
+                        fencingToken: fencing,
+                        attempt: Int(attempt),
+                        leaseUntil: Date(millisecondsSince1970: leaseUntil),
+                        isTakeover: attempt > 1,
+                        claimedAt: Date(millisecondsSince1970: createdAt),
+                        ownerLabel: request.ownerLabel
+                    )
                     answers[index] = .acquired(lease)
                     let record = StoredRecord(
-                        acquiredBy: request, lease: lease, createdAt: createdAt, leaseUntil: leaseUntil,
+                        acquiredBy: request,
+                        lease: lease,
+                        createdAt: createdAt,
+                        leaseUntil: leaseUntil,
                         expiresAt: try access[6].decode(Int64.self),
                         fingerprint: try access[7].decode(ByteBuffer?.self).map(String.init(buffer:)),
-                        brokerTime: try access[8].decode(Int64?.self))
+                        brokerTime: try access[8].decode(Int64?.self)
+                    )
                     after[index] = (record, now)
                 } else {
                     let stored = try StoredRecord(access, first: 9)
@@ -419,14 +465,18 @@ struct ClaimBatch {
                 }
             }
             if !retry.isEmpty && attempt >= Self.attempts {
-                throw DedupError(.storeError, "claim: \(requests[retry[0]].id) kept changing under \(Self.attempts) claims in a row")
+                throw DedupError(
+                    .storeError,
+                    "claim: \(requests[retry[0]].id) kept changing under \(Self.attempts) claims in a row"
+                )
             }
             pending = retry
         }
         for (index, firstIndex) in repeats {
             guard let (record, now) = after[firstIndex] else { continue }
             let request = requests[index]
-            answers[index] = StoredRecord.answerWithoutWrite(record, request, now: now) ?? .inFlight(record.record(request.id))
+            answers[index] =
+                StoredRecord.answerWithoutWrite(record, request, now: now) ?? .inFlight(record.record(request.id))
         }
         return try answers.map { answer in
             guard let answer else { throw DedupError(.storeError, "claim: the server answered fewer rows than keys") }

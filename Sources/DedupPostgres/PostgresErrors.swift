@@ -42,7 +42,9 @@ enum PostgresFailure {
             }
         }
         if let error = error as? PSQLError { return psqlError(error, context) }
-        if error is CancellationError { return DedupError(.storeUnavailable, "\(context): cancelled", underlyingError: error) }
+        if error is CancellationError {
+            return DedupError(.storeUnavailable, "\(context): cancelled", underlyingError: error)
+        }
         // Channel and socket errors (connection refused, reset) come from NIO as their own types.
         return DedupError(.storeUnavailable, "\(context): \(String(reflecting: error))", underlyingError: error)
     }

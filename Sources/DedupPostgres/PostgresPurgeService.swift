@@ -42,8 +42,11 @@ public struct PostgresPurgeService: Service {
     ///     task's `Logger.current` when `nil`.
     ///   - onPass: called after every pass.
     public init(
-        store: PostgresDedupStore, interval: Duration = .seconds(60), batchSize: Int = 1000,
-        logger: Logger? = nil, onPass: (@Sendable (Pass) -> Void)? = nil
+        store: PostgresDedupStore,
+        interval: Duration = .seconds(60),
+        batchSize: Int = 1000,
+        logger: Logger? = nil,
+        onPass: (@Sendable (Pass) -> Void)? = nil
     ) {
         self.store = store
         self.interval = interval
@@ -74,14 +77,18 @@ public struct PostgresPurgeService: Service {
                 if count < batchSize || Task.isCancelled { break }
             }
             if deleted > 0 {
-                logger.debug("purged expired dedup records", metadata: ["deleted": "\(deleted)", "schema": "\(store.configuration.schema)"])
+                logger.debug(
+                    "purged expired dedup records",
+                    metadata: ["deleted": "\(deleted)", "schema": "\(store.configuration.schema)"]
+                )
             }
             return Pass(deleted: deleted, error: nil)
         } catch {
             let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
             logger.error(
                 "purging expired dedup records failed",
-                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "schema": "\(store.configuration.schema)"])
+                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "schema": "\(store.configuration.schema)"]
+            )
             return Pass(deleted: deleted, error: failure)
         }
     }

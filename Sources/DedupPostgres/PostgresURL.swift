@@ -44,7 +44,13 @@ public struct PostgresURL: Sendable {
         case .require: tls = .require(.makeClientConfiguration())
         }
         return PostgresClient.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: tls)
+            host: host,
+            port: port,
+            username: username,
+            password: password,
+            database: database,
+            tls: tls
+        )
     }
 
     /// The configuration of a single connection to the same server, as the client's.
@@ -56,7 +62,13 @@ public struct PostgresURL: Sendable {
         case .require: tls = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
         }
         return PostgresConnection.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: tls)
+            host: host,
+            port: port,
+            username: username,
+            password: password,
+            database: database,
+            tls: tls
+        )
     }
 
     /// Parses `text`.
@@ -69,7 +81,8 @@ public struct PostgresURL: Sendable {
         else {
             throw DedupError(
                 .invalidConfiguration,
-                "the store URL is not a PostgreSQL URL: use postgres://user:password@host:port/database")
+                "the store URL is not a PostgreSQL URL: use postgres://user:password@host:port/database"
+            )
         }
         guard let user = components.percentEncodedUser.flatMap({ $0.removingPercentEncoding }), !user.isEmpty else {
             throw DedupError(.invalidConfiguration, "the PostgreSQL URL names no user")
@@ -91,14 +104,16 @@ public struct PostgresURL: Sendable {
                 default:
                     throw DedupError(
                         .invalidConfiguration,
-                        "sslmode \((item.value ?? "").debugDescription) of the PostgreSQL URL: use disable, prefer or require")
+                        "sslmode \((item.value ?? "").debugDescription) of the PostgreSQL URL: use disable, prefer or require"
+                    )
                 }
             case "schema":
                 schema = item.value
             default:
                 throw DedupError(
                     .invalidConfiguration,
-                    "unknown query item \(item.name.debugDescription) in the PostgreSQL URL: use sslmode or schema")
+                    "unknown query item \(item.name.debugDescription) in the PostgreSQL URL: use sslmode or schema"
+                )
             }
         }
         self.host = host
@@ -110,4 +125,3 @@ public struct PostgresURL: Sendable {
         self.schema = schema
     }
 }
-

@@ -35,7 +35,15 @@ struct StoredRecord: Sendable {
         brokerTime = try row[first + 11].decode(Int64?.self)
     }
 
-    init(acquiredBy request: ClaimRequest, lease: Lease, createdAt: Int64, leaseUntil: Int64, expiresAt: Int64, fingerprint: String?, brokerTime: Int64?) {
+    init(
+        acquiredBy request: ClaimRequest,
+        lease: Lease,
+        createdAt: Int64,
+        leaseUntil: Int64,
+        expiresAt: Int64,
+        fingerprint: String?,
+        brokerTime: Int64?
+    ) {
         state = .inFlight
         ownerToken = request.ownerToken
         ownerLabel = request.ownerLabel
@@ -52,10 +60,20 @@ struct StoredRecord: Sendable {
 
     func record(_ id: RecordID) -> DedupRecord {
         DedupRecord(
-            id: id, state: state, ownerToken: ownerToken, fencingToken: fencing, attempt: Int(attempt),
-            createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel,
-            brokerMilliseconds: brokerTime)
+            id: id,
+            state: state,
+            ownerToken: ownerToken,
+            fencingToken: fencing,
+            attempt: Int(attempt),
+            createdMilliseconds: createdAt,
+            leaseUntilMilliseconds: leaseUntil,
+            completedMilliseconds: completedAt,
+            expiresMilliseconds: expiresAt,
+            fingerprint: fingerprint,
+            result: result,
+            ownerLabel: ownerLabel,
+            brokerMilliseconds: brokerTime
+        )
     }
 
     /// The answer this row gives a claim without any write, or `nil` when the claim may acquire

@@ -17,7 +17,8 @@ struct TableNames: Sendable, Hashable {
         guard !schema.isEmpty, schema.utf8.count <= 63, !schema.utf8.contains(0) else {
             throw DedupError(
                 .invalidConfiguration,
-                "the PostgreSQL schema name \(schema.debugDescription) must be 1 to 63 bytes without NUL")
+                "the PostgreSQL schema name \(schema.debugDescription) must be 1 to 63 bytes without NUL"
+            )
         }
         self.schema = schema
         quotedSchema = "\"" + schema.replacingOccurrences(of: "\"", with: "\"\"") + "\""

@@ -44,7 +44,8 @@ extension PostgresDedupStore {
     ///   ``/Dedup/DedupError/Code/storeError`` with the server's error as its cause after the
     ///   retries, and the other store failures).
     public func withTransactionalClaim(
-        _ request: ClaimRequest, retention: Duration,
+        _ request: ClaimRequest,
+        retention: Duration,
         _ body: @escaping @Sendable (PostgresConnection, Lease) async throws -> Data?
     ) async throws -> PostgresTransactionalOutcome {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
@@ -64,7 +65,11 @@ extension PostgresDedupStore {
                 if attempt <= configuration.transactionRetries && Self.isRetryable(cause) {
                     logger.debug(
                         "transactional claim rolled back by the server; running it again",
-                        metadata: ["id": "\(request.id)", "attempt": "\(attempt)", "sqlstate": "\(PostgresFailure.sqlState(of: cause) ?? "")"])
+                        metadata: [
+                            "id": "\(request.id)", "attempt": "\(attempt)",
+                            "sqlstate": "\(PostgresFailure.sqlState(of: cause) ?? "")",
+                        ]
+                    )
                     continue
                 }
                 // The handler's own errors as they are; the store's and the pool's as DedupErrors.
@@ -86,7 +91,9 @@ extension PostgresDedupStore {
     ///
     /// - Throws: `body`'s error, or ``/Dedup/DedupError``.
     public func withTransactionalClaim(
-        _ request: ClaimRequest, retention: Duration, in connection: PostgresConnection,
+        _ request: ClaimRequest,
+        retention: Duration,
+        in connection: PostgresConnection,
         _ body: @escaping @Sendable (PostgresConnection, Lease) async throws -> Data?
     ) async throws -> PostgresTransactionalOutcome {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
@@ -94,7 +101,8 @@ extension PostgresDedupStore {
         let previous: String
         do {
             try await connection.query("SAVEPOINT swift_dedup_claim", logger: logger)
-            previous = try await connection.query("SELECT current_setting('lock_timeout')", logger: logger)
+            previous =
+                try await connection.query("SELECT current_setting('lock_timeout')", logger: logger)
                 .collect().first?.decode(String.self) ?? "0"
             try await setLockTimeout(on: connection)
         } catch {
@@ -127,7 +135,9 @@ extension PostgresDedupStore {
 
     /// The claim, `body` and the completion on a connection inside a transaction.
     private func claimAndRun(
-        on connection: PostgresConnection, _ request: ClaimRequest, retention: Duration,
+        on connection: PostgresConnection,
+        _ request: ClaimRequest,
+        retention: Duration,
         _ body: @Sendable (PostgresConnection, Lease) async throws -> Data?
     ) async throws -> PostgresTransactionalOutcome {
         let answers = try await ClaimBatch([request]).answers(sql: statements.claim) { [logger] query in
@@ -154,7 +164,8 @@ extension PostgresDedupStore {
         let completed: [PostgresRow]
         do {
             completed = try await connection.query(
-                PostgresQuery(unsafeSQL: statements.complete, binds: CompletionBindings.make([completion])), logger: logger
+                PostgresQuery(unsafeSQL: statements.complete, binds: CompletionBindings.make([completion])),
+                logger: logger
             ).collect()
         } catch {
             throw PostgresFailure.dedupError(error, "transactional completion")

@@ -24,7 +24,9 @@ extension IdempotentConsumer {
     ///   ``/Dedup/DedupError/Code/payloadMismatch``, ``/Dedup/DedupError/Code/invalidConfiguration`` when the
     ///   consumer's store is not a ``PostgresDedupStore``, or the store's error.
     public func processInTransaction(
-        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
+        key: String?,
+        fingerprint: String? = nil,
+        brokerTime: Date? = nil,
         _ body: @escaping @Sendable (PostgresConnection, DedupContext) async throws -> Void
     ) async throws -> ProcessOutcome {
         guard let postgres = store as? PostgresDedupStore else {
@@ -38,15 +40,21 @@ extension IdempotentConsumer {
         }
         let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
         let request = ClaimRequest(
-            id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
-            ownerLabel: configuration.ownerLabel, brokerTime: brokerTime
+            id: id,
+            lease: configuration.lease,
+            retention: configuration.retention,
+            fingerprint: fingerprint,
+            ownerLabel: configuration.ownerLabel,
+            brokerTime: brokerTime
         )
         var waiter = InFlightWaiter(configuration)
         while true {
             let started = MonotonicInstant.now
             let outcome: PostgresTransactionalOutcome
             do {
-                outcome = try await postgres.withTransactionalClaim(request, retention: configuration.retention) { connection, lease in
+                outcome = try await postgres.withTransactionalClaim(request, retention: configuration.retention) {
+                    connection,
+                    lease in
                     try await body(connection, DedupContext(lease: lease))
                     return nil
                 }

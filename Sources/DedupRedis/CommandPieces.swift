@@ -69,7 +69,10 @@ struct CommandPieces {
     /// For a claim's `SET`: the new record's lease times after its owner header (`<lease span>
     /// <retention>`, ``RecordValue/appendNewLeaseTimes(leaseMilliseconds:retentionMilliseconds:to:)``)
     /// and the encoded arguments after the value (`NX PX <lease + retention - 1> GET`).
-    mutating func claim(lease leaseDuration: Duration, retention retentionDuration: Duration) -> (middle: [UInt8], tail: [UInt8]) {
+    mutating func claim(
+        lease leaseDuration: Duration,
+        retention retentionDuration: Duration
+    ) -> (middle: [UInt8], tail: [UInt8]) {
         if let claimPieces, claimPieces.lease == leaseDuration, claimPieces.retention == retentionDuration {
             return (claimPieces.middle, claimPieces.tail)
         }

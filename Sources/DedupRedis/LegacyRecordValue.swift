@@ -20,7 +20,11 @@ import Foundation
 /// owner header (their times no longer apply) and expires at `completed_ms` + `kept_ms`.
 enum LegacyRecordValue {
     /// An in-flight record, read from just after `in_flight `.
-    static func decodeInFlight(_ reader: inout RecordValue.Reader, id: RecordID, expiresMilliseconds expires: Int64) -> DedupRecord? {
+    static func decodeInFlight(
+        _ reader: inout RecordValue.Reader,
+        id: RecordID,
+        expiresMilliseconds expires: Int64
+    ) -> DedupRecord? {
         var label: UnsafeBufferPointer<UInt8>?
         if reader.skip("label=") {
             guard let labelBytes = reader.lengthPrefixed(), reader.skip(" ") else { return nil }
@@ -31,11 +35,19 @@ enum LegacyRecordValue {
         else { return nil }
         let leaseUntil = expires - counters.retention
         return DedupRecord(
-            id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: counters.fencing,
-            attempt: Int(counters.attempt), createdMilliseconds: leaseUntil - counters.span, leaseUntilMilliseconds: leaseUntil,
-            completedMilliseconds: nil, expiresMilliseconds: expires,
-            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: nil,
-            ownerLabel: label.map { String(decoding: $0, as: UTF8.self) }, brokerMilliseconds: broker
+            id: id,
+            state: .inFlight,
+            ownerToken: String(decoding: owner, as: UTF8.self),
+            fencingToken: counters.fencing,
+            attempt: Int(counters.attempt),
+            createdMilliseconds: leaseUntil - counters.span,
+            leaseUntilMilliseconds: leaseUntil,
+            completedMilliseconds: nil,
+            expiresMilliseconds: expires,
+            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) },
+            result: nil,
+            ownerLabel: label.map { String(decoding: $0, as: UTF8.self) },
+            brokerMilliseconds: broker
         )
     }
 
@@ -48,11 +60,19 @@ enum LegacyRecordValue {
             reader.skip(" result="), let result = reader.optional(), reader.isAtEnd
         else { return nil }
         return DedupRecord(
-            id: id, state: .completed, ownerToken: nil, fencingToken: counters.fencing, attempt: Int(counters.attempt),
-            createdMilliseconds: created, leaseUntilMilliseconds: nil,
-            completedMilliseconds: completed, expiresMilliseconds: completed + kept,
-            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) }, result: result.map { Data(buffer: $0) },
-            ownerLabel: nil, brokerMilliseconds: broker
+            id: id,
+            state: .completed,
+            ownerToken: nil,
+            fencingToken: counters.fencing,
+            attempt: Int(counters.attempt),
+            createdMilliseconds: created,
+            leaseUntilMilliseconds: nil,
+            completedMilliseconds: completed,
+            expiresMilliseconds: completed + kept,
+            fingerprint: counters.fingerprint.map { String(decoding: $0, as: UTF8.self) },
+            result: result.map { Data(buffer: $0) },
+            ownerLabel: nil,
+            brokerMilliseconds: broker
         )
     }
 
@@ -68,8 +88,10 @@ enum LegacyRecordValue {
     private static func counters(
         _ reader: inout RecordValue.Reader
     ) -> (fencing: Int64, attempt: Int64, span: Int64, retention: Int64, fingerprint: UnsafeBufferPointer<UInt8>?)? {
-        guard reader.skip("fencing="), let fencing = reader.integer(), reader.skip(" attempt="), let attempt = reader.integer(),
-            reader.skip(" lease_span_ms="), let span = reader.integer(), reader.skip(" retention_ms="), let retention = reader.integer(),
+        guard reader.skip("fencing="), let fencing = reader.integer(), reader.skip(" attempt="),
+            let attempt = reader.integer(),
+            reader.skip(" lease_span_ms="), let span = reader.integer(), reader.skip(" retention_ms="),
+            let retention = reader.integer(),
             reader.skip(" fp="), let fingerprint = reader.optional()
         else { return nil }
         return (fencing, attempt, span, retention, fingerprint)

@@ -154,7 +154,8 @@ enum RecordValue {
 
     /// The units a duration field may carry, longest first, and their milliseconds.
     static let durationUnits: [(UInt8, Int64)] = [
-        (UInt8(ascii: "d"), 86_400_000), (UInt8(ascii: "h"), 3_600_000), (UInt8(ascii: "m"), 60_000), (UInt8(ascii: "s"), 1_000),
+        (UInt8(ascii: "d"), 86_400_000), (UInt8(ascii: "h"), 3_600_000), (UInt8(ascii: "m"), 60_000),
+        (UInt8(ascii: "s"), 1_000),
     ]
 
     static func appendBase36(_ value: Int64, to bytes: inout [UInt8]) {
@@ -241,21 +242,36 @@ enum RecordValue {
     }
 
     /// `<n>:<label> <n>:<token> <lease span> <retention>` and the optional fields, after `in_flight `.
-    private static func decodeInFlight(_ reader: inout Reader, id: RecordID, expiresMilliseconds expires: Int64) -> DedupRecord? {
+    private static func decodeInFlight(
+        _ reader: inout Reader,
+        id: RecordID,
+        expiresMilliseconds expires: Int64
+    ) -> DedupRecord? {
         var label: UnsafeBufferPointer<UInt8>?
         if !reader.skip("-") {
             guard let labelBytes = reader.lengthPrefixed() else { return nil }
             label = labelBytes
         }
-        guard reader.skip(" "), let owner = reader.lengthPrefixed(), reader.skip(" "), let span = reader.duration(), reader.skip(" "),
-            let retention = reader.duration(), let fields = reader.optionalFields(), fields.result == nil, reader.isAtEnd
+        guard reader.skip(" "), let owner = reader.lengthPrefixed(), reader.skip(" "), let span = reader.duration(),
+            reader.skip(" "),
+            let retention = reader.duration(), let fields = reader.optionalFields(), fields.result == nil,
+            reader.isAtEnd
         else { return nil }
         let leaseUntil = expires - retention
         return DedupRecord(
-            id: id, state: .inFlight, ownerToken: String(decoding: owner, as: UTF8.self), fencingToken: fields.fencing,
-            attempt: Int(fields.attempt), createdMilliseconds: leaseUntil - span, leaseUntilMilliseconds: leaseUntil,
-            completedMilliseconds: nil, expiresMilliseconds: expires, fingerprint: fields.fingerprint.map { String(decoding: $0, as: UTF8.self) },
-            result: nil, ownerLabel: label.map { String(decoding: $0, as: UTF8.self) }, brokerMilliseconds: fields.broker
+            id: id,
+            state: .inFlight,
+            ownerToken: String(decoding: owner, as: UTF8.self),
+            fencingToken: fields.fencing,
+            attempt: Int(fields.attempt),
+            createdMilliseconds: leaseUntil - span,
+            leaseUntilMilliseconds: leaseUntil,
+            completedMilliseconds: nil,
+            expiresMilliseconds: expires,
+            fingerprint: fields.fingerprint.map { String(decoding: $0, as: UTF8.self) },
+            result: nil,
+            ownerLabel: label.map { String(decoding: $0, as: UTF8.self) },
+            brokerMilliseconds: fields.broker
         )
     }
 
@@ -266,10 +282,19 @@ enum RecordValue {
         else { return nil }
         let completed = created &+ took
         return DedupRecord(
-            id: id, state: .completed, ownerToken: nil, fencingToken: fields.fencing, attempt: Int(fields.attempt),
-            createdMilliseconds: created, leaseUntilMilliseconds: nil, completedMilliseconds: completed,
-            expiresMilliseconds: completed &+ kept, fingerprint: fields.fingerprint.map { String(decoding: $0, as: UTF8.self) },
-            result: fields.result.map { Data(buffer: $0) }, ownerLabel: nil, brokerMilliseconds: fields.broker.map { created &- $0 }
+            id: id,
+            state: .completed,
+            ownerToken: nil,
+            fencingToken: fields.fencing,
+            attempt: Int(fields.attempt),
+            createdMilliseconds: created,
+            leaseUntilMilliseconds: nil,
+            completedMilliseconds: completed,
+            expiresMilliseconds: completed &+ kept,
+            fingerprint: fields.fingerprint.map { String(decoding: $0, as: UTF8.self) },
+            result: fields.result.map { Data(buffer: $0) },
+            ownerLabel: nil,
+            brokerMilliseconds: fields.broker.map { created &- $0 }
         )
     }
 

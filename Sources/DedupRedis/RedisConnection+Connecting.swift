@@ -19,12 +19,18 @@ extension RedisConnection {
     func connectedContext() throws(DedupError) -> UnsafeMutablePointer<redisContext> {
         if let context {
             if isHealthy(context) { return context }
-            settings.logger.debug("Redis connection was closed by the server; reconnecting", metadata: ["endpoint": "\(settings.endpoint)"])
+            settings.logger.debug(
+                "Redis connection was closed by the server; reconnecting",
+                metadata: ["endpoint": "\(settings.endpoint)"]
+            )
             disconnect()
         }
         let policy = settings.reconnect
         var backoff = policy.initialBackoff
-        var lastError = DedupError(.storeUnavailable, "cannot connect to Redis at \(settings.endpoint.redactedDescription)")
+        var lastError = DedupError(
+            .storeUnavailable,
+            "cannot connect to Redis at \(settings.endpoint.redactedDescription)"
+        )
         for attempt in 1...max(1, policy.maximumAttempts) {
             if attempt > 1 {
                 Thread.sleep(forTimeInterval: Self.seconds(backoff))
@@ -37,13 +43,19 @@ extension RedisConnection {
             do {
                 let context = try connectOnce()
                 if attempt > 1 {
-                    settings.logger.info("Reconnected to Redis", metadata: ["endpoint": "\(settings.endpoint)", "attempt": "\(attempt)"])
+                    settings.logger.info(
+                        "Reconnected to Redis",
+                        metadata: ["endpoint": "\(settings.endpoint)", "attempt": "\(attempt)"]
+                    )
                 }
                 self.context = context
                 return context
-            } catch where error.code == .storeUnavailable || error.code == .timeout {
+            } catch  where error.code == .storeUnavailable || error.code == .timeout {
                 lastError = error
-                settings.logger.debug("Cannot connect to Redis", metadata: ["endpoint": "\(settings.endpoint)", "attempt": "\(attempt)", "error": "\(error)"])
+                settings.logger.debug(
+                    "Cannot connect to Redis",
+                    metadata: ["endpoint": "\(settings.endpoint)", "attempt": "\(attempt)", "error": "\(error)"]
+                )
             }
         }
         throw lastError
@@ -72,7 +84,10 @@ extension RedisConnection {
         }
         let savedErrno = errno
         guard let context = maybeContext else {
-            throw DedupError(.storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): out of memory")
+            throw DedupError(
+                .storeUnavailable,
+                "cannot connect to Redis at \(endpoint.redactedDescription): out of memory"
+            )
         }
         if let reader = context.pointee.reader { replyBuffer.attach(to: reader) }
         if context.pointee.err != 0 {
@@ -82,17 +97,27 @@ extension RedisConnection {
             // hiredis reports a failed system call as REDIS_ERR_IO, with its errno.
             let systemError = context.pointee.err == REDIS_ERR_IO ? POSIXError.number(savedErrno) : nil
             redisFree(context)
-            if savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS || savedErrno == EAGAIN || text.contains("timed out") {
+            if savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS || savedErrno == EAGAIN
+                || text.contains("timed out")
+            {
                 throw DedupError(
-                    .timeout, "cannot connect to Redis at \(endpoint.redactedDescription) within \(settings.connectTimeout): \(text)",
-                    underlyingError: systemError)
+                    .timeout,
+                    "cannot connect to Redis at \(endpoint.redactedDescription) within \(settings.connectTimeout): \(text)",
+                    underlyingError: systemError
+                )
             }
             throw DedupError(
-                .storeUnavailable, "cannot connect to Redis at \(endpoint.redactedDescription): \(text)", underlyingError: systemError)
+                .storeUnavailable,
+                "cannot connect to Redis at \(endpoint.redactedDescription): \(text)",
+                underlyingError: systemError
+            )
         }
         guard redisSetTimeout(context, Self.timeval(settings.commandTimeout)) == REDIS_OK else {
             redisFree(context)
-            throw DedupError(.storeUnavailable, "cannot set the command timeout on the Redis connection to \(endpoint.redactedDescription)")
+            throw DedupError(
+                .storeUnavailable,
+                "cannot set the command timeout on the Redis connection to \(endpoint.redactedDescription)"
+            )
         }
 
         // Log in, select the database and load the scripts in one round trip.
@@ -121,11 +146,16 @@ extension RedisConnection {
                     var error = DedupError.fromServer(text, endpoint: endpoint)
                     if command.name == "SELECT" {
                         error = DedupError(
-                            .invalidConfiguration, "Redis at \(endpoint.redactedDescription) refused database \(endpoint.database): \(text)",
-                            redisErrorText: text)
+                            .invalidConfiguration,
+                            "Redis at \(endpoint.redactedDescription) refused database \(endpoint.database): \(text)",
+                            redisErrorText: text
+                        )
                     } else if command.name == "AUTH", error.code == .storeError {
                         error = DedupError(
-                            .authenticationFailed, "Redis at \(endpoint.redactedDescription) refused the login: \(text)", redisErrorText: text)
+                            .authenticationFailed,
+                            "Redis at \(endpoint.redactedDescription) refused the login: \(text)",
+                            redisErrorText: text
+                        )
                     }
                     firstError = error
                 }

@@ -15,7 +15,10 @@ extension RedisConnection {
     /// Sends every command of every unit, reads the replies in order, retries `NOSCRIPT`
     /// refusals once after reloading the scripts. After a connection failure the connection is
     /// dropped and units without all their replies fail.
-    func perform(_ units: [[RedisCommand]], on context: UnsafeMutablePointer<redisContext>) -> [Result<[RedisReply], DedupError>] {
+    func perform(
+        _ units: [[RedisCommand]],
+        on context: UnsafeMutablePointer<redisContext>
+    ) -> [Result<[RedisReply], DedupError>] {
         if let error = send(units.joined(), on: context) {
             disconnect()
             return units.map { _ in .failure(error) }
@@ -43,7 +46,10 @@ extension RedisConnection {
 
     /// ``perform(_:on:)`` for one unit, the inline path's: the same round trip without wrapping
     /// the unit and its replies in arrays of units and results (three allocations a round trip).
-    private func performUnit(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) -> Result<[RedisReply], DedupError> {
+    private func performUnit(
+        _ commands: [RedisCommand],
+        on context: UnsafeMutablePointer<redisContext>
+    ) -> Result<[RedisReply], DedupError> {
         if let error = send(commands, on: context) {
             disconnect()
             return .failure(error)
@@ -67,7 +73,10 @@ extension RedisConnection {
     /// connection's failure, if it failed first (`replies` then holds those read before it, which
     /// the callers drop with the connection).
     private func readReplies(
-        _ count: Int, into replies: inout [RedisReply], sawNoScript: inout Bool, _ context: UnsafeMutablePointer<redisContext>
+        _ count: Int,
+        into replies: inout [RedisReply],
+        sawNoScript: inout Bool,
+        _ context: UnsafeMutablePointer<redisContext>
     ) -> DedupError? {
         for _ in 0..<count {
             switch readReply(context) {
@@ -86,7 +95,9 @@ extension RedisConnection {
     /// a server that keeps forgetting scripts cannot make it loop. Returns the error and the units
     /// it fails when the retry itself fails.
     private func retryNoScript(
-        _ units: [[RedisCommand]], _ results: inout [[RedisReply]], _ context: UnsafeMutablePointer<redisContext>
+        _ units: [[RedisCommand]],
+        _ results: inout [[RedisReply]],
+        _ context: UnsafeMutablePointer<redisContext>
     ) -> (DedupError, Set<Int>)? {
         var positions: [(Int, Int)] = []
         for (jobIndex, replies) in results.enumerated() {
@@ -94,7 +105,10 @@ extension RedisConnection {
                 if let text = reply.errorText, text.hasPrefix("NOSCRIPT") { positions.append((jobIndex, commandIndex)) }
             }
         }
-        settings.logger.debug("Redis forgot the dedup scripts (NOSCRIPT); loading them again", metadata: ["commands": "\(positions.count)"])
+        settings.logger.debug(
+            "Redis forgot the dedup scripts (NOSCRIPT); loading them again",
+            metadata: ["commands": "\(positions.count)"]
+        )
         var ok = true
         for script in RedisScript.all {
             ok = ok && RedisCommand("SCRIPT", "LOAD", script.source).append(to: context)
@@ -115,7 +129,10 @@ extension RedisConnection {
                     return (DedupError.fromServer(text, endpoint: settings.endpoint), failedUnits)
                 }
                 if reply.stringValue != script.sha {
-                    settings.logger.error("Redis named a dedup script differently than expected", metadata: ["script": "\(script.name)"])
+                    settings.logger.error(
+                        "Redis named a dedup script differently than expected",
+                        metadata: ["script": "\(script.name)"]
+                    )
                 }
             case .failure(let error):
                 disconnect()
@@ -137,7 +154,10 @@ extension RedisConnection {
     /// Writes a round trip's commands into ``outbound`` and that to the socket: one `send` unless
     /// the socket takes it in parts. (hiredis would copy the commands into an output buffer it
     /// allocates and frees on every round trip.) Returns the failure, if they could not all be sent.
-    private func send(_ commands: some Sequence<RedisCommand>, on context: UnsafeMutablePointer<redisContext>) -> DedupError? {
+    private func send(
+        _ commands: some Sequence<RedisCommand>,
+        on context: UnsafeMutablePointer<redisContext>
+    ) -> DedupError? {
         outbound.removeAll(keepingCapacity: true)
         for command in commands { command.write(to: &outbound) }
         // A buffer grown past what is worth keeping (a batch of thousands of completions) goes
@@ -145,11 +165,18 @@ extension RedisConnection {
         defer { if outbound.capacity > Self.outboundKeptCapacity { outbound = [] } }
         var sent = 0
         while sent < outbound.count {
-            let count = outbound.withUnsafeBytes { Glibc.send(context.pointee.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            let count = outbound.withUnsafeBytes {
+                Glibc.send(context.pointee.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL))
+            }
             if count < 0 {
                 let sendErrno = errno
                 if sendErrno == EINTR { continue }
-                return transportError(code: REDIS_ERR_IO, savedErrno: sendErrno, text: String(cString: strerror(sendErrno)), doing: "sending commands")
+                return transportError(
+                    code: REDIS_ERR_IO,
+                    savedErrno: sendErrno,
+                    text: String(cString: strerror(sendErrno)),
+                    doing: "sending commands"
+                )
             }
             sent += count
         }
@@ -173,7 +200,9 @@ extension RedisConnection {
                 let text = withUnsafeBytes(of: context.pointee.reader.pointee.errstr) { buffer in
                     String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
                 }
-                return .failure(transportError(code: REDIS_ERR_PROTOCOL, savedErrno: 0, text: text, doing: "reading a reply"))
+                return .failure(
+                    transportError(code: REDIS_ERR_PROTOCOL, savedErrno: 0, text: text, doing: "reading a reply")
+                )
             }
             if raw != nil { return .success(replyBuffer.take()) }
             if !flushed {
@@ -193,17 +222,25 @@ extension RedisConnection {
                 guard count > 0 else {
                     let code = count == 0 ? REDIS_ERR_EOF : REDIS_ERR_IO
                     let text = String(cString: strerror(readErrno))
-                    return .failure(transportError(code: code, savedErrno: readErrno, text: text, doing: "reading a reply"))
+                    return .failure(
+                        transportError(code: code, savedErrno: readErrno, text: text, doing: "reading a reply")
+                    )
                 }
                 inboundStart = 0
                 inboundEnd = count
             }
             let slice = min(Self.readerSlice, inboundEnd - inboundStart)
             let fed = inbound.withUnsafeBytes { bytes in
-                redisReaderFeed(context.pointee.reader, bytes.baseAddress!.assumingMemoryBound(to: CChar.self) + inboundStart, slice)
+                redisReaderFeed(
+                    context.pointee.reader,
+                    bytes.baseAddress!.assumingMemoryBound(to: CChar.self) + inboundStart,
+                    slice
+                )
             }
             guard fed == REDIS_OK else {
-                return .failure(transportError(code: REDIS_ERR_OOM, savedErrno: 0, text: "out of memory", doing: "reading a reply"))
+                return .failure(
+                    transportError(code: REDIS_ERR_OOM, savedErrno: 0, text: "out of memory", doing: "reading a reply")
+                )
             }
             inboundStart += slice
         }
@@ -212,7 +249,11 @@ extension RedisConnection {
     /// How many bytes the reader gets at a time (its buffer is compacted once a kilobyte is read).
     private static let readerSlice = 1024
 
-    private func connectionError(_ context: UnsafeMutablePointer<redisContext>, savedErrno: Int32, doing: String) -> DedupError {
+    private func connectionError(
+        _ context: UnsafeMutablePointer<redisContext>,
+        savedErrno: Int32,
+        doing: String
+    ) -> DedupError {
         let text = withUnsafeBytes(of: context.pointee.errstr) { buffer in
             String(decoding: buffer.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
@@ -224,14 +265,23 @@ extension RedisConnection {
     private func transportError(code: Int32, savedErrno: Int32, text: String, doing: String) -> DedupError {
         let where_ = settings.endpoint.redactedDescription
         let systemError = code == REDIS_ERR_IO ? POSIXError.number(savedErrno) : nil
-        if code == REDIS_ERR_IO && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS) {
+        if code == REDIS_ERR_IO
+            && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT
+                || savedErrno == EINPROGRESS)
+        {
             return DedupError(
-                .timeout, "Redis at \(where_) did not answer within \(settings.commandTimeout) (\(doing))", underlyingError: systemError)
+                .timeout,
+                "Redis at \(where_) did not answer within \(settings.commandTimeout) (\(doing))",
+                underlyingError: systemError
+            )
         }
         if code == REDIS_ERR_EOF {
             return DedupError(.storeUnavailable, "Redis at \(where_) closed the connection (\(doing))")
         }
         return DedupError(
-            .storeUnavailable, "Redis at \(where_): \(text.isEmpty ? "connection failed" : text) (\(doing))", underlyingError: systemError)
+            .storeUnavailable,
+            "Redis at \(where_): \(text.isEmpty ? "connection failed" : text) (\(doing))",
+            underlyingError: systemError
+        )
     }
 }

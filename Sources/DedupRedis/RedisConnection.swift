@@ -36,7 +36,10 @@ package struct ConnectionSettings: Sendable {
     package var logger: Logger
 
     package init(
-        endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration, reconnect: RedisDedupStore.ReconnectPolicy,
+        endpoint: RedisEndpoint,
+        connectTimeout: Duration,
+        commandTimeout: Duration,
+        reconnect: RedisDedupStore.ReconnectPolicy,
         logger: Logger
     ) {
         self.endpoint = endpoint
@@ -102,7 +105,10 @@ package final class RedisConnection: @unchecked Sendable {
     /// the handoff costs two thread wake-ups, as much as the round trip on loopback. The store
     /// allows it only when no other call of the store is in progress, so at most one cooperative
     /// thread waits on the network and only while nothing else wants the store.
-    package func execute(_ commands: [RedisCommand], mayRunInline: Bool = false) async throws(DedupError) -> [RedisReply] {
+    package func execute(
+        _ commands: [RedisCommand],
+        mayRunInline: Bool = false
+    ) async throws(DedupError) -> [RedisReply] {
         load.add(1, ordering: .relaxed)
         defer { load.subtract(1, ordering: .relaxed) }
         if mayRunInline {
@@ -122,7 +128,8 @@ package final class RedisConnection: @unchecked Sendable {
                 lock.unlock()
             }
         }
-        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[RedisReply], DedupError>, Never>) in
+        let result = await withUnsafeContinuation {
+            (continuation: UnsafeContinuation<Result<[RedisReply], DedupError>, Never>) in
             lock.lock()
             if closed {
                 lock.unlock()
@@ -216,7 +223,9 @@ package final class RedisConnection: @unchecked Sendable {
                 pending = []
                 lock.unlock()
                 for job in left {
-                    job.continuation.resume(returning: .failure(DedupError(.storeUnavailable, "the Redis store was closed")))
+                    job.continuation.resume(
+                        returning: .failure(DedupError(.storeUnavailable, "the Redis store was closed"))
+                    )
                 }
                 disconnect()
                 lock.lock()

@@ -21,7 +21,12 @@ extension RedisDedupStore {
     }
 
     /// `EVALSHA <sha> 1 <key>`, with room for the script's other arguments.
-    private func scriptCommand(_ script: RedisScript, key id: RecordID, extraBytes: Int, extraArguments: Int) -> RedisCommand {
+    private func scriptCommand(
+        _ script: RedisScript,
+        key id: RecordID,
+        extraBytes: Int,
+        extraArguments: Int
+    ) -> RedisCommand {
         var command = script.callPrefix
         let key = key(for: id)
         command.reserve(extraBytes: key.count + extraBytes, extraArguments: 1 + extraArguments)
@@ -35,7 +40,10 @@ extension RedisDedupStore {
     ///
     /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for an invalid owner label, before any
     ///   command is sent.
-    func fastClaimCommands(_ requests: borrowing [ClaimRequest], _ pieces: inout CommandPieces) throws(DedupError) -> [RedisCommand] {
+    func fastClaimCommands(
+        _ requests: borrowing [ClaimRequest],
+        _ pieces: inout CommandPieces
+    ) throws(DedupError) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(requests.count + 1)
         commands.append(Self.timeCommand)
@@ -46,9 +54,16 @@ extension RedisDedupStore {
             let headerStart = try pieces.ownerHeaderStart(claimingAs: requests[index].ownerLabel)
             commands.append(
                 fastClaimCommand(
-                    requests[index].id, requests[index].ownerToken, headerStart, requests[index].fingerprint,
-                    brokerMilliseconds: requests[index].brokerMilliseconds, lease: requests[index].lease,
-                    retention: requests[index].retention, &pieces))
+                    requests[index].id,
+                    requests[index].ownerToken,
+                    headerStart,
+                    requests[index].fingerprint,
+                    brokerMilliseconds: requests[index].brokerMilliseconds,
+                    lease: requests[index].lease,
+                    retention: requests[index].retention,
+                    &pieces
+                )
+            )
         }
         return commands
     }
@@ -58,15 +73,22 @@ extension RedisDedupStore {
     /// header's start for the claim's label (``CommandPieces/ownerHeaderStart(claimingAs:)``); the
     /// broker time and the fingerprint, if any, follow the lease times (``RecordValue``).
     func fastClaimCommand(
-        _ id: RecordID, _ ownerToken: String, _ headerStart: [UInt8], _ fingerprint: String?, brokerMilliseconds: Int64?,
-        lease: Duration, retention: Duration, _ pieces: inout CommandPieces
+        _ id: RecordID,
+        _ ownerToken: String,
+        _ headerStart: [UInt8],
+        _ fingerprint: String?,
+        brokerMilliseconds: Int64?,
+        lease: Duration,
+        retention: Duration,
+        _ pieces: inout CommandPieces
     ) -> RedisCommand {
         let (middle, tail) = pieces.claim(lease: lease, retention: retention)
         let brokerField = RecordValue.brokerTimeField(brokerMilliseconds)
         var token = ownerToken
         return token.withUTF8 { token in
             let keyLength = keyLength(id)
-            let valueLength = RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count)
+            let valueLength =
+                RecordValue.ownerHeaderLength(startBytes: headerStart.count, tokenBytes: token.count)
                 + middle.count + brokerField.count + RecordValue.fingerprintFieldLength(fingerprint)
             let capacity = Self.setArgument.count + 2 * 24 + keyLength + valueLength + tail.count
             return RedisCommand(count: 7, capacity: capacity) { writer in
@@ -108,8 +130,10 @@ extension RedisDedupStore {
         let lease = request.lease.wholeMilliseconds
         let retention = request.retention.wholeMilliseconds
         var command = scriptCommand(
-            RedisScript.claim, key: request.id,
-            extraBytes: 2 * (request.ownerToken.utf8.count + headerStart.count) + 180 + 2 * (request.fingerprint?.utf8.count ?? 0),
+            RedisScript.claim,
+            key: request.id,
+            extraBytes: 2 * (request.ownerToken.utf8.count + headerStart.count) + 180 + 2
+                * (request.fingerprint?.utf8.count ?? 0),
             extraArguments: 5
         )
         var header = headerStart
@@ -131,7 +155,9 @@ extension RedisDedupStore {
     /// `EVALSHA <sha> 1 <key> <owner header>`: the start of an owner-checked script's call.
     func ownerCommand(_ script: RedisScript, _ lease: Lease, extraBytes: Int, extraArguments: Int) -> RedisCommand {
         var command = scriptCommand(
-            script, key: lease.id, extraBytes: lease.ownerToken.utf8.count + (lease.ownerLabel?.utf8.count ?? 0) + 32 + extraBytes,
+            script,
+            key: lease.id,
+            extraBytes: lease.ownerToken.utf8.count + (lease.ownerLabel?.utf8.count ?? 0) + 32 + extraBytes,
             extraArguments: 1 + extraArguments
         )
         command.append { RecordValue.appendOwnerHeader(lease.ownerToken, label: lease.ownerLabel, to: &$0) }
@@ -141,7 +167,8 @@ extension RedisDedupStore {
     /// `EVALSHA <complete> <n> <key>… <retention ms> <retention field>` and, per completion, `<owner
     /// header> <result field> <first claim or "">`, written in one pass. The completions share a
     /// retention.
-    func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand {
+    func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand
+    {
         let retention = pieces.retentionArgument(completions[0].retention)
         var capacity = Self.completePrefix.count + 24 + retention.count
         for index in completions.indices {
@@ -160,7 +187,10 @@ extension RedisDedupStore {
             writer.encoded(retention, arguments: 2)
             for index in completions.indices {
                 Self.writeCompletionArguments(
-                    completions[index], headerStart: pieces.ownerHeaderStart(completions[index].lease.ownerLabel), to: &writer)
+                    completions[index],
+                    headerStart: pieces.ownerHeaderStart(completions[index].lease.ownerLabel),
+                    to: &writer
+                )
             }
         }
     }
@@ -168,7 +198,11 @@ extension RedisDedupStore {
     /// A completion's owner header (from `headerStart`, its start for the lease's label), result
     /// field and first claim (Unix ms in base 36, or empty when the lease does not say, or says a
     /// time the value could not hold: the script reads it then).
-    private static func writeCompletionArguments(_ completion: Completion, headerStart: [UInt8], to writer: inout RespWriter) {
+    private static func writeCompletionArguments(
+        _ completion: Completion,
+        headerStart: [UInt8],
+        to writer: inout RespWriter
+    ) {
         let lease = completion.lease
         var token = lease.ownerToken
         token.withUTF8 { token in
@@ -179,7 +213,8 @@ extension RedisDedupStore {
         RecordValue.writeResultArgument(completion.result, to: &writer)
         let claimed = lease.claimedAt.flatMap { date -> Int64? in
             let milliseconds = date.timeIntervalSince1970 * 1000
-            return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry) ? date.millisecondsSince1970 : nil
+            return milliseconds >= 0 && milliseconds <= Double(RecordValue.latestExpiry)
+                ? date.millisecondsSince1970 : nil
         }
         RecordValue.writeFirstClaimArgument(claimed, to: &writer)
     }

@@ -35,8 +35,12 @@ extension RedisDedupStore {
 
         /// Creates a configuration; every argument has the documented default.
         public init(
-            connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(2), poolSize: Int = 2,
-            keyPrefix: String = "dedup", reconnect: ReconnectPolicy = ReconnectPolicy(), runsIdleCallsInline: Bool = true,
+            connectTimeout: Duration = .seconds(2),
+            commandTimeout: Duration = .seconds(2),
+            poolSize: Int = 2,
+            keyPrefix: String = "dedup",
+            reconnect: ReconnectPolicy = ReconnectPolicy(),
+            runsIdleCallsInline: Bool = true,
             completesBatchesInOneScript: Bool = true
         ) {
             self.connectTimeout = connectTimeout
@@ -62,7 +66,11 @@ extension RedisDedupStore {
         public var maximumBackoff: Duration
 
         /// Creates a policy.
-        public init(maximumAttempts: Int = 3, initialBackoff: Duration = .milliseconds(50), maximumBackoff: Duration = .seconds(1)) {
+        public init(
+            maximumAttempts: Int = 3,
+            initialBackoff: Duration = .milliseconds(50),
+            maximumBackoff: Duration = .seconds(1)
+        ) {
             self.maximumAttempts = maximumAttempts
             self.initialBackoff = initialBackoff
             self.maximumBackoff = maximumBackoff

@@ -7,16 +7,27 @@ extension RedisDedupStore {
     /// The answer of the claim's `SET … NX GET`; `nil` when the key is in flight (or its completed
     /// value is past its expiry) and the claim script must decide.
     func decodeFastClaim(
-        _ reply: RedisReply, _ id: RecordID, _ ownerToken: String, _ ownerLabel: String, _ fingerprint: String?, lease: Duration,
-        now: Int64, pieces: inout CommandPieces
+        _ reply: RedisReply,
+        _ id: RecordID,
+        _ ownerToken: String,
+        _ ownerLabel: String,
+        _ fingerprint: String?,
+        lease: Duration,
+        now: Int64,
+        pieces: inout CommandPieces
     ) throws -> ClaimAnswer? {
         switch reply {
         case .null:
             return .acquired(
                 Lease(
-                    id: id, ownerToken: ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(lease)), isTakeover: false,
-                    claimedAt: Date(millisecondsSince1970: now), ownerLabel: ownerLabel
+                    id: id,
+                    ownerToken: ownerToken,
+                    fencingToken: 1,
+                    attempt: 1,
+                    leaseUntil: Date(millisecondsSince1970: now &+ pieces.milliseconds(lease)),
+                    isTakeover: false,
+                    claimedAt: Date(millisecondsSince1970: now),
+                    ownerLabel: ownerLabel
                 )
             )
         case .string(let value):
@@ -49,14 +60,21 @@ extension RedisDedupStore {
         switch (code, fields.count) {
         case (0, 3), (1, 5):
             let isTakeover = code == 1
-            guard let leaseUntil = fields[fields.count - 2].integerValue, let created = fields[fields.count - 1].integerValue,
-                let fencing = isTakeover ? fields[1].integerValue : 1, let attempt = isTakeover ? fields[2].integerValue : 1
+            guard let leaseUntil = fields[fields.count - 2].integerValue,
+                let created = fields[fields.count - 1].integerValue,
+                let fencing = isTakeover ? fields[1].integerValue : 1,
+                let attempt = isTakeover ? fields[2].integerValue : 1
             else { throw unexpected(reply, doing: "claim") }
             return .acquired(
                 Lease(
-                    id: request.id, ownerToken: request.ownerToken, fencingToken: fencing, attempt: Int(attempt),
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: isTakeover,
-                    claimedAt: Date(millisecondsSince1970: created), ownerLabel: request.ownerLabel
+                    id: request.id,
+                    ownerToken: request.ownerToken,
+                    fencingToken: fencing,
+                    attempt: Int(attempt),
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil),
+                    isTakeover: isTakeover,
+                    claimedAt: Date(millisecondsSince1970: created),
+                    ownerLabel: request.ownerLabel
                 )
             )
         case (2, 2):
@@ -74,7 +92,8 @@ extension RedisDedupStore {
 
     /// The completed record a claim found.
     private func completedRecord(_ value: [UInt8], id: RecordID) throws -> DedupRecord {
-        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: id, expiresMilliseconds: nil) else {
+        guard RecordValue.isCompleted(value), let record = RecordValue.decode(value, id: id, expiresMilliseconds: nil)
+        else {
             throw corrupt(id)
         }
         return record
@@ -111,7 +130,10 @@ extension RedisDedupStore {
     }
 
     private func corrupt(_ id: RecordID) -> DedupError {
-        DedupError(.corruptStore, "Redis at \(endpoint.redactedDescription): the value at the key of \(id) is not a dedup record")
+        DedupError(
+            .corruptStore,
+            "Redis at \(endpoint.redactedDescription): the value at the key of \(id) is not a dedup record"
+        )
     }
 
     func decodeFlag(_ reply: RedisReply) throws -> Bool {
@@ -125,7 +147,9 @@ extension RedisDedupStore {
 
     func serverTime(_ reply: RedisReply) throws -> Int64 {
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue, let micros = parts[1].integerValue else {
+        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue,
+            let micros = parts[1].integerValue
+        else {
             throw unexpected(reply, doing: "TIME")
         }
         return seconds * 1000 + micros / 1000
@@ -139,14 +163,19 @@ extension RedisDedupStore {
     }
 
     func unexpected(_ reply: RedisReply, doing: String) -> DedupError {
-        DedupError(.storeError, "Redis at \(endpoint.redactedDescription) gave an unexpected reply to \(doing): \(reply)")
+        DedupError(
+            .storeError,
+            "Redis at \(endpoint.redactedDescription) gave an unexpected reply to \(doing): \(reply)"
+        )
     }
 
     /// The completion script's answers for `count` keys, appended in order; throws the first
     /// error among them (after reading them all).
     func decodeCompletions(_ reply: RedisReply, count: Int, into answers: inout [CompletionAnswer]) throws {
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-        guard let flags = reply.arrayValue, flags.count == count else { throw unexpected(reply, doing: "the complete script") }
+        guard let flags = reply.arrayValue, flags.count == count else {
+            throw unexpected(reply, doing: "the complete script")
+        }
         var failure: (any Error)?
         for flag in flags {
             do {

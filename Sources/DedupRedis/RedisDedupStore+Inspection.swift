@@ -7,7 +7,9 @@ extension RedisDedupStore {
     public func record(for id: RecordID) async throws -> DedupRecord? {
         let replies = try await execute([RedisCommand("TIME"), readCommand(key(for: id))])
         let now = try serverTime(replies[0])
-        guard let record = try decodeRead(replies[1], id: id, strict: true), now < record.expiresAt.millisecondsSince1970 else {
+        guard let record = try decodeRead(replies[1], id: id, strict: true),
+            now < record.expiresAt.millisecondsSince1970
+        else {
             return nil
         }
         return record
@@ -23,8 +25,11 @@ extension RedisDedupStore {
     /// with `SCAN` itself, a record present for the whole listing is returned at least once; one
     /// written during it may or may not be. A page may hold fewer records than `limit` while more
     /// follow: keep reading while ``/Dedup/RecordPage/next`` is not `nil`.
-    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
-        guard limit > 0 else { throw DedupError(.invalidConfiguration, "the page limit must be positive, not \(limit)") }
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage
+    {
+        guard limit > 0 else {
+            throw DedupError(.invalidConfiguration, "the page limit must be positive, not \(limit)")
+        }
         let nodes = try await scannedNodes()
         var node = 0
         var scanCursor = "0"
@@ -57,7 +62,12 @@ extension RedisDedupStore {
         var page: [DedupRecord] = []
         var batches = 0
         while true {
-            let (nextCursor, scanned) = try await scan(nodes[node], cursor: scanCursor, pattern: pattern, count: max(limit, 10))
+            let (nextCursor, scanned) = try await scan(
+                nodes[node],
+                cursor: scanCursor,
+                pattern: pattern,
+                count: max(limit, 10)
+            )
             var keys = scanned.sorted { $0.lexicographicallyPrecedes($1) }
             if let skipThrough { keys.removeAll { !skipThrough.lexicographicallyPrecedes($0) } }
             skipThrough = nil
@@ -75,7 +85,10 @@ extension RedisDedupStore {
                         let isLastOfBatch = position == keys.count - 1
                         if !isLastOfBatch {
                             let resume = token(node, scanCursor)
-                            return RecordPage(records: page, next: PageCursor(token: resume.token + ":" + Self.hex(key)))
+                            return RecordPage(
+                                records: page,
+                                next: PageCursor(token: resume.token + ":" + Self.hex(key))
+                            )
                         }
                         return RecordPage(records: page, next: next.map { token($0.node, $0.cursor) })
                     }
@@ -152,14 +165,17 @@ extension RedisDedupStore {
                 let replies = try await execute([RedisCommand("TIME")] + keys.map(readCommand))
                 let now = try serverTime(replies[0])
                 for (position, key) in keys.enumerated() {
-                    guard let id = recordID(fromKey: key), let record = try decodeRead(replies[position + 1], id: id, strict: false),
+                    guard let id = recordID(fromKey: key),
+                        let record = try decodeRead(replies[position + 1], id: id, strict: false),
                         now < record.expiresAt.millisecondsSince1970
                     else { continue }
                     var entry = counts[id.namespace] ?? Counts()
                     switch record.state {
                     case .inFlight:
                         entry.inFlight += 1
-                        if let leaseUntil = record.leaseUntil, leaseUntil.millisecondsSince1970 <= now { entry.expiredLeases += 1 }
+                        if let leaseUntil = record.leaseUntil, leaseUntil.millisecondsSince1970 <= now {
+                            entry.expiredLeases += 1
+                        }
                     case .completed:
                         entry.completed += 1
                     }
@@ -176,16 +192,26 @@ extension RedisDedupStore {
         }
         let namespaces = counts.map { namespace, entry in
             DedupStats.NamespaceStats(
-                namespace: namespace, inFlight: entry.inFlight, expiredLeases: entry.expiredLeases, completed: entry.completed,
-                oldest: entry.oldest.map { Date(millisecondsSince1970: $0) }, newest: entry.newest.map { Date(millisecondsSince1970: $0) },
-                oldestBrokerTime: entry.oldestBroker, newestBrokerTime: entry.newestBroker
+                namespace: namespace,
+                inFlight: entry.inFlight,
+                expiredLeases: entry.expiredLeases,
+                completed: entry.completed,
+                oldest: entry.oldest.map { Date(millisecondsSince1970: $0) },
+                newest: entry.newest.map { Date(millisecondsSince1970: $0) },
+                oldestBrokerTime: entry.oldestBroker,
+                newestBrokerTime: entry.newestBroker
             )
         }.sorted { $0.namespace.utf8.lexicographicallyPrecedes($1.namespace.utf8) }
         return DedupStats(namespaces: namespaces)
     }
 
     /// One `SCAN` on the URL's server, or on a cluster's primary `node`.
-    private func scan(_ node: ClusterNodeAddress?, cursor: String, pattern: [UInt8], count: Int) async throws -> (String, [[UInt8]]) {
+    private func scan(
+        _ node: ClusterNodeAddress?,
+        cursor: String,
+        pattern: [UInt8],
+        count: Int
+    ) async throws -> (String, [[UInt8]]) {
         var command = RedisCommand("SCAN", cursor, "MATCH")
         command.append(pattern)
         command.append("COUNT")
@@ -200,7 +226,9 @@ extension RedisDedupStore {
         }
         let reply = replies[0]
         if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: endpoint) }
-        guard let parts = reply.arrayValue, parts.count == 2, let next = parts[0].stringValue, let keys = parts[1].arrayValue else {
+        guard let parts = reply.arrayValue, parts.count == 2, let next = parts[0].stringValue,
+            let keys = parts[1].arrayValue
+        else {
             throw unexpected(reply, doing: "SCAN")
         }
         return (next, keys.compactMap(\.bytesValue))
@@ -227,7 +255,8 @@ extension RedisDedupStore {
         escaped.reserveCapacity(bytes.count + 4)
         for byte in bytes {
             switch byte {
-            case UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "\\"), UInt8(ascii: "^"), UInt8(ascii: "-"):
+            case UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "\\"),
+                UInt8(ascii: "^"), UInt8(ascii: "-"):
                 escaped.append(UInt8(ascii: "\\"))
             default:
                 break

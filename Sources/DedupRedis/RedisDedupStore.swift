@@ -93,12 +93,18 @@ public final class RedisDedupStore: DedupStore {
     /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for out-of-range configuration.
     public init(endpoint: RedisEndpoint, configuration: Configuration = .init(), logger: Logger? = nil) throws {
         let logger = logger ?? Logger.current
-        func invalid(_ why: String) -> DedupError { DedupError(.invalidConfiguration, "Redis store configuration: \(why)") }
+        func invalid(_ why: String) -> DedupError {
+            DedupError(.invalidConfiguration, "Redis store configuration: \(why)")
+        }
         guard configuration.connectTimeout > .zero else { throw invalid("connectTimeout must be positive") }
         guard configuration.commandTimeout > .zero else { throw invalid("commandTimeout must be positive") }
-        guard (1...64).contains(configuration.poolSize) else { throw invalid("poolSize must be between 1 and 64, not \(configuration.poolSize)") }
+        guard (1...64).contains(configuration.poolSize) else {
+            throw invalid("poolSize must be between 1 and 64, not \(configuration.poolSize)")
+        }
         guard !configuration.keyPrefix.isEmpty else { throw invalid("keyPrefix must not be empty") }
-        guard configuration.reconnect.maximumAttempts >= 1 else { throw invalid("reconnect.maximumAttempts must be at least 1") }
+        guard configuration.reconnect.maximumAttempts >= 1 else {
+            throw invalid("reconnect.maximumAttempts must be at least 1")
+        }
         guard configuration.reconnect.initialBackoff >= .zero, configuration.reconnect.maximumBackoff >= .zero else {
             throw invalid("reconnect backoffs must not be negative")
         }
@@ -109,8 +115,11 @@ public final class RedisDedupStore: DedupStore {
         self.logger = logger
         self.keyPrefixBytes = Array(configuration.keyPrefix.utf8) + [UInt8(ascii: ":")]
         let settings = ConnectionSettings(
-            endpoint: endpoint, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout,
-            reconnect: configuration.reconnect, logger: logger
+            endpoint: endpoint,
+            connectTimeout: configuration.connectTimeout,
+            commandTimeout: configuration.commandTimeout,
+            reconnect: configuration.reconnect,
+            logger: logger
         )
         self.seedPool = ConnectionPool(settings: settings, size: configuration.poolSize)
         self.cluster = ClusterRouter(settings: settings, poolSize: configuration.poolSize, seed: seedPool)
@@ -154,8 +163,15 @@ public final class RedisDedupStore: DedupStore {
         var pieces = sharedPieces
         let headerStart = try pieces.ownerHeaderStart(claimingAs: request.ownerLabel)
         let command = fastClaimCommand(
-            request.id, request.ownerToken, headerStart, request.fingerprint, brokerMilliseconds: request.brokerMilliseconds,
-            lease: request.lease, retention: request.retention, &pieces)
+            request.id,
+            request.ownerToken,
+            headerStart,
+            request.fingerprint,
+            brokerMilliseconds: request.brokerMilliseconds,
+            lease: request.lease,
+            retention: request.retention,
+            &pieces
+        )
         keep(pieces)
         let replies = try await execute([Self.timeCommand, command])
         let now: Int64
@@ -166,9 +182,15 @@ public final class RedisDedupStore: DedupStore {
             throw error
         }
         if let answer = try decodeFastClaim(
-            replies[1], request.id, request.ownerToken, request.ownerLabel, request.fingerprint, lease: request.lease, now: now,
-            pieces: &pieces)
-        {
+            replies[1],
+            request.id,
+            request.ownerToken,
+            request.ownerLabel,
+            request.fingerprint,
+            lease: request.lease,
+            now: now,
+            pieces: &pieces
+        ) {
             return answer
         }
         return try decodeScriptClaim(try await single(scriptClaimCommand(request, headerStart)), request: request)
@@ -204,9 +226,15 @@ public final class RedisDedupStore: DedupStore {
                     do {
                         // The fields, not the request: passing the whole request copies it.
                         if let answer = try decodeFastClaim(
-                            replies[index + 1], requests[index].id, requests[index].ownerToken, requests[index].ownerLabel,
-                            requests[index].fingerprint, lease: requests[index].lease, now: now, pieces: &pieces)
-                        {
+                            replies[index + 1],
+                            requests[index].id,
+                            requests[index].ownerToken,
+                            requests[index].ownerLabel,
+                            requests[index].fingerprint,
+                            lease: requests[index].lease,
+                            now: now,
+                            pieces: &pieces
+                        ) {
                             answers.append(answer)
                             settled[index] = true
                             continue
@@ -222,7 +250,8 @@ public final class RedisDedupStore: DedupStore {
         if !unsettled.isEmpty && failure == nil {
             do {
                 let scripted = try await execute(
-                    unsettled.map { scriptClaimCommand(requests[$0], pieces.ownerHeaderStart(requests[$0].ownerLabel)) })
+                    unsettled.map { scriptClaimCommand(requests[$0], pieces.ownerHeaderStart(requests[$0].ownerLabel)) }
+                )
                 for (index, reply) in zip(unsettled, scripted) {
                     do {
                         answers[index] = try decodeScriptClaim(reply, request: requests[index])
@@ -253,8 +282,13 @@ public final class RedisDedupStore: DedupStore {
         let created = zip(setReplies, requests).compactMap { setReply, request -> Lease? in
             guard case .null = setReply else { return nil }
             return Lease(
-                id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false, ownerLabel: request.ownerLabel
+                id: request.id,
+                ownerToken: request.ownerToken,
+                fencingToken: 1,
+                attempt: 1,
+                leaseUntil: Date(timeIntervalSince1970: 0),
+                isTakeover: false,
+                ownerLabel: request.ownerLabel
             )
         }
         await releaseAfterFailedClaim(created)
@@ -265,7 +299,9 @@ public final class RedisDedupStore: DedupStore {
     private func releaseAfterFailedClaim(_ leases: [Lease]) async {
         if leases.isEmpty { return }
         do {
-            _ = try await execute(leases.map { ownerCommand(RedisScript.release, $0, extraBytes: 0, extraArguments: 0) })
+            _ = try await execute(
+                leases.map { ownerCommand(RedisScript.release, $0, extraBytes: 0, extraArguments: 0) }
+            )
         } catch {
             logger.warning(
                 "could not release the keys of a failed batch claim; they stay in flight until their leases pass",
@@ -278,14 +314,20 @@ public final class RedisDedupStore: DedupStore {
 
     /// Stands in the answers of a batch for those the claim script is still to decide.
     private static let placeholderLease = Lease(
-        id: RecordID(uncheckedNamespace: "-", key: "-"), ownerToken: "", fencingToken: 0, attempt: 0,
-        leaseUntil: Date(timeIntervalSince1970: 0), isTakeover: false
+        id: RecordID(uncheckedNamespace: "-", key: "-"),
+        ownerToken: "",
+        fencingToken: 0,
+        attempt: 0,
+        leaseUntil: Date(timeIntervalSince1970: 0),
+        isTakeover: false
     )
 
     /// Completes with one `EVALSHA` of the complete script.
     public func complete(_ completion: Completion) async throws {
         var pieces = sharedPieces
-        let command = withUnsafePointer(to: completion) { completeCommand(UnsafeBufferPointer(start: $0, count: 1), &pieces) }
+        let command = withUnsafePointer(to: completion) {
+            completeCommand(UnsafeBufferPointer(start: $0, count: 1), &pieces)
+        }
         keep(pieces)
         let reply = try await single(command)
         var answers: [CompletionAnswer] = []
@@ -314,7 +356,9 @@ public final class RedisDedupStore: DedupStore {
         let replies = try await executeCompletions(completions, calls)
         // A Redis Cluster proxy refuses a script whose keys lie in different hash slots, before it
         // runs: those completions go again one key per call, and so do this store's from now on.
-        let refused = calls.indices.filter { calls[$0].count > 1 && replies[$0].errorText?.hasPrefix("CROSSSLOT") == true }
+        let refused = calls.indices.filter {
+            calls[$0].count > 1 && replies[$0].errorText?.hasPrefix("CROSSSLOT") == true
+        }
         var answered: [(keys: Range<Int>, reply: RedisReply)] = []
         if refused.isEmpty {
             answered = Array(zip(calls, replies))
@@ -376,7 +420,10 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// One call of the completion script per range of `completions`, pipelined in one round trip.
-    private func executeCompletions(_ completions: [Completion], _ calls: [Range<Int>]) async throws(DedupError) -> [RedisReply] {
+    private func executeCompletions(
+        _ completions: [Completion],
+        _ calls: [Range<Int>]
+    ) async throws(DedupError) -> [RedisReply] {
         var pieces = sharedPieces
         // Through a buffer pointer: iterating, or subscripting the array, would copy each completion.
         let commands = completions.withUnsafeBufferPointer { completions in
@@ -385,7 +432,6 @@ public final class RedisDedupStore: DedupStore {
         keep(pieces)
         return try await execute(commands)
     }
-
 
     /// Releases with one `EVALSHA` of the release script (the record is deleted).
     public func release(_ lease: Lease) async throws {
@@ -397,7 +443,9 @@ public final class RedisDedupStore: DedupStore {
 
     /// Renews with one `EVALSHA` of the renew script.
     public func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
-        guard case .renewed(let renewed) = try decodeRenewal(try await single(renewCommand(lease, for: duration)), lease) else {
+        guard
+            case .renewed(let renewed) = try decodeRenewal(try await single(renewCommand(lease, for: duration)), lease)
+        else {
             throw leaseLost(lease, doing: "renew")
         }
         return renewed

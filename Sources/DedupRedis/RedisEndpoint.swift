@@ -49,7 +49,10 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
     ///   contains the password.
     public init(url: String) throws(DedupError) {
         func invalid(_ why: String) -> DedupError {
-            DedupError(.invalidConfiguration, "invalid Redis URL \(URLCredentials.redacting(url).debugDescription): \(why)")
+            DedupError(
+                .invalidConfiguration,
+                "invalid Redis URL \(URLCredentials.redacting(url).debugDescription): \(why)"
+            )
         }
         guard let schemeEnd = url.range(of: "://") else {
             throw invalid("expected redis://host:port/db or unix:///path/to/redis.sock")
@@ -119,7 +122,12 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             guard let path = URLCredentials.percentDecoded(afterAuthority) else {
                 throw invalid("the socket path has a malformed %-escape")
             }
-            self.init(transport: .unixSocket(path: path), username: username, password: password, database: queryDatabase ?? 0)
+            self.init(
+                transport: .unixSocket(path: path),
+                username: username,
+                password: password,
+                database: queryDatabase ?? 0
+            )
             return
         }
 
@@ -152,7 +160,9 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
         let path = afterAuthority.drop(while: { $0 == "/" })
         if !path.isEmpty {
             guard let value = Int(path), value >= 0 else {
-                throw invalid("the path must be a database number (/0, /1, ...), not \(String(afterAuthority).debugDescription)")
+                throw invalid(
+                    "the path must be a database number (/0, /1, ...), not \(String(afterAuthority).debugDescription)"
+                )
             }
             database = value
         }
@@ -162,7 +172,12 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             }
             database = queryDatabase
         }
-        self.init(transport: .tcp(host: String(host), port: port), username: username, password: password, database: database)
+        self.init(
+            transport: .tcp(host: String(host), port: port),
+            username: username,
+            password: password,
+            database: database
+        )
     }
 
     /// The endpoint as a URL with the password replaced by `***`: safe to print and log.

@@ -13,7 +13,10 @@ extension DedupError {
         case "WRONGPASS", "NOAUTH", "NOPERM":
             return error(.authenticationFailed, "Redis at \(where_) refused access: \(text)")
         case "WRONGTYPE":
-            return error(.wrongType, "Redis at \(where_) holds another kind of value at a dedup record's key (someone else's data?): \(text)")
+            return error(
+                .wrongType,
+                "Redis at \(where_) holds another kind of value at a dedup record's key (someone else's data?): \(text)"
+            )
         case "READONLY":
             return error(.readOnly, "Redis at \(where_) accepts no writes (a read-only replica?): \(text)")
         case "OOM":

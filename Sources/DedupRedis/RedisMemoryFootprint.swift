@@ -52,8 +52,13 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
     /// - Throws: ``DedupError/Code/invalidConfiguration`` when a database is not empty or `count`
     ///   is not positive; the store's errors.
     package static func measure(
-        endpoint: RedisEndpoint, count: Int, namespace: String? = nil, lease: Duration = .seconds(30),
-        retention: Duration = .seconds(86_400), brokerTimes: Bool = true, batchSize: Int = 100
+        endpoint: RedisEndpoint,
+        count: Int,
+        namespace: String? = nil,
+        lease: Duration = .seconds(30),
+        retention: Duration = .seconds(86_400),
+        brokerTimes: Bool = true,
+        batchSize: Int = 100
     ) async throws -> RedisMemoryFootprint {
         guard count > 0, batchSize > 0 else {
             throw DedupError(.invalidConfiguration, "the memory footprint needs a positive count and batch size")
@@ -69,7 +74,13 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
         }
         do {
             let footprint = try await measure(
-                databases, ids: ids, lease: lease, retention: retention, brokerTimes: brokerTimes, batchSize: batchSize)
+                databases,
+                ids: ids,
+                lease: lease,
+                retention: retention,
+                brokerTimes: brokerTimes,
+                batchSize: batchSize
+            )
             for store in databases { await store.close() }
             return footprint
         } catch {
@@ -79,7 +90,12 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
     }
 
     private static func measure(
-        _ databases: [RedisDedupStore], ids: [RecordID], lease: Duration, retention: Duration, brokerTimes: Bool, batchSize: Int
+        _ databases: [RedisDedupStore],
+        ids: [RecordID],
+        lease: Duration,
+        retention: Duration,
+        brokerTimes: Bool,
+        batchSize: Int
     ) async throws -> RedisMemoryFootprint {
         let count = ids.count
         for store in databases {
@@ -98,12 +114,18 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
         for start in stride(from: 0, to: count, by: batchSize) {
             let requests = ids[start..<min(start + batchSize, count)].map { id in
                 ClaimRequest(
-                    id: id, lease: lease, retention: retention,
-                    brokerTime: brokerTimes ? Date(timeIntervalSinceNow: -0.005) : nil)
+                    id: id,
+                    lease: lease,
+                    retention: retention,
+                    brokerTime: brokerTimes ? Date(timeIntervalSinceNow: -0.005) : nil
+                )
             }
             let leases = try await store.claim(batch: requests).map { answer -> Lease in
                 guard case .acquired(let lease) = answer else {
-                    throw DedupError(.storeError, "measuring the memory footprint: a claim found \(answer) rather than nothing")
+                    throw DedupError(
+                        .storeError,
+                        "measuring the memory footprint: a claim found \(answer) rather than nothing"
+                    )
                 }
                 return lease
             }
@@ -131,8 +153,13 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
             try await run(keys, on: store) { RedisCommand("UNLINK") + $0 }
         }
         return RedisMemoryFootprint(
-            count: count, recordBytes: recordBytes, bareKeyBytes: bareBytes[0], sharedIntegerKeyBytes: bareBytes[1],
-            sampleKey: keys[0], sampleValue: sample)
+            count: count,
+            recordBytes: recordBytes,
+            bareKeyBytes: bareBytes[0],
+            sharedIntegerKeyBytes: bareBytes[1],
+            sampleKey: keys[0],
+            sampleValue: sample
+        )
     }
 
     /// `used_memory` from `INFO memory`.
@@ -146,7 +173,11 @@ package struct RedisMemoryFootprint: Sendable, CustomStringConvertible {
     }
 
     /// One command per key, pipelined a thousand at a time; throws the first error reply.
-    private static func run(_ keys: [[UInt8]], on store: RedisDedupStore, _ command: ([UInt8]) -> RedisCommand) async throws {
+    private static func run(
+        _ keys: [[UInt8]],
+        on store: RedisDedupStore,
+        _ command: ([UInt8]) -> RedisCommand
+    ) async throws {
         for start in stride(from: 0, to: keys.count, by: 1000) {
             let replies = try await store.execute(keys[start..<min(start + 1000, keys.count)].map(command))
             if let text = replies.lazy.compactMap(\.errorText).first {

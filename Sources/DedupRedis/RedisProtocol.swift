@@ -120,7 +120,11 @@ package struct RedisCommand: Sendable {
 
     /// Writes `<marker><value>\r\n` at `position`; returns the position after it.
     @inline(__always)
-    private static func writeHeader(_ marker: UInt8, _ value: Int, at position: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
+    private static func writeHeader(
+        _ marker: UInt8,
+        _ value: Int,
+        at position: UnsafeMutablePointer<UInt8>
+    ) -> UnsafeMutablePointer<UInt8> {
         position[0] = marker
         let digitCount = RespWriter.digitCount(value)
         var remaining = UInt(value)
@@ -137,7 +141,8 @@ package struct RedisCommand: Sendable {
 
     /// The command's name (its first argument), for messages.
     var name: String {
-        guard count > 0, let lineEnd = body.firstIndex(of: 13), let length = Int(String(decoding: body[1..<lineEnd], as: UTF8.self)),
+        guard count > 0, let lineEnd = body.firstIndex(of: 13),
+            let length = Int(String(decoding: body[1..<lineEnd], as: UTF8.self)),
             lineEnd + 2 + length <= body.count
         else { return "" }
         return String(decoding: body[(lineEnd + 2)..<(lineEnd + 2 + length)], as: UTF8.self)
@@ -305,7 +310,8 @@ package enum RedisReply: Sendable, Equatable {
             guard digit < 10 else { return nil }
             let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
             let (next, overflow2) =
-                negative ? times10.subtractingReportingOverflow(Int64(digit)) : times10.addingReportingOverflow(Int64(digit))
+                negative
+                ? times10.subtractingReportingOverflow(Int64(digit)) : times10.addingReportingOverflow(Int64(digit))
             guard !overflow1, !overflow2 else { return nil }
             value = next
             index += 1
@@ -373,7 +379,9 @@ struct ReplyBuffer: ~Copyable {
     /// The reply the reader completed, then cleared.
     func take() -> RedisReply {
         var offset = 0
-        let reply = storage.pointee.bytes.map { Self.reply(at: &offset, in: UnsafeRawPointer($0), end: storage.pointee.count) } ?? .null
+        let reply =
+            storage.pointee.bytes.map { Self.reply(at: &offset, in: UnsafeRawPointer($0), end: storage.pointee.count) }
+            ?? .null
         clear()
         return reply
     }
@@ -393,8 +401,11 @@ struct ReplyBuffer: ~Copyable {
             offset += length
             switch type {
             case REDIS_REPLY_STRING:
-                return .string(Array(UnsafeBufferPointer(start: start.assumingMemoryBound(to: UInt8.self), count: length)))
-            case REDIS_REPLY_STATUS: return .status(String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self))
+                return .string(
+                    Array(UnsafeBufferPointer(start: start.assumingMemoryBound(to: UInt8.self), count: length))
+                )
+            case REDIS_REPLY_STATUS:
+                return .status(String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self))
             default: return .error(String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self))
             }
         case REDIS_REPLY_INTEGER:

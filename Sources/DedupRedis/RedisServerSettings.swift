@@ -23,8 +23,13 @@ public struct RedisServerSettings: Sendable, Hashable {
 
     /// Creates settings.
     public init(
-        version: String? = nil, appendOnly: Bool? = nil, appendFsync: String? = nil, snapshotRules: String? = nil,
-        evictionPolicy: String? = nil, maxMemoryBytes: Int64? = nil, unreadable: [String] = []
+        version: String? = nil,
+        appendOnly: Bool? = nil,
+        appendFsync: String? = nil,
+        snapshotRules: String? = nil,
+        evictionPolicy: String? = nil,
+        maxMemoryBytes: Int64? = nil,
+        unreadable: [String] = []
     ) {
         self.version = version
         self.appendOnly = appendOnly
@@ -69,7 +74,8 @@ extension RedisDedupStore {
     private static let settingsParameters = ["save", "appendonly", "appendfsync", "maxmemory-policy", "maxmemory"]
 
     /// `INFO`, then `CONFIG GET` of each setting ``serverSettings()`` reads.
-    static let serverSettingsCommands = [RedisCommand("INFO")] + settingsParameters.map { RedisCommand("CONFIG", "GET", $0) }
+    static let serverSettingsCommands =
+        [RedisCommand("INFO")] + settingsParameters.map { RedisCommand("CONFIG", "GET", $0) }
 
     /// The settings the replies of ``serverSettingsCommands`` tell.
     static func serverSettings(from replies: [RedisReply]) -> RedisServerSettings {

@@ -18,13 +18,18 @@ package struct RedisStreamLocation: Hashable, Sendable, CustomStringConvertible 
     ///   contains the password.
     package init(url: String) throws(DedupError) {
         func invalid(_ why: String) -> DedupError {
-            DedupError(.invalidConfiguration, "invalid stream location \(URLCredentials.redacting(url).debugDescription): \(why)")
+            DedupError(
+                .invalidConfiguration,
+                "invalid stream location \(URLCredentials.redacting(url).debugDescription): \(why)"
+            )
         }
         guard let schemeEnd = url.range(of: "://") else {
             throw invalid("expected redis://host:port/KEY or unix:///path/to/redis.sock?key=KEY")
         }
         let queryStart = url.firstIndex(where: { $0 == "?" || $0 == "#" }) ?? url.endIndex
-        var query = url[queryStart...].dropFirst().split(separator: "&", omittingEmptySubsequences: false).map(String.init)
+        var query = url[queryStart...].dropFirst().split(separator: "&", omittingEmptySubsequences: false).map(
+            String.init
+        )
         var server: String
         var encodedKey: Substring?
         if url[..<schemeEnd.lowerBound].lowercased() == "unix" {
@@ -40,16 +45,22 @@ package struct RedisStreamLocation: Hashable, Sendable, CustomStringConvertible 
         }
         if !query.isEmpty && !url[queryStart...].hasPrefix("#") { server += "?" + query.joined(separator: "&") }
         guard let encodedKey, !encodedKey.isEmpty else {
-            throw invalid("the stream's key is missing: redis://host:port/KEY (database in ?db=N), unix:///path/to/redis.sock?key=KEY")
+            throw invalid(
+                "the stream's key is missing: redis://host:port/KEY (database in ?db=N), unix:///path/to/redis.sock?key=KEY"
+            )
         }
-        guard let key = URLCredentials.percentDecoded(encodedKey) else { throw invalid("the key has a malformed %-escape") }
+        guard let key = URLCredentials.percentDecoded(encodedKey) else {
+            throw invalid("the key has a malformed %-escape")
+        }
         self.endpoint = try RedisEndpoint(url: server)
         self.key = key
     }
 
     /// The location with the password replaced by `***`, the key percent-encoded where it must be.
     package var description: String {
-        let encodedKey = key.addingPercentEscapes(keeping: { $0.isLetter || $0.isNumber || "-._~:@!$&'()*+,;=".contains($0) })
+        let encodedKey = key.addingPercentEscapes(keeping: {
+            $0.isLetter || $0.isNumber || "-._~:@!$&'()*+,;=".contains($0)
+        })
         switch endpoint.transport {
         case .tcp:
             let server = endpoint.redactedDescription
@@ -70,7 +81,9 @@ extension String {
             if keeping(character) && character.isASCII {
                 result.append(character)
             } else {
-                for byte in String(character).utf8 { result += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2) }
+                for byte in String(character).utf8 {
+                    result += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+                }
             }
         }
         return result

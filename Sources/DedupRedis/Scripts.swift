@@ -307,73 +307,73 @@ struct RedisScript: Sendable {
             -- when they run. legacy_owned: where the fields after the holder's header start, or nil.
             local function legacy_owned(v, head)
             """ + ownerCheck + """
-              if is_legacy(v) then return owned_at(v, head) end
-              return nil
-            end
-            -- The broker time (ms), the fields after it as the completed value keeps them and the
-            -- first claim's time (base 36), read field by field; nil when they cannot be read.
-            local function read_fields(key, v, p, legacy, created)
-            """ + inFlightFields + """
-              local r = in_flight_fields(v, p, legacy)
-              if not r then return nil end
-              if created == '' then
-                -- From the key's expiry.
-                local e = redis.call('PEXPIRETIME', key)
-                if e < 0 or e > 1e14 then return nil end
-                created = base36(math.max(0, e + 1 - r.retention - r.span))
-              end
-              return r.broker, optional_fields({}, r.fencing, r.attempt, r.fp), created
-            end
-            local kept, kept_text = tonumber(ARGV[1]), ARGV[2]
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            local last = string.format('%d', now + kept - 1)
-            local answers = {}
-            for i = 1, #KEYS do
-              local key = KEYS[i]
-              local head, result, created = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-              local v = redis.pcall('GET', key)
-              local p, legacy
-              if type(v) == 'string' then
-                if string.sub(v, 1, #head) == head then p = #head + 1 else p = legacy_owned(v, head) legacy = true end
-              end
-              if type(v) == 'table' then
-                -- Another kind of value at the key (WRONGTYPE): this key's answer; the others go on.
-                answers[i] = v
-              elseif not p then
-                answers[i] = 0
-              else
-                -- The broker time (ms), and the fields after it as the completed value keeps them.
-                local broker, rest
-                if legacy or created == '' then
-                  broker, rest, created = read_fields(key, v, p, legacy, created)
-                else
-                  -- `<lease span> <retention>[ b<broker time>][…]`: cut at the spaces.
-                  local s = string.find(v, ' ', p, true)
-                  local q = s and string.find(v, ' ', s + 1, true)
-                  if not q then
-                    rest = s and ''
-                  elseif string.byte(v, q + 1) == 98 then
-                    local b, r = string.match(v, '^ b(%w+)()', q)
-                    broker = b and tonumber(b, 36)
-                    rest = broker and string.sub(v, r)
-                  else
-                    rest = string.sub(v, q)
-                  end
+                  if is_legacy(v) then return owned_at(v, head) end
+                  return nil
                 end
-                if not rest then
-                  answers[i] = redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
-                else
-                  local c = tonumber(created, 36)
-                  local value = 'done ' .. created .. ' ' .. (now - c) .. ' ' .. kept_text
-                  if broker then value = value .. ' b' .. (c - broker) end
-                  redis.call('SET', key, value .. rest .. result, 'PXAT', last)
-                  answers[i] = 1
-                end
-              end
-            end
-            return answers
-            """
+                -- The broker time (ms), the fields after it as the completed value keeps them and the
+                -- first claim's time (base 36), read field by field; nil when they cannot be read.
+                local function read_fields(key, v, p, legacy, created)
+                """ + inFlightFields + """
+                      local r = in_flight_fields(v, p, legacy)
+                      if not r then return nil end
+                      if created == '' then
+                        -- From the key's expiry.
+                        local e = redis.call('PEXPIRETIME', key)
+                        if e < 0 or e > 1e14 then return nil end
+                        created = base36(math.max(0, e + 1 - r.retention - r.span))
+                      end
+                      return r.broker, optional_fields({}, r.fencing, r.attempt, r.fp), created
+                    end
+                    local kept, kept_text = tonumber(ARGV[1]), ARGV[2]
+                    local t = redis.call('TIME')
+                    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                    local last = string.format('%d', now + kept - 1)
+                    local answers = {}
+                    for i = 1, #KEYS do
+                      local key = KEYS[i]
+                      local head, result, created = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+                      local v = redis.pcall('GET', key)
+                      local p, legacy
+                      if type(v) == 'string' then
+                        if string.sub(v, 1, #head) == head then p = #head + 1 else p = legacy_owned(v, head) legacy = true end
+                      end
+                      if type(v) == 'table' then
+                        -- Another kind of value at the key (WRONGTYPE): this key's answer; the others go on.
+                        answers[i] = v
+                      elseif not p then
+                        answers[i] = 0
+                      else
+                        -- The broker time (ms), and the fields after it as the completed value keeps them.
+                        local broker, rest
+                        if legacy or created == '' then
+                          broker, rest, created = read_fields(key, v, p, legacy, created)
+                        else
+                          -- `<lease span> <retention>[ b<broker time>][…]`: cut at the spaces.
+                          local s = string.find(v, ' ', p, true)
+                          local q = s and string.find(v, ' ', s + 1, true)
+                          if not q then
+                            rest = s and ''
+                          elseif string.byte(v, q + 1) == 98 then
+                            local b, r = string.match(v, '^ b(%w+)()', q)
+                            broker = b and tonumber(b, 36)
+                            rest = broker and string.sub(v, r)
+                          else
+                            rest = string.sub(v, q)
+                          end
+                        end
+                        if not rest then
+                          answers[i] = redis.error_reply('DEDUPCORRUPT the value at ' .. key .. ' is not a dedup record')
+                        else
+                          local c = tonumber(created, 36)
+                          local value = 'done ' .. created .. ' ' .. (now - c) .. ' ' .. kept_text
+                          if broker then value = value .. ' b' .. (c - broker) end
+                          redis.call('SET', key, value .. rest .. result, 'PXAT', last)
+                          answers[i] = 1
+                        end
+                      end
+                    end
+                    return answers
+                    """
     )
 
     /// ARGV: owner header. Returns 1 released (deleted), 0 lease lost.

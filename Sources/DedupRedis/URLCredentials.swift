@@ -40,7 +40,8 @@ public enum URLCredentials {
         } else {
             let queryStart = text.firstIndex(where: { $0 == "?" || $0 == "#" }) ?? text.endIndex
             end = text[..<queryStart].lastIndex(of: "@")
-            start = text[..<(end ?? text.startIndex)].firstIndex(of: ":").map { text.index(after: $0) } ?? text.startIndex
+            start =
+                text[..<(end ?? text.startIndex)].firstIndex(of: ":").map { text.index(after: $0) } ?? text.startIndex
         }
         guard let end else { return nil }
         let range = start..<end
@@ -48,7 +49,12 @@ public enum URLCredentials {
         guard let colon = text[range].firstIndex(of: ":") else {
             return UserInfo(range: range, password: range, user: nil, remainder: remainder)
         }
-        return UserInfo(range: range, password: text.index(after: colon)..<end, user: start..<colon, remainder: remainder)
+        return UserInfo(
+            range: range,
+            password: text.index(after: colon)..<end,
+            user: start..<colon,
+            remainder: remainder
+        )
     }
 
     /// The values of query items named like secrets (`password=`, `auth=`, ...).

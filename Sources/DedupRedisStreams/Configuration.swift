@@ -126,7 +126,9 @@ extension RedisStreamConsumer {
             guard deadLetterStreamKey != stream, !deadLetterStreamKey.isEmpty else {
                 throw invalid("the dead-letter stream must be another, non-empty key")
             }
-            guard entriesInFlight >= 1 else { throw invalid("entriesInFlight must be at least 1, not \(entriesInFlight)") }
+            guard entriesInFlight >= 1 else {
+                throw invalid("entriesInFlight must be at least 1, not \(entriesInFlight)")
+            }
             guard readCount >= 1 else { throw invalid("readCount must be at least 1, not \(readCount)") }
             guard blockTimeout >= .milliseconds(1) else { throw invalid("blockTimeout must be at least 1 ms") }
             guard maxDeliveries >= 1 else { throw invalid("maxDeliveries must be at least 1, not \(maxDeliveries)") }

@@ -27,11 +27,18 @@ package final class RedisStreamAdmin: Sendable {
     private let connection: RedisConnection
 
     /// Creates the admin for a stream; connects on first use, with the store's default timeouts.
-    package init(location: RedisStreamLocation, configuration: RedisDedupStore.Configuration = .init(), logger: Logger? = nil) {
+    package init(
+        location: RedisStreamLocation,
+        configuration: RedisDedupStore.Configuration = .init(),
+        logger: Logger? = nil
+    ) {
         self.location = location
         let settings = ConnectionSettings(
-            endpoint: location.endpoint, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout,
-            reconnect: configuration.reconnect, logger: logger ?? Logger.current
+            endpoint: location.endpoint,
+            connectTimeout: configuration.connectTimeout,
+            commandTimeout: configuration.commandTimeout,
+            reconnect: configuration.reconnect,
+            logger: logger ?? Logger.current
         )
         connection = RedisConnection(settings: settings, index: 0)
     }
@@ -51,15 +58,24 @@ package final class RedisStreamAdmin: Sendable {
         try check(reply)
         guard let groups = reply.arrayValue else { throw unexpected(reply, doing: "XINFO GROUPS") }
         return try groups.map { group throws(DedupError) in
-            guard let fields = group.arrayValue, fields.count % 2 == 0 else { throw unexpected(group, doing: "XINFO GROUPS") }
+            guard let fields = group.arrayValue, fields.count % 2 == 0 else {
+                throw unexpected(group, doing: "XINFO GROUPS")
+            }
             var values: [String: RedisReply] = [:]
             for index in stride(from: 0, to: fields.count, by: 2) {
                 if let name = fields[index].stringValue { values[name] = fields[index + 1] }
             }
-            guard let name = values["name"]?.stringValue, let last = values["last-delivered-id"]?.stringValue.flatMap(StreamEntryID.init),
+            guard let name = values["name"]?.stringValue,
+                let last = values["last-delivered-id"]?.stringValue.flatMap(StreamEntryID.init),
                 let pending = values["pending"]?.integerValue, let consumers = values["consumers"]?.integerValue
             else { throw unexpected(group, doing: "XINFO GROUPS") }
-            return RedisStreamGroupInfo(name: name, lastDeliveredID: last, pending: pending, lag: values["lag"]?.integerValue, consumers: consumers)
+            return RedisStreamGroupInfo(
+                name: name,
+                lastDeliveredID: last,
+                pending: pending,
+                lag: values["lag"]?.integerValue,
+                consumers: consumers
+            )
         }
     }
 
@@ -69,7 +85,9 @@ package final class RedisStreamAdmin: Sendable {
         try check(reply)
         guard let entries = reply.arrayValue else { throw unexpected(reply, doing: "XRANGE") }
         guard let first = entries.first else { return nil }
-        guard let id = first.arrayValue?.first?.stringValue.flatMap(StreamEntryID.init) else { throw unexpected(reply, doing: "XRANGE") }
+        guard let id = first.arrayValue?.first?.stringValue.flatMap(StreamEntryID.init) else {
+            throw unexpected(reply, doing: "XRANGE")
+        }
         return id
     }
 
@@ -77,7 +95,9 @@ package final class RedisStreamAdmin: Sendable {
     /// entries after `position`. Returns `false` when the stream or the group does not exist.
     package func setPosition(of group: String, to position: StreamEntryID) async throws(DedupError) -> Bool {
         let reply = try await execute(RedisCommand("XGROUP", "SETID", location.key, group, position.description))
-        if let text = reply.errorText, text.hasPrefix("NOGROUP") || text.contains("requires the key to exist") { return false }
+        if let text = reply.errorText, text.hasPrefix("NOGROUP") || text.contains("requires the key to exist") {
+            return false
+        }
         try check(reply)
         return true
     }
@@ -95,13 +115,18 @@ package final class RedisStreamAdmin: Sendable {
         guard let text = reply.errorText else { return }
         if text.hasPrefix("WRONGTYPE") {
             throw DedupError(
-                .wrongType, "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)",
-                redisErrorText: text)
+                .wrongType,
+                "Redis at \(location.endpoint.redactedDescription): the key \(location.key.debugDescription) holds no stream: \(text)",
+                redisErrorText: text
+            )
         }
         throw DedupError.fromServer(text, endpoint: location.endpoint)
     }
 
     private func unexpected(_ reply: RedisReply, doing: String) -> DedupError {
-        DedupError(.storeError, "Redis at \(location.endpoint.redactedDescription) answered \(doing) on \(location.key.debugDescription) unexpectedly: \(reply)")
+        DedupError(
+            .storeError,
+            "Redis at \(location.endpoint.redactedDescription) answered \(doing) on \(location.key.debugDescription) unexpectedly: \(reply)"
+        )
     }
 }

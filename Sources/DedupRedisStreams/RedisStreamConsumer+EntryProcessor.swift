@@ -48,13 +48,22 @@ extension RedisStreamConsumer {
     ///   - processEntry: processes one entry and returns the dedup consumer's answer.
     /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
     public init(
-        url: String, configuration: Configuration, consumer: IdempotentConsumer, logger: Logger? = nil,
-        metricsFactory: (any MetricsFactory)? = nil, onSettled: (@Sendable (Settlement) -> Void)? = nil,
+        url: String,
+        configuration: Configuration,
+        consumer: IdempotentConsumer,
+        logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil,
+        onSettled: (@Sendable (Settlement) -> Void)? = nil,
         processEntry: @escaping EntryProcessor
     ) throws(DedupError) {
         try self.init(
-            url: url, configuration: configuration, consumer: consumer, logger: logger, metricsFactory: metricsFactory,
-            onSettled: onSettled, handler: { _, _ in
+            url: url,
+            configuration: configuration,
+            consumer: consumer,
+            logger: logger,
+            metricsFactory: metricsFactory,
+            onSettled: onSettled,
+            handler: { _, _ in
                 preconditionFailure("an entry processor replaces the handler")
             }
         )

@@ -6,7 +6,10 @@ extension RedisStreamConsumer {
     /// Starts the handlers of entries read (those not already in flight here), as child tasks
     /// of the read loop's group.
     func dispatch(
-        _ entries: [StreamEntry], client: StreamClient, inFlight: InFlightEntries, group: inout ThrowingDiscardingTaskGroup<any Error>
+        _ entries: [StreamEntry],
+        client: StreamClient,
+        inFlight: InFlightEntries,
+        group: inout ThrowingDiscardingTaskGroup<any Error>
     ) {
         guard !entries.isEmpty else { return }
         metrics.read.increment(by: Int64(entries.count))
@@ -36,8 +39,13 @@ extension RedisStreamConsumer {
         let result: Result<ProcessOutcome, any Error>
         do {
             result = .success(
-                try await consumer.process(entry, keyStrategy: configuration.keyStrategy, brokerTime: entry.id.brokerTime) {
-                    entry, context in try await handler(entry, context)
+                try await consumer.process(
+                    entry,
+                    keyStrategy: configuration.keyStrategy,
+                    brokerTime: entry.id.brokerTime
+                ) {
+                    entry,
+                    context in try await handler(entry, context)
                 }
             )
         } catch {
@@ -55,8 +63,13 @@ extension RedisStreamConsumer {
         }
         let results: [Result<ProcessOutcome, any Error>]
         do {
-            results = try await consumer.processBatch(entries, keyStrategy: configuration.keyStrategy, brokerTime: { $0.id.brokerTime }) {
-                entry, context in try await handler(entry, context)
+            results = try await consumer.processBatch(
+                entries,
+                keyStrategy: configuration.keyStrategy,
+                brokerTime: { $0.id.brokerTime }
+            ) {
+                entry,
+                context in try await handler(entry, context)
             }
         } catch {
             // The batch claim failed (fail-closed): nothing ran.
@@ -68,7 +81,11 @@ extension RedisStreamConsumer {
     /// Acks the entries whose records are completed, in one `XACK`; dead-letters the failed ones
     /// on their last delivery; leaves the rest pending. Errors here are logged: an entry not
     /// acked for them comes again, and is then answered as a duplicate.
-    private func settle(_ entries: [StreamEntry], _ results: [Result<ProcessOutcome, any Error>], client: StreamClient) async {
+    private func settle(
+        _ entries: [StreamEntry],
+        _ results: [Result<ProcessOutcome, any Error>],
+        client: StreamClient
+    ) async {
         var actions = [Settlement.Action](repeating: .leftPending, count: entries.count)
         var acks: [StreamEntryID] = []
         for index in entries.indices {
@@ -81,7 +98,10 @@ extension RedisStreamConsumer {
             do {
                 metrics.acked.increment(by: Int64(try await client.ack(acks)))
             } catch {
-                logger.warning("cannot ack processed entries; they come again as duplicates", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "cannot ack processed entries; they come again as duplicates",
+                    metadata: ["error": "\(error)"]
+                )
                 for index in entries.indices where actions[index] == .acked { actions[index] = .leftPending }
             }
         }
@@ -90,7 +110,10 @@ extension RedisStreamConsumer {
             if Self.countsTowardDeadLetter(error) {
                 actions[index] = await deadLetterIfExhausted(entries[index], error: error, client: client)
             } else {
-                logger.debug("entry not processed; left pending", metadata: ["entry": "\(entries[index].id)", "error": "\(error)"])
+                logger.debug(
+                    "entry not processed; left pending",
+                    metadata: ["entry": "\(entries[index].id)", "error": "\(error)"]
+                )
             }
         }
         if let onSettled {
@@ -101,7 +124,11 @@ extension RedisStreamConsumer {
     }
 
     /// Moves a failed entry to the dead-letter stream if this was its last allowed delivery.
-    private func deadLetterIfExhausted(_ entry: StreamEntry, error: any Error, client: StreamClient) async -> Settlement.Action {
+    private func deadLetterIfExhausted(
+        _ entry: StreamEntry,
+        error: any Error,
+        client: StreamClient
+    ) async -> Settlement.Action {
         do {
             // Acked (or dead-lettered) meanwhile by another consumer: nothing left to do.
             guard let deliveries = try await client.deliveryCount(of: entry.id) else { return .leftPending }
@@ -112,18 +139,24 @@ extension RedisStreamConsumer {
                 )
                 return .leftPending
             }
-            guard try await client.deadLetter(entry, deliveries: deliveries, lastError: "\(error)") else { return .leftPending }
+            guard try await client.deadLetter(entry, deliveries: deliveries, lastError: "\(error)") else {
+                return .leftPending
+            }
             metrics.deadLettered.increment()
             logger.error(
                 "entry failed on its last delivery; moved to the dead-letter stream",
                 metadata: [
-                    "entry": "\(entry.id)", "deliveries": "\(deliveries)", "deadLetterStream": "\(configuration.deadLetterStreamKey)",
+                    "entry": "\(entry.id)", "deliveries": "\(deliveries)",
+                    "deadLetterStream": "\(configuration.deadLetterStreamKey)",
                     "error": "\(error)",
                 ]
             )
             return .deadLettered
         } catch let failure {
-            logger.warning("cannot dead-letter a failed entry; it stays pending", metadata: ["entry": "\(entry.id)", "error": "\(failure)"])
+            logger.warning(
+                "cannot dead-letter a failed entry; it stays pending",
+                metadata: ["entry": "\(entry.id)", "error": "\(failure)"]
+            )
             return .leftPending
         }
     }

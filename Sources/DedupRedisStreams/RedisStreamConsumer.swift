@@ -97,20 +97,33 @@ public struct RedisStreamConsumer: Service {
     ///   - handler: the side effect.
     /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a malformed URL or configuration.
     public init(
-        url: String, configuration: Configuration, consumer: IdempotentConsumer, logger: Logger? = nil,
-        metricsFactory: (any MetricsFactory)? = nil, onSettled: (@Sendable (Settlement) -> Void)? = nil,
+        url: String,
+        configuration: Configuration,
+        consumer: IdempotentConsumer,
+        logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil,
+        onSettled: (@Sendable (Settlement) -> Void)? = nil,
         handler: @escaping Handler
     ) throws(DedupError) {
         try self.init(
-            endpoint: RedisEndpoint(url: url), configuration: configuration, consumer: consumer, logger: logger,
-            metricsFactory: metricsFactory, onSettled: onSettled, handler: handler
+            endpoint: RedisEndpoint(url: url),
+            configuration: configuration,
+            consumer: consumer,
+            logger: logger,
+            metricsFactory: metricsFactory,
+            onSettled: onSettled,
+            handler: handler
         )
     }
 
     /// Creates the consumer for an endpoint; see ``init(url:configuration:consumer:logger:metricsFactory:onSettled:handler:)``.
     public init(
-        endpoint: RedisEndpoint, configuration: Configuration, consumer: IdempotentConsumer, logger: Logger? = nil,
-        metricsFactory: (any MetricsFactory)? = nil, onSettled: (@Sendable (Settlement) -> Void)? = nil,
+        endpoint: RedisEndpoint,
+        configuration: Configuration,
+        consumer: IdempotentConsumer,
+        logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil,
+        onSettled: (@Sendable (Settlement) -> Void)? = nil,
         handler: @escaping Handler
     ) throws(DedupError) {
         let configuration = try configuration.validated(lease: consumer.configuration.lease)
@@ -124,7 +137,9 @@ public struct RedisStreamConsumer: Service {
         logger[metadataKey: "dedup.consumer"] = "\(configuration.consumerName)"
         self.logger = logger
         self.metrics = StreamMetrics(
-            stream: configuration.stream, group: configuration.group, factory: metricsFactory ?? MetricsSystem.factory
+            stream: configuration.stream,
+            group: configuration.group,
+            factory: metricsFactory ?? MetricsSystem.factory
         )
         self.onSettled = onSettled
     }
@@ -138,7 +153,8 @@ public struct RedisStreamConsumer: Service {
         let client = StreamClient(endpoint: endpoint, configuration: configuration, logger: logger)
         // A batch is processed as one unit: in batch mode a whole read (readCount) may be in flight,
         // or every read would be cut to the in-flight limit and batches would shrink to it.
-        let limit = configuration.processingMode == .batch
+        let limit =
+            configuration.processingMode == .batch
             ? max(configuration.entriesInFlight, configuration.readCount) : configuration.entriesInFlight
         let inFlight = InFlightEntries(limit: limit)
         let stop = StopSignal()
@@ -171,7 +187,10 @@ public struct RedisStreamConsumer: Service {
     }
 
     private func readLoop(
-        client: StreamClient, inFlight: InFlightEntries, stop: StopSignal, group: inout ThrowingDiscardingTaskGroup<any Error>
+        client: StreamClient,
+        inFlight: InFlightEntries,
+        stop: StopSignal,
+        group: inout ThrowingDiscardingTaskGroup<any Error>
     ) async throws {
         let clock = ContinuousClock()
         var phase = Phase.createGroup(recreating: false)
@@ -194,7 +213,9 @@ public struct RedisStreamConsumer: Service {
                 } else if isReclaim {
                     let next: StreamEntryID
                     (read, next) = try await client.reclaim(
-                        minimumIdle: configuration.reclaimIdleTime!, cursor: reclaimCursor, count: count,
+                        minimumIdle: configuration.reclaimIdleTime!,
+                        cursor: reclaimCursor,
+                        count: count,
                         inFlightHere: inFlight.contains
                     )
                     // A scan goes on right away until it reaches the end of the pending list.
@@ -221,11 +242,17 @@ public struct RedisStreamConsumer: Service {
                 }
                 dispatch(read.entries, client: client, inFlight: inFlight, group: &group)
             } catch let error as GroupMissing {
-                logger.warning("the consumer group is missing (was the stream deleted?); creating it again", metadata: ["error": "\(error.message)"])
+                logger.warning(
+                    "the consumer group is missing (was the stream deleted?); creating it again",
+                    metadata: ["error": "\(error.message)"]
+                )
                 phase = .createGroup(recreating: true)
             } catch let error as DedupError where error.isStoreUnreachable {
                 let wait = backoff
-                logger.warning("Redis stream unreachable; retrying", metadata: ["error": "\(error)", "retryIn": "\(wait)"])
+                logger.warning(
+                    "Redis stream unreachable; retrying",
+                    metadata: ["error": "\(error)", "retryIn": "\(wait)"]
+                )
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
                 backoff = min(backoff * 2, configuration.maximumRetryBackoff)
                 // Entries read but not acked before the failure are pending: read them again.

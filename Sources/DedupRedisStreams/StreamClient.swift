@@ -29,8 +29,11 @@ final class StreamClient: Sendable {
         self.configuration = configuration
         self.endpoint = endpoint
         let settings = ConnectionSettings(
-            endpoint: endpoint, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout,
-            reconnect: configuration.reconnect, logger: logger
+            endpoint: endpoint,
+            connectTimeout: configuration.connectTimeout,
+            commandTimeout: configuration.commandTimeout,
+            reconnect: configuration.reconnect,
+            logger: logger
         )
         var readerSettings = settings
         // A blocking read answers after its BLOCK time at the latest; the socket allows that too.
@@ -49,7 +52,9 @@ final class StreamClient: Sendable {
 
     /// Creates the group at `position` (and the stream, if missing); `false` when it existed.
     func createGroup(at position: String) async throws -> Bool {
-        let reply = try await execute(RedisCommand("XGROUP", "CREATE", configuration.stream, configuration.group, position, "MKSTREAM"))
+        let reply = try await execute(
+            RedisCommand("XGROUP", "CREATE", configuration.stream, configuration.group, position, "MKSTREAM")
+        )
         return reply != nil
     }
 
@@ -86,7 +91,10 @@ final class StreamClient: Sendable {
     /// idle in Redis only because its handler is slow, is taken over and left alone: counted,
     /// it would reach the dead-letter stream after fewer runs than the limit.
     func reclaim(
-        minimumIdle: Duration, cursor: StreamEntryID, count: Int, inFlightHere: (StreamEntryID) -> Bool
+        minimumIdle: Duration,
+        cursor: StreamEntryID,
+        count: Int,
+        inFlightHere: (StreamEntryID) -> Bool
     ) async throws -> (StreamRead, next: StreamEntryID) {
         var command = RedisCommand("XAUTOCLAIM", configuration.stream, configuration.group, configuration.consumerName)
         command.append(minimumIdle.milliseconds)
@@ -95,7 +103,9 @@ final class StreamClient: Sendable {
         command.append(Int64(count))
         command.append("JUSTID")
         let reply = try await execute(command)
-        guard let parts = reply?.arrayValue, parts.count >= 2, let next = parts[0].stringValue.flatMap(StreamEntryID.init) else {
+        guard let parts = reply?.arrayValue, parts.count >= 2,
+            let next = parts[0].stringValue.flatMap(StreamEntryID.init)
+        else {
             throw unexpected("XAUTOCLAIM", reply)
         }
         var read = StreamRead()
@@ -132,7 +142,9 @@ final class StreamClient: Sendable {
     /// How often the group has delivered `id` (the pending list's count); `nil` when it is no
     /// longer pending (acked meanwhile).
     func deliveryCount(of id: StreamEntryID) async throws -> Int? {
-        let reply = try await execute(RedisCommand("XPENDING", configuration.stream, configuration.group, id.description, id.description, "1"))
+        let reply = try await execute(
+            RedisCommand("XPENDING", configuration.stream, configuration.group, id.description, id.description, "1")
+        )
         guard let rows = reply?.arrayValue else { throw unexpected("XPENDING", reply) }
         guard let row = rows.first?.arrayValue, row.count >= 4, let count = row[3].integerValue else { return nil }
         return Int(count)
@@ -142,7 +154,13 @@ final class StreamClient: Sendable {
     /// dead-letter stream, in one script: of consumers racing to dead-letter one entry, exactly
     /// one adds it. Returns whether this call added it.
     func deadLetter(_ entry: StreamEntry, deliveries: Int, lastError: String) async throws -> Bool {
-        var command = RedisCommand("EVAL", Self.deadLetterScript, "2", configuration.stream, configuration.deadLetterStreamKey)
+        var command = RedisCommand(
+            "EVAL",
+            Self.deadLetterScript,
+            "2",
+            configuration.stream,
+            configuration.deadLetterStreamKey
+        )
         command.append(configuration.group)
         command.append(entry.id.description)
         for (name, value) in [
@@ -157,7 +175,9 @@ final class StreamClient: Sendable {
             command.append(field.name)
             command.append(field.value)
         }
-        guard let added = try await execute(command)?.integerValue else { throw unexpected("the dead-letter script", nil) }
+        guard let added = try await execute(command)?.integerValue else {
+            throw unexpected("the dead-letter script", nil)
+        }
         return added == 1
     }
 
@@ -190,7 +210,11 @@ final class StreamClient: Sendable {
 
     /// Runs one command; an error reply is thrown (``GroupMissing`` when the stream or group is gone), except
     /// `BUSYGROUP`, which reads as `nil`.
-    private func execute(_ command: RedisCommand, on connection: RedisConnection? = nil, inline: Bool = true) async throws -> RedisReply? {
+    private func execute(
+        _ command: RedisCommand,
+        on connection: RedisConnection? = nil,
+        inline: Bool = true
+    ) async throws -> RedisReply? {
         let reply = try await (connection ?? commands).execute([command], mayRunInline: inline).first ?? .null
         if let text = reply.errorText {
             if text.hasPrefix("BUSYGROUP") { return nil }
@@ -221,20 +245,27 @@ final class StreamClient: Sendable {
 
     /// `[id, [name, value, …]]`, or `[id, nil]` for a pending entry the stream no longer holds.
     private func parseEntry(_ element: RedisReply) throws -> (StreamEntryID, StreamEntry?) {
-        guard let parts = element.arrayValue, parts.count == 2, let id = parts[0].stringValue.flatMap(StreamEntryID.init) else {
+        guard let parts = element.arrayValue, parts.count == 2,
+            let id = parts[0].stringValue.flatMap(StreamEntryID.init)
+        else {
             throw unexpected("a stream entry", element)
         }
         guard let values = parts[1].arrayValue else { return (id, nil) }
         var fields: [StreamEntry.Field] = []
         fields.reserveCapacity(values.count / 2)
         for index in stride(from: 0, to: values.count - 1, by: 2) {
-            fields.append(StreamEntry.Field(name: values[index].bytesValue ?? [], value: values[index + 1].bytesValue ?? []))
+            fields.append(
+                StreamEntry.Field(name: values[index].bytesValue ?? [], value: values[index + 1].bytesValue ?? [])
+            )
         }
         return (id, StreamEntry(id: id, fields: fields))
     }
 
     private func unexpected(_ what: String, _ reply: RedisReply?) -> DedupError {
-        DedupError(.storeError, "Redis at \(endpoint.redactedDescription) answered \(what) unexpectedly: \(String(describing: reply).prefix(200))")
+        DedupError(
+            .storeError,
+            "Redis at \(endpoint.redactedDescription) answered \(what) unexpectedly: \(String(describing: reply).prefix(200))"
+        )
     }
 }
 

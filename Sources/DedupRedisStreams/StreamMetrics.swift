@@ -13,7 +13,11 @@ struct StreamMetrics: Sendable {
 
     init(stream: String, group: String, factory: any MetricsFactory) {
         func entries(_ event: String) -> Counter {
-            Counter(label: "dedup.stream.entries", dimensions: [("stream", stream), ("group", group), ("event", event)], factory: factory)
+            Counter(
+                label: "dedup.stream.entries",
+                dimensions: [("stream", stream), ("group", group), ("event", event)],
+                factory: factory
+            )
         }
         read = entries("read")
         acked = entries("acked")

@@ -27,7 +27,11 @@ struct SQLiteFailure: Error, CustomStringConvertible {
         let text = "\(context) on \(path.debugDescription): \(message)"
         func error(_ code: DedupError.Code, _ message: String, withSystemError: Bool = false) -> DedupError {
             DedupError(
-                code, message, sqliteExtendedResultCode: self.code, underlyingError: withSystemError ? POSIXError.number(systemErrno) : nil)
+                code,
+                message,
+                sqliteExtendedResultCode: self.code,
+                underlyingError: withSystemError ? POSIXError.number(systemErrno) : nil
+            )
         }
         switch code & 0xff {
         case SQLITE_BUSY, SQLITE_LOCKED:
@@ -320,7 +324,13 @@ final class Connection {
         let rc: Int32 = sql.withCString { start in
             var tail: UnsafePointer<CChar>?
             let rc = sqlite3_prepare_v3(
-                db, start, -1, persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0, &handle, &tail)
+                db,
+                start,
+                -1,
+                persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0,
+                &handle,
+                &tail
+            )
             if let tail { tailOffset = start.distance(to: tail) }
             return rc
         }
@@ -383,7 +393,9 @@ final class Connection {
                 guard let context, action == SQLITE_TRANSACTION else { return SQLITE_OK }
                 let connection = Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue()
                 return connection.refusesTransactionControl ? SQLITE_DENY : SQLITE_OK
-            }, Unmanaged.passUnretained(self).toOpaque())
+            },
+            Unmanaged.passUnretained(self).toOpaque()
+        )
     }
 
     /// Runs a cached fixed statement with `bind`, resetting it afterwards whatever happens.

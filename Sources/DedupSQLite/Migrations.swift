@@ -109,8 +109,12 @@ public struct SQLiteSchemaStatus: Sendable, Hashable {
 
     /// Creates a status.
     public init(
-        path: String, applied: [SQLiteAppliedMigration], currentVersion: Int, latestVersion: Int,
-        pending: [SQLiteMigration], integrity: SQLiteIntegrity?
+        path: String,
+        applied: [SQLiteAppliedMigration],
+        currentVersion: Int,
+        latestVersion: Int,
+        pending: [SQLiteMigration],
+        integrity: SQLiteIntegrity?
     ) {
         self.path = path
         self.applied = applied
@@ -154,11 +158,13 @@ enum MigrationRunner {
     /// what first touches the file, so a file that is not a database fails here.
     static func readApplied(_ connection: Connection) throws(SQLiteFailure) -> [SQLiteAppliedMigration] {
         let exists = try connection.scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dedup_schema_migrations'")
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dedup_schema_migrations'"
+        )
         guard exists == 1 else { return [] }
         let known = Dictionary(uniqueKeysWithValues: SQLiteMigration.all.map { ($0.version, $0) })
         let statement = try connection.prepare(
-            "SELECT version, name, checksum, applied_at FROM dedup_schema_migrations ORDER BY version")
+            "SELECT version, name, checksum, applied_at FROM dedup_schema_migrations ORDER BY version"
+        )
         var applied: [SQLiteAppliedMigration] = []
         while try statement.step() {
             let version = Int(statement.int64(0))
@@ -171,8 +177,13 @@ enum MigrationRunner {
             }
             applied.append(
                 SQLiteAppliedMigration(
-                    version: version, name: statement.text(1) ?? "", checksum: checksum,
-                    appliedAt: Date(millisecondsSince1970: statement.int64(3)), status: status))
+                    version: version,
+                    name: statement.text(1) ?? "",
+                    checksum: checksum,
+                    appliedAt: Date(millisecondsSince1970: statement.int64(3)),
+                    status: status
+                )
+            )
         }
         return applied
     }
@@ -185,7 +196,8 @@ enum MigrationRunner {
             throw DedupError(
                 .schemaTooNew,
                 "the SQLite store \(path.debugDescription) has schema version \(current), newer than version \(latest), "
-                    + "the latest this swift-dedup knows: upgrade swift-dedup to open it")
+                    + "the latest this swift-dedup knows: upgrade swift-dedup to open it"
+            )
         }
         if let altered = applied.first(where: { $0.status != .matches }) {
             let ours = SQLiteMigration.all.first { $0.version == altered.version }
@@ -193,7 +205,8 @@ enum MigrationRunner {
                 .schemaAltered,
                 "migration \(altered.version) (\(altered.name)) applied to the SQLite store \(path.debugDescription) "
                     + "has checksum \(altered.checksum), but this swift-dedup's is \(ours?.checksum ?? "unknown"): "
-                    + "the applied migration was changed; restore it or recreate the store")
+                    + "the applied migration was changed; restore it or recreate the store"
+            )
         }
     }
 
@@ -216,7 +229,8 @@ enum MigrationRunner {
                     }
                     try connection.execute(migration.sql)
                     let insert = try connection.prepare(
-                        "INSERT INTO dedup_schema_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)")
+                        "INSERT INTO dedup_schema_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)"
+                    )
                     insert.bind(1, Int64(migration.version))
                     insert.bind(2, migration.name)
                     insert.bind(3, migration.checksum)
@@ -234,7 +248,8 @@ enum MigrationRunner {
             if didApply {
                 logger.info(
                     "applied SQLite migration",
-                    metadata: ["migration": "\(migration)", "path": "\(path)", "checksum": "\(migration.checksum)"])
+                    metadata: ["migration": "\(migration)", "path": "\(path)", "checksum": "\(migration.checksum)"]
+                )
                 done.append(migration)
             }
         }
@@ -250,12 +265,20 @@ enum MigrationRunner {
             integrity = SQLiteIntegrity(isOK: messages == ["ok"], messages: messages)
         }
         return SQLiteSchemaStatus(
-            path: connection.path, applied: applied, currentVersion: versions.max() ?? 0,
+            path: connection.path,
+            applied: applied,
+            currentVersion: versions.max() ?? 0,
             latestVersion: SQLiteMigration.latestVersion,
-            pending: SQLiteMigration.all.filter { !versions.contains($0.version) }, integrity: integrity)
+            pending: SQLiteMigration.all.filter { !versions.contains($0.version) },
+            integrity: integrity
+        )
     }
 
-    static func mapped<R>(_ path: String, _ context: String, _ body: () throws(SQLiteFailure) -> R) throws(DedupError) -> R {
+    static func mapped<R>(
+        _ path: String,
+        _ context: String,
+        _ body: () throws(SQLiteFailure) -> R
+    ) throws(DedupError) -> R {
         do {
             return try body()
         } catch {

@@ -44,9 +44,11 @@ extension Connection {
         sqlite3_close_v2(immutable)
         throw SQLiteFailure(
             code: SQLITE_CANTOPEN,
-            message: "the write-ahead log \(path)-wal holds transactions but its index \(path)-shm is missing, and reading "
+            message:
+                "the write-ahead log \(path)-wal holds transactions but its index \(path)-shm is missing, and reading "
                 + "the log would create the index: open the store for writing once (a consumer, or a migration) to fold "
-                + "the log into the file")
+                + "the log into the file"
+        )
     }
 
     /// `file:PATH?mode=ro`, the path's `%`, `?` and `#` escaped.

@@ -37,10 +37,20 @@ struct StoredRecord {
 
     func record(_ id: RecordID) -> DedupRecord {
         DedupRecord(
-            id: id, state: state, ownerToken: ownerToken, fencingToken: fencing, attempt: Int(attempt),
-            createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel,
-            brokerMilliseconds: brokerTime)
+            id: id,
+            state: state,
+            ownerToken: ownerToken,
+            fencingToken: fencing,
+            attempt: Int(attempt),
+            createdMilliseconds: createdAt,
+            leaseUntilMilliseconds: leaseUntil,
+            completedMilliseconds: completedAt,
+            expiresMilliseconds: expiresAt,
+            fingerprint: fingerprint,
+            result: result,
+            ownerLabel: ownerLabel,
+            brokerMilliseconds: brokerTime
+        )
     }
 }
 
@@ -94,10 +104,16 @@ enum RecordSQL {
             guard try statement.step() else { return nil }
             let attempt = statement.int64(1)
             let lease = Lease(
-                id: request.id, ownerToken: request.ownerToken, fencingToken: statement.int64(0),
-                attempt: Int(attempt), leaseUntil: Date(millisecondsSince1970: leaseUntil),
+                id: request.id,
+                ownerToken: request.ownerToken,
+                fencingToken: statement.int64(0),
+                attempt: Int(attempt),
+                leaseUntil: Date(millisecondsSince1970: leaseUntil),
                 // A fresh record always starts at attempt 1; a takeover always increments it.
-                isTakeover: attempt > 1, claimedAt: Date(millisecondsSince1970: statement.int64(2)), ownerLabel: request.ownerLabel)
+                isTakeover: attempt > 1,
+                claimedAt: Date(millisecondsSince1970: statement.int64(2)),
+                ownerLabel: request.ownerLabel
+            )
             // Finish the statement so its write is complete before the reset.
             _ = try statement.step()
             return lease
@@ -106,7 +122,13 @@ enum RecordSQL {
 
     /// The parameters of both upserts (see ``CachedSQL/upsertInTransaction``).
     @inline(__always)
-    private static func bindUpsert(_ statement: Statement, _ request: ClaimRequest, now: Int64, leaseUntil: Int64, expiresAt: Int64) {
+    private static func bindUpsert(
+        _ statement: Statement,
+        _ request: ClaimRequest,
+        now: Int64,
+        leaseUntil: Int64,
+        expiresAt: Int64
+    ) {
         statement.bind(1, request.id.namespace)
         statement.bind(2, request.id.key)
         statement.bind(3, request.ownerToken)
@@ -122,7 +144,12 @@ enum RecordSQL {
     /// between, so what the upsert sets follows from the read (as the statement's own `CASE`s
     /// decide it), and the statement needs no `RETURNING`. `nil` when it wrote nothing.
     @inline(__always)
-    static func upsert(_ connection: Connection, _ request: ClaimRequest, now: Int64, over stored: StoredRecord?) throws(SQLiteFailure) -> Lease? {
+    static func upsert(
+        _ connection: Connection,
+        _ request: ClaimRequest,
+        now: Int64,
+        over stored: StoredRecord?
+    ) throws(SQLiteFailure) -> Lease? {
         let leaseUntil = now.addingSaturating(request.lease.wholeMilliseconds)
         let expiresAt = leaseUntil.addingSaturating(request.retention.wholeMilliseconds)
         let wrote = try connection.with(.upsertInTransaction) { statement throws(SQLiteFailure) -> Bool in
@@ -135,16 +162,25 @@ enum RecordSQL {
         // was written fresh.
         let takenOver = stored.flatMap { $0.expiresAt > now ? $0 : nil }
         return Lease(
-            id: request.id, ownerToken: request.ownerToken, fencingToken: takenOver.map { $0.fencing + 1 } ?? 1,
-            attempt: Int(takenOver.map { $0.attempt + 1 } ?? 1), leaseUntil: Date(millisecondsSince1970: leaseUntil),
-            isTakeover: takenOver != nil, claimedAt: Date(millisecondsSince1970: takenOver?.createdAt ?? now),
-            ownerLabel: request.ownerLabel)
+            id: request.id,
+            ownerToken: request.ownerToken,
+            fencingToken: takenOver.map { $0.fencing + 1 } ?? 1,
+            attempt: Int(takenOver.map { $0.attempt + 1 } ?? 1),
+            leaseUntil: Date(millisecondsSince1970: leaseUntil),
+            isTakeover: takenOver != nil,
+            claimedAt: Date(millisecondsSince1970: takenOver?.createdAt ?? now),
+            ownerLabel: request.ownerLabel
+        )
     }
 
     /// One claim. Outside a transaction: a read, then (only if it may acquire) one upsert in
     /// autocommit; if a concurrent writer changed the row in between, it tries again and finally
     /// decides under `BEGIN IMMEDIATE`. Inside a transaction the read and the upsert agree.
-    static func claim(_ connection: Connection, _ request: ClaimRequest, now: Int64) throws(SQLiteFailure) -> ClaimAnswer {
+    static func claim(
+        _ connection: Connection,
+        _ request: ClaimRequest,
+        now: Int64
+    ) throws(SQLiteFailure) -> ClaimAnswer {
         let inTransaction = connection.isInTransaction
         for _ in 0..<2 {
             let stored = try read(connection, request.id)
@@ -158,7 +194,10 @@ enum RecordSQL {
             if let lease = try upsert(connection, request, now: now) { return .acquired(lease) }
         }
         if inTransaction {
-            throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claim's read and write disagreed inside one transaction")
+            throw SQLiteFailure(
+                code: SQLITE_INTERNAL,
+                message: "the claim's read and write disagreed inside one transaction"
+            )
         }
         try connection.run(.begin)
         do {
@@ -172,7 +211,11 @@ enum RecordSQL {
     }
 
     /// Claims in one `BEGIN IMMEDIATE` transaction, in order.
-    static func claim(_ connection: Connection, batch requests: [ClaimRequest], now: Int64) throws(SQLiteFailure) -> [ClaimAnswer] {
+    static func claim(
+        _ connection: Connection,
+        batch requests: [ClaimRequest],
+        now: Int64
+    ) throws(SQLiteFailure) -> [ClaimAnswer] {
         try transaction(connection) { () throws(SQLiteFailure) in
             var answers: [ClaimAnswer] = []
             answers.reserveCapacity(requests.count)
@@ -207,7 +250,12 @@ enum RecordSQL {
         }
     }
 
-    static func renew(_ connection: Connection, _ lease: Lease, for duration: Duration, now: Int64) throws(SQLiteFailure) -> Lease? {
+    static func renew(
+        _ connection: Connection,
+        _ lease: Lease,
+        for duration: Duration,
+        now: Int64
+    ) throws(SQLiteFailure) -> Lease? {
         try connection.with(.renew) { statement throws(SQLiteFailure) -> Lease? in
             statement.bind(1, lease.id.namespace)
             statement.bind(2, lease.id.key)
@@ -223,7 +271,10 @@ enum RecordSQL {
     }
 
     /// Runs `body` in `BEGIN IMMEDIATE` … `COMMIT`, rolling back when it throws.
-    static func transaction<R>(_ connection: Connection, _ body: () throws(SQLiteFailure) -> R) throws(SQLiteFailure) -> R {
+    static func transaction<R>(
+        _ connection: Connection,
+        _ body: () throws(SQLiteFailure) -> R
+    ) throws(SQLiteFailure) -> R {
         try connection.run(.begin)
         do {
             let value = try body()
@@ -266,7 +317,11 @@ enum RecordSQL {
     }
 
     static func page(
-        _ connection: Connection, _ filter: RecordFilter, after cursor: RecordID?, limit: Int, now: Int64
+        _ connection: Connection,
+        _ filter: RecordFilter,
+        after cursor: RecordID?,
+        limit: Int,
+        now: Int64
     ) throws(SQLiteFailure) -> RecordPage {
         var bindings: [SQLiteValue] = [.integer(now)]
         var sql = "SELECT namespace, key, \(columns) FROM dedup_records WHERE expires_at > ?"
@@ -301,9 +356,15 @@ enum RecordSQL {
         return RecordPage(records: records, next: next)
     }
 
-    static func delete(_ connection: Connection, _ ids: [RecordID], matching filter: RecordFilter, now: Int64) throws(SQLiteFailure) -> Int {
+    static func delete(
+        _ connection: Connection,
+        _ ids: [RecordID],
+        matching filter: RecordFilter,
+        now: Int64
+    ) throws(SQLiteFailure) -> Int {
         var filterBindings: [SQLiteValue] = []
-        let sql = "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at > ?"
+        let sql =
+            "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at > ?"
             + conditions(filter, bindings: &filterBindings)
         return try transaction(connection) { () throws(SQLiteFailure) -> Int in
             let statement = try connection.cachedStatement(sql)
@@ -324,7 +385,12 @@ enum RecordSQL {
     /// Deletes up to `limit` expired records, walking the primary key from `cursor` (no index on
     /// expiry: the hot path would pay for it). Returns how many it deleted and where to go on from;
     /// `nil` once the walk reached the end of the table.
-    static func purge(_ connection: Connection, limit: Int, after cursor: RecordID?, now: Int64) throws(SQLiteFailure)
+    static func purge(
+        _ connection: Connection,
+        limit: Int,
+        after cursor: RecordID?,
+        now: Int64
+    ) throws(SQLiteFailure)
         -> (deleted: Int, next: RecordID?)
     {
         var sql = "SELECT namespace, key FROM dedup_records WHERE expires_at <= ?"
@@ -349,7 +415,8 @@ enum RecordSQL {
         guard !expired.isEmpty else { return (0, nil) }
         let deleted = try transaction(connection) { () throws(SQLiteFailure) -> Int in
             let delete = try connection.cachedStatement(
-                "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at <= ?")
+                "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at <= ?"
+            )
             var deleted = 0
             for id in expired {
                 defer { delete.reset() }
@@ -371,19 +438,24 @@ enum RecordSQL {
             sum(state = 'completed'), min(coalesce(completed_at, created_at)), max(coalesce(completed_at, created_at)), \
             min(broker_ms), max(broker_ms) \
             FROM dedup_records WHERE expires_at > ?1 GROUP BY namespace ORDER BY namespace
-            """)
+            """
+        )
         defer { statement.reset() }
         statement.bind(1, now)
         var namespaces: [DedupStats.NamespaceStats] = []
         while try statement.step() {
             namespaces.append(
                 DedupStats.NamespaceStats(
-                    namespace: statement.text(0) ?? "", inFlight: Int(statement.int64(1)),
-                    expiredLeases: Int(statement.int64(2)), completed: Int(statement.int64(3)),
+                    namespace: statement.text(0) ?? "",
+                    inFlight: Int(statement.int64(1)),
+                    expiredLeases: Int(statement.int64(2)),
+                    completed: Int(statement.int64(3)),
                     oldest: statement.optionalInt64(4).map { Date(millisecondsSince1970: $0) },
                     newest: statement.optionalInt64(5).map { Date(millisecondsSince1970: $0) },
                     oldestBrokerTime: statement.optionalInt64(6).map { Date(millisecondsSince1970: $0) },
-                    newestBrokerTime: statement.optionalInt64(7).map { Date(millisecondsSince1970: $0) }))
+                    newestBrokerTime: statement.optionalInt64(7).map { Date(millisecondsSince1970: $0) }
+                )
+            )
         }
         return DedupStats(namespaces: namespaces)
     }
@@ -391,7 +463,8 @@ enum RecordSQL {
     /// Records past their expiry, not purged yet, by namespace.
     static func expiredCounts(_ connection: Connection, now: Int64) throws(SQLiteFailure) -> [String: Int] {
         let statement = try connection.cachedStatement(
-            "SELECT namespace, count(*) FROM dedup_records WHERE expires_at <= ?1 GROUP BY namespace")
+            "SELECT namespace, count(*) FROM dedup_records WHERE expires_at <= ?1 GROUP BY namespace"
+        )
         defer { statement.reset() }
         statement.bind(1, now)
         var counts: [String: Int] = [:]

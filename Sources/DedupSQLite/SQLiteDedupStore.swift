@@ -46,9 +46,12 @@ public final class SQLiteDedupStore: DedupStore {
 
         /// Creates a configuration.
         public init(
-            busyTimeout: Duration = .seconds(5), synchronous: Synchronous = .normal,
-            clock: any DedupClock = SystemDedupClock(), checkpointInBackground: Bool = true,
-            checkpointPages: Int = 1000, readOnly: Bool = false
+            busyTimeout: Duration = .seconds(5),
+            synchronous: Synchronous = .normal,
+            clock: any DedupClock = SystemDedupClock(),
+            checkpointInBackground: Bool = true,
+            checkpointPages: Int = 1000,
+            readOnly: Bool = false
         ) {
             self.busyTimeout = busyTimeout
             self.synchronous = synchronous
@@ -178,7 +181,8 @@ public final class SQLiteDedupStore: DedupStore {
             throw DedupError(
                 .readOnly,
                 "the SQLite store \(path.debugDescription) can only be opened read-only (file or directory permissions, "
-                    + "or a read-only file system): claims need to write")
+                    + "or a read-only file system): claims need to write"
+            )
         }
         do {
             try connection.execute("PRAGMA synchronous = \(configuration.synchronous.rawValue.uppercased())")
@@ -194,7 +198,11 @@ public final class SQLiteDedupStore: DedupStore {
     /// ``openMigrated(path:configuration:logger:)``, tried again while another process that is
     /// creating or migrating the same file keeps it busy: some steps of opening (switching a new file
     /// to WAL, recovering its log) answer `SQLITE_BUSY` at once instead of waiting in the busy handler.
-    static func openMigratedRetryingBusy(path: String, configuration: Configuration, logger: Logger) throws -> Connection {
+    static func openMigratedRetryingBusy(
+        path: String,
+        configuration: Configuration,
+        logger: Logger
+    ) throws -> Connection {
         let deadline = ContinuousClock.now + configuration.busyTimeout
         while true {
             do {
@@ -219,7 +227,8 @@ public final class SQLiteDedupStore: DedupStore {
             if mode != ["wal"] {
                 logger.warning(
                     "SQLite store is not in WAL mode; concurrent readers will wait for writers",
-                    metadata: ["path": "\(path)", "journal_mode": "\(mode.first ?? "?")"])
+                    metadata: ["path": "\(path)", "journal_mode": "\(mode.first ?? "?")"]
+                )
             }
             _ = try MigrationRunner.migrate(connection, clock: configuration.clock, logger: logger)
             return connection
@@ -249,7 +258,8 @@ public final class SQLiteDedupStore: DedupStore {
                     .schemaOutdated,
                     "the SQLite store \(path.debugDescription) has schema version \(status.currentVersion), not \(status.latestVersion) "
                         + "(pending: \(status.pending.map(\.description).joined(separator: ", "))), and a store opened read-only "
-                        + "is not migrated: open it for writing once, or migrate it, first")
+                        + "is not migrated: open it for writing once, or migrate it, first"
+                )
             }
             return connection
         } catch {
@@ -288,7 +298,9 @@ public final class SQLiteDedupStore: DedupStore {
     /// - Throws: as ``init(path:configuration:logger:)``.
     @discardableResult
     public static func migrate(
-        path: String, configuration: Configuration = .init(), logger: Logger? = nil
+        path: String,
+        configuration: Configuration = .init(),
+        logger: Logger? = nil
     ) throws -> [SQLiteMigration] {
         let logger = logger ?? Logger.current
         let connection = try openConnection(path: path, configuration: configuration)
@@ -309,7 +321,8 @@ public final class SQLiteDedupStore: DedupStore {
     /// Runs `body` inline on the hot connection; if it meets another connection's lock, runs it
     /// again on the worker thread, which waits with the busy timeout.
     @inline(__always)
-    func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
+    func perform<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R
+    {
         let inline: Result<R, any Error>? = hot.withLock { connection -> Result<R, any Error>? in
             guard let connection else { return .failure(Self.closedError) }
             do {
@@ -335,7 +348,10 @@ public final class SQLiteDedupStore: DedupStore {
     }
 
     /// Runs `body` on the worker thread (its connection waits for locks up to the busy timeout).
-    func onWorker<R: Sendable>(_ context: String, _ body: @escaping @Sendable (Connection) throws -> R) async throws -> R {
+    func onWorker<R: Sendable>(
+        _ context: String,
+        _ body: @escaping @Sendable (Connection) throws -> R
+    ) async throws -> R {
         do {
             return try await worker.run { connection in
                 do {
@@ -449,7 +465,8 @@ public final class SQLiteDedupStore: DedupStore {
     static func leaseLost(_ lease: Lease, _ operation: String) -> DedupError {
         DedupError(
             .leaseLost,
-            "cannot \(operation) \(lease.id): the lease with fencing token \(lease.fencingToken) is no longer current")
+            "cannot \(operation) \(lease.id): the lease with fencing token \(lease.fencingToken) is no longer current"
+        )
     }
 
     /// The live record of `id`, read inline.
@@ -463,12 +480,16 @@ public final class SQLiteDedupStore: DedupStore {
     }
 
     /// A page in (namespace, key) byte order; runs on the worker thread.
-    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage
+    {
         guard limit > 0 else { return RecordPage(records: [], next: nil) }
         var after: RecordID?
         if let cursor {
             guard let id = RecordID(encoded: Substring(cursor.token)) else {
-                throw DedupError(.invalidConfiguration, "the page cursor \(cursor.token.debugDescription) was not made by this store")
+                throw DedupError(
+                    .invalidConfiguration,
+                    "the page cursor \(cursor.token.debugDescription) was not made by this store"
+                )
             }
             after = id
         }
@@ -495,7 +516,10 @@ public final class SQLiteDedupStore: DedupStore {
         let clock = configuration.clock
         return try await onWorker("purge") { [self] connection in
             let (deleted, next) = try RecordSQL.purge(
-                connection, limit: limit, after: purgeCursor.withLock { $0 }, now: clock.nowMilliseconds()
+                connection,
+                limit: limit,
+                after: purgeCursor.withLock { $0 },
+                now: clock.nowMilliseconds()
             )
             purgeCursor.withLock { $0 = next }
             return deleted
@@ -550,7 +574,9 @@ final class CheckpointTrigger: Sendable {
                 guard let context else { return SQLITE_OK }
                 Unmanaged<CheckpointTrigger>.fromOpaque(context).takeUnretainedValue().committed(db: db, pages: pages)
                 return SQLITE_OK
-            }, context)
+            },
+            context
+        )
     }
 
     private func committed(db: OpaquePointer?, pages: Int32) {
@@ -561,7 +587,8 @@ final class CheckpointTrigger: Sendable {
             sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
             return
         }
-        guard pages >= self.pages, pending.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        guard pages >= self.pages,
+            pending.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return }
         worker.enqueue { [self] connection in
             if let connection {

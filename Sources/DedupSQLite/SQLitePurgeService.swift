@@ -41,8 +41,11 @@ public struct SQLitePurgeService: Service {
     ///     task's `Logger.current` when `nil`.
     ///   - onPass: called after every pass.
     public init(
-        store: SQLiteDedupStore, interval: Duration = .seconds(60), batchSize: Int = 1000,
-        logger: Logger? = nil, onPass: (@Sendable (Pass) -> Void)? = nil
+        store: SQLiteDedupStore,
+        interval: Duration = .seconds(60),
+        batchSize: Int = 1000,
+        logger: Logger? = nil,
+        onPass: (@Sendable (Pass) -> Void)? = nil
     ) {
         self.store = store
         self.interval = interval
@@ -73,14 +76,18 @@ public struct SQLitePurgeService: Service {
                 if count < batchSize || Task.isCancelled { break }
             }
             if deleted > 0 {
-                logger.debug("purged expired dedup records", metadata: ["deleted": "\(deleted)", "path": "\(store.path)"])
+                logger.debug(
+                    "purged expired dedup records",
+                    metadata: ["deleted": "\(deleted)", "path": "\(store.path)"]
+                )
             }
             return Pass(deleted: deleted, error: nil)
         } catch {
             let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
             logger.error(
                 "purging expired dedup records failed",
-                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "path": "\(store.path)"])
+                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "path": "\(store.path)"]
+            )
             return Pass(deleted: deleted, error: failure)
         }
     }

@@ -98,13 +98,18 @@ public final class SQLiteTransaction {
     /// disk or an I/O error), with that failure's code.
     var rolledBack: DedupError {
         guard let cause = rollbackCause else {
-            return DedupError(.handlerStatementFailed, "the store's transaction was rolled back inside the handler; nothing in it is kept")
+            return DedupError(
+                .handlerStatementFailed,
+                "the store's transaction was rolled back inside the handler; nothing in it is kept"
+            )
         }
         return DedupError(
             cause.code,
             "the store's transaction was rolled back when an earlier statement failed (\(cause.message)); "
                 + "nothing in it is kept, and the handler cannot write on",
-            sqliteExtendedResultCode: cause.sqliteExtendedResultCode, underlyingError: cause.underlyingError)
+            sqliteExtendedResultCode: cause.sqliteExtendedResultCode,
+            underlyingError: cause.underlyingError
+        )
     }
 
     /// `failure` as the handler's error, noting it if SQLite rolled the transaction back with it.
@@ -187,7 +192,9 @@ public final class SQLiteTransaction {
         let expected = Int(sqlite3_bind_parameter_count(statement.handle))
         guard expected == bindings.count else {
             throw DedupError(
-                .handlerStatementFailed, "the handler's SQL statement takes \(expected) parameters but \(bindings.count) values were given")
+                .handlerStatementFailed,
+                "the handler's SQL statement takes \(expected) parameters but \(bindings.count) values were given"
+            )
         }
         for (index, value) in bindings.enumerated() { statement.bind(Int32(index + 1), value) }
     }
@@ -195,7 +202,9 @@ public final class SQLiteTransaction {
     /// Whether the text has a `;` before its end (then it is run with `sqlite3_exec`).
     private static func mayHoldSeveral(_ sql: String) -> Bool {
         guard let semicolon = sql.utf8.firstIndex(of: UInt8(ascii: ";")) else { return false }
-        return sql.utf8[sql.utf8.index(after: semicolon)...].contains { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }
+        return sql.utf8[sql.utf8.index(after: semicolon)...].contains {
+            !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09)
+        }
     }
 }
 
@@ -247,7 +256,8 @@ extension SQLiteDedupStore {
     ///   statements among them), or ``/Dedup/DedupError`` (``/Dedup/DedupError/Code/busy`` when the
     ///   write lock stayed busy past the busy timeout, and the other store failures).
     public func withTransactionalClaim(
-        _ request: ClaimRequest, retention: Duration,
+        _ request: ClaimRequest,
+        retention: Duration,
         _ body: @escaping @Sendable (SQLiteTransaction, Lease) throws -> Data?
     ) async throws -> TransactionalOutcome {
         try ClaimRequest.validate(ownerLabel: request.ownerLabel)
@@ -268,10 +278,17 @@ extension SQLiteDedupStore {
     /// `perform` retries on the worker thread): once `body` has run, a busy failure is thrown as
     /// the `DedupError` it maps to, so `body` never runs twice for one call.
     private static func runTransactional(
-        _ connection: Connection, _ request: ClaimRequest, retention: Duration, clock: any DedupClock,
+        _ connection: Connection,
+        _ request: ClaimRequest,
+        retention: Duration,
+        clock: any DedupClock,
         _ body: (SQLiteTransaction, Lease) throws -> Data?
     ) throws -> TransactionalOutcome {
-        switch RecordSQL.answerWithoutWrite(try RecordSQL.read(connection, request.id), request, now: clock.nowMilliseconds()) {
+        switch RecordSQL.answerWithoutWrite(
+            try RecordSQL.read(connection, request.id),
+            request,
+            now: clock.nowMilliseconds()
+        ) {
         case .duplicate(let record)?: return .duplicate(record)
         case .inFlight(let record)?: return .inFlight(record)
         case .payloadMismatch(let record)?: return .payloadMismatch(record)
@@ -300,7 +317,10 @@ extension SQLiteDedupStore {
                 let result = try runHandler(connection) { try body($0, lease) }
                 let completion = Completion(lease: lease, retention: retention, result: result)
                 guard try RecordSQL.complete(connection, completion, now: now) else {
-                    throw SQLiteFailure(code: SQLITE_INTERNAL, message: "the claimed record vanished inside its transaction")
+                    throw SQLiteFailure(
+                        code: SQLITE_INTERNAL,
+                        message: "the claimed record vanished inside its transaction"
+                    )
                 }
                 try connection.run(.commit)
                 return .committed(lease, result: result)
@@ -315,7 +335,8 @@ extension SQLiteDedupStore {
 
     /// Runs a handler's `body` inside the open transaction, with a handle that refuses transaction
     /// control and ends with it; throws if SQLite rolled the transaction back meanwhile.
-    static func runHandler<Value>(_ connection: Connection, _ body: (SQLiteTransaction) throws -> Value) throws -> Value {
+    static func runHandler<Value>(_ connection: Connection, _ body: (SQLiteTransaction) throws -> Value) throws -> Value
+    {
         let transaction = SQLiteTransaction(connection: connection)
         let result: Value
         do {

@@ -57,7 +57,9 @@ extension IdempotentConsumer {
     ///   ``/Dedup/DedupError/Code/invalidConfiguration`` when the consumer's store is not a
     ///   ``SQLiteDedupStore``, or the store's error.
     public func processInTransaction(
-        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
+        key: String?,
+        fingerprint: String? = nil,
+        brokerTime: Date? = nil,
         _ body: @escaping @Sendable (SQLiteTransaction, DedupContext) throws -> Void
     ) async throws -> ProcessOutcome {
         guard let sqlite = store as? SQLiteDedupStore else {
@@ -71,15 +73,21 @@ extension IdempotentConsumer {
         }
         let id = try RecordID(namespace: namespace, key: key, limits: configuration.identityLimits)
         let request = ClaimRequest(
-            id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
-            ownerLabel: configuration.ownerLabel, brokerTime: brokerTime
+            id: id,
+            lease: configuration.lease,
+            retention: configuration.retention,
+            fingerprint: fingerprint,
+            ownerLabel: configuration.ownerLabel,
+            brokerTime: brokerTime
         )
         var waiter = InFlightWaiter(configuration)
         while true {
             let started = MonotonicInstant.now
             let outcome: TransactionalOutcome
             do {
-                outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) { transaction, lease in
+                outcome = try await sqlite.withTransactionalClaim(request, retention: configuration.retention) {
+                    transaction,
+                    lease in
                     try body(transaction, DedupContext(lease: lease))
                     return nil
                 }

@@ -14,7 +14,9 @@ public enum RedactedCommandLine {
     ///   lines) after the full message went to standard error: a tool whose scripts read JSON prints
     ///   its error document here.
     public static func run(
-        _ command: any ParsableCommand.Type, arguments: [String], usageError: (String) -> Void = { _ in }
+        _ command: any ParsableCommand.Type,
+        arguments: [String],
+        usageError: (String) -> Void = { _ in }
     ) async -> Int32 {
         do {
             var parsed = try command.parseAsRoot(arguments)

@@ -46,7 +46,10 @@ public enum StoreLocation: Hashable, Sendable, CustomStringConvertible {
     /// ``open(sqlite:redis:postgres:)``, the asynchronous form.
     ///
     /// - Throws: the store's error; ``/Dedup/DedupError/Code/invalidConfiguration`` for a PostgreSQL URL.
-    public func open(sqlite: SQLiteDedupStore.Configuration = .init(), redis: RedisDedupStore.Configuration = .init()) throws
+    public func open(
+        sqlite: SQLiteDedupStore.Configuration = .init(),
+        redis: RedisDedupStore.Configuration = .init()
+    ) throws
         -> any DedupStore
     {
         switch self {
@@ -56,14 +59,17 @@ public enum StoreLocation: Hashable, Sendable, CustomStringConvertible {
             return try RedisDedupStore(url: url, configuration: redis)
         case .postgres:
             throw DedupError(
-                .invalidConfiguration, "a PostgreSQL store connects as it opens: open \(description) with `await open(postgres:)`")
+                .invalidConfiguration,
+                "a PostgreSQL store connects as it opens: open \(description) with `await open(postgres:)`"
+            )
         }
     }
 
     /// Opens the store, whichever it is: a PostgreSQL store with a client of its own, logging in
     /// and applying pending migrations; the others as ``open(sqlite:redis:)``.
     public func open(
-        sqlite: SQLiteDedupStore.Configuration = .init(), redis: RedisDedupStore.Configuration = .init(),
+        sqlite: SQLiteDedupStore.Configuration = .init(),
+        redis: RedisDedupStore.Configuration = .init(),
         postgres: PostgresDedupStore.Configuration
     ) async throws -> any DedupStore {
         if case .postgres(let url) = self {

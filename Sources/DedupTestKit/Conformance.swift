@@ -87,7 +87,8 @@ public struct ConformanceCheck: Sendable, CustomStringConvertible {
 
     /// Creates a check.
     public init(
-        _ name: String, needsManualClock: Bool = false,
+        _ name: String,
+        needsManualClock: Bool = false,
         run: @escaping @Sendable (any ConformanceHarness) async throws -> Void
     ) {
         self.name = name

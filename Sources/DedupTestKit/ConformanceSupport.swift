@@ -63,44 +63,89 @@ struct ConformanceEnvironment: Sendable {
     }
 
     func request(
-        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
+        _ id: RecordID,
+        token: String = Lease.makeOwnerToken(),
+        lease: Duration? = nil,
+        retention: Duration? = nil,
+        fingerprint: String? = nil,
+        label: String = ClaimRequest.defaultOwnerLabel,
         brokerTime: Date? = nil
     ) -> ClaimRequest {
         ClaimRequest(
-            id: id, ownerToken: token, lease: lease ?? self.lease, retention: retention ?? self.retention,
-            fingerprint: fingerprint, ownerLabel: label, brokerTime: brokerTime
+            id: id,
+            ownerToken: token,
+            lease: lease ?? self.lease,
+            retention: retention ?? self.retention,
+            fingerprint: fingerprint,
+            ownerLabel: label,
+            brokerTime: brokerTime
         )
     }
 
     func claim(
-        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
+        _ id: RecordID,
+        token: String = Lease.makeOwnerToken(),
+        lease: Duration? = nil,
+        retention: Duration? = nil,
+        fingerprint: String? = nil,
+        label: String = ClaimRequest.defaultOwnerLabel,
         brokerTime: Date? = nil
     ) async throws -> ClaimAnswer {
         try await store.claim(
-            request(id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label, brokerTime: brokerTime))
+            request(
+                id,
+                token: token,
+                lease: lease,
+                retention: retention,
+                fingerprint: fingerprint,
+                label: label,
+                brokerTime: brokerTime
+            )
+        )
     }
 
     /// Claims and expects a fresh acquisition or a takeover, as `takeover` says, by a lease carrying
     /// the request's owner token and label.
     func acquire(
-        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil,
-        retention: Duration? = nil, fingerprint: String? = nil, label: String = ClaimRequest.defaultOwnerLabel,
-        brokerTime: Date? = nil, takeover: Bool = false, _ what: String = "claim", file: StaticString = #fileID, line: UInt = #line
+        _ id: RecordID,
+        token: String = Lease.makeOwnerToken(),
+        lease: Duration? = nil,
+        retention: Duration? = nil,
+        fingerprint: String? = nil,
+        label: String = ClaimRequest.defaultOwnerLabel,
+        brokerTime: Date? = nil,
+        takeover: Bool = false,
+        _ what: String = "claim",
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) async throws -> Lease {
         let answer = try await claim(
-            id, token: token, lease: lease, retention: retention, fingerprint: fingerprint, label: label, brokerTime: brokerTime)
+            id,
+            token: token,
+            lease: lease,
+            retention: retention,
+            fingerprint: fingerprint,
+            label: label,
+            brokerTime: brokerTime
+        )
         let acquired = try expectAcquired(answer, "\(what) of \(id)", file: file, line: line)
         try expect(
             acquired.isTakeover == takeover,
-            "\(what) of \(id): expected isTakeover \(takeover), got \(describe(answer))", file: file, line: line
+            "\(what) of \(id): expected isTakeover \(takeover), got \(describe(answer))",
+            file: file,
+            line: line
         )
-        try expect(acquired.ownerToken == token, "\(what) of \(id): the lease must carry the request's owner token", file: file, line: line)
+        try expect(
+            acquired.ownerToken == token,
+            "\(what) of \(id): the lease must carry the request's owner token",
+            file: file,
+            line: line
+        )
         try expect(
             acquired.ownerLabel.map { $0.utf8.elementsEqual(label.utf8) } == true,
             "\(what) of \(id): the lease must carry the request's owner label \(label.debugDescription), not \(acquired.ownerLabel.debugDescription)",
-            file: file, line: line
+            file: file,
+            line: line
         )
         return acquired
     }
@@ -108,16 +153,36 @@ struct ConformanceEnvironment: Sendable {
     /// Claims and completes a key, returning the completed lease.
     @discardableResult
     func acquireAndComplete(
-        _ id: RecordID, token: String = Lease.makeOwnerToken(), lease: Duration? = nil, retention: Duration? = nil, fingerprint: String? = nil,
-        result: Data? = nil, brokerTime: Date? = nil, file: StaticString = #fileID, line: UInt = #line
+        _ id: RecordID,
+        token: String = Lease.makeOwnerToken(),
+        lease: Duration? = nil,
+        retention: Duration? = nil,
+        fingerprint: String? = nil,
+        result: Data? = nil,
+        brokerTime: Date? = nil,
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) async throws -> Lease {
-        let acquired = try await acquire(id, token: token, lease: lease, fingerprint: fingerprint, brokerTime: brokerTime, file: file, line: line)
+        let acquired = try await acquire(
+            id,
+            token: token,
+            lease: lease,
+            fingerprint: fingerprint,
+            brokerTime: brokerTime,
+            file: file,
+            line: line
+        )
         try await store.complete(Completion(lease: acquired, retention: retention ?? self.retention, result: result))
         return acquired
     }
 
     /// The live record of `id`, which must exist.
-    func existingRecord(_ id: RecordID, _ what: String = "record(for:)", file: StaticString = #fileID, line: UInt = #line) async throws -> DedupRecord {
+    func existingRecord(
+        _ id: RecordID,
+        _ what: String = "record(for:)",
+        file: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> DedupRecord {
         guard let record = try await store.record(for: id) else {
             throw ConformanceFailure("\(what): expected a record for \(id), found none", file: file, line: line)
         }
@@ -127,15 +192,29 @@ struct ConformanceEnvironment: Sendable {
     /// Expects `later - earlier` to be `duration`: exactly on a manual clock, at least on a real one
     /// (where operations take time).
     func expectElapsed(
-        from earlier: Date, to later: Date, _ duration: Duration, _ what: String,
-        file: StaticString = #fileID, line: UInt = #line
+        from earlier: Date,
+        to later: Date,
+        _ duration: Duration,
+        _ what: String,
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) throws {
         let elapsed = later.millisecondsSince1970 - earlier.millisecondsSince1970
         let expected = duration.wholeMilliseconds
         if manualClock {
-            try expect(elapsed == expected, "\(what): expected \(expected) ms, got \(elapsed) ms", file: file, line: line)
+            try expect(
+                elapsed == expected,
+                "\(what): expected \(expected) ms, got \(elapsed) ms",
+                file: file,
+                line: line
+            )
         } else {
-            try expect(elapsed >= expected, "\(what): expected at least \(expected) ms, got \(elapsed) ms", file: file, line: line)
+            try expect(
+                elapsed >= expected,
+                "\(what): expected at least \(expected) ms, got \(elapsed) ms",
+                file: file,
+                line: line
+            )
         }
     }
 
@@ -143,7 +222,11 @@ struct ConformanceEnvironment: Sendable {
     /// lease may end earlier by less than one unit, never later (a store may hand out the time it
     /// sent the claim, plus the lease, rather than read the record's own time back).
     func expectLeaseEnd(
-        _ lease: Lease, matches record: DedupRecord, _ what: String, file: StaticString = #fileID, line: UInt = #line
+        _ lease: Lease,
+        matches record: DedupRecord,
+        _ what: String,
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) throws {
         let recorded = try unwrap(record.leaseUntil, "\(what): no leaseUntil on the record", file: file, line: line)
         try expectSameOrMomentEarlier(lease.leaseUntil, than: recorded, what, file: file, line: line)
@@ -153,15 +236,26 @@ struct ConformanceEnvironment: Sendable {
     /// be the record's own: exactly on a manual clock; on a real clock earlier by less than one
     /// unit, never later.
     func expectSameOrMomentEarlier(
-        _ reported: Date, than recorded: Date, _ what: String, file: StaticString = #fileID, line: UInt = #line
+        _ reported: Date,
+        than recorded: Date,
+        _ what: String,
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) throws {
         let early = recorded.millisecondsSince1970 - reported.millisecondsSince1970
         if manualClock {
-            try expect(early == 0, "\(what): \(reported.millisecondsSince1970) reported, \(recorded.millisecondsSince1970) recorded", file: file, line: line)
+            try expect(
+                early == 0,
+                "\(what): \(reported.millisecondsSince1970) reported, \(recorded.millisecondsSince1970) recorded",
+                file: file,
+                line: line
+            )
         } else {
             try expect(
                 early >= 0 && early < unit.wholeMilliseconds,
-                "\(what): reported \(early) ms before the record's time (allowed: 0 to less than one unit)", file: file, line: line
+                "\(what): reported \(early) ms before the record's time (allowed: 0 to less than one unit)",
+                file: file,
+                line: line
             )
         }
     }
@@ -174,7 +268,8 @@ struct ConformanceEnvironment: Sendable {
         let early = max(.zero, duration - .milliseconds(1))
         let (seconds, attoseconds) = early.components
         return ConformanceDeadline(
-            monotonic: .now + early, wall: Date() + Double(seconds) + Double(attoseconds) / 1e18
+            monotonic: .now + early,
+            wall: Date() + Double(seconds) + Double(attoseconds) / 1e18
         )
     }
 
@@ -183,7 +278,8 @@ struct ConformanceEnvironment: Sendable {
     /// about the store (the test process was not scheduled in time), so the check is run again
     /// rather than failed; a failure before the deadline is the store's.
     func beforeDeadline<Value>(
-        _ deadline: ConformanceDeadline, _ body: () async throws -> Value
+        _ deadline: ConformanceDeadline,
+        _ body: () async throws -> Value
     ) async throws -> Value {
         do {
             return try await body()
@@ -194,16 +290,36 @@ struct ConformanceEnvironment: Sendable {
 
     /// Every record `filter` lists, following cursors to the end, checking each page's size and
     /// that no record comes twice.
-    func listAll(_ filter: RecordFilter = RecordFilter(), limit: Int = 100, file: StaticString = #fileID, line: UInt = #line) async throws -> [DedupRecord] {
+    func listAll(
+        _ filter: RecordFilter = RecordFilter(),
+        limit: Int = 100,
+        file: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> [DedupRecord] {
         var all: [DedupRecord] = []
         var seen = Set<IdentityBytes>()
         var cursor: PageCursor?
         for _ in 0..<10_000 {
             let page = try await store.records(matching: filter, after: cursor, limit: limit)
-            try expect(page.records.count <= limit, "a page of limit \(limit) held \(page.records.count) records", file: file, line: line)
+            try expect(
+                page.records.count <= limit,
+                "a page of limit \(limit) held \(page.records.count) records",
+                file: file,
+                line: line
+            )
             for record in page.records {
-                try expect(seen.insert(IdentityBytes(record.id)).inserted, "paging listed \(record.id) twice", file: file, line: line)
-                try expect(filter.matches(record), "listing with \(filter) returned \(record.id), which does not match", file: file, line: line)
+                try expect(
+                    seen.insert(IdentityBytes(record.id)).inserted,
+                    "paging listed \(record.id) twice",
+                    file: file,
+                    line: line
+                )
+                try expect(
+                    filter.matches(record),
+                    "listing with \(filter) returned \(record.id), which does not match",
+                    file: file,
+                    line: line
+                )
             }
             all += page.records
             guard let next = page.next else { return all }
@@ -213,7 +329,11 @@ struct ConformanceEnvironment: Sendable {
     }
 
     /// The identities `filter` lists, as byte strings for exact comparison.
-    func listedIdentities(_ filter: RecordFilter, file: StaticString = #fileID, line: UInt = #line) async throws -> Set<IdentityBytes> {
+    func listedIdentities(
+        _ filter: RecordFilter,
+        file: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> Set<IdentityBytes> {
         Set(try await listAll(filter, file: file, line: line).map { IdentityBytes($0.id) })
     }
 }
@@ -239,44 +359,84 @@ struct IdentityBytes: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-func expect(_ condition: Bool, _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) throws {
+func expect(
+    _ condition: Bool,
+    _ message: @autoclosure () -> String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws {
     if !condition { throw ConformanceFailure(message(), file: file, line: line) }
 }
 
 func expectEqual<Value: Equatable>(
-    _ actual: Value, _ expected: Value, _ what: String, file: StaticString = #fileID, line: UInt = #line
+    _ actual: Value,
+    _ expected: Value,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
 ) throws {
     if actual != expected {
         throw ConformanceFailure("\(what): expected \(expected), got \(actual)", file: file, line: line)
     }
 }
 
-func expectSameBytes(_ actual: RecordID, _ expected: RecordID, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws {
-    try expect(IdentityBytes(actual) == IdentityBytes(expected), "\(what): expected identity \(expected), got \(actual)", file: file, line: line)
+func expectSameBytes(
+    _ actual: RecordID,
+    _ expected: RecordID,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws {
+    try expect(
+        IdentityBytes(actual) == IdentityBytes(expected),
+        "\(what): expected identity \(expected), got \(actual)",
+        file: file,
+        line: line
+    )
 }
 
-func expectAcquired(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> Lease {
+func expectAcquired(
+    _ answer: ClaimAnswer,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws -> Lease {
     guard case .acquired(let lease) = answer else {
         throw ConformanceFailure("\(what): expected acquired, got \(describe(answer))", file: file, line: line)
     }
     return lease
 }
 
-func expectDuplicate(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+func expectDuplicate(
+    _ answer: ClaimAnswer,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws -> DedupRecord {
     guard case .duplicate(let record) = answer else {
         throw ConformanceFailure("\(what): expected duplicate, got \(describe(answer))", file: file, line: line)
     }
     return record
 }
 
-func expectInFlight(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+func expectInFlight(
+    _ answer: ClaimAnswer,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws -> DedupRecord {
     guard case .inFlight(let record) = answer else {
         throw ConformanceFailure("\(what): expected inFlight, got \(describe(answer))", file: file, line: line)
     }
     return record
 }
 
-func expectMismatch(_ answer: ClaimAnswer, _ what: String, file: StaticString = #fileID, line: UInt = #line) throws -> DedupRecord {
+func expectMismatch(
+    _ answer: ClaimAnswer,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line
+) throws -> DedupRecord {
     guard case .payloadMismatch(let record) = answer else {
         throw ConformanceFailure("\(what): expected payloadMismatch, got \(describe(answer))", file: file, line: line)
     }
@@ -285,14 +445,21 @@ func expectMismatch(_ answer: ClaimAnswer, _ what: String, file: StaticString = 
 
 /// Runs `body` and expects it to throw `DedupError` with code `leaseLost`.
 func expectLeaseLost(
-    _ what: String, file: StaticString = #fileID, line: UInt = #line, _ body: () async throws -> Void
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line,
+    _ body: () async throws -> Void
 ) async throws {
     try await expectError(.leaseLost, what, file: file, line: line, body)
 }
 
 /// Runs `body` and expects it to throw `DedupError` with `code`.
 func expectError(
-    _ code: DedupError.Code, _ what: String, file: StaticString = #fileID, line: UInt = #line, _ body: () async throws -> Void
+    _ code: DedupError.Code,
+    _ what: String,
+    file: StaticString = #fileID,
+    line: UInt = #line,
+    _ body: () async throws -> Void
 ) async throws {
     do {
         try await body()
@@ -308,7 +475,8 @@ func expectError(
 func describe(_ answer: ClaimAnswer) -> String {
     switch answer {
     case .acquired(let lease):
-        return "acquired(\(lease.id), owner \(lease.ownerToken), fencing \(lease.fencingToken), attempt \(lease.attempt)\(lease.isTakeover ? ", takeover" : ""))"
+        return
+            "acquired(\(lease.id), owner \(lease.ownerToken), fencing \(lease.fencingToken), attempt \(lease.attempt)\(lease.isTakeover ? ", takeover" : ""))"
     case .duplicate(let record):
         return "duplicate(\(describe(record)))"
     case .inFlight(let record):

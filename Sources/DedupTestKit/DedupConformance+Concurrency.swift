@@ -5,7 +5,9 @@ import Foundation
 
 extension DedupConformance {
     static let batchChecks: [ConformanceCheck] = [
-        ConformanceCheck("a batch claim gives exactly the answers of one-by-one claims in order: new, duplicate, in flight, takeover, mismatch, gone after expiry, and the same key twice") { harness in
+        ConformanceCheck(
+            "a batch claim gives exactly the answers of one-by-one claims in order: new, duplicate, in flight, takeover, mismatch, gone after expiry, and the same key twice"
+        ) { harness in
             let batchEnv = try await ConformanceEnvironment(harness)
             let singleEnv = ConformanceEnvironment(harness, store: try await harness.makeStore())
             // The same tokens in both stores, so answers compare exactly.
@@ -38,26 +40,51 @@ extension DedupConformance {
             for request in requests { single.append(try await singleEnv.store.claim(request)) }
             try expectEqual(batched.count, requests.count, "answers in the batch")
             for index in requests.indices {
-                try expectEqual(describe(batched[index]), describe(single[index]), "answer \(index) (\(requests[index].id)): batch vs one by one")
+                try expectEqual(
+                    describe(batched[index]),
+                    describe(single[index]),
+                    "answer \(index) (\(requests[index].id)): batch vs one by one"
+                )
             }
             // And the answers are the rules' answers.
             let first = try expectAcquired(batched[0], "new-1")
-            try expect(!first.isTakeover && first.fencingToken == 1, "new-1: expected a fresh acquisition, got \(describe(batched[0]))")
+            try expect(
+                !first.isTakeover && first.fencingToken == 1,
+                "new-1: expected a fresh acquisition, got \(describe(batched[0]))"
+            )
             try expectEqual(try expectDuplicate(batched[1], "done").result, Data("done".utf8), "done: result")
             try expectEqual(try expectInFlight(batched[2], "busy").ownerToken, busyToken, "busy: holder")
             let takeover = try expectAcquired(batched[3], "stale")
-            try expect(takeover.isTakeover && takeover.fencingToken == 2 && takeover.attempt == 2, "stale: expected a takeover, got \(describe(batched[3]))")
-            try expectEqual(try expectInFlight(batched[4], "new-1 again").ownerToken, requests[0].ownerToken, "new-1 again: holder is the batch's first claim")
+            try expect(
+                takeover.isTakeover && takeover.fencingToken == 2 && takeover.attempt == 2,
+                "stale: expected a takeover, got \(describe(batched[3]))"
+            )
+            try expectEqual(
+                try expectInFlight(batched[4], "new-1 again").ownerToken,
+                requests[0].ownerToken,
+                "new-1 again: holder is the batch's first claim"
+            )
             _ = try expectDuplicate(batched[5], "done again")
-            try expectEqual(try expectMismatch(batched[6], "printed with B").fingerprint, "A", "printed with B: fingerprint")
+            try expectEqual(
+                try expectMismatch(batched[6], "printed with B").fingerprint,
+                "A",
+                "printed with B: fingerprint"
+            )
             _ = try expectDuplicate(batched[7], "printed with A")
             _ = try expectAcquired(batched[8], "new-2 with N")
             _ = try expectMismatch(batched[9], "new-2 with M, claimed with N earlier in the batch")
-            try expectEqual(try expectInFlight(batched[10], "stale again").ownerToken, requests[3].ownerToken, "stale again: holder is the batch's takeover")
+            try expectEqual(
+                try expectInFlight(batched[10], "stale again").ownerToken,
+                requests[3].ownerToken,
+                "stale again: holder is the batch's takeover"
+            )
             _ = try expectInFlight(batched[11], "busy with a fingerprint")
             for (index, key) in [(12, "lapsed"), (13, "lapsed-in-flight")] {
                 let fresh = try expectAcquired(batched[index], key)
-                try expect(!fresh.isTakeover && fresh.fencingToken == 1 && fresh.attempt == 1, "\(key): expected a fresh acquisition, got \(describe(batched[index]))")
+                try expect(
+                    !fresh.isTakeover && fresh.fencingToken == 1 && fresh.attempt == 1,
+                    "\(key): expected a fresh acquisition, got \(describe(batched[index]))"
+                )
             }
             // A lease's claim time is its record's creation time, kept exactly by a takeover; a fresh
             // claim's may be a moment earlier (a store may date it by the time it sent the claim).
@@ -68,18 +95,28 @@ extension DedupConformance {
                 if lease.isTakeover {
                     try expectEqual(lease.claimedAt, record.createdAt, what)
                 } else {
-                    try batchEnv.expectSameOrMomentEarlier(try unwrap(lease.claimedAt, "\(key): no claim time"), than: record.createdAt, what)
+                    try batchEnv.expectSameOrMomentEarlier(
+                        try unwrap(lease.claimedAt, "\(key): no claim time"),
+                        than: record.createdAt,
+                        what
+                    )
                 }
             }
             for key in ["new-1", "done", "busy", "stale", "printed", "new-2", "lapsed", "lapsed-in-flight"] {
                 let batchRecord = try await batchEnv.existingRecord(batchEnv.id(key))
                 let singleRecord = try await singleEnv.existingRecord(singleEnv.id(key))
-                try expectEqual(describe(batchRecord), describe(singleRecord), "record \(key) after batch vs one by one")
+                try expectEqual(
+                    describe(batchRecord),
+                    describe(singleRecord),
+                    "record \(key) after batch vs one by one"
+                )
             }
             try expectEqual(try await batchEnv.store.claim(batch: []), [], "answers to an empty batch")
         },
 
-        ConformanceCheck("a batch completion answers completed or leaseLost per lease, in order, and writes only the current ones") { harness in
+        ConformanceCheck(
+            "a batch completion answers completed or leaseLost per lease, in order, and writes only the current ones"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let stale = try await env.acquire(env.id("b"), lease: env.unit)
             try await env.advance(units: 2)
@@ -97,10 +134,18 @@ extension DedupConformance {
                 Completion(lease: current, retention: env.retention, result: Data("b2".utf8)),
             ]
             let answers = try await env.store.complete(batch: completions)
-            try expectEqual(answers, [.completed, .leaseLost, .leaseLost, .completed, .leaseLost, .completed], "batch completion answers")
+            try expectEqual(
+                answers,
+                [.completed, .leaseLost, .leaseLost, .completed, .leaseLost, .completed],
+                "batch completion answers"
+            )
             let recordA = try await env.existingRecord(env.id("a"))
             try expectEqual(recordA.state, .completed, "a: state")
-            try expectEqual(recordA.result, Data("a1".utf8), "a: result of the first completion, not the refused second")
+            try expectEqual(
+                recordA.result,
+                Data("a1".utf8),
+                "a: result of the first completion, not the refused second"
+            )
             let recordB = try await env.existingRecord(env.id("b"))
             try expectEqual(recordB.result, Data("b2".utf8), "b: the current owner's result")
             try expectEqual(recordB.fencingToken, 2, "b: fencing token")
@@ -109,7 +154,9 @@ extension DedupConformance {
             try expectEqual(try await env.store.complete(batch: []), [], "answers to an empty batch")
         },
 
-        ConformanceCheck("a batch renewal answers renewed or leaseLost per lease, in order, extending only the current ones") { harness in
+        ConformanceCheck(
+            "a batch renewal answers renewed or leaseLost per lease, in order, extending only the current ones"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let stale = try await env.acquire(env.id("b"), lease: env.unit)
             try await env.advance(units: 2)
@@ -125,17 +172,34 @@ extension DedupConformance {
                 if case .renewed = answer { return "renewed" }
                 return "leaseLost"
             }
-            try expectEqual(kinds, ["renewed", "leaseLost", "leaseLost", "renewed", "leaseLost", "renewed"], "batch renewal answers")
+            try expectEqual(
+                kinds,
+                ["renewed", "leaseLost", "leaseLost", "renewed", "leaseLost", "renewed"],
+                "batch renewal answers"
+            )
             for (index, lease) in [(0, a), (3, current), (5, a)] {
                 guard case .renewed(let renewed) = answers[index] else { continue }
                 try expectEqual(renewed.ownerToken, lease.ownerToken, "answer \(index): owner token")
                 try expectEqual(renewed.fencingToken, lease.fencingToken, "answer \(index): fencing token")
                 let record = try await env.existingRecord(lease.id)
-                try env.expectSameOrMomentEarlier(renewed.leaseUntil, than: try unwrap(record.leaseUntil, "leaseUntil"), "answer \(index): lease end against the record's")
+                try env.expectSameOrMomentEarlier(
+                    renewed.leaseUntil,
+                    than: try unwrap(record.leaseUntil, "leaseUntil"),
+                    "answer \(index): lease end against the record's"
+                )
             }
             let recordA = try await env.existingRecord(a.id)
-            try env.expectElapsed(from: a.leaseUntil, to: try unwrap(recordA.leaseUntil, "a: leaseUntil"), env.longLease - env.lease, "a: renewed for the long lease")
-            try expectEqual(try await env.existingRecord(env.id("b")).ownerToken, current.ownerToken, "b: the current owner, untouched by the stale lease")
+            try env.expectElapsed(
+                from: a.leaseUntil,
+                to: try unwrap(recordA.leaseUntil, "a: leaseUntil"),
+                env.longLease - env.lease,
+                "a: renewed for the long lease"
+            )
+            try expectEqual(
+                try await env.existingRecord(env.id("b")).ownerToken,
+                current.ownerToken,
+                "b: the current owner, untouched by the stale lease"
+            )
             try expectEqual(try await env.store.record(for: env.id("c")), nil, "c: released, still absent")
             try expectEqual(try await env.existingRecord(env.id("d")).state, .completed, "d: still completed")
             try expectEqual(try await env.store.renew(batch: [], for: env.lease), [], "answers to an empty batch")
@@ -147,7 +211,10 @@ extension DedupConformance {
 
 extension DedupConformance {
     /// 16 handles for a race: even tasks share the environment's store, odd ones get peers of it.
-    private static func racingHandles(_ env: ConformanceEnvironment, _ harness: any ConformanceHarness) async throws
+    private static func racingHandles(
+        _ env: ConformanceEnvironment,
+        _ harness: any ConformanceHarness
+    ) async throws
         -> [any DedupStore]
     {
         var handles: [any DedupStore] = []
@@ -158,7 +225,9 @@ extension DedupConformance {
     }
 
     static let raceChecks: [ConformanceCheck] = [
-        ConformanceCheck("16 concurrent tasks on two handles claiming the same 50 keys, singly and in batches, acquire each key exactly once") { harness in
+        ConformanceCheck(
+            "16 concurrent tasks on two handles claiming the same 50 keys, singly and in batches, acquire each key exactly once"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let keys = try (0..<50).map { try env.id("race-\($0)") }
             let handles = try await racingHandles(env, harness)
@@ -204,7 +273,10 @@ extension DedupConformance {
             for (request, answer) in ledger {
                 switch answer {
                 case .acquired(let acquired):
-                    try expect(!acquired.isTakeover && acquired.fencingToken == 1, "a racing claim of \(request.id) answered \(describe(answer))")
+                    try expect(
+                        !acquired.isTakeover && acquired.fencingToken == 1,
+                        "a racing claim of \(request.id) answered \(describe(answer))"
+                    )
                     winners[IdentityBytes(request.id), default: []].append(request.ownerToken)
                 case .inFlight(let record):
                     try expectEqual(record.state, .inFlight, "state in an inFlight answer")
@@ -215,11 +287,17 @@ extension DedupConformance {
             for id in keys {
                 let tokens = winners[IdentityBytes(id)] ?? []
                 try expectEqual(tokens.count, 1, "acquisitions of \(id)")
-                try expectEqual(try await env.existingRecord(id).ownerToken, tokens.first, "owner of \(id) vs the one acquisition")
+                try expectEqual(
+                    try await env.existingRecord(id).ownerToken,
+                    tokens.first,
+                    "owner of \(id) vs the one acquisition"
+                )
             }
         },
 
-        ConformanceCheck("16 concurrent tasks on two handles taking over the same 20 passed leases succeed once per key, with fencing 2") { harness in
+        ConformanceCheck(
+            "16 concurrent tasks on two handles taking over the same 20 passed leases succeed once per key, with fencing 2"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let keys = try (0..<20).map { try env.id("takeover-\($0)") }
             for id in keys { _ = try await env.acquire(id, lease: env.unit) }
@@ -260,12 +338,17 @@ extension DedupConformance {
             for id in keys {
                 let leases = winners[IdentityBytes(id)] ?? []
                 try expectEqual(leases.count, 1, "takeovers of \(id)")
-                try expect(leases[0].isTakeover && leases[0].fencingToken == 2 && leases[0].attempt == 2, "the takeover of \(id): \(leases[0])")
+                try expect(
+                    leases[0].isTakeover && leases[0].fencingToken == 2 && leases[0].attempt == 2,
+                    "the takeover of \(id): \(leases[0])"
+                )
                 try expectEqual(try await env.existingRecord(id).ownerToken, leases[0].ownerToken, "owner of \(id)")
             }
         },
 
-        ConformanceCheck("a late completion racing a takeover on another handle: exactly one of them wins, for each of 40 keys") { harness in
+        ConformanceCheck(
+            "a late completion racing a takeover on another handle: exactly one of them wins, for each of 40 keys"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let peer = try await harness.makePeer(of: env.store)
             let keys = try (0..<40).map { try env.id("photo-finish-\($0)") }
@@ -292,7 +375,10 @@ extension DedupConformance {
                     }
                     group.addTask {
                         await start.arriveAndWait()
-                        return .claim(index, try await peer.claim(ClaimRequest(id: lease.id, lease: retention, retention: retention)))
+                        return .claim(
+                            index,
+                            try await peer.claim(ClaimRequest(id: lease.id, lease: retention, retention: retention))
+                        )
                     }
                 }
                 var all: [Outcome] = []
@@ -319,7 +405,11 @@ extension DedupConformance {
                     let takeover = try expectAcquired(answer, "\(keys[index]): the claim that beat the completion")
                     try expect(takeover.isTakeover && takeover.fencingToken == 2, "\(keys[index]): \(describe(answer))")
                     try expectEqual(record.state, .inFlight, "\(keys[index]): state after a winning takeover")
-                    try expectEqual(record.ownerToken, takeover.ownerToken, "\(keys[index]): owner after a winning takeover")
+                    try expectEqual(
+                        record.ownerToken,
+                        takeover.ownerToken,
+                        "\(keys[index]): owner after a winning takeover"
+                    )
                 }
             }
         },

@@ -19,24 +19,38 @@ extension DedupConformance {
     ]
 
     static let identityChecks: [ConformanceCheck] = [
-        ConformanceCheck("identities with delimiters, spaces, newlines, NUL, emoji, pattern characters, and byte-different but canonically equivalent text stay distinct") { harness in
+        ConformanceCheck(
+            "identities with delimiters, spaces, newlines, NUL, emoji, pattern characters, and byte-different but canonically equivalent text stay distinct"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let ids = try trickyIdentities.map { try RecordID(namespace: $0.0, key: $0.1) }
             try expectEqual(Set(ids.map(IdentityBytes.init)).count, ids.count, "distinct test identities")
             for (index, id) in ids.enumerated() {
                 // Anything but a fresh acquisition means another identity shares this one's stored key.
                 let lease = try await env.acquire(id, "claim of a distinct identity")
-                try await env.store.complete(Completion(lease: lease, retention: env.longLease, result: Data("\(index)".utf8)))
+                try await env.store.complete(
+                    Completion(lease: lease, retention: env.longLease, result: Data("\(index)".utf8))
+                )
             }
             for (index, id) in ids.enumerated() {
                 let record = try await env.existingRecord(id)
                 try expectSameBytes(record.id, id, "identity read back")
                 try expectEqual(record.result, Data("\(index)".utf8), "result of \(id)")
             }
-            try expectEqual(try await env.listedIdentities(RecordFilter()), Set(ids.map(IdentityBytes.init)), "identities listed")
+            try expectEqual(
+                try await env.listedIdentities(RecordFilter()),
+                Set(ids.map(IdentityBytes.init)),
+                "identities listed"
+            )
             for namespace in Set(ids.map(\.namespace)) {
-                let expected = Set(ids.filter { Array($0.namespace.utf8) == Array(namespace.utf8) }.map(IdentityBytes.init))
-                try expectEqual(try await env.listedIdentities(RecordFilter(namespace: namespace)), expected, "identities listed in namespace \(namespace.debugDescription)")
+                let expected = Set(
+                    ids.filter { Array($0.namespace.utf8) == Array(namespace.utf8) }.map(IdentityBytes.init)
+                )
+                try expectEqual(
+                    try await env.listedIdentities(RecordFilter(namespace: namespace)),
+                    expected,
+                    "identities listed in namespace \(namespace.debugDescription)"
+                )
             }
             try expectEqual(try await env.store.stats().total, ids.count, "records counted")
             let forgotten = ids[0]
@@ -46,7 +60,9 @@ extension DedupConformance {
             }
         },
 
-        ConformanceCheck("the longest namespace (128 bytes) and key (512 bytes), multi-byte characters included, work in every operation") { harness in
+        ConformanceCheck(
+            "the longest namespace (128 bytes) and key (512 bytes), multi-byte characters included, work in every operation"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let namespace = String(repeating: "😀", count: 32)
             let stem = String(repeating: "k", count: 510)
@@ -61,17 +77,31 @@ extension DedupConformance {
             let record = try expectDuplicate(try await env.claim(first), "claim of the completed longest key")
             try expectSameBytes(record.id, first, "identity read back")
             try expectEqual(record.result, Data("max".utf8), "result")
-            try expectEqual(try await env.existingRecord(second).ownerToken, other.ownerToken, "the neighbour key's owner")
+            try expectEqual(
+                try await env.existingRecord(second).ownerToken,
+                other.ownerToken,
+                "the neighbour key's owner"
+            )
             let listed = try await env.listedIdentities(RecordFilter(namespace: namespace, keyPrefix: stem))
-            try expectEqual(listed, [IdentityBytes(first), IdentityBytes(second)], "listed by namespace and a 510-byte prefix")
+            try expectEqual(
+                listed,
+                [IdentityBytes(first), IdentityBytes(second)],
+                "listed by namespace and a 510-byte prefix"
+            )
             let stats = try await env.store.stats()
             try expectEqual(stats.namespaces.map(\.namespace), [namespace], "namespaces in stats")
-            try expectEqual(try await env.store.delete([first, second], matching: RecordFilter(state: .completed)), 1, "deleted completed")
+            try expectEqual(
+                try await env.store.delete([first, second], matching: RecordFilter(state: .completed)),
+                1,
+                "deleted completed"
+            )
             try expect(try await env.store.forget(second), "forget the in-flight longest key")
             try expectEqual(try await env.store.stats().total, 0, "records left")
         },
 
-        ConformanceCheck("namespaces are isolated: the same key in two namespaces, and a namespace that prefixes another, are separate records") { harness in
+        ConformanceCheck(
+            "namespaces are isolated: the same key in two namespaces, and a namespace that prefixes another, are separate records"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let inA = try env.id("m-1", in: "group-a")
             let inB = try env.id("m-1", in: "group-b")
@@ -84,13 +114,29 @@ extension DedupConformance {
             try await env.store.complete(Completion(lease: leaseA, retention: env.retention))
             _ = try expectDuplicate(try await env.claim(inA), "group-a after its completion")
             _ = try expectInFlight(try await env.claim(inB), "group-b while group-a is completed")
-            try expectEqual(try await env.listedIdentities(RecordFilter(namespace: "group-a")), [IdentityBytes(inA)], "listed in group-a")
-            try expectEqual(try await env.listedIdentities(RecordFilter(namespace: "group")), [IdentityBytes(inPrefix)], "listed in group")
-            try expectEqual(try await env.store.delete([inA, inB, inPrefix], matching: RecordFilter(namespace: "group-a")), 1, "deleted in group-a")
+            try expectEqual(
+                try await env.listedIdentities(RecordFilter(namespace: "group-a")),
+                [IdentityBytes(inA)],
+                "listed in group-a"
+            )
+            try expectEqual(
+                try await env.listedIdentities(RecordFilter(namespace: "group")),
+                [IdentityBytes(inPrefix)],
+                "listed in group"
+            )
+            try expectEqual(
+                try await env.store.delete([inA, inB, inPrefix], matching: RecordFilter(namespace: "group-a")),
+                1,
+                "deleted in group-a"
+            )
             try expectEqual(try await env.store.record(for: inA), nil, "group-a after delete")
             try expect(try await env.store.record(for: inB) != nil, "group-b must survive a delete in group-a")
             try expect(try await env.store.record(for: inPrefix) != nil, "group must survive a delete in group-a")
-            try expectEqual(try await env.store.stats().namespaces.map(\.namespace), ["group", "group-b"], "namespaces in stats")
+            try expectEqual(
+                try await env.store.stats().namespaces.map(\.namespace),
+                ["group", "group-b"],
+                "namespaces in stats"
+            )
         },
     ]
 }
@@ -99,7 +145,9 @@ extension DedupConformance {
 
 extension DedupConformance {
     static let inspectionChecks: [ConformanceCheck] = [
-        ConformanceCheck("paging 250 live records by 100 returns each exactly once and no expired record, following cursors to the end") { harness in
+        ConformanceCheck(
+            "paging 250 live records by 100 returns each exactly once and no expired record, following cursors to the end"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             for index in 0..<20 {
                 _ = try await env.acquire(env.id("expired-\(index)", in: "page"), lease: env.unit, retention: env.unit)
@@ -115,12 +163,26 @@ extension DedupConformance {
                 }
                 expected.append(id)
             }
-            for index in 0..<5 { try await env.acquireAndComplete(env.id("o-\(index)", in: "other"), retention: env.longLease) }
+            for index in 0..<5 {
+                try await env.acquireAndComplete(env.id("o-\(index)", in: "other"), retention: env.longLease)
+            }
 
             let listed = try await env.listAll(RecordFilter(namespace: "page"), limit: 100)
-            try expectEqual(Set(listed.map { IdentityBytes($0.id) }), Set(expected.map(IdentityBytes.init)), "records paged in namespace page")
-            try expectEqual(try await env.listAll(RecordFilter(), limit: 100).count, 255, "records paged in the whole store")
-            try expectEqual(try await env.listAll(RecordFilter(namespace: "other"), limit: 1).count, 5, "records paged one at a time")
+            try expectEqual(
+                Set(listed.map { IdentityBytes($0.id) }),
+                Set(expected.map(IdentityBytes.init)),
+                "records paged in namespace page"
+            )
+            try expectEqual(
+                try await env.listAll(RecordFilter(), limit: 100).count,
+                255,
+                "records paged in the whole store"
+            )
+            try expectEqual(
+                try await env.listAll(RecordFilter(namespace: "other"), limit: 1).count,
+                5,
+                "records paged one at a time"
+            )
             for record in listed where record.id.key == "k-003" {
                 try expectEqual(record.state, .completed, "state of a completed record in a listing")
                 try expect(record.completedAt != nil, "completedAt of a completed record in a listing")
@@ -131,17 +193,26 @@ extension DedupConformance {
                 var all: [DedupRecord] = []
                 var cursor: PageCursor?
                 repeat {
-                    let page = try await env.store.records(matching: RecordFilter(namespace: "page"), after: cursor, limit: 100)
+                    let page = try await env.store.records(
+                        matching: RecordFilter(namespace: "page"),
+                        after: cursor,
+                        limit: 100
+                    )
                     sizes.append(page.records.count)
                     all += page.records
                     cursor = page.next
                 } while cursor != nil && sizes.count < 10
                 try expectEqual(sizes, [100, 100, 50], "page sizes of a store paging in RecordID order")
-                try expect(zip(all, all.dropFirst()).allSatisfy { $0.id < $1.id }, "records must come in RecordID order")
+                try expect(
+                    zip(all, all.dropFirst()).allSatisfy { $0.id < $1.id },
+                    "records must come in RecordID order"
+                )
             }
         },
 
-        ConformanceCheck("listing filters by namespace, state, time range and key prefix, taking %, _, * and [ in a prefix literally") { harness in
+        ConformanceCheck(
+            "listing filters by namespace, state, time range and key prefix, taking %, _, * and [ in a prefix literally"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             func id(_ key: String, _ namespace: String = "alpha") throws -> RecordID { try env.id(key, in: namespace) }
             // Early records.
@@ -161,41 +232,67 @@ extension DedupConformance {
             func keys(_ filter: RecordFilter) async throws -> Set<String> {
                 Set(try await env.listAll(filter).map { "\($0.id.namespace)/\($0.id.key)" })
             }
-            let lateAlpha: Set<String> = ["alpha/order-4", "alpha/refund-1", "alpha/a%b", "alpha/a_b", "alpha/axb", "alpha/a*b", "alpha/a[b]", "alpha/ab"]
+            let lateAlpha: Set<String> = [
+                "alpha/order-4", "alpha/refund-1", "alpha/a%b", "alpha/a_b", "alpha/axb", "alpha/a*b", "alpha/a[b]",
+                "alpha/ab",
+            ]
             let earlyAlpha: Set<String> = ["alpha/order-1", "alpha/order-2", "alpha/order-3"]
-            try expectEqual(try await keys(RecordFilter(namespace: "alpha")), earlyAlpha.union(lateAlpha), "namespace alpha")
+            try expectEqual(
+                try await keys(RecordFilter(namespace: "alpha")),
+                earlyAlpha.union(lateAlpha),
+                "namespace alpha"
+            )
             try expectEqual(try await keys(RecordFilter(namespace: "beta")), ["beta/order-1"], "namespace beta")
-            try expectEqual(try await keys(RecordFilter(state: .inFlight)), ["alpha/order-3", "alpha/refund-1"], "state in flight")
+            try expectEqual(
+                try await keys(RecordFilter(state: .inFlight)),
+                ["alpha/order-3", "alpha/refund-1"],
+                "state in flight"
+            )
             try expectEqual(
                 try await keys(RecordFilter(namespace: "alpha", state: .completed)),
-                earlyAlpha.union(lateAlpha).subtracting(["alpha/order-3", "alpha/refund-1"]), "namespace alpha, completed"
+                earlyAlpha.union(lateAlpha).subtracting(["alpha/order-3", "alpha/refund-1"]),
+                "namespace alpha, completed"
             )
             try expectEqual(
                 try await keys(RecordFilter(namespace: "alpha", keyPrefix: "order-")),
-                ["alpha/order-1", "alpha/order-2", "alpha/order-3", "alpha/order-4"], "prefix order-"
+                ["alpha/order-1", "alpha/order-2", "alpha/order-3", "alpha/order-4"],
+                "prefix order-"
             )
-            try expectEqual(try await keys(RecordFilter(keyPrefix: "order-1")), ["alpha/order-1", "beta/order-1"], "prefix order-1 in all namespaces")
+            try expectEqual(
+                try await keys(RecordFilter(keyPrefix: "order-1")),
+                ["alpha/order-1", "beta/order-1"],
+                "prefix order-1 in all namespaces"
+            )
             try expectEqual(try await keys(RecordFilter(keyPrefix: "a%")), ["alpha/a%b"], "prefix a% (literal %)")
             try expectEqual(try await keys(RecordFilter(keyPrefix: "a_")), ["alpha/a_b"], "prefix a_ (literal _)")
             try expectEqual(try await keys(RecordFilter(keyPrefix: "a*")), ["alpha/a*b"], "prefix a* (literal *)")
             try expectEqual(try await keys(RecordFilter(keyPrefix: "a[")), ["alpha/a[b]"], "prefix a[ (literal [)")
             try expectEqual(
                 try await keys(RecordFilter(keyPrefix: "a")),
-                ["alpha/a%b", "alpha/a_b", "alpha/axb", "alpha/a*b", "alpha/a[b]", "alpha/ab"], "prefix a"
+                ["alpha/a%b", "alpha/a_b", "alpha/axb", "alpha/a*b", "alpha/a[b]", "alpha/ab"],
+                "prefix a"
             )
-            try expectEqual(try await keys(RecordFilter(namespace: "alpha", from: late)), lateAlpha, "from the late records' time")
             try expectEqual(
-                try await keys(RecordFilter(until: late)), earlyAlpha.union(["beta/order-1"]),
+                try await keys(RecordFilter(namespace: "alpha", from: late)),
+                lateAlpha,
+                "from the late records' time"
+            )
+            try expectEqual(
+                try await keys(RecordFilter(until: late)),
+                earlyAlpha.union(["beta/order-1"]),
                 "until the late records' time (exclusive)"
             )
             try expectEqual(
                 try await keys(RecordFilter(namespace: "alpha", state: .completed, from: late, keyPrefix: "order-")),
-                ["alpha/order-4"], "namespace, state, time and prefix together"
+                ["alpha/order-4"],
+                "namespace, state, time and prefix together"
             )
             try expectEqual(try await keys(RecordFilter(namespace: "gamma")), [], "an unknown namespace")
         },
 
-        ConformanceCheck("delete removes only the listed ids whose live record still matches the filter, counting each once") { harness in
+        ConformanceCheck(
+            "delete removes only the listed ids whose live record still matches the filter, counting each once"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             func id(_ key: String, _ namespace: String = "del") throws -> RecordID { try env.id(key, in: namespace) }
             try await env.acquireAndComplete(id("old"), retention: env.longLease)
@@ -208,26 +305,45 @@ extension DedupConformance {
 
             let completedInDel = RecordFilter(namespace: "del", state: .completed)
             let deleted = try await env.store.delete(
-                [id("c1"), id("f1"), id("absent"), id("c2"), id("c1"), id("c1", "keep"), id("expiring")], matching: completedInDel
+                [id("c1"), id("f1"), id("absent"), id("c2"), id("c1"), id("c1", "keep"), id("expiring")],
+                matching: completedInDel
             )
             try expectEqual(deleted, 2, "deleted (c1 and c2; c1 listed twice counts once)")
             try expectEqual(try await env.store.record(for: id("c1")), nil, "c1 after delete")
             try expectEqual(try await env.store.record(for: id("c2")), nil, "c2 after delete")
-            try expect(try await env.store.record(for: id("f1")) != nil, "f1 (in flight) must survive a delete of completed records")
-            try expect(try await env.store.record(for: id("c1", "keep")) != nil, "keep/c1 must survive a delete in namespace del")
+            try expect(
+                try await env.store.record(for: id("f1")) != nil,
+                "f1 (in flight) must survive a delete of completed records"
+            )
+            try expect(
+                try await env.store.record(for: id("c1", "keep")) != nil,
+                "keep/c1 must survive a delete in namespace del"
+            )
             try expect(try await env.store.record(for: id("c3")) != nil, "c3 was not listed and must survive")
             try expectEqual(try await env.store.record(for: id("absent")), nil, "an absent id is not created by delete")
 
-            try expectEqual(try await env.store.delete([id("c3")], matching: RecordFilter(state: .inFlight)), 0, "deleting c3 as in flight")
+            try expectEqual(
+                try await env.store.delete([id("c3")], matching: RecordFilter(state: .inFlight)),
+                0,
+                "deleting c3 as in flight"
+            )
             try expect(try await env.store.record(for: id("c3")) != nil, "c3 after a non-matching delete")
             // A reset: completed records of a namespace from a time on.
             try expectEqual(
-                try await env.store.delete([id("old"), id("c3")], matching: RecordFilter(namespace: "del", state: .completed, from: late)), 1,
+                try await env.store.delete(
+                    [id("old"), id("c3")],
+                    matching: RecordFilter(namespace: "del", state: .completed, from: late)
+                ),
+                1,
                 "deleted by a time range"
             )
             try expect(try await env.store.record(for: id("old")) != nil, "a record older than the range must survive")
             try expectEqual(try await env.store.record(for: id("c3")), nil, "c3 in the range")
-            try expectEqual(try await env.store.delete([id("f1")], matching: RecordFilter()), 1, "deleting f1 with an empty filter")
+            try expectEqual(
+                try await env.store.delete([id("f1")], matching: RecordFilter()),
+                1,
+                "deleting f1 with an empty filter"
+            )
             try expectEqual(try await env.store.delete([], matching: RecordFilter()), 0, "deleting no ids")
         },
 
@@ -239,7 +355,10 @@ extension DedupConformance {
             try await env.acquireAndComplete(completed)
             try expect(try await env.store.forget(inFlight), "forget of an in-flight record")
             try expect(try await env.store.forget(completed), "forget of a completed record")
-            try expect(!(try await env.store.forget(env.id("forget-absent"))), "forget of an absent record must say false")
+            try expect(
+                !(try await env.store.forget(env.id("forget-absent"))),
+                "forget of an absent record must say false"
+            )
             try expect(!(try await env.store.forget(inFlight)), "a second forget must say false")
             try expectEqual(try await env.store.record(for: completed), nil, "record after forget")
             try await expectLeaseLost("complete after forget") {
@@ -249,10 +368,14 @@ extension DedupConformance {
             try expectEqual(fresh.fencingToken, 1, "fencing token after forget")
         },
 
-        ConformanceCheck("purgeExpired deletes only expired records, at most limit per call, and never a live one (abandoned claims awaiting takeover included)") { harness in
+        ConformanceCheck(
+            "purgeExpired deletes only expired records, at most limit per call, and never a live one (abandoned claims awaiting takeover included)"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             for index in 0..<5 { try await env.acquireAndComplete(env.id("done-\(index)"), retention: env.unit) }
-            for index in 0..<3 { _ = try await env.acquire(env.id("abandoned-\(index)"), lease: env.unit, retention: env.unit) }
+            for index in 0..<3 {
+                _ = try await env.acquire(env.id("abandoned-\(index)"), lease: env.unit, retention: env.unit)
+            }
             var live: [RecordID] = []
             for index in 0..<3 {
                 let id = try env.id("kept-\(index)")
@@ -289,7 +412,9 @@ extension DedupConformance {
             _ = try await env.acquire(awaitingTakeover, takeover: true, "the abandoned claim kept through the purge")
         },
 
-        ConformanceCheck("stats counts live records per namespace (in flight, passed leases, completed) with the oldest and newest record times") { harness in
+        ConformanceCheck(
+            "stats counts live records per namespace (in flight, passed leases, completed) with the oldest and newest record times"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             func id(_ key: String, _ namespace: String) throws -> RecordID { try env.id(key, in: namespace) }
             try expectEqual(try await env.store.stats(), DedupStats(namespaces: []), "stats of an empty store")
@@ -316,7 +441,16 @@ extension DedupConformance {
             let b = stats.namespaces[1]
             let bTime = try await env.existingRecord(id("b1", "b")).recordTime
             try expectEqual(
-                DedupStats.NamespaceStats(namespace: "b", inFlight: 0, expiredLeases: 0, completed: 1, oldest: bTime, newest: bTime), b, "b"
+                DedupStats.NamespaceStats(
+                    namespace: "b",
+                    inFlight: 0,
+                    expiredLeases: 0,
+                    completed: 1,
+                    oldest: bTime,
+                    newest: bTime
+                ),
+                b,
+                "b"
             )
         },
     ]

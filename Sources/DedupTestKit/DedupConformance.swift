@@ -45,7 +45,9 @@ public enum DedupConformance {
 
 extension DedupConformance {
     static let claimChecks: [ConformanceCheck] = [
-        ConformanceCheck("claiming an absent key acquires it: the caller's token, fencing 1, attempt 1, lease and retention counted from now") { harness in
+        ConformanceCheck(
+            "claiming an absent key acquires it: the caller's token, fencing 1, attempt 1, lease and retention counted from now"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-1")
             let token = Lease.makeOwnerToken()
@@ -61,7 +63,11 @@ extension DedupConformance {
             try expectEqual(record.attempt, 1, "record attempt")
             try env.expectLeaseEnd(lease, matches: record, "record leaseUntil vs the lease's")
             if let claimedAt = lease.claimedAt {
-                try env.expectSameOrMomentEarlier(claimedAt, than: record.createdAt, "the lease's claimedAt vs the record's createdAt")
+                try env.expectSameOrMomentEarlier(
+                    claimedAt,
+                    than: record.createdAt,
+                    "the lease's claimedAt vs the record's createdAt"
+                )
             }
             try expectEqual(record.completedAt, nil, "completedAt while in flight")
             try expectEqual(record.result, nil, "result while in flight")
@@ -70,16 +76,20 @@ extension DedupConformance {
             let leaseUntil = try unwrap(record.leaseUntil, "no leaseUntil on an in-flight record")
             // One clock read per operation: lease and expiry are exact offsets from createdAt.
             try expectEqual(
-                leaseUntil.millisecondsSince1970 - record.createdAt.millisecondsSince1970, env.lease.wholeMilliseconds,
+                leaseUntil.millisecondsSince1970 - record.createdAt.millisecondsSince1970,
+                env.lease.wholeMilliseconds,
                 "leaseUntil - createdAt (the lease)"
             )
             try expectEqual(
-                record.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                record.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970,
+                env.retention.wholeMilliseconds,
                 "expiresAt - leaseUntil (the retention)"
             )
         },
 
-        ConformanceCheck("a key in flight under a live lease answers inFlight with the holder's record and stays unchanged") { harness in
+        ConformanceCheck(
+            "a key in flight under a live lease answers inFlight with the holder's record and stays unchanged"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-2")
             let deadline = env.deadline(in: env.lease)
@@ -87,13 +97,17 @@ extension DedupConformance {
             let before = try await env.existingRecord(id)
             try await env.advance(units: 1)
             let answer = try await env.claim(id)
-            let reported = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a second claim during the lease") }
+            let reported = try await env.beforeDeadline(deadline) {
+                try expectInFlight(answer, "a second claim during the lease")
+            }
             try expectEqual(reported, before, "the record an inFlight answer reports")
             try expectEqual(reported.ownerToken, holder.ownerToken, "owner in the inFlight answer")
             try expectEqual(try await env.existingRecord(id), before, "record after an inFlight answer")
         },
 
-        ConformanceCheck("a claim after the lease passed takes over: the new owner, fencing and attempt up by one, createdAt kept, lease and retention from now") { harness in
+        ConformanceCheck(
+            "a claim after the lease passed takes over: the new owner, fencing and attempt up by one, createdAt kept, lease and retention from now"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-3")
             let first = try await env.acquire(id)
@@ -114,21 +128,31 @@ extension DedupConformance {
             }
             try env.expectLeaseEnd(second, matches: after, "record leaseUntil vs the new lease's")
             let leaseUntil = try unwrap(after.leaseUntil, "no leaseUntil after a takeover")
-            try env.expectElapsed(from: before.createdAt, to: leaseUntil, env.units(4) + env.lease, "new leaseUntil - createdAt (4 units waited + the lease)")
+            try env.expectElapsed(
+                from: before.createdAt,
+                to: leaseUntil,
+                env.units(4) + env.lease,
+                "new leaseUntil - createdAt (4 units waited + the lease)"
+            )
             try expectEqual(
-                after.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                after.expiresAt.millisecondsSince1970 - leaseUntil.millisecondsSince1970,
+                env.retention.wholeMilliseconds,
                 "expiresAt - leaseUntil after a takeover"
             )
         },
 
-        ConformanceCheck("fencing tokens strictly increase and attempts count up across successive takeovers") { harness in
+        ConformanceCheck("fencing tokens strictly increase and attempts count up across successive takeovers") {
+            harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-4")
             var previous = try await env.acquire(id)
             for round in 2...6 {
                 try await env.advance(units: 4)
                 let next = try await env.acquire(id, takeover: true, "takeover \(round)")
-                try expect(next.fencingToken > previous.fencingToken, "takeover \(round): fencing \(next.fencingToken) is not above \(previous.fencingToken)")
+                try expect(
+                    next.fencingToken > previous.fencingToken,
+                    "takeover \(round): fencing \(next.fencingToken) is not above \(previous.fencingToken)"
+                )
                 try expectEqual(next.attempt, round, "attempt of takeover \(round)")
                 previous = next
             }
@@ -138,31 +162,47 @@ extension DedupConformance {
             try expectEqual(record.attempt, 6, "attempt kept by the completion")
         },
 
-        ConformanceCheck("one unit before the lease ends the key is in flight; one unit after, it is taken over") { harness in
+        ConformanceCheck("one unit before the lease ends the key is in flight; one unit after, it is taken over") {
+            harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-5")
             let deadline = env.deadline(in: env.lease)
             _ = try await env.acquire(id)
             try await env.advance(units: 2)
             let early = try await env.claim(id)
-            _ = try await env.beforeDeadline(deadline) { try expectInFlight(early, "a claim one unit before the lease ends") }
+            _ = try await env.beforeDeadline(deadline) {
+                try expectInFlight(early, "a claim one unit before the lease ends")
+            }
             try await env.advance(units: 2)
             _ = try await env.acquire(id, takeover: true, "a claim one unit after the lease ended")
         },
 
-        ConformanceCheck("at exactly leaseUntil a claim takes over; one millisecond earlier the key is in flight", needsManualClock: true) { harness in
+        ConformanceCheck(
+            "at exactly leaseUntil a claim takes over; one millisecond earlier the key is in flight",
+            needsManualClock: true
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-6")
             _ = try await env.acquire(id)
             try await env.advance(by: env.lease - .milliseconds(1))
-            try expectEqual(try await env.store.stats().namespaces.first?.expiredLeases, 0, "passed leases in stats at leaseUntil - 1 ms")
+            try expectEqual(
+                try await env.store.stats().namespaces.first?.expiredLeases,
+                0,
+                "passed leases in stats at leaseUntil - 1 ms"
+            )
             _ = try expectInFlight(try await env.claim(id), "a claim at leaseUntil - 1 ms")
             try await env.advance(by: .milliseconds(1))
-            try expectEqual(try await env.store.stats().namespaces.first?.expiredLeases, 1, "passed leases in stats at exactly leaseUntil")
+            try expectEqual(
+                try await env.store.stats().namespaces.first?.expiredLeases,
+                1,
+                "passed leases in stats at exactly leaseUntil"
+            )
             _ = try await env.acquire(id, takeover: true, "a claim at exactly leaseUntil")
         },
 
-        ConformanceCheck("a completed key is a duplicate carrying completedAt, expiresAt = completedAt + the completion's retention, and the result") { harness in
+        ConformanceCheck(
+            "a completed key is a duplicate carrying completedAt, expiresAt = completedAt + the completion's retention, and the result"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-7")
             let lease = try await env.acquire(id, fingerprint: "fp-7")
@@ -171,7 +211,10 @@ extension DedupConformance {
             let result = Data("receipt-7".utf8)
             // The completion's retention (200 units) differs from the claim's (100) to show which is used.
             try await env.store.complete(Completion(lease: lease, retention: env.units(200), result: result))
-            let duplicate = try expectDuplicate(try await env.claim(id, fingerprint: "fp-7"), "a claim after completion")
+            let duplicate = try expectDuplicate(
+                try await env.claim(id, fingerprint: "fp-7"),
+                "a claim after completion"
+            )
             try expectEqual(duplicate.state, .completed, "state")
             try expectEqual(duplicate.ownerToken, nil, "owner token of a completed record")
             try expectEqual(duplicate.leaseUntil, nil, "leaseUntil of a completed record")
@@ -188,7 +231,8 @@ extension DedupConformance {
             try expectEqual(duplicate.recordTime, completedAt, "recordTime of a completed record")
             try env.expectElapsed(from: claimed.createdAt, to: completedAt, env.unit, "completedAt - createdAt")
             try expectEqual(
-                duplicate.expiresAt.millisecondsSince1970 - completedAt.millisecondsSince1970, env.units(200).wholeMilliseconds,
+                duplicate.expiresAt.millisecondsSince1970 - completedAt.millisecondsSince1970,
+                env.units(200).wholeMilliseconds,
                 "expiresAt - completedAt (the completion's retention)"
             )
             try expectEqual(try await env.existingRecord(id), duplicate, "record(for:) vs the duplicate answer")
@@ -196,7 +240,9 @@ extension DedupConformance {
             try expectEqual(again, duplicate, "a duplicate claim leaves the record unchanged")
         },
 
-        ConformanceCheck("a completion by a lease that does not say when its record was first claimed keeps the record's createdAt") { harness in
+        ConformanceCheck(
+            "a completion by a lease that does not say when its record was first claimed keeps the record's createdAt"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-8")
             var lease = try await env.acquire(id)
@@ -208,7 +254,9 @@ extension DedupConformance {
             try expectEqual(duplicate.createdAt, claimed.createdAt, "createdAt kept")
         },
 
-        ConformanceCheck("stored results round-trip byte for byte: empty (not nil), every byte value, NUL and invalid UTF-8, 64 KiB, and none") { harness in
+        ConformanceCheck(
+            "stored results round-trip byte for byte: empty (not nil), every byte value, NUL and invalid UTF-8, 64 KiB, and none"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let results: [(String, Data?)] = [
                 ("empty", Data()),
@@ -235,7 +283,9 @@ extension DedupConformance {
             }
         },
 
-        ConformanceCheck("one unit before a completed record expires it is a duplicate; one unit after, the key is acquired afresh") { harness in
+        ConformanceCheck(
+            "one unit before a completed record expires it is a duplicate; one unit after, the key is acquired afresh"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("order-8")
             let deadline = env.deadline(in: env.units(3))
@@ -249,7 +299,10 @@ extension DedupConformance {
             try expectEqual(fresh.attempt, 1, "attempt of a fresh record after expiry")
         },
 
-        ConformanceCheck("at exactly expiresAt a record is gone (completed and abandoned alike); one millisecond earlier it is still there", needsManualClock: true) { harness in
+        ConformanceCheck(
+            "at exactly expiresAt a record is gone (completed and abandoned alike); one millisecond earlier it is still there",
+            needsManualClock: true
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let done = try env.id("order-9")
             let takenOver = try env.id("order-10")
@@ -270,18 +323,28 @@ extension DedupConformance {
             try expectEqual(restarted.attempt, 1, "attempt of a fresh record after an abandoned one expired")
         },
 
-        ConformanceCheck("an expired record is absent everywhere: record(for:), listing, stats, and complete, renew and release of its lease") { harness in
+        ConformanceCheck(
+            "an expired record is absent everywhere: record(for:), listing, stats, and complete, renew and release of its lease"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let done = try env.id("gone-done")
             let abandoned = try env.id("gone-abandoned")
             let live = try env.id("live")
-            try expectEqual(try await env.store.record(for: try env.id("never")), nil, "record(for:) of a key never claimed")
+            try expectEqual(
+                try await env.store.record(for: try env.id("never")),
+                nil,
+                "record(for:) of a key never claimed"
+            )
             try await env.acquireAndComplete(done, retention: env.units(2))
             let abandonedLease = try await env.acquire(abandoned, lease: env.unit, retention: env.unit)
             _ = try await env.acquire(live, lease: env.longLease, retention: env.longLease)
             try await env.advance(units: 3)
             try expectEqual(try await env.store.record(for: done), nil, "record(for:) of an expired completed record")
-            try expectEqual(try await env.store.record(for: abandoned), nil, "record(for:) of an expired abandoned claim")
+            try expectEqual(
+                try await env.store.record(for: abandoned),
+                nil,
+                "record(for:) of an expired abandoned claim"
+            )
             try expectEqual(try await env.listedIdentities(RecordFilter()), [IdentityBytes(live)], "identities listed")
             try expectEqual(try await env.store.stats().total, 1, "records counted by stats")
             try await expectLeaseLost("complete of an expired claim") {
@@ -315,7 +378,8 @@ extension DedupConformance {
             try expectEqual(record.result, Data("late".utf8), "result")
         },
 
-        ConformanceCheck("renew after the lease passed succeeds while nobody took over, and then fends off a takeover") { harness in
+        ConformanceCheck("renew after the lease passed succeeds while nobody took over, and then fends off a takeover")
+        { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("late-renew")
             let lease = try await env.acquire(id)
@@ -330,7 +394,9 @@ extension DedupConformance {
             _ = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a claim after the renewal") }
         },
 
-        ConformanceCheck("renew extends the lease from now keeping the retention gap, and a renewed claim is not taken over at its first lease end") { harness in
+        ConformanceCheck(
+            "renew extends the lease from now keeping the retention gap, and a renewed claim is not taken over at its first lease end"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("renew")
             let lease = try await env.acquire(id)
@@ -342,22 +408,32 @@ extension DedupConformance {
             try expectEqual(renewed.attempt, lease.attempt, "attempt of the renewed lease")
             try expectSameBytes(renewed.id, lease.id, "id of the renewed lease")
             try expectEqual(renewed.claimedAt, lease.claimedAt, "claimedAt of the renewed lease (the first claim's)")
-            try env.expectElapsed(from: lease.leaseUntil, to: renewed.leaseUntil, env.units(2), "renewed leaseUntil - first leaseUntil")
+            try env.expectElapsed(
+                from: lease.leaseUntil,
+                to: renewed.leaseUntil,
+                env.units(2),
+                "renewed leaseUntil - first leaseUntil"
+            )
             let record = try await env.existingRecord(id)
             try expectEqual(record.leaseUntil, renewed.leaseUntil, "record leaseUntil after renew")
             try expectEqual(
-                record.expiresAt.millisecondsSince1970 - renewed.leaseUntil.millisecondsSince1970, env.retention.wholeMilliseconds,
+                record.expiresAt.millisecondsSince1970 - renewed.leaseUntil.millisecondsSince1970,
+                env.retention.wholeMilliseconds,
                 "expiresAt - leaseUntil after renew"
             )
             try await env.advance(units: 2)  // past the first lease end, before the renewed one
             let answer = try await env.claim(id)
-            _ = try await env.beforeDeadline(deadline) { try expectInFlight(answer, "a claim past the first lease end of a renewed claim") }
+            _ = try await env.beforeDeadline(deadline) {
+                try expectInFlight(answer, "a claim past the first lease end of a renewed claim")
+            }
             try await env.advance(units: 2)  // past the renewed lease end
             let takeover = try await env.acquire(id, takeover: true, "a claim past the renewed lease end")
             try expectEqual(takeover.fencingToken, 2, "fencing token of the takeover")
         },
 
-        ConformanceCheck("a stale owner's complete, release and renew after a takeover throw leaseLost and change nothing") { harness in
+        ConformanceCheck(
+            "a stale owner's complete, release and renew after a takeover throw leaseLost and change nothing"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("stale")
             let stale = try await env.acquire(id)
@@ -365,46 +441,63 @@ extension DedupConformance {
             let current = try await env.acquire(id, takeover: true)
             let snapshot = try await env.existingRecord(id)
             try await expectLeaseLost("complete by the stale owner") {
-                try await env.store.complete(Completion(lease: stale, retention: env.retention, result: Data("stale".utf8)))
+                try await env.store.complete(
+                    Completion(lease: stale, retention: env.retention, result: Data("stale".utf8))
+                )
             }
             try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale complete")
             try await expectLeaseLost("release by the stale owner") { try await env.store.release(stale) }
             try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale release")
-            try await expectLeaseLost("renew by the stale owner") { _ = try await env.store.renew(stale, for: env.longLease) }
+            try await expectLeaseLost("renew by the stale owner") {
+                _ = try await env.store.renew(stale, for: env.longLease)
+            }
             try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale renew")
             let outcomes = try await env.store.complete(batch: [Completion(lease: stale, retention: env.retention)])
             try expectEqual(outcomes, [.leaseLost], "batch complete by the stale owner")
             try expectEqual(try await env.existingRecord(id), snapshot, "record after the stale batch complete")
-            try await env.store.complete(Completion(lease: current, retention: env.retention, result: Data("current".utf8)))
+            try await env.store.complete(
+                Completion(lease: current, retention: env.retention, result: Data("current".utf8))
+            )
             let done = try await env.existingRecord(id)
             try expectEqual(done.result, Data("current".utf8), "the current owner's result")
             try expectEqual(done.fencingToken, current.fencingToken, "fencing token of the completion")
         },
 
-        ConformanceCheck("once completed, the owner's own complete, release and renew throw leaseLost and change nothing") { harness in
+        ConformanceCheck(
+            "once completed, the owner's own complete, release and renew throw leaseLost and change nothing"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("done")
             let lease = try await env.acquireAndComplete(id, result: Data("first".utf8))
             let snapshot = try await env.existingRecord(id)
             try await expectLeaseLost("a second complete") {
-                try await env.store.complete(Completion(lease: lease, retention: env.longLease, result: Data("second".utf8)))
+                try await env.store.complete(
+                    Completion(lease: lease, retention: env.longLease, result: Data("second".utf8))
+                )
             }
             try await expectLeaseLost("release after complete") { try await env.store.release(lease) }
             try await expectLeaseLost("renew after complete") { _ = try await env.store.renew(lease, for: env.lease) }
             try expectEqual(try await env.existingRecord(id), snapshot, "record after refused writes")
         },
 
-        ConformanceCheck("a lease on an absent, released or forgotten key is lost, and refused writes create no record") { harness in
+        ConformanceCheck("a lease on an absent, released or forgotten key is lost, and refused writes create no record")
+        { harness in
             let env = try await ConformanceEnvironment(harness)
             let absent = try env.id("absent")
             let phantom = Lease(
-                id: absent, ownerToken: Lease.makeOwnerToken(), fencingToken: 1, attempt: 1,
-                leaseUntil: Date(millisecondsSince1970: Int64.max / 2), isTakeover: false
+                id: absent,
+                ownerToken: Lease.makeOwnerToken(),
+                fencingToken: 1,
+                attempt: 1,
+                leaseUntil: Date(millisecondsSince1970: Int64.max / 2),
+                isTakeover: false
             )
             try await expectLeaseLost("complete of a key never claimed") {
                 try await env.store.complete(Completion(lease: phantom, retention: env.retention))
             }
-            try await expectLeaseLost("renew of a key never claimed") { _ = try await env.store.renew(phantom, for: env.lease) }
+            try await expectLeaseLost("renew of a key never claimed") {
+                _ = try await env.store.renew(phantom, for: env.lease)
+            }
             try await expectLeaseLost("release of a key never claimed") { try await env.store.release(phantom) }
             try expectEqual(try await env.store.record(for: absent), nil, "record of a key never claimed")
 
@@ -444,13 +537,18 @@ extension DedupConformance {
 
 extension DedupConformance {
     static let fingerprintChecks: [ConformanceCheck] = [
-        ConformanceCheck("a different payload fingerprint is a mismatch, in flight (lease live or passed) and completed, and the record is unchanged") { harness in
+        ConformanceCheck(
+            "a different payload fingerprint is a mismatch, in flight (lease live or passed) and completed, and the record is unchanged"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let id = try env.id("payment-1")
             let deadline = env.deadline(in: env.lease)
             let holder = try await env.acquire(id, fingerprint: "sha:aaa")
             var snapshot = try await env.existingRecord(id)
-            var reported = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint in flight")
+            var reported = try expectMismatch(
+                try await env.claim(id, fingerprint: "sha:bbb"),
+                "a different fingerprint in flight"
+            )
             try expectEqual(reported, snapshot, "the record a mismatch reports")
             try expectEqual(reported.fingerprint, "sha:aaa", "fingerprint reported")
             try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch")
@@ -458,18 +556,33 @@ extension DedupConformance {
             _ = try await env.beforeDeadline(deadline) { try expectInFlight(same, "the same fingerprint in flight") }
 
             try await env.advance(units: 4)
-            _ = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint after the lease passed")
-            try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch past the lease (no takeover)")
+            _ = try expectMismatch(
+                try await env.claim(id, fingerprint: "sha:bbb"),
+                "a different fingerprint after the lease passed"
+            )
+            try expectEqual(
+                try await env.existingRecord(id),
+                snapshot,
+                "record after a mismatch past the lease (no takeover)"
+            )
             try await env.store.complete(Completion(lease: holder, retention: env.retention))
 
             snapshot = try await env.existingRecord(id)
-            reported = try expectMismatch(try await env.claim(id, fingerprint: "sha:bbb"), "a different fingerprint once completed")
+            reported = try expectMismatch(
+                try await env.claim(id, fingerprint: "sha:bbb"),
+                "a different fingerprint once completed"
+            )
             try expectEqual(reported, snapshot, "the completed record a mismatch reports")
             try expectEqual(try await env.existingRecord(id), snapshot, "record after a mismatch once completed")
-            _ = try expectDuplicate(try await env.claim(id, fingerprint: "sha:aaa"), "the same fingerprint once completed")
+            _ = try expectDuplicate(
+                try await env.claim(id, fingerprint: "sha:aaa"),
+                "the same fingerprint once completed"
+            )
         },
 
-        ConformanceCheck("nil fingerprints never mismatch, and a takeover fills in a missing fingerprint but never replaces one") { harness in
+        ConformanceCheck(
+            "nil fingerprints never mismatch, and a takeover fills in a missing fingerprint but never replaces one"
+        ) { harness in
             let env = try await ConformanceEnvironment(harness)
             let unprinted = try env.id("fp-none")
             let printed = try env.id("fp-some")
@@ -488,17 +601,40 @@ extension DedupConformance {
             }
             try await env.store.complete(Completion(lease: unprintedLease, retention: env.longLease))
             try await env.store.complete(Completion(lease: printedLease, retention: env.longLease))
-            _ = try expectDuplicate(try await env.claim(unprinted, fingerprint: "X"), "a fingerprinted claim of a completed unprinted record")
-            _ = try expectDuplicate(try await env.claim(unprinted), "an unprinted claim of a completed unprinted record")
-            _ = try expectDuplicate(try await env.claim(printed), "an unprinted claim of a completed fingerprinted record")
+            _ = try expectDuplicate(
+                try await env.claim(unprinted, fingerprint: "X"),
+                "a fingerprinted claim of a completed unprinted record"
+            )
+            _ = try expectDuplicate(
+                try await env.claim(unprinted),
+                "an unprinted claim of a completed unprinted record"
+            )
+            _ = try expectDuplicate(
+                try await env.claim(printed),
+                "an unprinted claim of a completed fingerprinted record"
+            )
 
             try await env.advance(units: 4)
             _ = try await env.acquire(fillIn, fingerprint: "Y", takeover: true, "a fingerprinted takeover")
-            try expectEqual(try await env.existingRecord(fillIn).fingerprint, "Y", "fingerprint filled in by the takeover")
+            try expectEqual(
+                try await env.existingRecord(fillIn).fingerprint,
+                "Y",
+                "fingerprint filled in by the takeover"
+            )
             _ = try await env.acquire(keep, takeover: true, "an unprinted takeover")
-            try expectEqual(try await env.existingRecord(keep).fingerprint, "A", "fingerprint kept across an unprinted takeover")
-            _ = try expectMismatch(try await env.claim(fillIn, fingerprint: "Z"), "a different fingerprint after the fill-in")
-            _ = try expectMismatch(try await env.claim(keep, fingerprint: "B"), "a different fingerprint after the unprinted takeover")
+            try expectEqual(
+                try await env.existingRecord(keep).fingerprint,
+                "A",
+                "fingerprint kept across an unprinted takeover"
+            )
+            _ = try expectMismatch(
+                try await env.claim(fillIn, fingerprint: "Z"),
+                "a different fingerprint after the fill-in"
+            )
+            _ = try expectMismatch(
+                try await env.claim(keep, fingerprint: "B"),
+                "a different fingerprint after the unprinted takeover"
+            )
         },
     ]
 }

@@ -133,7 +133,8 @@ public final class FaultInjectingDedupStore: DedupStore {
     }
 
     /// Lists through the base store unless an inspect fault is set.
-    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage
+    {
         try await enter(.inspect)
         return try await base.records(matching: filter, after: cursor, limit: limit)
     }

@@ -116,14 +116,18 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
     ///
     /// - Throws: ``/Dedup/DedupError/Code/invalidConfiguration`` for a limit below 1 or a cursor this
     ///   store did not make.
-    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
+    public func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage
+    {
         guard limit >= 1 else {
             throw DedupError(.invalidConfiguration, "the page limit must be at least 1, not \(limit)")
         }
         var start: StorageKey?
         if let cursor {
             guard let id = RecordID(encoded: Substring(cursor.token)) else {
-                throw DedupError(.invalidConfiguration, "the page cursor \(cursor.token.debugDescription) is not one of this store's")
+                throw DedupError(
+                    .invalidConfiguration,
+                    "the page cursor \(cursor.token.debugDescription) is not one of this store's"
+                )
             }
             start = StorageKey(id)
         }
@@ -187,9 +191,16 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
             let time = stored.completedAt ?? stored.createdAt
             let date = Date(millisecondsSince1970: time)
             let namespace = StorageKey.Bytes(stored.id.namespace)
-            var entry = byNamespace[namespace] ?? DedupStats.NamespaceStats(
-                namespace: stored.id.namespace, inFlight: 0, expiredLeases: 0, completed: 0, oldest: nil, newest: nil
-            )
+            var entry =
+                byNamespace[namespace]
+                ?? DedupStats.NamespaceStats(
+                    namespace: stored.id.namespace,
+                    inFlight: 0,
+                    expiredLeases: 0,
+                    completed: 0,
+                    oldest: nil,
+                    newest: nil
+                )
             switch stored.state {
             case .inFlight:
                 entry.inFlight += 1
@@ -218,7 +229,10 @@ public final class InMemoryDedupStore<Clock: DedupClock>: DedupStore {
         try RecordID.validate(namespace: id.namespace)
         let keyBytes = id.key.utf8.count
         guard keyBytes >= 1, keyBytes <= RecordID.maximumKeyBytes else {
-            throw DedupError(.invalidKey, "the dedup key is \(keyBytes) UTF-8 bytes; it must be 1 to \(RecordID.maximumKeyBytes)")
+            throw DedupError(
+                .invalidKey,
+                "the dedup key is \(keyBytes) UTF-8 bytes; it must be 1 to \(RecordID.maximumKeyBytes)"
+            )
         }
     }
 
@@ -280,9 +294,18 @@ private struct StoredRecord {
 
     var record: DedupRecord {
         DedupRecord(
-            id: id, state: state, ownerToken: ownerToken, fencingToken: fencingToken, attempt: attempt,
-            createdMilliseconds: createdAt, leaseUntilMilliseconds: leaseUntil, completedMilliseconds: completedAt,
-            expiresMilliseconds: expiresAt, fingerprint: fingerprint, result: result, ownerLabel: ownerLabel,
+            id: id,
+            state: state,
+            ownerToken: ownerToken,
+            fencingToken: fencingToken,
+            attempt: attempt,
+            createdMilliseconds: createdAt,
+            leaseUntilMilliseconds: leaseUntil,
+            completedMilliseconds: completedAt,
+            expiresMilliseconds: expiresAt,
+            fingerprint: fingerprint,
+            result: result,
+            ownerLabel: ownerLabel,
             brokerMilliseconds: brokerTime
         )
     }
@@ -312,17 +335,30 @@ private struct State {
         guard var stored = liveRecord(key, now: now) else {
             let leaseUntil = now + leaseMilliseconds
             records[key] = StoredRecord(
-                id: request.id, state: .inFlight, ownerToken: request.ownerToken, ownerLabel: request.ownerLabel,
-                fencingToken: 1, attempt: 1,
-                createdAt: now, leaseUntil: leaseUntil, completedAt: nil,
-                expiresAt: leaseUntil + retentionMilliseconds, fingerprint: request.fingerprint, result: nil,
+                id: request.id,
+                state: .inFlight,
+                ownerToken: request.ownerToken,
+                ownerLabel: request.ownerLabel,
+                fencingToken: 1,
+                attempt: 1,
+                createdAt: now,
+                leaseUntil: leaseUntil,
+                completedAt: nil,
+                expiresAt: leaseUntil + retentionMilliseconds,
+                fingerprint: request.fingerprint,
+                result: nil,
                 brokerTime: request.brokerMilliseconds
             )
             return .acquired(
                 Lease(
-                    id: request.id, ownerToken: request.ownerToken, fencingToken: 1, attempt: 1,
-                    leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: false,
-                    claimedAt: Date(millisecondsSince1970: now), ownerLabel: request.ownerLabel
+                    id: request.id,
+                    ownerToken: request.ownerToken,
+                    fencingToken: 1,
+                    attempt: 1,
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil),
+                    isTakeover: false,
+                    claimedAt: Date(millisecondsSince1970: now),
+                    ownerLabel: request.ownerLabel
                 )
             )
         }
@@ -347,9 +383,14 @@ private struct State {
             records[key] = stored
             return .acquired(
                 Lease(
-                    id: stored.id, ownerToken: request.ownerToken, fencingToken: stored.fencingToken,
-                    attempt: stored.attempt, leaseUntil: Date(millisecondsSince1970: leaseUntil), isTakeover: true,
-                    claimedAt: Date(millisecondsSince1970: stored.createdAt), ownerLabel: request.ownerLabel
+                    id: stored.id,
+                    ownerToken: request.ownerToken,
+                    fencingToken: stored.fencingToken,
+                    attempt: stored.attempt,
+                    leaseUntil: Date(millisecondsSince1970: leaseUntil),
+                    isTakeover: true,
+                    claimedAt: Date(millisecondsSince1970: stored.createdAt),
+                    ownerLabel: request.ownerLabel
                 )
             )
         }

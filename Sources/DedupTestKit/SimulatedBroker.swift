@@ -157,8 +157,12 @@ public final class SimulatedBroker: Sendable {
         /// Creates a configuration. Defaults: seed 1, no duplicates, no crashes, nacks redelivered
         /// after 1 s, crashes after 30 s, at most 100 deliveries of a copy.
         public init(
-            seed: UInt64 = 1, duplicateRate: Double = 0, duplicateDelay: Duration = .zero, crashRate: Double = 0,
-            redeliveryDelay: Duration = .seconds(1), crashRedeliveryDelay: Duration = .seconds(30),
+            seed: UInt64 = 1,
+            duplicateRate: Double = 0,
+            duplicateDelay: Duration = .zero,
+            crashRate: Double = 0,
+            redeliveryDelay: Duration = .seconds(1),
+            crashRedeliveryDelay: Duration = .seconds(30),
             maximumDeliveries: Int? = 100
         ) {
             self.seed = seed
@@ -286,8 +290,11 @@ public final class SimulatedBroker: Sendable {
         let (message, waiters) = state.withLock { state -> (Message, [CheckedContinuation<Void, Never>]) in
             let offset = state.log.count
             let message = Message(
-                id: id ?? "message-\(offset)", key: key, payload: payload,
-                publishedAt: timestamp.map { Date(millisecondsSince1970: $0.millisecondsSince1970) } ?? Date(millisecondsSince1970: now),
+                id: id ?? "message-\(offset)",
+                key: key,
+                payload: payload,
+                publishedAt: timestamp.map { Date(millisecondsSince1970: $0.millisecondsSince1970) }
+                    ?? Date(millisecondsSince1970: now),
                 offset: offset
             )
             state.log.append(message)
@@ -373,7 +380,8 @@ public final class SimulatedBroker: Sendable {
     /// - Throws: The first error a handler throws (its delivery goes back to the queue, due now, and
     ///   the other consumers stop after their current delivery), or `CancellationError`.
     public func run(
-        consumers: Int = 1, handler: @escaping @Sendable (Delivery) async throws -> Ack
+        consumers: Int = 1,
+        handler: @escaping @Sendable (Delivery) async throws -> Ack
     ) async throws {
         precondition(consumers >= 1, "a run needs at least one consumer")
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -507,11 +515,17 @@ public final class SimulatedBroker: Sendable {
         if copy.deliveries > 1 { state.counters.redeliveries += 1 }
         var plannedCrash: CrashPoint?
         if unitRandom(3, UInt64(copy.number), UInt64(copy.deliveries)) < configuration.crashRate {
-            plannedCrash = unitRandom(4, UInt64(copy.number), UInt64(copy.deliveries)) < 0.5 ? .beforeSideEffect : .afterSideEffect
+            plannedCrash =
+                unitRandom(4, UInt64(copy.number), UInt64(copy.deliveries)) < 0.5 ? .beforeSideEffect : .afterSideEffect
         }
         return Delivery(
-            id: id, message: state.log[copy.offset], copy: copy.number, reason: copy.reason,
-            deliveryCount: copy.deliveries, consumer: consumer, deliveredAt: Date(millisecondsSince1970: now),
+            id: id,
+            message: state.log[copy.offset],
+            copy: copy.number,
+            reason: copy.reason,
+            deliveryCount: copy.deliveries,
+            consumer: consumer,
+            deliveredAt: Date(millisecondsSince1970: now),
             plannedCrash: plannedCrash
         )
     }

@@ -7,7 +7,7 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// Redis-server processes of the benchmark's own made one cluster (no replicas): three primaries,
@@ -18,26 +18,43 @@ final class BenchCluster {
     var url: String { nodes[0].url }
 
     init(executable: String, directory: String, primaries: Int) throws {
-        guard let cli = findOnPath("redis-cli") else { throw BenchError("redis-cli not found: install it with `apt-get install redis-tools`") }
+        guard let cli = findOnPath("redis-cli") else {
+            throw BenchError("redis-cli not found: install it with `apt-get install redis-tools`")
+        }
         var nodes: [RedisServer] = []
         for index in 0..<primaries {
             let nodeDirectory = "\(directory)/node-\(index)"
             nodes.append(
                 try RedisServer(
-                    executable: executable, directory: nodeDirectory,
-                    extraArguments: ["--cluster-enabled", "yes", "--cluster-config-file", "\(nodeDirectory)/nodes.conf",
-                                     "--cluster-port", String(try RedisServer.freePort())]))
+                    executable: executable,
+                    directory: nodeDirectory,
+                    extraArguments: [
+                        "--cluster-enabled", "yes", "--cluster-config-file", "\(nodeDirectory)/nodes.conf",
+                        "--cluster-port", String(try RedisServer.freePort()),
+                    ]
+                )
+            )
         }
         self.nodes = nodes
         if primaries == 1 {
-            _ = try runProgram(cli, ["-h", nodes[0].host, "-p", String(nodes[0].port), "CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            _ = try runProgram(
+                cli,
+                ["-h", nodes[0].host, "-p", String(nodes[0].port), "CLUSTER", "ADDSLOTSRANGE", "0", "16383"]
+            )
         } else {
-            _ = try runProgram(cli, ["--cluster", "create"] + nodes.map { "\($0.host):\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"])
+            _ = try runProgram(
+                cli,
+                ["--cluster", "create"] + nodes.map { "\($0.host):\($0.port)" } + [
+                    "--cluster-replicas", "0", "--cluster-yes",
+                ]
+            )
         }
         // Poll the real state: every node must say the cluster is ok before a path runs.
         let deadline = Date() + 60
         while Date() < deadline {
-            let states = try nodes.map { try runProgram(cli, ["-h", $0.host, "-p", String($0.port), "CLUSTER", "INFO"]) }
+            let states = try nodes.map {
+                try runProgram(cli, ["-h", $0.host, "-p", String($0.port), "CLUSTER", "INFO"])
+            }
             if states.allSatisfy({ $0.contains("cluster_state:ok") }) { return }
             usleep(50_000)
         }
@@ -52,7 +69,9 @@ final class BenchCluster {
     func keysPerNode() throws -> [Int] {
         try nodes.map { node in
             let answer = try RedisServer.command(host: node.host, port: node.port, ["DBSIZE"])
-            guard answer.hasPrefix(":"), let count = Int(answer.dropFirst()) else { throw BenchError("DBSIZE answered \(answer)") }
+            guard answer.hasPrefix(":"), let count = Int(answer.dropFirst()) else {
+                throw BenchError("DBSIZE answered \(answer)")
+            }
             return count
         }
     }
@@ -75,8 +94,15 @@ struct ClusterComparison {
     /// How far each primary's share of the keys may stray from a third, relatively.
     static let spreadTolerance = 0.10
 
-    private enum Target: String { case single = "single node", oneNode = "1-node cluster", cluster = "3-primary cluster" }
-    private enum Path: String, CaseIterable { case single = "Redis single, new keys", batch = "Redis batch (100), new keys" }
+    private enum Target: String {
+        case single = "single node"
+        case oneNode = "1-node cluster"
+        case cluster = "3-primary cluster"
+    }
+    private enum Path: String, CaseIterable {
+        case single = "Redis single, new keys"
+        case batch = "Redis batch (100), new keys"
+    }
 
     /// Runs the passes and returns the Markdown section and whether every target was met.
     func run() async throws -> (text: String, allMet: Bool) {
@@ -115,7 +141,11 @@ struct ClusterComparison {
                         _ = try await measureSingle(consumer, keys: (0..<100).map { "warm-\($0)" }, expect: .applied)
                         measurement = try await measureSingle(consumer, keys: keys, expect: .applied)
                     case .batch:
-                        _ = try await measureBatches(consumer, batches: [(0..<100).map { "warm-\($0)" }], expect: .applied)
+                        _ = try await measureBatches(
+                            consumer,
+                            batches: [(0..<100).map { "warm-\($0)" }],
+                            expect: .applied
+                        )
                         measurement = try await measureBatches(consumer, batches: batches, expect: .applied)
                     }
                     if target != .single {
@@ -133,11 +163,13 @@ struct ClusterComparison {
         try cluster.flushAll()
 
         var allMet = true
-        var text = "Redis Cluster: 3 primaries (no replicas) beside 1 server and a 1-node cluster (every slot on one node: the "
+        var text =
+            "Redis Cluster: 3 primaries (no replicas) beside 1 server and a 1-node cluster (every slot on one node: the "
         text += "routing's own cost), 5 redis-server processes and this one left to the scheduler on "
         text += "\(ProcessInfo.processInfo.activeProcessorCount) CPUs"
         text += rounds > 1 ? " (the median of \(rounds) rounds).\n\n" : ".\n\n"
-        text += "| path | single node msgs/s | 1-node cluster msgs/s | 1-node / single | 3-primary cluster msgs/s | 3-primary / single | target | met |\n"
+        text +=
+            "| path | single node msgs/s | 1-node cluster msgs/s | 1-node / single | 3-primary cluster msgs/s | 3-primary / single | target | met |\n"
         text += "|---|---:|---:|---:|---:|---:|---:|:---:|\n"
         for path in Path.allCases {
             let singleRate = median(rates[path]?[.single] ?? [])
@@ -147,7 +179,9 @@ struct ClusterComparison {
             let met = ratio >= Self.targetRatio
             allMet = allMet && met
             text += "| \(path.rawValue) | \(thousands(singleRate)) | \(thousands(oneNodeRate)) | "
-            text += String(format: "%.2f", singleRate > 0 ? oneNodeRate / singleRate : 0) + " | \(thousands(clusterRate)) | "
+            text +=
+                String(format: "%.2f", singleRate > 0 ? oneNodeRate / singleRate : 0)
+                + " | \(thousands(clusterRate)) | "
             text += String(format: "%.2f", ratio) + " | ≥ \(Self.targetRatio) | \(met ? "yes" : "**no**") |\n"
         }
         let total = spread.reduce(0, +)
@@ -170,8 +204,12 @@ extension DedupBench {
     /// `--cluster`: prints the comparison's section; returns whether its targets were met.
     func compareCluster(redisN: Int, temp: String, rounds: Int, logger: Logger) async throws -> Bool {
         let comparison = ClusterComparison(
-            redisServer: redisServer, directory: temp + "/cluster-comparison", keys: (0..<redisN).map { "msg-\($0)" }, rounds: rounds,
-            logger: logger)
+            redisServer: redisServer,
+            directory: temp + "/cluster-comparison",
+            keys: (0..<redisN).map { "msg-\($0)" },
+            rounds: rounds,
+            logger: logger
+        )
         let (text, met) = try await comparison.run()
         print(text)
         return met

@@ -100,7 +100,10 @@ struct DedupBench: ParsableCommand, Sendable {
     )
     var breakdown = false
 
-    @Flag(help: "Also run the single and batch Redis paths on a three-primary Redis Cluster the benchmark starts, beside one server (ClusterComparison.swift).")
+    @Flag(
+        help:
+            "Also run the single and batch Redis paths on a three-primary Redis Cluster the benchmark starts, beside one server (ClusterComparison.swift)."
+    )
     var cluster = false
 
     @Option(help: "Consumer tasks on the concurrent Redis path.")
@@ -354,7 +357,8 @@ struct DedupBench: ParsableCommand, Sendable {
         out += "\n"
         out += "\n" + table + "\n"
         print(out)
-        let clusterMet = cluster ? try await compareCluster(redisN: redisN, temp: temp, rounds: rounds, logger: logger) : true
+        let clusterMet =
+            cluster ? try await compareCluster(redisN: redisN, temp: temp, rounds: rounds, logger: logger) : true
         if check {
             if !allMet || !clusterMet {
                 progress("dedup-bench: a target was missed")

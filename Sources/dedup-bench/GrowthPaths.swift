@@ -362,8 +362,11 @@ struct Growth {
         let footprint = try await RedisMemoryFootprint.measure(endpoint: endpoint, count: records)
         progress("  Redis memory: \(footprint)")
         return RedisMemoryRow(
-            records: records, recordBytes: footprint.recordBytes, bareKeyBytes: footprint.bareKeyBytes,
-            sampleValue: String(decoding: footprint.sampleValue, as: UTF8.self))
+            records: records,
+            recordBytes: footprint.recordBytes,
+            bareKeyBytes: footprint.bareKeyBytes,
+            sampleValue: String(decoding: footprint.sampleValue, as: UTF8.self)
+        )
     }
 
     /// Fills an empty server with `keys` completed records, copies of one the store itself wrote

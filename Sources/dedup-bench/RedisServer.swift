@@ -30,10 +30,11 @@ final class RedisServer {
             let port = try Self.freePort()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = [
-                "--port", "\(port)", "--bind", host, "--save", "", "--appendonly", "no", "--dir", directory,
-                "--daemonize", "no", "--logfile", "\(directory)/redis.log", "--protected-mode", "yes",
-            ] + extraArguments
+            process.arguments =
+                [
+                    "--port", "\(port)", "--bind", host, "--save", "", "--appendonly", "no", "--dir", directory,
+                    "--daemonize", "no", "--logfile", "\(directory)/redis.log", "--protected-mode", "yes",
+                ] + extraArguments
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

@@ -21,7 +21,9 @@ func runInbox(_ options: Options, effectsTable: String, ledger: Ledger) async {
         let insert = "INSERT INTO \(effectsTable) (key, pid) VALUES ($1, $2)"
         let handlerMicroseconds = options.handlerMicroseconds
         var random = SplitMix64(seed: options.seed)
-        var applied = 0, duplicates = 0, retried = 0
+        var applied = 0
+        var duplicates = 0
+        var retried = 0
         var pending = Array(0..<options.keys).shuffled(using: &random)
         while !pending.isEmpty {
             var retry: [Int] = []
@@ -32,7 +34,10 @@ func runInbox(_ options: Options, effectsTable: String, ledger: Ledger) async {
                         var bindings = PostgresBindings()
                         bindings.append(number)
                         bindings.append(Int(pid))
-                        try await connection.query(PostgresQuery(unsafeSQL: insert, binds: bindings), logger: inboxLogger)
+                        try await connection.query(
+                            PostgresQuery(unsafeSQL: insert, binds: bindings),
+                            logger: inboxLogger
+                        )
                         if handlerMicroseconds > 0 { try await Task.sleep(for: .microseconds(handlerMicroseconds)) }
                     }
                     switch outcome {

@@ -72,7 +72,6 @@ struct Ledger: Sendable {
     }
 }
 
-
 let options = parse()
 let ledger = Ledger(path: options.ledger)
 let pid = getpid()
@@ -96,7 +95,10 @@ do {
             try await Task.sleep(for: .milliseconds(1))
         }
     }
-    var applied = 0, duplicates = 0, deferred = 0, unavailable = 0
+    var applied = 0
+    var duplicates = 0
+    var deferred = 0
+    var unavailable = 0
     let handlerMicroseconds = options.handlerMicroseconds
     for _ in 0..<options.rounds {
         var pending = Array(0..<options.keys).shuffled(using: &random)
@@ -119,7 +121,9 @@ do {
                             handler($0, $1)
                         }.map { try $0.get() }
                     }
-                } catch let error as DedupError where options.retriesUnavailable && (error.code == .storeUnavailable || error.code == .timeout) {
+                } catch let error as DedupError
+                    where options.retriesUnavailable && (error.code == .storeUnavailable || error.code == .timeout)
+                {
                     unavailable += 1
                     retry += chunk
                     continue
@@ -139,7 +143,9 @@ do {
             pending = retry
         }
     }
-    print("{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred),\"unavailable\":\(unavailable)}")
+    print(
+        "{\"pid\":\(pid),\"applied\":\(applied),\"duplicates\":\(duplicates),\"deferred\":\(deferred),\"unavailable\":\(unavailable)}"
+    )
 } catch {
     fail("\(error)")
 }

@@ -48,7 +48,9 @@ struct DemoOutputTests {
     func redisCountsTheAtLeastOnceWindow() async throws {
         let server = try await RedisServer.start()
         defer { Task { await server.stop() } }
-        let run = try await demo(["--messages", "300", "--crash-rate", "0.2", "--consumers", "4", "--store", server.url])
+        let run = try await demo([
+            "--messages", "300", "--crash-rate", "0.2", "--consumers", "4", "--store", server.url,
+        ])
         #expect(run.status == 0, "exit \(run.status): \(run.stderr.prefix(500))")
         expectQuiet(run)
 

@@ -1,5 +1,6 @@
-@testable import DedupDemo
 import Testing
+
+@testable import DedupDemo
 
 @Suite struct DemoRunNameTests {
     @Test("two demo runs started in the same millisecond get their own namespace and folder")

@@ -30,7 +30,10 @@ struct FormattingTests {
         #expect(try Timestamp.parse("2024-05-01T14:00:00+02:00") == noon)
         #expect(try Timestamp.parse("2024-05-01T07:30:00-0430") == noon)
         #expect(try Timestamp.parse("2024-05-01 12:00z") == noon)
-        for bad in ["", "yesterday", "2024-13-01T00:00Z", "2024-02-30T00:00Z", "2024-05-01T25:00Z", "2024-05-01T12:00:00Zjunk", "12:00", "1.5e12", "12ks", "s", "ms"] {
+        for bad in [
+            "", "yesterday", "2024-13-01T00:00Z", "2024-02-30T00:00Z", "2024-05-01T25:00Z", "2024-05-01T12:00:00Zjunk",
+            "12:00", "1.5e12", "12ks", "s", "ms",
+        ] {
             #expect(throws: DedupError.self, "\(bad) should be refused") { try Timestamp.parse(bad) }
         }
     }

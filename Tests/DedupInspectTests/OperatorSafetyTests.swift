@@ -1,8 +1,9 @@
 import Dedup
-@testable import DedupInspect
 import DedupSQLite
 import Foundation
 import Testing
+
+@testable import DedupInspect
 
 /// What an operator meets in a hurry: times in the wrong unit or without a zone, a reset that would
 /// take most of a namespace, a live lease, a bad cursor, and output scripts and people can rely on.
@@ -26,7 +27,17 @@ extension SQLiteInspectTests {
         #expect(try await store.stats().total == 10, "nothing may be deleted")
 
         // With its unit the same value is an hour ago: everything here is newer.
-        let explicit = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", seconds + "s", "--format", "json")
+        let explicit = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--from",
+            seconds + "s",
+            "--format",
+            "json"
+        )
         #expect(explicit.status == 0, "\(explicit.stderr)")
         #expect(try explicit.json().int("matched") == 10)
         #expect(try explicit.json().int("from_ms") == Int(seconds)! * 1000)
@@ -51,7 +62,18 @@ extension SQLiteInspectTests {
         #expect(dry.stdout.contains("6 of the namespace's 10 records (60%)"), "\(dry.stdout)")
         #expect(dry.stdout.contains("--all-matching"), "\(dry.stdout)")
 
-        let refused = try await inspect("reset", "--store", location, "--namespace", "orders", "--until", "\(boundary)ms", "--yes", "--format", "json")
+        let refused = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--until",
+            "\(boundary)ms",
+            "--yes",
+            "--format",
+            "json"
+        )
         #expect(refused.status == 2, "\(refused.stderr)")
         #expect(refused.stderr.contains("--all-matching"), "\(refused.stderr)")
         let document = try refused.json()
@@ -61,15 +83,45 @@ extension SQLiteInspectTests {
         #expect(document.object("error")?.string("code") == "confirmationRequired")
         #expect(try await store.stats().total == 11, "a refused reset deletes nothing")
 
-        let allowed = try await inspect("reset", "--store", location, "--namespace", "orders", "--until", "\(boundary)ms", "--yes", "--max-share", "60")
+        let allowed = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--until",
+            "\(boundary)ms",
+            "--yes",
+            "--max-share",
+            "60"
+        )
         #expect(allowed.status == 0, "\(allowed.stderr)")
         #expect(allowed.stdout.contains("deleted 6 completed records"), "\(allowed.stdout)")
 
         // 4 of the 4 left: over 50%, and --all-matching confirms it.
-        let confirmed = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "\(boundary)ms", "--yes", "--all-matching")
+        let confirmed = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--from",
+            "\(boundary)ms",
+            "--yes",
+            "--all-matching"
+        )
         #expect(confirmed.status == 0, "\(confirmed.stderr)")
         #expect(try await store.stats().total == 1)
-        let badShare = try await inspect("reset", "--store", location, "--namespace", "other", "--all-time", "--max-share", "150")
+        let badShare = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "other",
+            "--all-time",
+            "--max-share",
+            "150"
+        )
         #expect(badShare.status == 2)
     }
 
@@ -81,13 +133,32 @@ extension SQLiteInspectTests {
         #expect(dry.stderr.contains("warning: the lease"), "\(dry.stderr)")
         #expect(dry.stdout.contains("--even-if-live"), "\(dry.stdout)")
 
-        let refused = try await inspect("forget", "--store", location, "--namespace", "orders", "busy", "--yes", "--format", "json")
+        let refused = try await inspect(
+            "forget",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "busy",
+            "--yes",
+            "--format",
+            "json"
+        )
         #expect(refused.status == 2, "\(refused.stderr)")
         #expect(try refused.json().object("error")?.string("code") == "confirmationRequired")
         #expect(try refused.json().bool("live_lease") == true)
         #expect(try await store.record(for: lease.id) != nil)
 
-        let forced = try await inspect("forget", "--store", location, "--namespace", "orders", "busy", "--yes", "--even-if-live")
+        let forced = try await inspect(
+            "forget",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "busy",
+            "--yes",
+            "--even-if-live"
+        )
         #expect(forced.status == 0, "\(forced.stderr)")
         #expect(forced.stdout.contains("deleted 1 record"))
         #expect(forced.stderr.contains("warning"))
@@ -160,7 +231,10 @@ extension SQLiteInspectTests {
         let document = try json.json()
         #expect(document.int("expired") == 3, "\(json.stdout)")
         #expect(document.int("total") == 1, "expired records are not live ones")
-        #expect(document.objects("namespaces").first { $0.string("namespace") == "short" }?.int("expired") == 3, "\(json.stdout)")
+        #expect(
+            document.objects("namespaces").first { $0.string("namespace") == "short" }?.int("expired") == 3,
+            "\(json.stdout)"
+        )
         let text = try await inspect("stats", "--store", location)
         #expect(text.stdout.contains("EXPIRED"), "\(text.stdout)")
         #expect(text.stdout.contains("purge"), "\(text.stdout)")

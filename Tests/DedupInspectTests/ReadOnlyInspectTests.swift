@@ -15,18 +15,31 @@ import Darwin
 @Suite("dedup-inspect reads SQLite without writing")
 struct ReadOnlyInspectTests {
     /// The reading commands, each with what its success looks like.
-    static func readingCommands(_ location: String) -> [(arguments: [String], expectation: (InspectRun) throws -> Void)] {
+    static func readingCommands(_ location: String) -> [(arguments: [String], expectation: (InspectRun) throws -> Void)]
+    {
         [
-            (["stats", "--store", location, "--format", "json"], { run throws in #expect(try run.json().int("total") == 4) }),
-            (["list", "--store", location, "--format", "json"], { run throws in #expect(try run.json().int("count") == 4) }),
-            (["show", "--store", location, "--namespace", "orders", "o-1", "--format", "json"], { run throws in
-                #expect(try run.json().object("record")?.string("state") == "completed")
-            }),
-            (["check", "--store", location, "--format", "json"], { run throws in
-                let document = try run.json()
-                #expect(document.bool("ok") == true)
-                #expect(document.int("round_trips") == 5, "check times round trips on a current schema")
-            }),
+            (
+                ["stats", "--store", location, "--format", "json"],
+                { run throws in #expect(try run.json().int("total") == 4) }
+            ),
+            (
+                ["list", "--store", location, "--format", "json"],
+                { run throws in #expect(try run.json().int("count") == 4) }
+            ),
+            (
+                ["show", "--store", location, "--namespace", "orders", "o-1", "--format", "json"],
+                { run throws in
+                    #expect(try run.json().object("record")?.string("state") == "completed")
+                }
+            ),
+            (
+                ["check", "--store", location, "--format", "json"],
+                { run throws in
+                    let document = try run.json()
+                    #expect(document.bool("ok") == true)
+                    #expect(document.int("round_trips") == 5, "check times round trips on a current schema")
+                }
+            ),
         ]
     }
 
@@ -45,7 +58,12 @@ struct ReadOnlyInspectTests {
 
     /// Runs every reading command through `launcher` and checks it succeeded and that the
     /// directory's listing and the database file's bytes and modification time stayed as they were.
-    static func expectReadsChangeNothing(path: String, directory: String, launcher: [String] = [], storeOpenHere: Bool = false) async throws {
+    static func expectReadsChangeNothing(
+        path: String,
+        directory: String,
+        launcher: [String] = [],
+        storeOpenHere: Bool = false
+    ) async throws {
         let before = try FileState(path, in: directory, readingBytes: !storeOpenHere)
         for (arguments, expectation) in readingCommands("sqlite:\(path)") {
             let watch = try DirectoryWatch(directory)
@@ -72,7 +90,10 @@ struct ReadOnlyInspectTests {
 
     @Test(
         "as a user who cannot write the file or its directory, stats, list, show and check still read it",
-        .enabled(if: UnprivilegedRun.launcher != nil, "runs when the tests run as root: as any other user the test above is this one")
+        .enabled(
+            if: UnprivilegedRun.launcher != nil,
+            "runs when the tests run as root: as any other user the test above is this one"
+        )
     )
     func unprivilegedReader() async throws {
         let launcher = try #require(UnprivilegedRun.launcher)
@@ -84,7 +105,9 @@ struct ReadOnlyInspectTests {
         try await Self.expectReadsChangeNothing(path: path, directory: directory.path, launcher: launcher)
     }
 
-    @Test("a running consumer's committed records that its write-ahead log still holds are seen, by an unprivileged reader too")
+    @Test(
+        "a running consumer's committed records that its write-ahead log still holds are seen, by an unprivileged reader too"
+    )
     func uncheckpointedRecords() async throws {
         let directory = try TemporaryDirectory()
         let path = directory.path + "/dedup.sqlite"
@@ -99,11 +122,19 @@ struct ReadOnlyInspectTests {
         chmod(directory.path, 0o755)
         try await Self.expectReadsChangeNothing(path: path, directory: directory.path, storeOpenHere: true)
         if let launcher = UnprivilegedRun.launcher {
-            try await Self.expectReadsChangeNothing(path: path, directory: directory.path, launcher: launcher, storeOpenHere: true)
+            try await Self.expectReadsChangeNothing(
+                path: path,
+                directory: directory.path,
+                launcher: launcher,
+                storeOpenHere: true
+            )
         }
         // The consumer goes on writing; a new inspection sees that too.
         try await filler.complete("orders", keys: ["o-4"])
-        let stats = try await InspectBinary.run(["stats", "--store", "sqlite:\(path)", "--format", "json"], launcher: UnprivilegedRun.launcher ?? [])
+        let stats = try await InspectBinary.run(
+            ["stats", "--store", "sqlite:\(path)", "--format", "json"],
+            launcher: UnprivilegedRun.launcher ?? []
+        )
         #expect(try stats.json().int("total") == 5, "\(stats.stderr)")
     }
 
@@ -114,11 +145,17 @@ struct ReadOnlyInspectTests {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         let library = await expectDedupError(.storeUnavailable) { try SQLiteDedupStore(path: path) }
         #expect(library?.message.contains("Is a directory") == true, "\(library?.message ?? "")")
-        for command in [["check"], ["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["purge"], ["forget", "--namespace", "orders", "k"]] {
+        for command in [
+            ["check"], ["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["purge"],
+            ["forget", "--namespace", "orders", "k"],
+        ] {
             let run = try await InspectBinary.run(command + ["--store", "sqlite:\(path)", "--format", "json"])
             #expect(run.status == 3, "\(command[0]): \(run.stderr)")
             #expect(run.stderr.contains("Is a directory"), "\(command[0]): \(run.stderr)")
-            #expect(try run.json().object("error")?.string("code") == "storeUnavailable", "\(command[0]): \(run.stdout)")
+            #expect(
+                try run.json().object("error")?.string("code") == "storeUnavailable",
+                "\(command[0]): \(run.stdout)"
+            )
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["dedup.sqlite"])
     }

@@ -15,7 +15,9 @@ struct RedisCheckTests {
     @Test("check reports the server's version, persistence and eviction policy; AOF and noeviction are ok (exit 0)")
     func productionSettings() async throws {
         try await withRedisServer(arguments: Self.production) { server in
-            let version = try await server.cli("INFO", "server").split(separator: "\r\n").first { $0.hasPrefix("redis_version:") }
+            let version = try await server.cli("INFO", "server").split(separator: "\r\n").first {
+                $0.hasPrefix("redis_version:")
+            }
             let run = try await Self.check(server.url(password: nil))
             #expect(run.status == 0, "\(run.stderr)")
             let document = try run.json()
@@ -39,10 +41,14 @@ struct RedisCheckTests {
         }
     }
 
-    @Test("check warns (exit 6) about an eviction policy that drops records: every record has a TTL",
-          arguments: ["volatile-lru", "allkeys-lfu", "volatile-ttl"])
+    @Test(
+        "check warns (exit 6) about an eviction policy that drops records: every record has a TTL",
+        arguments: ["volatile-lru", "allkeys-lfu", "volatile-ttl"]
+    )
     func evictingPolicy(policy: String) async throws {
-        try await withRedisServer(arguments: ["--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", policy]) { server in
+        try await withRedisServer(arguments: [
+            "--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", policy,
+        ]) { server in
             let run = try await Self.check(server.url(password: nil))
             #expect(run.status == 6, "\(run.stderr)")
             let document = try run.json()
@@ -100,7 +106,10 @@ struct RedisCheckTests {
             #expect(run.status == 0, "\(run.stderr)")
             let document = try run.json()
             let settings = try #require(document.object("server"))
-            #expect(settings["version"] is NSNull && settings["maxmemory_policy"] is NSNull && settings["evicts_records"] is NSNull)
+            #expect(
+                settings["version"] is NSNull && settings["maxmemory_policy"] is NSNull
+                    && settings["evicts_records"] is NSNull
+            )
             #expect((document["notices"] as? [String] ?? []).count >= 2, "\(run.stdout)")
             let text = try await Self.check(url, format: "text")
             #expect(text.status == 0)

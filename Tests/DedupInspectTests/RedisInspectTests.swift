@@ -30,7 +30,9 @@ struct RedisInspectTests {
         let statsDocument = try stats.json()
         #expect(statsDocument.int("total") == 122)
         #expect(statsDocument.objects("in_flight_records").first?.string("owner_token") == lease.ownerToken)
-        #expect(statsDocument.objects("in_flight_records").first?.string("owner_label") == ClaimRequest.defaultOwnerLabel)
+        #expect(
+            statsDocument.objects("in_flight_records").first?.string("owner_label") == ClaimRequest.defaultOwnerLabel
+        )
         let statsText = try await inspect(["stats", "--store", location])
         #expect(statsText.stdout.contains("payments"))
 
@@ -64,10 +66,15 @@ struct RedisInspectTests {
         #expect(forget.status == 0)
         #expect(try await store.record(for: RecordID(namespace: "orders", key: "o-7")) == nil)
 
-        let dryReset = try await inspect(["reset", "--store", location, "--namespace", "orders", "--all-time", "--format", "json"])
+        let dryReset = try await inspect([
+            "reset", "--store", location, "--namespace", "orders", "--all-time", "--format", "json",
+        ])
         #expect(try dryReset.json().int("matched") == 119)
         #expect(try await store.stats().total == 121)
-        let reset = try await inspect(["reset", "--store", location, "--namespace", "orders", "--all-time", "--yes", "--batch-size", "10", "--format", "json"])
+        let reset = try await inspect([
+            "reset", "--store", location, "--namespace", "orders", "--all-time", "--yes", "--batch-size", "10",
+            "--format", "json",
+        ])
         #expect(reset.status == 0, "\(reset.stderr)")
         #expect(try reset.json().int("deleted") == 119)
         #expect(try await store.stats().total == 2, "the in-flight record and the other namespace stay")
@@ -89,14 +96,19 @@ struct RedisInspectTests {
             for key in keys where try await consumer.process(key: key, { _ in }) == .applied { applied.append(key) }
             return applied
         }
-        let before = (0..<20).map { "a\($0)" }, inside = (0..<20).map { "b\($0)" }, after = (0..<20).map { "c\($0)" }
+        let before = (0..<20).map { "a\($0)" }
+        let inside = (0..<20).map { "b\($0)" }
+        let after = (0..<20).map { "c\($0)" }
         #expect(try await deliver(before) == before)
         let from = await timeBoundary()
         #expect(try await deliver(inside) == inside)
         let until = await timeBoundary()
         #expect(try await deliver(after) == after)
         // The Redis store stamps records with the server's clock; on loopback it is this host's.
-        let reset = try await inspect(["reset", "--store", server.url(password: nil), "--namespace", "billing", "--from", String(from), "--until", String(until), "--yes"])
+        let reset = try await inspect([
+            "reset", "--store", server.url(password: nil), "--namespace", "billing", "--from", String(from), "--until",
+            String(until), "--yes",
+        ])
         #expect(reset.status == 0, "\(reset.stderr)")
         #expect(try await deliver(before + inside + after) == inside)
     }
@@ -134,13 +146,17 @@ struct RedisInspectTests {
             #expect(!good.stdout.contains(secret) && !good.stderr.contains(secret))
 
             let wrong = "wrong-Pa55word"
-            let refused = try await inspect(["stats", "--store", "redis://:\(wrong)@127.0.0.1:\(server.port!)/0", "--format", format])
+            let refused = try await inspect([
+                "stats", "--store", "redis://:\(wrong)@127.0.0.1:\(server.port!)/0", "--format", format,
+            ])
             #expect(refused.status == 4, "\(refused.stderr)")
             #expect(!refused.stdout.contains(wrong) && !refused.stderr.contains(wrong))
             #expect(refused.stderr.contains(":***@"))
 
             let port = closedLoopbackPort()
-            let down = try await inspect(["list", "--store", "redis://admin:\(secret)@127.0.0.1:\(port)/0", "--format", format])
+            let down = try await inspect([
+                "list", "--store", "redis://admin:\(secret)@127.0.0.1:\(port)/0", "--format", format,
+            ])
             #expect(down.status == 3, "\(down.stderr)")
             #expect(!down.stdout.contains(secret) && !down.stderr.contains(secret))
             #expect(down.stderr.contains("admin:***@"))
@@ -149,7 +165,10 @@ struct RedisInspectTests {
             }
         }
         // Through the environment the password is not even in the process's arguments.
-        let viaEnvironment = try await InspectBinary.run(["check"], environment: ["DEDUP_STORE": server.url(password: secret)])
+        let viaEnvironment = try await InspectBinary.run(
+            ["check"],
+            environment: ["DEDUP_STORE": server.url(password: secret)]
+        )
         #expect(viaEnvironment.status == 0)
         #expect(!viaEnvironment.stdout.contains(secret))
     }

@@ -24,7 +24,11 @@ struct ReplayCommandTests {
     enum StoreKind: String, CaseIterable, Sendable { case sqlite, redis }
 
     /// A dedup store of `kind` (SQLite in a temporary file, or Redis on `server`) and its `--store`.
-    func withStore<R>(_ kind: StoreKind, on server: RedisServer, _ body: (any DedupStore, String) async throws -> R) async throws -> R {
+    func withStore<R>(
+        _ kind: StoreKind,
+        on server: RedisServer,
+        _ body: (any DedupStore, String) async throws -> R
+    ) async throws -> R {
         switch kind {
         case .sqlite:
             let directory = try TemporaryDirectory()
@@ -39,7 +43,9 @@ struct ReplayCommandTests {
     }
 
     /// `redis://127.0.0.1:PORT/KEY`.
-    func streamURL(_ server: RedisServer, key: String = Self.stream) -> String { "redis://127.0.0.1:\(server.port!)/\(key)" }
+    func streamURL(_ server: RedisServer, key: String = Self.stream) -> String {
+        "redis://127.0.0.1:\(server.port!)/\(key)"
+    }
 
     /// Adds the entries with their explicit IDs and creates the group at the beginning.
     func fillStream(_ server: RedisServer) async throws {
@@ -49,7 +55,17 @@ struct ReplayCommandTests {
 
     /// Reads the group's new entries (`XREADGROUP … >`) and returns their IDs, in order.
     func readGroup(_ server: RedisServer, count: Int = 100) async throws -> [String] {
-        let output = try await server.cli("XREADGROUP", "GROUP", Self.group, "consumer-1", "COUNT", String(count), "STREAMS", Self.stream, ">")
+        let output = try await server.cli(
+            "XREADGROUP",
+            "GROUP",
+            Self.group,
+            "consumer-1",
+            "COUNT",
+            String(count),
+            "STREAMS",
+            Self.stream,
+            ">"
+        )
         // redis-cli prints one value a line: the key, then each ID followed by its field and value.
         return output.split(separator: "\n").map(String.init).filter { $0.wholeMatch(of: /\d+-\d+/) != nil }
     }
@@ -65,12 +81,17 @@ struct ReplayCommandTests {
     /// Processes entries as a consumer of the group does: key = entry ID, broker time = the ID's
     /// milliseconds; acks each. Returns the outcomes by ID.
     func consume(
-        _ ids: [String], consumer: IdempotentConsumer, ledger: borrowing Mutex<[String: Int]>, server: RedisServer, ack: Bool = true
+        _ ids: [String],
+        consumer: IdempotentConsumer,
+        ledger: borrowing Mutex<[String: Int]>,
+        server: RedisServer,
+        ack: Bool = true
     ) async throws -> [String: ProcessOutcome] {
         var outcomes: [String: ProcessOutcome] = [:]
         for id in ids {
             let milliseconds = Int64(id.split(separator: "-")[0])!
-            outcomes[id] = try await consumer.process(key: id, brokerTime: Date(millisecondsSince1970: milliseconds)) { _ in
+            outcomes[id] = try await consumer.process(key: id, brokerTime: Date(millisecondsSince1970: milliseconds)) {
+                _ in
                 ledger.withLock { $0[id, default: 0] += 1 }
             }
             if ack { try await server.cli("XACK", Self.stream, Self.group, id) }
@@ -80,12 +101,19 @@ struct ReplayCommandTests {
 
     func replay(_ store: String, _ server: RedisServer, _ extra: [String]) async throws -> InspectRun {
         try await InspectBinary.run(
-            ["replay", "--store", store, "--namespace", Self.namespace, "--stream", streamURL(server), "--group", Self.group] + extra)
+            [
+                "replay", "--store", store, "--namespace", Self.namespace, "--stream", streamURL(server), "--group",
+                Self.group,
+            ] + extra
+        )
     }
 
     // MARK: --yes
 
-    @Test("--yes re-applies exactly the entries of [T1, T2), the ones at T1 included; later ones are duplicates", arguments: StoreKind.allCases)
+    @Test(
+        "--yes re-applies exactly the entries of [T1, T2), the ones at T1 included; later ones are duplicates",
+        arguments: StoreKind.allCases
+    )
     func replayReappliesRange(kind: StoreKind) async throws {
         try await withRedisServer { server in
             try await fillStream(server)
@@ -97,7 +125,11 @@ struct ReplayCommandTests {
                 _ = try await consume(firstRead, consumer: consumer, ledger: ledger, server: server)
                 #expect(try await groupState(server).last == "6000-0")
 
-                let run = try await replay(location, server, ["--from", "\(Self.t1)ms", "--until", "\(Self.t2)ms", "--yes", "--format", "json"])
+                let run = try await replay(
+                    location,
+                    server,
+                    ["--from", "\(Self.t1)ms", "--until", "\(Self.t2)ms", "--yes", "--format", "json"]
+                )
                 #expect(run.status == 0, "\(run.stderr)")
                 let document = try run.json()
                 #expect(document.int("deleted") == 3, "3000-0, 3000-1 and 4000-0")
@@ -111,10 +143,14 @@ struct ReplayCommandTests {
                 let secondRead = try await readGroup(server)
                 #expect(secondRead == ["3000-0", "3000-1", "4000-0", "5000-0", "6000-0"])
                 let outcomes = try await consume(secondRead, consumer: consumer, ledger: ledger, server: server)
-                #expect(outcomes["3000-0"] == .applied && outcomes["3000-1"] == .applied && outcomes["4000-0"] == .applied)
+                #expect(
+                    outcomes["3000-0"] == .applied && outcomes["3000-1"] == .applied && outcomes["4000-0"] == .applied
+                )
                 for id in ["5000-0", "6000-0"] {
                     guard case .duplicate = outcomes[id] else {
-                        Issue.record("\(id), after the range, should be a duplicate: \(String(describing: outcomes[id]))")
+                        Issue.record(
+                            "\(id), after the range, should be a duplicate: \(String(describing: outcomes[id]))"
+                        )
                         continue
                     }
                 }
@@ -129,7 +165,9 @@ struct ReplayCommandTests {
 
     // MARK: Dry run
 
-    @Test("A dry run changes nothing and shows the records, both positions, the pending count and a trimmed-history warning")
+    @Test(
+        "A dry run changes nothing and shows the records, both positions, the pending count and a trimmed-history warning"
+    )
     func dryRun() async throws {
         try await withRedisServer { server in
             try await fillStream(server)
@@ -145,7 +183,10 @@ struct ReplayCommandTests {
 
                 let text = try await replay(location, server, ["--from", "1500ms", "--until", "\(Self.t2)ms"])
                 #expect(text.status == 0, "\(text.stderr)")
-                #expect(text.stdout.contains("dry run: would delete 5 completed records of namespace billing"), "\(text.stdout)")
+                #expect(
+                    text.stdout.contains("dry run: would delete 5 completed records of namespace billing"),
+                    "\(text.stdout)"
+                )
                 #expect(text.stdout.contains("3000-1"), "the sample lists the records")
                 #expect(text.stdout.contains("6000-0 (the last entry delivered to the group)"), "\(text.stdout)")
                 #expect(text.stdout.contains("would move to:    1499-18446744073709551615"), "\(text.stdout)")
@@ -153,16 +194,27 @@ struct ReplayCommandTests {
                 #expect(text.stdout.contains("warning: the stream's first entry (2000-0"), "\(text.stdout)")
                 #expect(text.stdout.contains("warning: the group has 1 pending entry"), "\(text.stdout)")
 
-                let json = try await replay(location, server, ["--from", "1500ms", "--until", "\(Self.t2)ms", "--format", "json"])
+                let json = try await replay(
+                    location,
+                    server,
+                    ["--from", "1500ms", "--until", "\(Self.t2)ms", "--format", "json"]
+                )
                 let document = try json.json()
                 #expect(document["dry_run"] as? Bool == true && document["moved"] as? Bool == false)
                 #expect(document.int("matched") == 5 && document.int("deleted") == 0)
-                #expect(document.string("position") == "6000-0" && document.string("new_position") == "1499-18446744073709551615")
+                #expect(
+                    document.string("position") == "6000-0"
+                        && document.string("new_position") == "1499-18446744073709551615"
+                )
                 #expect(document.int("pending") == 1 && document.string("first_entry") == "2000-0")
                 #expect((document["warnings"] as? [String])?.count == 2)
 
                 // Nothing changed: every record is still there, the group where it was.
-                let page = try await store.records(matching: RecordFilter(namespace: Self.namespace), after: nil, limit: 100)
+                let page = try await store.records(
+                    matching: RecordFilter(namespace: Self.namespace),
+                    after: nil,
+                    limit: 100
+                )
                 #expect(page.records.count == Self.entryIDs.count)
                 let state = try await groupState(server)
                 #expect(state.last == "6000-0" && state.pending == 1)
@@ -172,7 +224,9 @@ struct ReplayCommandTests {
 
     // MARK: Refusals
 
-    @Test("Refused with nothing changed: missing stream or group, wrong key type, --from ahead of the group, nothing matched")
+    @Test(
+        "Refused with nothing changed: missing stream or group, wrong key type, --from ahead of the group, nothing matched"
+    )
     func refusals() async throws {
         try await withRedisServer { server in
             try await fillStream(server)
@@ -180,28 +234,49 @@ struct ReplayCommandTests {
                 let consumer = try IdempotentConsumer(store: store, namespace: Self.namespace)
                 let ledger = Mutex<[String: Int]>([:])
                 // The group has been given the first two entries only.
-                _ = try await consume(try await readGroup(server, count: 2), consumer: consumer, ledger: ledger, server: server)
+                _ = try await consume(
+                    try await readGroup(server, count: 2),
+                    consumer: consumer,
+                    ledger: ledger,
+                    server: server
+                )
                 func records() async throws -> Int {
-                    try await store.records(matching: RecordFilter(namespace: Self.namespace), after: nil, limit: 100).records.count
+                    try await store.records(matching: RecordFilter(namespace: Self.namespace), after: nil, limit: 100)
+                        .records.count
                 }
 
                 let range = ["--from", "1000ms", "--until", "\(Self.t2)ms", "--yes"]
                 let noStream = try await InspectBinary.run(
-                    ["replay", "--store", location, "--namespace", Self.namespace, "--stream", streamURL(server, key: "nope"), "--group", Self.group]
-                        + range + ["--format", "json"])
+                    [
+                        "replay", "--store", location, "--namespace", Self.namespace, "--stream",
+                        streamURL(server, key: "nope"), "--group", Self.group,
+                    ]
+                        + range + ["--format", "json"]
+                )
                 #expect(noStream.status == 1)
                 #expect(noStream.stderr.contains("does not exist"), "\(noStream.stderr)")
                 #expect((try noStream.json()["error"] as? [String: Any])?["code"] as? String == "notFound")
 
                 let noGroup = try await InspectBinary.run(
-                    ["replay", "--store", location, "--namespace", Self.namespace, "--stream", streamURL(server), "--group", "other"] + range)
+                    [
+                        "replay", "--store", location, "--namespace", Self.namespace, "--stream", streamURL(server),
+                        "--group", "other",
+                    ] + range
+                )
                 #expect(noGroup.status == 1)
-                #expect(noGroup.stderr.contains("has no consumer group other (its groups: \(Self.group))"), "\(noGroup.stderr)")
+                #expect(
+                    noGroup.stderr.contains("has no consumer group other (its groups: \(Self.group))"),
+                    "\(noGroup.stderr)"
+                )
 
                 try await server.cli("SET", "plain-string", "x")
                 let wrongType = try await InspectBinary.run(
-                    ["replay", "--store", location, "--namespace", Self.namespace, "--stream", streamURL(server, key: "plain-string"), "--group", Self.group]
-                        + range)
+                    [
+                        "replay", "--store", location, "--namespace", Self.namespace, "--stream",
+                        streamURL(server, key: "plain-string"), "--group", Self.group,
+                    ]
+                        + range
+                )
                 #expect(wrongType.status == 4)
                 #expect(wrongType.stderr.contains("holds no stream"), "\(wrongType.stderr)")
 
@@ -210,10 +285,17 @@ struct ReplayCommandTests {
                 #expect(ahead.status == 2)
                 #expect(ahead.stderr.contains("--even-if-ahead"), "\(ahead.stderr)")
                 let aheadDryRun = try await replay(location, server, ["--from", "1000ms", "--until", "2000ms"])
-                #expect(!aheadDryRun.stdout.contains("--even-if-ahead"), "1000 ms is behind the position: \(aheadDryRun.stdout)")
+                #expect(
+                    !aheadDryRun.stdout.contains("--even-if-ahead"),
+                    "1000 ms is behind the position: \(aheadDryRun.stdout)"
+                )
 
                 let nothing = try await InspectBinary.run(
-                    ["replay", "--store", location, "--namespace", "bilinng", "--stream", streamURL(server), "--group", Self.group] + range)
+                    [
+                        "replay", "--store", location, "--namespace", "bilinng", "--stream", streamURL(server),
+                        "--group", Self.group,
+                    ] + range
+                )
                 #expect(nothing.status == 1)
                 #expect(nothing.stderr.contains("the group was not moved"), "\(nothing.stderr)")
 
@@ -237,7 +319,10 @@ struct ReplayCommandTests {
         #expect(tcp.endpoint.transport == .tcp(host: "example.org", port: 6380))
         #expect(tcp.description == "redis://user:***@example.org:6380/orders%2Feu?db=2")
         let socket = try RedisStreamLocation(url: "unix://:pw@/run/redis.sock?key=events&db=1")
-        #expect(socket.key == "events" && socket.endpoint.transport == .unixSocket(path: "/run/redis.sock") && socket.endpoint.database == 1)
+        #expect(
+            socket.key == "events" && socket.endpoint.transport == .unixSocket(path: "/run/redis.sock")
+                && socket.endpoint.database == 1
+        )
         #expect(!socket.description.contains("pw"))
         #expect(throws: DedupError.self) { try RedisStreamLocation(url: "redis://:pw@host:6379") }
         #expect(throws: DedupError.self) { try RedisStreamLocation(url: "redis://host:6379/") }

@@ -56,16 +56,28 @@ struct SQLiteInspectTests {
         #expect(text.stderr.isEmpty)
     }
 
-    @Test("stats lists in-flight records longest overdue first, each with its owner label, however many live leases sort before them by key")
+    @Test(
+        "stats lists in-flight records longest overdue first, each with its owner label, however many live leases sort before them by key"
+    )
     func statsOverdueFirst() async throws {
         let filler = StoreFiller(store: store)
         for index in 0..<25 {
             try await filler.claim("orders", key: String(format: "a-%02d", index), ownerLabel: "pod-live")
         }
         try await filler.claim("orders", key: "m-short", lease: .seconds(100), ownerLabel: "pod-short")
-        let older = try await filler.claim("orders", key: "z-older", lease: .milliseconds(1), ownerLabel: "pod-crashed-first")
+        let older = try await filler.claim(
+            "orders",
+            key: "z-older",
+            lease: .milliseconds(1),
+            ownerLabel: "pod-crashed-first"
+        )
         _ = await clockMoved(past: older.leaseUntil.millisecondsSince1970)
-        let newer = try await filler.claim("orders", key: "y-newer", lease: .milliseconds(1), ownerLabel: "pod crashed\nsecond")
+        let newer = try await filler.claim(
+            "orders",
+            key: "y-newer",
+            lease: .milliseconds(1),
+            ownerLabel: "pod crashed\nsecond"
+        )
         _ = await clockMoved(past: newer.leaseUntil.millisecondsSince1970)
 
         let json = try await inspect("stats", "--store", location, "--format", "json")
@@ -75,7 +87,11 @@ struct SQLiteInspectTests {
         #expect(inFlight.count == 20)
         #expect(document.bool("in_flight_records_truncated") == true)
         #expect(inFlight.prefix(3).map { $0.string("key") } == ["z-older", "y-newer", "m-short"])
-        #expect(inFlight.prefix(3).map { $0.string("owner_label") } == ["pod-crashed-first", "pod crashed\nsecond", "pod-short"])
+        #expect(
+            inFlight.prefix(3).map { $0.string("owner_label") } == [
+                "pod-crashed-first", "pod crashed\nsecond", "pod-short",
+            ]
+        )
         #expect(inFlight.dropFirst(3).allSatisfy { $0.string("owner_label") == "pod-live" })
         let ends = inFlight.compactMap { $0.int("lease_until_ms") }
         #expect(ends == ends.sorted(), "ordered by lease end")
@@ -108,10 +124,22 @@ struct SQLiteInspectTests {
             return document.objects("records").map { "\($0.string("namespace")!)/\($0.string("key")!)" }
         }
         #expect(try await keys([]).count == 6)
-        #expect(try await keys(["--namespace", "orders", "--state", "completed"]) == ["orders/a-1", "orders/a-2", "orders/a-3", "orders/b-1"])
-        #expect(try await keys(["--namespace", "orders", "--key-prefix", "a-"]).sorted() == ["orders/a-1", "orders/a-2", "orders/a-3", "orders/a-busy"])
+        #expect(
+            try await keys(["--namespace", "orders", "--state", "completed"]) == [
+                "orders/a-1", "orders/a-2", "orders/a-3", "orders/b-1",
+            ]
+        )
+        #expect(
+            try await keys(["--namespace", "orders", "--key-prefix", "a-"]).sorted() == [
+                "orders/a-1", "orders/a-2", "orders/a-3", "orders/a-busy",
+            ]
+        )
         #expect(try await keys(["--state", "in_flight"]) == ["orders/a-busy"])
-        #expect(try await keys(["--namespace", "orders", "--state", "completed", "--until", String(middle)]) == ["orders/a-1", "orders/a-2", "orders/b-1"])
+        #expect(
+            try await keys(["--namespace", "orders", "--state", "completed", "--until", String(middle)]) == [
+                "orders/a-1", "orders/a-2", "orders/b-1",
+            ]
+        )
         let iso = iso(middle)
         #expect(try await keys(["--state", "completed", "--from", iso]) == ["orders/a-3", "other/a-1"])
 
@@ -119,7 +147,11 @@ struct SQLiteInspectTests {
         #expect(text.status == 0)
         let lines = text.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("STATE") == true)
-        #expect(lines.contains { $0.split(separator: " ").first == "completed" && $0.split(separator: " ").suffix(2) == ["other", "a-1"] })
+        #expect(
+            lines.contains {
+                $0.split(separator: " ").first == "completed" && $0.split(separator: " ").suffix(2) == ["other", "a-1"]
+            }
+        )
         #expect(text.stdout.hasSuffix("\n1 record\n"), "\(text.stdout)")
     }
 
@@ -127,12 +159,27 @@ struct SQLiteInspectTests {
     func businessKeyParts() async throws {
         let consumer = try IdempotentConsumer(store: store, namespace: "orders")
         let strategy = KeyStrategy<[String]>.businessKey { $0.map(Optional.some) }
-        let messages = [["batch-order-0", "0"], ["batch-order-1", "0"], ["batch-order-1", "1"], ["batch-order-10", "0"], ["batch-order-1"]]
+        let messages = [
+            ["batch-order-0", "0"], ["batch-order-1", "0"], ["batch-order-1", "1"], ["batch-order-10", "0"],
+            ["batch-order-1"],
+        ]
         for message in messages {
             #expect(try await consumer.process(message, keyStrategy: strategy) { _, _ in } == .applied)
         }
 
-        let show = try await inspect("show", "--store", location, "--namespace", "orders", "--part", "batch-order-0", "--part", "0", "--format", "json")
+        let show = try await inspect(
+            "show",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--part",
+            "batch-order-0",
+            "--part",
+            "0",
+            "--format",
+            "json"
+        )
         #expect(show.status == 0, "\(show.stderr)")
         #expect(try show.json().object("record")?.string("key") == "13:batch-order-0;1:0;")
 
@@ -142,13 +189,32 @@ struct SQLiteInspectTests {
             return try run.json().objects("records").compactMap { $0.string("key") }
         }
         // The leading part's encoding is the prefix: batch-order-10 is not batch-order-1.
-        #expect(try await listed("--namespace", "orders", "--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:0;", "13:batch-order-1;1:1;"])
+        #expect(
+            try await listed("--namespace", "orders", "--part", "batch-order-1") == [
+                "13:batch-order-1;", "13:batch-order-1;1:0;", "13:batch-order-1;1:1;",
+            ]
+        )
         #expect(try await listed("--part", "batch-order-1", "--part", "1") == ["13:batch-order-1;1:1;"])
         #expect(try await listed("--namespace", "orders", "--key-prefix", "batch-order-1").isEmpty)
 
-        let forget = try await inspect("forget", "--store", location, "--namespace", "orders", "--part", "batch-order-1", "--part", "0", "--yes")
+        let forget = try await inspect(
+            "forget",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--part",
+            "batch-order-1",
+            "--part",
+            "0",
+            "--yes"
+        )
         #expect(forget.status == 0, "\(forget.stderr)")
-        #expect(try await store.record(for: RecordID(namespace: "orders", key: BusinessKey.encode(["batch-order-1", "0"])!)) == nil)
+        #expect(
+            try await store.record(
+                for: RecordID(namespace: "orders", key: BusinessKey.encode(["batch-order-1", "0"])!)
+            ) == nil
+        )
         #expect(try await listed("--part", "batch-order-1") == ["13:batch-order-1;", "13:batch-order-1;1:1;"])
 
         for arguments in [
@@ -192,7 +258,16 @@ struct SQLiteInspectTests {
     func show() async throws {
         let filler = StoreFiller(store: store)
         try await filler.complete("orders", keys: ["order 42\nline 2"], result: Data(repeating: 7, count: 1234))
-        let json = try await inspect("show", "--store", location, "--namespace", "orders", "--format", "json", "order 42\nline 2")
+        let json = try await inspect(
+            "show",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--format",
+            "json",
+            "order 42\nline 2"
+        )
         #expect(json.status == 0, "\(json.stderr)")
         let record = try #require(try json.json().object("record"))
         #expect(record.string("key") == "order 42\nline 2")
@@ -217,12 +292,25 @@ struct SQLiteInspectTests {
         let held = try await inspect("show", "--store", location, "--namespace", "orders", "--format", "json", "held")
         #expect(try held.json().object("record")?.string("owner_label") == "pod-9 (eu-west)")
         let heldText = try await inspect("show", "--store", location, "--namespace", "orders", "held")
-        #expect(heldText.stdout.split(separator: "\n").contains { $0.hasPrefix("owner label:") && $0.hasSuffix(" pod-9 (eu-west)") })
+        #expect(
+            heldText.stdout.split(separator: "\n").contains {
+                $0.hasPrefix("owner label:") && $0.hasSuffix(" pod-9 (eu-west)")
+            }
+        )
 
         let missing = try await inspect("show", "--store", location, "--namespace", "orders", "nope")
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("no record"))
-        let missingJSON = try await inspect("show", "--store", location, "--namespace", "orders", "nope", "--format", "json")
+        let missingJSON = try await inspect(
+            "show",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "nope",
+            "--format",
+            "json"
+        )
         #expect(missingJSON.status == 1)
         #expect(try missingJSON.json().bool("found") == false)
     }
@@ -249,7 +337,17 @@ struct SQLiteInspectTests {
         #expect(real.stdout.contains("deleted 1 record"))
         #expect(try await store.record(for: id) == nil)
 
-        let again = try await inspect("forget", "--store", location, "--namespace", "orders", "o-1", "--yes", "--format", "json")
+        let again = try await inspect(
+            "forget",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "o-1",
+            "--yes",
+            "--format",
+            "json"
+        )
         #expect(again.status == 1)
         #expect(try again.json().int("deleted") == 0)
     }
@@ -278,7 +376,19 @@ struct SQLiteInspectTests {
         let busy = try await StoreFiller(store: store).claim("billing", key: "m-b-busy")
 
         // Dry run: counts exactly the range, changes nothing.
-        let dry = try await inspect("reset", "--store", location, "--namespace", "billing", "--from", iso(from), "--until", String(until), "--format", "json")
+        let dry = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "billing",
+            "--from",
+            iso(from),
+            "--until",
+            String(until),
+            "--format",
+            "json"
+        )
         #expect(dry.status == 0, "\(dry.stderr)")
         let dryDocument = try dry.json()
         #expect(dryDocument.bool("dry_run") == true)
@@ -287,7 +397,20 @@ struct SQLiteInspectTests {
         #expect(dryDocument.objects("sample").count == 10)
         #expect(try await deliver(before + inside + after, to: consumer).isEmpty, "a dry run must change nothing")
 
-        let real = try await inspect("reset", "--store", location, "--namespace", "billing", "--from", iso(from), "--until", String(until), "--yes", "--batch-size", "7")
+        let real = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "billing",
+            "--from",
+            iso(from),
+            "--until",
+            String(until),
+            "--yes",
+            "--batch-size",
+            "7"
+        )
         #expect(real.status == 0, "\(real.stderr)")
         #expect(real.stdout.contains("deleted 40 completed records"))
 
@@ -299,7 +422,18 @@ struct SQLiteInspectTests {
 
         // Nothing left to reset in that range now that it is completed again? It is: completed anew,
         // but now (after `until`), so the old range matches nothing: exit 1.
-        let empty = try await inspect("reset", "--store", location, "--namespace", "billing", "--from", iso(from), "--until", String(until), "--yes")
+        let empty = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "billing",
+            "--from",
+            iso(from),
+            "--until",
+            String(until),
+            "--yes"
+        )
         #expect(empty.status == 1)
         #expect(empty.stderr.contains("nothing matched"))
     }
@@ -310,13 +444,33 @@ struct SQLiteInspectTests {
         let unbounded = try await inspect("reset", "--store", location, "--namespace", "orders")
         #expect(unbounded.status == 2)
         #expect(unbounded.stderr.contains("--all-time"))
-        let inverted = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "2024-05-02T00:00Z", "--until", "2024-05-01T00:00Z")
+        let inverted = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--from",
+            "2024-05-02T00:00Z",
+            "--until",
+            "2024-05-01T00:00Z"
+        )
         #expect(inverted.status == 2)
         let badTime = try await inspect("reset", "--store", location, "--namespace", "orders", "--from", "last tuesday")
         #expect(badTime.status == 2)
         let typo = try await inspect("reset", "--store", location, "--namespace", "ordres", "--all-time", "--yes")
         #expect(typo.status == 1)
-        let all = try await inspect("reset", "--store", location, "--namespace", "orders", "--all-time", "--yes", "--format", "json")
+        let all = try await inspect(
+            "reset",
+            "--store",
+            location,
+            "--namespace",
+            "orders",
+            "--all-time",
+            "--yes",
+            "--format",
+            "json"
+        )
         #expect(all.status == 0)
         #expect(try all.json().int("deleted") == 1)
     }
@@ -380,7 +534,8 @@ struct SQLiteInspectTests {
         #expect(try FileManager.default.attributesOfItem(atPath: emptyPath)[.size] as? Int == 0)
         // Reading and deleting commands refuse it too (exit 5), rather than writing a schema into it.
         for command in [
-            ["stats"], ["list"], ["show", "--namespace", "orders", "k"], ["forget", "--namespace", "orders", "k", "--yes"],
+            ["stats"], ["list"], ["show", "--namespace", "orders", "k"],
+            ["forget", "--namespace", "orders", "k", "--yes"],
             ["reset", "--namespace", "orders", "--all-time", "--yes"], ["purge", "--yes"],
         ] {
             let refused = try await InspectBinary.run(command + ["--store", "sqlite:\(emptyPath)"])

@@ -36,9 +36,17 @@ struct SecretRedactionTests {
 
         func expect(status expected: Int32, sourceLocation: SourceLocation = #_sourceLocation) {
             let leaked = SecretRedactionTests.forbiddenFragments.filter { stdout.contains($0) || stderr.contains($0) }
-            #expect(leaked.isEmpty, "\(arguments.first ?? "") printed a password fragment (\(leaked.sorted()))", sourceLocation: sourceLocation)
+            #expect(
+                leaked.isEmpty,
+                "\(arguments.first ?? "") printed a password fragment (\(leaked.sorted()))",
+                sourceLocation: sourceLocation
+            )
             // The message names the command, not the secret: the arguments hold the password.
-            #expect(status == expected, "\(arguments.first ?? "") exited \(status), not \(expected): \(stderr.prefix(300))", sourceLocation: sourceLocation)
+            #expect(
+                status == expected,
+                "\(arguments.first ?? "") exited \(status), not \(expected): \(stderr.prefix(300))",
+                sourceLocation: sourceLocation
+            )
         }
     }
 
@@ -49,7 +57,12 @@ struct SecretRedactionTests {
 
     func demo(_ arguments: [String]) async throws -> Outcome {
         let run = try await runProcess(try BuiltExecutables.path("dedup-demo"), arguments)
-        return Outcome(arguments: ["dedup-demo"] + arguments, status: run.status, stdout: run.output, stderr: run.errors)
+        return Outcome(
+            arguments: ["dedup-demo"] + arguments,
+            status: run.status,
+            stdout: run.output,
+            stderr: run.errors
+        )
     }
 
     @Test("dedup-inspect and dedup-demo: every command, both formats, success and every error, both URL forms")
@@ -62,7 +75,10 @@ struct SecretRedactionTests {
         ])
         do {
             // A stream and consumer group for replay.
-            _ = try await server.cli(arguments: ["XGROUP", "CREATE", "events", "readers", "$", "MKSTREAM"], password: Self.defaultPassword)
+            _ = try await server.cli(
+                arguments: ["XGROUP", "CREATE", "events", "readers", "$", "MKSTREAM"],
+                password: Self.defaultPassword
+            )
             try await checkEveryCommand(port: server.port!)
             await server.stop()
         } catch {
@@ -76,9 +92,13 @@ struct SecretRedactionTests {
         let down = "127.0.0.1:\(closedLoopbackPort())"
         // (good URL, a wrong password in the same form, the good credentials at a closed port)
         let forms: [(good: String, wrong: String, unreachable: String)] = [
-            ("redis://\(Self.defaultPassword)@\(host)/0", "redis://\(Self.wrongPasswords[0])@\(host)/0", "redis://\(Self.defaultPassword)@\(down)/0"),
             (
-                "redis://operator:\(Self.operatorPasswordEscaped)@\(host)/0", "redis://operator:\(Self.wrongPasswords[1])@\(host)/0",
+                "redis://\(Self.defaultPassword)@\(host)/0", "redis://\(Self.wrongPasswords[0])@\(host)/0",
+                "redis://\(Self.defaultPassword)@\(down)/0"
+            ),
+            (
+                "redis://operator:\(Self.operatorPasswordEscaped)@\(host)/0",
+                "redis://operator:\(Self.wrongPasswords[1])@\(host)/0",
                 "redis://operator:\(Self.operatorPasswordEscaped)@\(down)/0"
             ),
         ]
@@ -102,23 +122,38 @@ struct SecretRedactionTests {
                     try await inspect(command + style, environment: ["DEDUP_STORE": form.good]).expect(status: 0)
                 }
                 // Not found, nothing matched.
-                try await inspect(["show", "--store", form.good, "--namespace", "orders", "nope"] + style).expect(status: 1)
-                try await inspect(["forget", "--store", form.good, "--namespace", "orders", "nope", "--yes"] + style).expect(status: 1)
-                try await inspect(["reset", "--store", form.good, "--namespace", "ordres", "--all-time", "--yes"] + style).expect(status: 1)
+                try await inspect(["show", "--store", form.good, "--namespace", "orders", "nope"] + style).expect(
+                    status: 1
+                )
+                try await inspect(["forget", "--store", form.good, "--namespace", "orders", "nope", "--yes"] + style)
+                    .expect(status: 1)
+                try await inspect(
+                    ["reset", "--store", form.good, "--namespace", "ordres", "--all-time", "--yes"] + style
+                ).expect(status: 1)
                 // Usage errors: the URL without --store, an unknown option, a bad time, a bad cursor,
                 // a malformed URL, a mistyped scheme.
                 try await inspect(["stats", form.good] + style).expect(status: 2)
                 try await inspect(["list", "--store", form.good, "--bogus"] + style).expect(status: 2)
                 try await inspect(["list", "--store=\(form.good)", "--bogus"] + style).expect(status: 2)
-                try await inspect(["reset", "--store", form.good, "--namespace", "orders", "--from", "1796574600", "--yes"] + style).expect(status: 2)
+                try await inspect(
+                    ["reset", "--store", form.good, "--namespace", "orders", "--from", "1796574600", "--yes"] + style
+                ).expect(status: 2)
                 try await inspect(["list", "--store", form.good, "--cursor", "garbage"] + style).expect(status: 2)
-                try await inspect(["stats", "--store", form.good.replacingOccurrences(of: ":\(port)/", with: ":notaport/")] + style).expect(status: 2)
-                try await inspect(["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "redis:/")] + style).expect(status: 2)
-                try await inspect(["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "rediss://")] + style).expect(status: 2)
+                try await inspect(
+                    ["stats", "--store", form.good.replacingOccurrences(of: ":\(port)/", with: ":notaport/")] + style
+                ).expect(status: 2)
+                try await inspect(
+                    ["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "redis:/")] + style
+                ).expect(status: 2)
+                try await inspect(
+                    ["stats", "--store", form.good.replacingOccurrences(of: "redis://", with: "rediss://")] + style
+                ).expect(status: 2)
                 try await checkReplay(form, style: style)
             }
             // Deleting for real.
-            try await inspect(["forget", "--store", form.good, "--namespace", "orders", "o-\(index)", "--yes"]).expect(status: 0)
+            try await inspect(["forget", "--store", form.good, "--namespace", "orders", "o-\(index)", "--yes"]).expect(
+                status: 0
+            )
             try await inspect(["purge", "--store", form.good, "--yes", "--format", "json"]).expect(status: 0)
 
             // dedup-demo: its banner and summary, an unreachable store, usage errors.
@@ -126,9 +161,13 @@ struct SecretRedactionTests {
             try await demo(["--messages", "3", "--store", form.unreachable]).expect(status: 3)
             try await demo(["--messages", "3", form.good]).expect(status: 2)
             try await demo(["--store", form.good, "--bogus"]).expect(status: 2)
-            try await demo(["--store", form.good.replacingOccurrences(of: ":\(port)/", with: ":notaport/")]).expect(status: 2)
+            try await demo(["--store", form.good.replacingOccurrences(of: ":\(port)/", with: ":notaport/")]).expect(
+                status: 2
+            )
         }
-        try await inspect(["reset", "--store", forms[1].good, "--namespace", "orders", "--all-time", "--yes"]).expect(status: 0)
+        try await inspect(["reset", "--store", forms[1].good, "--namespace", "orders", "--all-time", "--yes"]).expect(
+            status: 0
+        )
         await store.close()
     }
 
@@ -141,10 +180,17 @@ struct SecretRedactionTests {
         try await inspect(replay + ["--store", form.good, "--stream", stream(form.wrong)]).expect(status: 4)
         try await inspect(replay + ["--store", form.good, "--stream", stream(form.unreachable)]).expect(status: 3)
         try await inspect(replay + ["--store", form.wrong, "--stream", stream(form.good)]).expect(status: 4)
-        try await inspect(replay + ["--stream", stream(form.good)], environment: ["DEDUP_STORE": form.good]).expect(status: 0)
+        try await inspect(replay + ["--stream", stream(form.good)], environment: ["DEDUP_STORE": form.good]).expect(
+            status: 0
+        )
         // A missing group; usage errors: a stream URL without its key, an unknown option.
-        try await inspect(["replay", "--namespace", "orders", "--group", "nope", "--from", "1000ms", "--store", form.good, "--stream", stream(form.good)] + style)
-            .expect(status: 1)
+        try await inspect(
+            [
+                "replay", "--namespace", "orders", "--group", "nope", "--from", "1000ms", "--store", form.good,
+                "--stream", stream(form.good),
+            ] + style
+        )
+        .expect(status: 1)
         try await inspect(replay + ["--store", form.good, "--stream", String(form.good.dropLast(2))]).expect(status: 2)
         try await inspect(replay + ["--store", form.good, "--stream=\(stream(form.good))", "--bogus"]).expect(status: 2)
     }

@@ -13,8 +13,11 @@ struct StreamDemoOutputTimingTests {
     func streamDemo(server: RedisServer, key: String, store: String) async throws -> Run {
         let run = try await runProcess(
             try BuiltExecutables.path("dedup-demo"),
-            ["--broker", "redis-stream://127.0.0.1:\(try #require(server.port))/\(key)", "--store", store, "--messages", "120",
-             "--poison-messages", "3", "--consumers", "3", "--kills", "2", "--time-limit", "60"]
+            [
+                "--broker", "redis-stream://127.0.0.1:\(try #require(server.port))/\(key)", "--store", store,
+                "--messages", "120",
+                "--poison-messages", "3", "--consumers", "3", "--kills", "2", "--time-limit", "60",
+            ]
         )
         return Run(status: run.status, stdout: run.output, stderr: run.errors)
     }
@@ -22,20 +25,42 @@ struct StreamDemoOutputTimingTests {
     /// The rows every run must show: kills happened, three poison messages dead-lettered once each,
     /// the replay re-applied exactly the messages of its range, nothing applied other than promised.
     func expectLedger(_ run: Run, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        #expect(run.status == 0, "exit \(run.status): \(run.stderr.prefix(800))\n\(run.stdout)", sourceLocation: sourceLocation)
+        #expect(
+            run.status == 0,
+            "exit \(run.status): \(run.stderr.prefix(800))\n\(run.stdout)",
+            sourceLocation: sourceLocation
+        )
         #expect(run.stderr.isEmpty, "standard error: \(run.stderr.prefix(500))", sourceLocation: sourceLocation)
-        let processes = try #require(run.value(after: "consumer processes"), "\(run.stdout)", sourceLocation: sourceLocation)
+        let processes = try #require(
+            run.value(after: "consumer processes"),
+            "\(run.stdout)",
+            sourceLocation: sourceLocation
+        )
         // Two kills per pass at most; the first pass always has holders to kill (the poison messages wait).
         let kills = processes.split(separator: ",").last?.split(separator: " ").first.flatMap { Int($0) } ?? 0
         #expect((2...4).contains(kills), "\(processes)", sourceLocation: sourceLocation)
-        let deadLetters = try #require(run.value(after: "dead-letter stream"), "\(run.stdout)", sourceLocation: sourceLocation)
-        #expect(deadLetters.hasSuffix("3 entries in orders:dead for 3 poison messages (each exactly once)"), "\(deadLetters)",
-                sourceLocation: sourceLocation)
+        let deadLetters = try #require(
+            run.value(after: "dead-letter stream"),
+            "\(run.stdout)",
+            sourceLocation: sourceLocation
+        )
+        #expect(
+            deadLetters.hasSuffix("3 entries in orders:dead for 3 poison messages (each exactly once)"),
+            "\(deadLetters)",
+            sourceLocation: sourceLocation
+        )
         let replay = try #require(run.value(after: "replay "), "\(run.stdout)", sourceLocation: sourceLocation)
         // "[T1, T2): R records reset, group moved to A-B, N messages applied again of M published in the range"
-        let reset = try #require(replay.split(separator: "): ").last?.split(separator: " ").first.flatMap { Int($0) }, sourceLocation: sourceLocation)
+        let reset = try #require(
+            replay.split(separator: "): ").last?.split(separator: " ").first.flatMap { Int($0) },
+            sourceLocation: sourceLocation
+        )
         #expect(reset > 0, "\(replay)", sourceLocation: sourceLocation)
-        #expect(replay.hasSuffix("\(reset) messages applied again of \(reset) published in the range"), "\(replay)", sourceLocation: sourceLocation)
+        #expect(
+            replay.hasSuffix("\(reset) messages applied again of \(reset) published in the range"),
+            "\(replay)",
+            sourceLocation: sourceLocation
+        )
         #expect(run.count("violations") == 0, sourceLocation: sourceLocation)
     }
 
@@ -43,7 +68,9 @@ struct StreamDemoOutputTimingTests {
     func sqlite() async throws {
         let server = try await RedisServer.start()
         defer { Task { await server.stop() } }
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-stream-demo-\(UUID().uuidString)")
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "dedup-stream-demo-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("dedup.sqlite").path

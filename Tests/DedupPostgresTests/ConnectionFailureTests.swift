@@ -31,7 +31,10 @@ struct ConnectionFailureTests {
 
     @Test("a URL that is not PostgreSQL's, or has an unknown option, is invalidConfiguration without the password")
     func badURLs() async throws {
-        for url in ["redis://u:pw-123@h/0", "postgres://u:pw-123@h/db?sslmode=sometimes", "postgres://u:pw-123@h/db?colour=blue", "postgres://h/db"] {
+        for url in [
+            "redis://u:pw-123@h/0", "postgres://u:pw-123@h/db?sslmode=sometimes",
+            "postgres://u:pw-123@h/db?colour=blue", "postgres://h/db",
+        ] {
             let error = await expectDedupError(.invalidConfiguration) { try PostgresURL(url) }
             #expect(error?.message.contains("pw-123") == false, "\(url)")
         }

@@ -12,7 +12,9 @@ struct PostgresDemoTests {
         let server = try await TestDatabase.shared.server()
         let url = server.url + "?schema=\(freshSchema("demo"))"
         let run = try await runProcess(
-            try BuiltExecutables.path("dedup-demo"), ["--messages", "300", "--crash-rate", "0.2", "--consumers", "4", "--store", url])
+            try BuiltExecutables.path("dedup-demo"),
+            ["--messages", "300", "--crash-rate", "0.2", "--consumers", "4", "--store", url]
+        )
         #expect(run.status == 0, "\(run.errors)")
         let lines = run.output.split(separator: "\n").map(String.init)
         #expect(lines.last == "exactly once: yes", "\(run.output)")

@@ -12,7 +12,9 @@ struct PostgresInspectTests {
         try await runProcess(try BuiltExecutables.path("dedup-inspect"), arguments)
     }
 
-    @Test("migrate creates the schema, check reports it current, stats and show read records, purge deletes expired ones")
+    @Test(
+        "migrate creates the schema, check reports it current, stats and show read records, purge deletes expired ones"
+    )
     func commands() async throws {
         let server = try await TestDatabase.shared.server()
         let schema = freshSchema("inspect")
@@ -29,7 +31,11 @@ struct PostgresInspectTests {
         #expect(check.output.contains("\"current\""), "\(check.output)")
 
         let store = try await makeStore(schema: schema)
-        guard case .acquired(let lease) = try await store.claim(ClaimRequest(id: makeID("o-7"), lease: .seconds(30), retention: .seconds(3600))) else {
+        guard
+            case .acquired(let lease) = try await store.claim(
+                ClaimRequest(id: makeID("o-7"), lease: .seconds(30), retention: .seconds(3600))
+            )
+        else {
             throw ConformanceStyleFailure("claim did not acquire")
         }
         try await store.complete(Completion(lease: lease, retention: .milliseconds(1)))
@@ -43,7 +49,10 @@ struct PostgresInspectTests {
         let purge = try await inspect(["purge", "--store", url, "--yes", "--format", "json"])
         #expect(purge.status == 0, "\(purge.errors)")
         #expect(try await store.record(for: makeID("o-8")) != nil)
-        #expect(try await server.psql("SELECT count(*) FROM \"\(schema)\".dedup_records") == "1", "the expired completion was purged")
+        #expect(
+            try await server.psql("SELECT count(*) FROM \"\(schema)\".dedup_records") == "1",
+            "the expired completion was purged"
+        )
     }
 
     @Test("a wrong password fails as authentication, and the password appears nowhere in the output")
@@ -51,7 +60,10 @@ struct PostgresInspectTests {
         let server = try await TestDatabase.shared.server()
         let run = try await inspect(["stats", "--store", server.url(password: "hunter2-wrong"), "--format", "json"])
         #expect(run.status != 0)
-        #expect(run.errors.contains("authenticationFailed") || run.output.contains("authenticationFailed"), "\(run.errors) \(run.output)")
+        #expect(
+            run.errors.contains("authenticationFailed") || run.output.contains("authenticationFailed"),
+            "\(run.errors) \(run.output)"
+        )
         #expect(!(run.output + run.errors).contains("hunter2-wrong"))
     }
 }

@@ -23,7 +23,8 @@ struct MigrationTests {
             let file = try Data(contentsOf: Self.directory.appendingPathComponent(name))
             #expect(
                 file == Data(migration.sql.utf8),
-                "EmbeddedMigrations.swift differs from Migrations/postgres/\(name): copy the file's text into it")
+                "EmbeddedMigrations.swift differs from Migrations/postgres/\(name): copy the file's text into it"
+            )
         }
         #expect(PostgresMigration.all.map(\.version) == Array(1...PostgresMigration.all.count))
     }
@@ -59,10 +60,14 @@ struct MigrationTests {
         _ = try await makeStore(schema: schema)
         let server = try await TestDatabase.shared.server()
         try await server.psql(
-            "INSERT INTO \"\(schema)\".dedup_schema_migrations VALUES (999, 'from_the_future', 'fnv1a64:0000000000000000', 0)")
+            "INSERT INTO \"\(schema)\".dedup_schema_migrations VALUES (999, 'from_the_future', 'fnv1a64:0000000000000000', 0)"
+        )
         let error = await expectDedupError(.schemaTooNew) { try await makeStore(schema: schema) }
         #expect(error?.message.contains("999") == true)
-        #expect(try await server.psql("SELECT count(*) FROM \"\(schema)\".dedup_schema_migrations") == String(PostgresMigration.all.count + 1))
+        #expect(
+            try await server.psql("SELECT count(*) FROM \"\(schema)\".dedup_schema_migrations")
+                == String(PostgresMigration.all.count + 1)
+        )
     }
 
     @Test("an applied migration whose text was changed is refused with schemaAltered")
@@ -70,7 +75,9 @@ struct MigrationTests {
         let schema = freshSchema("altered")
         _ = try await makeStore(schema: schema)
         let server = try await TestDatabase.shared.server()
-        try await server.psql("UPDATE \"\(schema)\".dedup_schema_migrations SET checksum = 'fnv1a64:0123456789abcdef' WHERE version = 1")
+        try await server.psql(
+            "UPDATE \"\(schema)\".dedup_schema_migrations SET checksum = 'fnv1a64:0123456789abcdef' WHERE version = 1"
+        )
         await expectDedupError(.schemaAltered) { try await makeStore(schema: schema) }
     }
 }

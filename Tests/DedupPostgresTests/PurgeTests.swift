@@ -13,8 +13,10 @@ struct PostgresPurgeTests {
     /// meanwhile, waits until the server counts them all expired.
     static func expire(_ store: PostgresDedupStore, _ keys: Range<Int>, waiting: Bool = true) async throws {
         for key in keys {
-            guard case .acquired(let lease) = try await store.claim(
-                ClaimRequest(id: makeID("k-\(key)"), lease: .seconds(30), retention: .seconds(3600)))
+            guard
+                case .acquired(let lease) = try await store.claim(
+                    ClaimRequest(id: makeID("k-\(key)"), lease: .seconds(30), retention: .seconds(3600))
+                )
             else { throw ConformanceStyleFailure("k-\(key) was not acquired") }
             try await store.complete(Completion(lease: lease, retention: .milliseconds(1)))
         }
@@ -42,7 +44,8 @@ struct PostgresPurgeTests {
         let store = try await makeStore()
         try await Self.expire(store, 0..<5)
         let (passes, continuation) = AsyncStream.makeStream(of: PostgresPurgeService.Pass.self)
-        let service = PostgresPurgeService(store: store, interval: .milliseconds(5), batchSize: 2, logger: quietLogger) {
+        let service = PostgresPurgeService(store: store, interval: .milliseconds(5), batchSize: 2, logger: quietLogger)
+        {
             continuation.yield($0)
         }
         let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: quietLogger))

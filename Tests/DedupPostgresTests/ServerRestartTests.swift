@@ -27,11 +27,23 @@ struct ServerRestartTests {
         defer { run.cancel() }
         // Setting up may be slow on a busy machine; the calls while the server is down are the ones
         // that must give up soon, through a second store object on the same client.
-        let setup = try await PostgresDedupStore(client: client, configuration: .init(timeout: .seconds(60)), logger: quietLogger)
-        let store = try await PostgresDedupStore(client: client, configuration: .init(timeout: .seconds(2)), logger: quietLogger)
+        let setup = try await PostgresDedupStore(
+            client: client,
+            configuration: .init(timeout: .seconds(60)),
+            logger: quietLogger
+        )
+        let store = try await PostgresDedupStore(
+            client: client,
+            configuration: .init(timeout: .seconds(2)),
+            logger: quietLogger
+        )
         _ = setup
         let before = makeID("before-crash")
-        guard case .acquired(let lease) = try await store.claim(ClaimRequest(id: before, lease: .seconds(30), retention: .seconds(3600))) else {
+        guard
+            case .acquired(let lease) = try await store.claim(
+                ClaimRequest(id: before, lease: .seconds(30), retention: .seconds(3600))
+            )
+        else {
             throw ConformanceStyleFailure("the first claim did not acquire")
         }
         try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
@@ -52,12 +64,19 @@ struct ServerRestartTests {
         var recovered: ClaimAnswer?
         while recovered == nil && ContinuousClock.now < deadline {
             do {
-                recovered = try await store.claim(ClaimRequest(id: makeID("after-restart"), lease: .seconds(30), retention: .seconds(3600)))
+                recovered = try await store.claim(
+                    ClaimRequest(id: makeID("after-restart"), lease: .seconds(30), retention: .seconds(3600))
+                )
             } catch let error as DedupError where error.isStoreUnreachable {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        guard case .acquired = recovered else { throw ConformanceStyleFailure("no recovery within 60 s: \(String(describing: recovered))") }
-        #expect(try await store.record(for: before)?.state == .completed, "the completion committed before the crash is kept")
+        guard case .acquired = recovered else {
+            throw ConformanceStyleFailure("no recovery within 60 s: \(String(describing: recovered))")
+        }
+        #expect(
+            try await store.record(for: before)?.state == .completed,
+            "the completion committed before the crash is kept"
+        )
     }
 }

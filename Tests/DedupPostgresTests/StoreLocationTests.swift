@@ -12,7 +12,9 @@ struct StoreLocationTests {
     func parsesAndRedacts() throws {
         for text in ["postgres://app:s3cr%2Ft@db:5432/orders?schema=dedup", "postgresql://app:s3cr%2Ft@db/orders"] {
             let location = try StoreLocation(parsing: text)
-            guard case .postgres(let url) = location else { throw ConformanceStyleFailure("\(text) parsed as \(location)") }
+            guard case .postgres(let url) = location else {
+                throw ConformanceStyleFailure("\(text) parsed as \(location)")
+            }
             #expect(url == text)
             #expect(!location.description.contains("s3cr"), "\(location.description)")
             #expect(!location.redactingSecrets(in: "failed: s3cr/t and s3cr%2Ft").contains("s3cr"))
@@ -26,7 +28,11 @@ struct StoreLocationTests {
         await expectDedupError(.invalidConfiguration) { try location.open() }
         let store = try await location.open(postgres: .init())
         defer { (store as? PostgresDedupStore)?.close() }
-        guard case .acquired = try await store.claim(ClaimRequest(id: makeID("k"), lease: .seconds(30), retention: .seconds(60))) else {
+        guard
+            case .acquired = try await store.claim(
+                ClaimRequest(id: makeID("k"), lease: .seconds(30), retention: .seconds(60))
+            )
+        else {
             throw ConformanceStyleFailure("the claim did not acquire")
         }
     }

@@ -32,8 +32,13 @@ actor TestDatabase {
 /// The client configuration of `server`, logging in with `password`.
 func clientConfiguration(_ server: PostgresServer, password: String? = nil) -> PostgresClient.Configuration {
     var configuration = PostgresClient.Configuration(
-        host: "127.0.0.1", port: server.port, username: server.user, password: password ?? server.password,
-        database: "postgres", tls: .disable)
+        host: "127.0.0.1",
+        port: server.port,
+        username: server.user,
+        password: password ?? server.password,
+        database: "postgres",
+        tls: .disable
+    )
     configuration.options.connectTimeout = .seconds(2)
     return configuration
 }
@@ -44,12 +49,20 @@ func freshSchema(_ purpose: String = "t") -> String {
 }
 
 /// A store in a fresh schema on the shared server.
-func makeStore(schema: String = freshSchema(), client index: Int = 0, configuration: PostgresDedupStore.Configuration = .init())
+func makeStore(
+    schema: String = freshSchema(),
+    client index: Int = 0,
+    configuration: PostgresDedupStore.Configuration = .init()
+)
     async throws -> PostgresDedupStore
 {
     var configuration = configuration
     configuration.schema = schema
-    return try await PostgresDedupStore(client: try await TestDatabase.shared.client(index), configuration: configuration, logger: quietLogger)
+    return try await PostgresDedupStore(
+        client: try await TestDatabase.shared.client(index),
+        configuration: configuration,
+        logger: quietLogger
+    )
 }
 
 let quietLogger = Logger(label: "dedup-postgres-tests", factory: { _ in SwiftLogNoOpLogHandler() })

@@ -11,34 +11,48 @@ import Testing
 @Suite("PostgreSQL transactional mode")
 struct TransactionalTests {
     /// A store in a fresh schema with an `effects` table beside the dedup tables.
-    static func storeWithEffects(_ configuration: PostgresDedupStore.Configuration = .init()) async throws -> PostgresDedupStore {
+    static func storeWithEffects(
+        _ configuration: PostgresDedupStore.Configuration = .init()
+    ) async throws -> PostgresDedupStore {
         let store = try await makeStore(configuration: configuration)
         try await TestDatabase.shared.server().psql(
-            "CREATE TABLE \"\(store.configuration.schema)\".effects (key text PRIMARY KEY, applied integer NOT NULL)")
+            "CREATE TABLE \"\(store.configuration.schema)\".effects (key text PRIMARY KEY, applied integer NOT NULL)"
+        )
         return store
     }
 
     static func effects(_ store: PostgresDedupStore) async throws -> String {
         try await TestDatabase.shared.server().psql(
-            "SELECT coalesce(string_agg(key || '=' || applied, ',' ORDER BY key), '') FROM \"\(store.configuration.schema)\".effects")
+            "SELECT coalesce(string_agg(key || '=' || applied, ',' ORDER BY key), '') FROM \"\(store.configuration.schema)\".effects"
+        )
     }
 
     static func applyEffect(_ connection: PostgresConnection, _ store: PostgresDedupStore, _ key: String) async throws {
         try await connection.query(
             PostgresQuery(
-                unsafeSQL: "INSERT INTO \"\(store.configuration.schema)\".effects VALUES ($1, 1) ON CONFLICT (key) DO UPDATE SET applied = effects.applied + 1",
-                binds: { var b = PostgresBindings(); b.append(key); return b }()),
-            logger: quietLogger)
+                unsafeSQL:
+                    "INSERT INTO \"\(store.configuration.schema)\".effects VALUES ($1, 1) ON CONFLICT (key) DO UPDATE SET applied = effects.applied + 1",
+                binds: {
+                    var b = PostgresBindings()
+                    b.append(key)
+                    return b
+                }()
+            ),
+            logger: quietLogger
+        )
     }
 
-    @Test("a committed claim writes the effect and the completed record together; the next delivery is a duplicate and runs nothing")
+    @Test(
+        "a committed claim writes the effect and the completed record together; the next delivery is a duplicate and runs nothing"
+    )
     func commitsTogether() async throws {
         let store = try await Self.storeWithEffects()
         let id = makeID("order-1")
         let runs = Atomic<Int>(0)
         for _ in 0..<2 {
             let outcome = try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
             ) { connection, _ in
                 runs.add(1, ordering: .relaxed)
                 try await Self.applyEffect(connection, store, "order-1")
@@ -65,7 +79,8 @@ struct TransactionalTests {
         let id = makeID("order-2")
         await #expect(throws: Refused.self) {
             _ = try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
             ) { connection, _ in
                 try await Self.applyEffect(connection, store, "order-2")
                 throw Refused()
@@ -80,12 +95,16 @@ struct TransactionalTests {
         let store = try await Self.storeWithEffects()
         let runs = Atomic<Int>(0)
         let outcome = try await store.withTransactionalClaim(
-            ClaimRequest(id: makeID("order-3"), lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+            ClaimRequest(id: makeID("order-3"), lease: .seconds(30), retention: .seconds(3600)),
+            retention: .seconds(3600)
         ) { connection, _ in
             try await Self.applyEffect(connection, store, "order-3")
             if runs.add(1, ordering: .relaxed).newValue == 1 {
                 // The server's own error, as a serializable transaction meeting a conflict raises it.
-                try await connection.query("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$", logger: quietLogger)
+                try await connection.query(
+                    "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+                    logger: quietLogger
+                )
             }
             return nil
         }
@@ -101,10 +120,14 @@ struct TransactionalTests {
         let id = makeID("order-4")
         await #expect(throws: PSQLError.self) {
             _ = try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
             ) { connection, _ in
                 runs.add(1, ordering: .relaxed)
-                try await connection.query("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$", logger: quietLogger)
+                try await connection.query(
+                    "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$",
+                    logger: quietLogger
+                )
                 return nil
             }
         }
@@ -120,7 +143,8 @@ struct TransactionalTests {
         let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
         let holder = Task {
             try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
             ) { connection, _ in
                 try await Self.applyEffect(connection, store, "order-5")
                 holdingContinuation.yield()
@@ -132,7 +156,8 @@ struct TransactionalTests {
         let started = ContinuousClock.now
         let error = await expectDedupError(.busy) {
             try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600)
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
             ) { _, _ in
                 Issue.record("the second claim must not run its handler")
                 return nil
@@ -141,11 +166,15 @@ struct TransactionalTests {
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(error?.underlyingError is PSQLError)
         releaseContinuation.yield()
-        guard case .committed = try await holder.value else { throw ConformanceStyleFailure("the holder did not commit") }
+        guard case .committed = try await holder.value else {
+            throw ConformanceStyleFailure("the holder did not commit")
+        }
         #expect(try await Self.effects(store) == "order-5=1")
     }
 
-    @Test("inside the caller's transaction: a failing handler rolls back to the savepoint and leaves the caller's transaction usable")
+    @Test(
+        "inside the caller's transaction: a failing handler rolls back to the savepoint and leaves the caller's transaction usable"
+    )
     func callersTransaction() async throws {
         struct Refused: Error {}
         let store = try await Self.storeWithEffects()
@@ -154,7 +183,8 @@ struct TransactionalTests {
             try await connection.query("BEGIN", logger: quietLogger)
             await #expect(throws: Refused.self) {
                 _ = try await store.withTransactionalClaim(
-                    ClaimRequest(id: makeID("failing"), lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600),
+                    ClaimRequest(id: makeID("failing"), lease: .seconds(30), retention: .seconds(3600)),
+                    retention: .seconds(3600),
                     in: connection
                 ) { connection, _ in
                     try await Self.applyEffect(connection, store, "failing")
@@ -164,7 +194,8 @@ struct TransactionalTests {
             // The caller's transaction goes on: its own write and a second claim commit together.
             try await Self.applyEffect(connection, store, "callers-own")
             let outcome = try await store.withTransactionalClaim(
-                ClaimRequest(id: makeID("working"), lease: .seconds(30), retention: .seconds(3600)), retention: .seconds(3600),
+                ClaimRequest(id: makeID("working"), lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600),
                 in: connection
             ) { connection, _ in
                 try await Self.applyEffect(connection, store, "working")

@@ -28,8 +28,14 @@ struct AckAndReclaimTests {
             let settlements = Settlements()
             let ledger = Ledger()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.keyStrategy = .field("order"); $0.entriesInFlight = 1 },
-                consumer: dedup, logger: quietLogger, onSettled: settlements.append
+                url: bed.server.url,
+                configuration: bed.configuration {
+                    $0.keyStrategy = .field("order")
+                    $0.entriesInFlight = 1
+                },
+                consumer: dedup,
+                logger: quietLogger,
+                onSettled: settlements.append
             ) { entry, _ in
                 ledger.record(entry["order"]!)
                 if entry["order"] == "B" { throw HandlerFailure() }
@@ -57,15 +63,27 @@ struct AckAndReclaimTests {
             let ledger = Ledger()
             // Short leases and no renewal: a's lease passes while its handler waits.
             let a = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration(consumer: "a") { $0.reclaimIdleTime = .milliseconds(400); $0.reclaimInterval = .seconds(60) },
-                consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil), logger: quietLogger, onSettled: aSettled.append
+                url: bed.server.url,
+                configuration: bed.configuration(consumer: "a") {
+                    $0.reclaimIdleTime = .milliseconds(400)
+                    $0.reclaimInterval = .seconds(60)
+                },
+                consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil),
+                logger: quietLogger,
+                onSettled: aSettled.append
             ) { _, context in
                 await bStarted.wait()
                 ledger.record("a:\(context.fencingToken)")
             }
             let b = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration(consumer: "b") { $0.reclaimIdleTime = .milliseconds(400); $0.reclaimInterval = .milliseconds(50) },
-                consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil), logger: quietLogger, onSettled: bSettled.append
+                url: bed.server.url,
+                configuration: bed.configuration(consumer: "b") {
+                    $0.reclaimIdleTime = .milliseconds(400)
+                    $0.reclaimInterval = .milliseconds(50)
+                },
+                consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil),
+                logger: quietLogger,
+                onSettled: bSettled.append
             ) { _, context in
                 #expect(context.isTakeover)
                 bStarted.open()
@@ -82,7 +100,9 @@ struct AckAndReclaimTests {
                     // b still runs it: the entry is pending, now b's.
                     #expect(try await bed.pending().map(\.consumer) == ["b"])
                     releaseB.open()
-                    try await waitUntil("b acks it") { try await bed.pending().isEmpty && bSettled.actions(of: entry) == [.acked] }
+                    try await waitUntil("b acks it") {
+                        try await bed.pending().isEmpty && bSettled.actions(of: entry) == [.acked]
+                    }
                 }
             }
             #expect(ledger.total == 2)
@@ -97,16 +117,34 @@ struct AckAndReclaimTests {
             for _ in 0..<50 { busy.append(try await bed.add(["kind": "busy"])) }
             var idle: [String] = []
             for _ in 0..<5 { idle.append(try await bed.add(["kind": "idle"])) }
-            try await bed.server.cli("XREADGROUP", "GROUP", bed.group, "dead", "COUNT", "100", "STREAMS", bed.stream, ">")
+            try await bed.server.cli(
+                "XREADGROUP",
+                "GROUP",
+                bed.group,
+                "dead",
+                "COUNT",
+                "100",
+                "STREAMS",
+                bed.stream,
+                ">"
+            )
             // The 50 at the head were delivered just now (another consumer is busy with them); the
             // 5 behind have been idle for long.
-            _ = try await bed.server.cli(arguments: ["XCLAIM", bed.stream, bed.group, "dead", "0"] + idle + ["IDLE", "100000"])
+            _ = try await bed.server.cli(
+                arguments: ["XCLAIM", bed.stream, bed.group, "dead", "0"] + idle + ["IDLE", "100000"]
+            )
             let ledger = Ledger()
             let metrics = TestMetrics()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.readCount = 2; $0.reclaimIdleTime = .seconds(60); $0.reclaimInterval = .milliseconds(50) },
-                consumer: bed.makeDedup(), logger: quietLogger, metricsFactory: metrics
+                configuration: bed.configuration {
+                    $0.readCount = 2
+                    $0.reclaimIdleTime = .seconds(60)
+                    $0.reclaimInterval = .milliseconds(50)
+                },
+                consumer: bed.makeDedup(),
+                logger: quietLogger,
+                metricsFactory: metrics
             ) { entry, _ in ledger.record(entry.id.description) }
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("the five idle entries are reclaimed and applied") { ledger.total == 5 }
@@ -125,21 +163,31 @@ struct AckAndReclaimTests {
             let metrics = TestMetrics()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.maxDeliveries = 3; $0.reclaimIdleTime = .milliseconds(600); $0.reclaimInterval = .milliseconds(50) },
+                configuration: bed.configuration {
+                    $0.maxDeliveries = 3
+                    $0.reclaimIdleTime = .milliseconds(600)
+                    $0.reclaimInterval = .milliseconds(50)
+                },
                 // No renewal to be late on a loaded machine: the claim is always released after
                 // the failure, so each delivery runs the handler (a delivery finding the key still
                 // in flight would count without running it).
-                consumer: bed.makeDedup(lease: .milliseconds(500), renewal: nil), logger: quietLogger, metricsFactory: metrics
+                consumer: bed.makeDedup(lease: .milliseconds(500), renewal: nil),
+                logger: quietLogger,
+                metricsFactory: metrics
             ) { entry, _ in
                 ledger.record(entry.id.description)
                 throw HandlerFailure()
             }
             try await whileRunning([consumer]) { _ in
-                try await waitUntil("the entry is dead-lettered") { try await bed.server.cli("XLEN", "orders:dead") == "1" }
+                try await waitUntil("the entry is dead-lettered") {
+                    try await bed.server.cli("XLEN", "orders:dead") == "1"
+                }
             }
             #expect(ledger.count(poison) == 3)
             #expect(try await bed.pending().isEmpty)
-            let dead = try await bed.server.cli("XRANGE", "orders:dead", "-", "+").split(separator: "\n").map(String.init)
+            let dead = try await bed.server.cli("XRANGE", "orders:dead", "-", "+").split(separator: "\n").map(
+                String.init
+            )
             func value(_ name: String) -> String? { dead.firstIndex(of: name).map { dead[$0 + 1] } }
             #expect(value("dead_letter.original_id") == poison)
             #expect(value("dead_letter.delivery_count") == "3")
@@ -149,15 +197,22 @@ struct AckAndReclaimTests {
         }
     }
 
-    @Test("an entry still running here when it turns idle is not counted as delivered again, so it is dead-lettered only after maxDeliveries runs")
+    @Test(
+        "an entry still running here when it turns idle is not counted as delivered again, so it is dead-lettered only after maxDeliveries runs"
+    )
     func slowHandlerIsNotCountedByReclaims() async throws {
         try await StreamBed.with { bed in
             let poison = try await bed.add(["order": "slow-poison"])
             let ledger = Ledger()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.maxDeliveries = 2; $0.reclaimIdleTime = .milliseconds(2500); $0.reclaimInterval = .milliseconds(50) },
-                consumer: bed.makeDedup(lease: .seconds(2), renewal: .milliseconds(200)), logger: quietLogger
+                configuration: bed.configuration {
+                    $0.maxDeliveries = 2
+                    $0.reclaimIdleTime = .milliseconds(2500)
+                    $0.reclaimInterval = .milliseconds(50)
+                },
+                consumer: bed.makeDedup(lease: .seconds(2), renewal: .milliseconds(200)),
+                logger: quietLogger
             ) { entry, _ in
                 ledger.record(entry.id.description)
                 guard ledger.count(poison) == 1 else { throw HandlerFailure() }
@@ -166,7 +221,12 @@ struct AckAndReclaimTests {
                 var reclaims = 0
                 var lastIdle = 0
                 while reclaims < 2 {
-                    let idle = Int(try await bed.server.cli("XPENDING", bed.stream, bed.group, "-", "+", "1").split(separator: "\n")[2]) ?? 0
+                    let idle =
+                        Int(
+                            try await bed.server.cli("XPENDING", bed.stream, bed.group, "-", "+", "1").split(
+                                separator: "\n"
+                            )[2]
+                        ) ?? 0
                     if idle < lastIdle { reclaims += 1 }
                     lastIdle = idle
                     try await Task.sleep(for: .milliseconds(20))
@@ -174,7 +234,9 @@ struct AckAndReclaimTests {
                 throw HandlerFailure()
             }
             try await whileRunning([consumer]) { _ in
-                try await waitUntil("the entry is dead-lettered") { try await bed.server.cli("XLEN", "orders:dead") == "1" }
+                try await waitUntil("the entry is dead-lettered") {
+                    try await bed.server.cli("XLEN", "orders:dead") == "1"
+                }
             }
             // Before, every reclaim of the running entry counted a delivery: it was dead-lettered
             // after its first run.
@@ -188,7 +250,18 @@ struct AckAndReclaimTests {
             try await bed.server.cli("XGROUP", "CREATE", bed.stream, bed.group, "0", "MKSTREAM")
             let poison = try await bed.add(["order": "poison"])
             try await bed.server.cli("XREADGROUP", "GROUP", bed.group, "dead", "COUNT", "1", "STREAMS", bed.stream, ">")
-            try await bed.server.cli("XCLAIM", bed.stream, bed.group, "dead", "0", poison, "IDLE", "100000", "RETRYCOUNT", "15")
+            try await bed.server.cli(
+                "XCLAIM",
+                bed.stream,
+                bed.group,
+                "dead",
+                "0",
+                poison,
+                "IDLE",
+                "100000",
+                "RETRYCOUNT",
+                "15"
+            )
             // Both handlers are inside at once before either fails: a's lease passes (no renewal),
             // b reclaims the entry and takes the key over.
             let bothInside = Barrier(parties: 2)
@@ -197,8 +270,13 @@ struct AckAndReclaimTests {
             func runner(_ name: String) throws -> RedisStreamConsumer {
                 try RedisStreamConsumer(
                     url: bed.server.url,
-                    configuration: bed.configuration(consumer: name) { $0.reclaimIdleTime = .milliseconds(400); $0.reclaimInterval = .milliseconds(50) },
-                    consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil), logger: quietLogger, metricsFactory: metrics,
+                    configuration: bed.configuration(consumer: name) {
+                        $0.reclaimIdleTime = .milliseconds(400)
+                        $0.reclaimInterval = .milliseconds(50)
+                    },
+                    consumer: bed.makeDedup(lease: .milliseconds(300), renewal: nil),
+                    logger: quietLogger,
+                    metricsFactory: metrics,
                     onSettled: settlements.append
                 ) { _, _ in
                     await bothInside.arrive()
@@ -225,7 +303,12 @@ final class Barrier: Sendable {
     init(parties: Int) { self.parties = parties }
 
     func arrive() async {
-        if arrived.withLock({ $0 += 1; return $0 }) >= parties { gate.open() }
+        if arrived.withLock({
+            $0 += 1
+            return $0
+        }) >= parties {
+            gate.open()
+        }
         await gate.wait()
     }
 }

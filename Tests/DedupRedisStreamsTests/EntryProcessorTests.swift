@@ -11,14 +11,20 @@ import Testing
 struct EntryProcessorTests {
     struct Refused: Error {}
 
-    @Test("processInTransaction per entry: applied and duplicate are acked with the effect committed; a failure stays pending")
+    @Test(
+        "processInTransaction per entry: applied and duplicate are acked with the effect committed; a failure stays pending"
+    )
     func transactionalEntries() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-stream-tx-\(UUID().uuidString)")
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "dedup-stream-tx-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let store = try SQLiteDedupStore(path: folder.appendingPathComponent("dedup.sqlite").path, logger: quietLogger)
         defer { store.close() }
-        try await store.withTransaction { _ = try $0.execute("CREATE TABLE effects(entry TEXT NOT NULL, fencing INTEGER NOT NULL)") }
+        try await store.withTransaction {
+            _ = try $0.execute("CREATE TABLE effects(entry TEXT NOT NULL, fencing INTEGER NOT NULL)")
+        }
         try await StreamBed.with { bed in
             let dedup = try bed.makeDedup(store: store)
             let applied = try await bed.add(["order": "A"])
@@ -26,11 +32,19 @@ struct EntryProcessorTests {
             let failed = try await bed.add(["order": "B"])
             let settlements = Settlements()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.entriesInFlight = 1 }, consumer: dedup,
-                logger: quietLogger, onSettled: settlements.append
+                url: bed.server.url,
+                configuration: bed.configuration { $0.entriesInFlight = 1 },
+                consumer: dedup,
+                logger: quietLogger,
+                onSettled: settlements.append
             ) { entry in
-                try await dedup.processInTransaction(key: entry["order"], brokerTime: entry.id.brokerTime) { transaction, context in
-                    _ = try transaction.execute("INSERT INTO effects VALUES (?, ?)", [.text(entry.id.description), .integer(context.fencingToken)])
+                try await dedup.processInTransaction(key: entry["order"], brokerTime: entry.id.brokerTime) {
+                    transaction,
+                    context in
+                    _ = try transaction.execute(
+                        "INSERT INTO effects VALUES (?, ?)",
+                        [.text(entry.id.description), .integer(context.fencingToken)]
+                    )
                     if entry["order"] == "B" { throw Refused() }
                 }
             }
@@ -41,7 +55,10 @@ struct EntryProcessorTests {
             #expect(settlements.actions(of: duplicate) == [.acked])
             #expect(settlements.actions(of: failed) == [.leftPending])
             let duplicateOutcome = try #require(settlements.all.first { $0.entryID.description == duplicate }).outcome
-            guard case .success(.duplicate) = duplicateOutcome else { Issue.record("the retry is not a duplicate: \(duplicateOutcome)"); return }
+            guard case .success(.duplicate) = duplicateOutcome else {
+                Issue.record("the retry is not a duplicate: \(duplicateOutcome)")
+                return
+            }
             #expect(try await bed.pending().map(\.id) == [failed])
             // The failed entry's effect row was rolled back with its claim; the applied one committed,
             // with the broker time on its record.
@@ -61,10 +78,15 @@ struct EntryProcessorTests {
             let ledger = Ledger()
             let settlements = Settlements()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.processingMode = .batch }, consumer: dedup,
-                logger: quietLogger, onSettled: settlements.append
+                url: bed.server.url,
+                configuration: bed.configuration { $0.processingMode = .batch },
+                consumer: dedup,
+                logger: quietLogger,
+                onSettled: settlements.append
             ) { entry in
-                try await dedup.process(key: entry.id.description, brokerTime: entry.id.brokerTime) { _ in ledger.record(entry["n"]!) }
+                try await dedup.process(key: entry.id.description, brokerTime: entry.id.brokerTime) { _ in
+                    ledger.record(entry["n"]!)
+                }
             }
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("all five are settled") { settlements.all.count == 5 }

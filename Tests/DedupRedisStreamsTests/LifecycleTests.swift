@@ -20,8 +20,11 @@ struct LifecycleTests {
             let finish = Gate()
             let settlements = Settlements()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.entriesInFlight = 4 }, consumer: bed.makeDedup(),
-                logger: quietLogger, onSettled: settlements.append
+                url: bed.server.url,
+                configuration: bed.configuration { $0.entriesInFlight = 4 },
+                consumer: bed.makeDedup(),
+                logger: quietLogger,
+                onSettled: settlements.append
             ) { entry, _ in
                 started.record(entry.id.description)
                 await finish.wait()
@@ -36,8 +39,20 @@ struct LifecycleTests {
             #expect(settlements.all.allSatisfy { $0.action == .acked })
             #expect(try await bed.pending().isEmpty)
             #expect(Set(started.all.keys) == Set(ids.prefix(4)))
-            #expect(try await bed.server.cli("XREADGROUP", "GROUP", bed.group, "check", "COUNT", "10", "STREAMS", bed.stream, ">")
-                .contains(ids[4]))
+            #expect(
+                try await bed.server.cli(
+                    "XREADGROUP",
+                    "GROUP",
+                    bed.group,
+                    "check",
+                    "COUNT",
+                    "10",
+                    "STREAMS",
+                    bed.stream,
+                    ">"
+                )
+                .contains(ids[4])
+            )
         }
     }
 
@@ -47,8 +62,12 @@ struct LifecycleTests {
             let ledger = Ledger()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.reclaimIdleTime = .seconds(2); $0.reclaimInterval = .milliseconds(200) },
-                consumer: bed.makeDedup(lease: .seconds(1), renewal: .milliseconds(300)), logger: quietLogger
+                configuration: bed.configuration {
+                    $0.reclaimIdleTime = .seconds(2)
+                    $0.reclaimInterval = .milliseconds(200)
+                },
+                consumer: bed.makeDedup(lease: .seconds(1), renewal: .milliseconds(300)),
+                logger: quietLogger
             ) { entry, _ in
                 ledger.record(entry["n"]!)
                 try await Task.sleep(for: .milliseconds(2))
@@ -75,8 +94,14 @@ struct LifecycleTests {
             let started = Ledger()
             let finish = Gate()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.entriesInFlight = 2; $0.readCount = 2 },
-                consumer: bed.makeDedup(), logger: quietLogger, metricsFactory: metrics
+                url: bed.server.url,
+                configuration: bed.configuration {
+                    $0.entriesInFlight = 2
+                    $0.readCount = 2
+                },
+                consumer: bed.makeDedup(),
+                logger: quietLogger,
+                metricsFactory: metrics
             ) { entry, _ in
                 started.record(entry.id.description)
                 await finish.wait()
@@ -84,20 +109,28 @@ struct LifecycleTests {
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("two handlers run") { started.total == 2 }
                 // Read after the first read: eight entries not yet delivered to the group.
-                #expect(try metrics.expectGauge("dedup.stream.lag", [("stream", bed.stream), ("group", bed.group)]).lastValue == 8)
+                #expect(
+                    try metrics.expectGauge("dedup.stream.lag", [("stream", bed.stream), ("group", bed.group)])
+                        .lastValue == 8
+                )
                 finish.open()
                 try await waitUntil("all are acked") { try await bed.pending().isEmpty && started.total == 10 }
             }
             #expect(try metrics.expectCounter("dedup.stream.entries", bed.dimensions("read")).totalValue == 10)
             #expect(try metrics.expectCounter("dedup.stream.entries", bed.dimensions("acked")).totalValue == 10)
-            #expect(try metrics.expectGauge("dedup.stream.lag", [("stream", bed.stream), ("group", bed.group)]).lastValue == 0)
+            #expect(
+                try metrics.expectGauge("dedup.stream.lag", [("stream", bed.stream), ("group", bed.group)]).lastValue
+                    == 0
+            )
         }
     }
 
     @Test("batches through processBatch on an SQLite store: a business key published twice is applied once")
     func batchesOnSQLite() async throws {
         try await StreamBed.with { bed in
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-stream-\(UUID().uuidString).sqlite").path
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "dedup-stream-\(UUID().uuidString).sqlite"
+            ).path
             defer { try? FileManager.default.removeItem(atPath: path) }
             let store = try SQLiteDedupStore(path: path)
             let orders = (0..<30).map { "order-\($0)" }
@@ -107,12 +140,20 @@ struct LifecycleTests {
             let metrics = TestMetrics()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.processingMode = .batch; $0.readCount = 8; $0.keyStrategy = .field("order") },
-                consumer: bed.makeDedup(store: store), logger: quietLogger, metricsFactory: metrics
+                configuration: bed.configuration {
+                    $0.processingMode = .batch
+                    $0.readCount = 8
+                    $0.keyStrategy = .field("order")
+                },
+                consumer: bed.makeDedup(store: store),
+                logger: quietLogger,
+                metricsFactory: metrics
             ) { entry, _ in ledger.record(entry["order"]!) }
             let acked = try metrics.expectCounter("dedup.stream.entries", bed.dimensions("acked"))
             try await whileRunning([consumer]) { _ in
-                try await waitUntil("all forty entries are acked") { try await bed.pending().isEmpty && acked.totalValue == 40 }
+                try await waitUntil("all forty entries are acked") {
+                    try await bed.pending().isEmpty && acked.totalValue == 40
+                }
             }
             #expect(ledger.all == Dictionary(uniqueKeysWithValues: orders.map { ($0, 1) }))
         }
@@ -126,8 +167,14 @@ struct LifecycleTests {
             let metrics = TestMetrics()
             let consumer = try RedisStreamConsumer(
                 url: bed.server.url,
-                configuration: bed.configuration { $0.processingMode = .batch; $0.readCount = 100; $0.entriesInFlight = 16 },
-                consumer: bed.makeDedup(store: store), logger: quietLogger, metricsFactory: metrics
+                configuration: bed.configuration {
+                    $0.processingMode = .batch
+                    $0.readCount = 100
+                    $0.entriesInFlight = 16
+                },
+                consumer: bed.makeDedup(store: store),
+                logger: quietLogger,
+                metricsFactory: metrics
             ) { _, _ in }
             let acked = try metrics.expectCounter("dedup.stream.entries", bed.dimensions("acked"))
             try await whileRunning([consumer]) { _ in
@@ -143,8 +190,10 @@ struct LifecycleTests {
         try await StreamBed.with { bed in
             let error = #expect(throws: DedupError.self) {
                 try RedisStreamConsumer(
-                    url: bed.server.url, configuration: bed.configuration { $0.reclaimIdleTime = .seconds(5) },
-                    consumer: bed.makeDedup(lease: .seconds(5)), logger: quietLogger
+                    url: bed.server.url,
+                    configuration: bed.configuration { $0.reclaimIdleTime = .seconds(5) },
+                    consumer: bed.makeDedup(lease: .seconds(5)),
+                    logger: quietLogger
                 ) { _, _ in }
             }
             #expect(error?.code == .invalidConfiguration)

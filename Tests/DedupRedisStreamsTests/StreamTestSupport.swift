@@ -42,7 +42,12 @@ struct StreamBed {
         try RedisDedupStore(
             url: server.url,
             configuration: .init(
-                connectTimeout: .seconds(1), reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20))
+                connectTimeout: .seconds(1),
+                reconnect: .init(
+                    maximumAttempts: 2,
+                    initialBackoff: .milliseconds(10),
+                    maximumBackoff: .milliseconds(20)
+                )
             ),
             logger: quietLogger
         )
@@ -50,23 +55,38 @@ struct StreamBed {
 
     /// A dedup consumer on `store` (a new Redis store on this server when `nil`).
     func makeDedup(
-        store: (any DedupStore)? = nil, namespace: String? = nil, lease: Duration = .seconds(5), renewal: Duration? = .seconds(1)
+        store: (any DedupStore)? = nil,
+        namespace: String? = nil,
+        lease: Duration = .seconds(5),
+        renewal: Duration? = .seconds(1)
     ) throws -> IdempotentConsumer {
         var configuration = ConsumerConfiguration()
         configuration.lease = lease
         configuration.renewalInterval = renewal
-        return try IdempotentConsumer(store: store ?? makeStore(), namespace: namespace ?? group, configuration: configuration, logger: quietLogger)
+        return try IdempotentConsumer(
+            store: store ?? makeStore(),
+            namespace: namespace ?? group,
+            configuration: configuration,
+            logger: quietLogger
+        )
     }
 
     /// A configuration for this bed's stream and group, with short waits.
-    func configuration(consumer name: String = "c1", _ change: (inout RedisStreamConsumer.Configuration) -> Void = { _ in }) -> RedisStreamConsumer.Configuration {
+    func configuration(
+        consumer name: String = "c1",
+        _ change: (inout RedisStreamConsumer.Configuration) -> Void = { _ in }
+    ) -> RedisStreamConsumer.Configuration {
         var configuration = RedisStreamConsumer.Configuration(stream: stream, group: group)
         configuration.consumerName = name
         configuration.blockTimeout = .milliseconds(100)
         configuration.reclaimInterval = .milliseconds(100)
         configuration.lagInterval = .zero
         configuration.connectTimeout = .seconds(1)
-        configuration.reconnect = .init(maximumAttempts: 1, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20))
+        configuration.reconnect = .init(
+            maximumAttempts: 1,
+            initialBackoff: .milliseconds(10),
+            maximumBackoff: .milliseconds(20)
+        )
         configuration.retryBackoff = .milliseconds(20)
         configuration.maximumRetryBackoff = .milliseconds(200)
         change(&configuration)
@@ -117,7 +137,9 @@ final class Settlements: Sendable {
 
     func append(_ settlement: RedisStreamConsumer.Settlement) { list.withLock { $0.append(settlement) } }
     var all: [RedisStreamConsumer.Settlement] { list.withLock { $0 } }
-    func actions(of id: String) -> [RedisStreamConsumer.Settlement.Action] { all.filter { $0.entryID.description == id }.map(\.action) }
+    func actions(of id: String) -> [RedisStreamConsumer.Settlement.Action] {
+        all.filter { $0.entryID.description == id }.map(\.action)
+    }
 }
 
 /// A gate handlers wait at until the test opens it.
@@ -146,7 +168,9 @@ final class Gate: Sendable {
 
 /// Polls `condition` until it holds; fails the test after `timeout`.
 func waitUntil(
-    _ what: String, timeout: Duration = .seconds(15), sourceLocation: SourceLocation = #_sourceLocation,
+    _ what: String,
+    timeout: Duration = .seconds(15),
+    sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout

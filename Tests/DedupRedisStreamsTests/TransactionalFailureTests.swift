@@ -9,7 +9,9 @@ import Testing
 /// An SQLite dedup file in a folder of its own, with the application's `ledger` table (one row per
 /// order); the folder is removed when the last reference goes.
 final class LedgerFile: Sendable {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-stream-ledger-\(UUID().uuidString)")
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "dedup-stream-ledger-\(UUID().uuidString)"
+    )
     var path: String { folder.appendingPathComponent("dedup.sqlite").path }
 
     init() throws {
@@ -21,7 +23,11 @@ final class LedgerFile: Sendable {
     /// A store on the file, the table created, with a row written `earlier` for each of `orders`
     /// (their effects are there already: a replay whose effects were not removed, say).
     func open(busyTimeout: Duration = .seconds(5), orders: [String] = []) async throws -> SQLiteDedupStore {
-        let store = try SQLiteDedupStore(path: path, configuration: .init(busyTimeout: busyTimeout), logger: quietLogger)
+        let store = try SQLiteDedupStore(
+            path: path,
+            configuration: .init(busyTimeout: busyTimeout),
+            logger: quietLogger
+        )
         try await store.withTransaction {
             _ = try $0.execute("CREATE TABLE IF NOT EXISTS ledger (order_id TEXT PRIMARY KEY, entry TEXT NOT NULL)")
             for order in orders { _ = try $0.execute("INSERT INTO ledger VALUES (?, 'earlier')", .text(order)) }
@@ -31,7 +37,9 @@ final class LedgerFile: Sendable {
 
     /// The `entry` column of every row.
     func entries(_ store: SQLiteDedupStore) async throws -> [String?] {
-        try await store.withTransaction { try $0.query("SELECT entry FROM ledger ORDER BY order_id") }.map { $0[0].string }
+        try await store.withTransaction { try $0.query("SELECT entry FROM ledger ORDER BY order_id") }.map {
+            $0[0].string
+        }
     }
 }
 
@@ -40,7 +48,11 @@ final class LedgerFile: Sendable {
 /// long: an entry comes again when the test makes it idle (``StreamBed/makeIdle(_:consumer:)``),
 /// not after a wait.
 func ledgerWriter(
-    _ bed: StreamBed, store: SQLiteDedupStore, maxDeliveries: Int, metrics: TestMetrics, runs: Ledger = Ledger(),
+    _ bed: StreamBed,
+    store: SQLiteDedupStore,
+    maxDeliveries: Int,
+    metrics: TestMetrics,
+    runs: Ledger = Ledger(),
     settlements: Settlements
 ) throws -> RedisStreamConsumer {
     let dedup = try IdempotentConsumer(store: store, namespace: bed.group, logger: quietLogger, metricsFactory: metrics)
@@ -51,11 +63,17 @@ func ledgerWriter(
             $0.reclaimIdleTime = .seconds(3600)
             $0.reclaimInterval = .milliseconds(20)
         },
-        consumer: dedup, logger: quietLogger, metricsFactory: metrics, onSettled: settlements.append
+        consumer: dedup,
+        logger: quietLogger,
+        metricsFactory: metrics,
+        onSettled: settlements.append
     ) { entry in
         try await dedup.processInTransaction(key: entry["order"], brokerTime: entry.id.brokerTime) { transaction, _ in
             runs.record(entry.id.description)
-            try transaction.execute("INSERT INTO ledger VALUES (?, ?)", [.text(entry["order"] ?? ""), .text(entry.id.description)])
+            try transaction.execute(
+                "INSERT INTO ledger VALUES (?, ?)",
+                [.text(entry["order"] ?? ""), .text(entry.id.description)]
+            )
         }
     }
 }
@@ -64,7 +82,9 @@ func ledgerWriter(
 /// `maxDeliveries` and the entry is dead-lettered; the store's own failure does not count.
 @Suite("Redis stream consumer: failures inside SQLite transactions", .timeLimit(.minutes(2)))
 struct TransactionalFailureTests {
-    @Test("an entry whose transactional handler hits a UNIQUE violation on every delivery is dead-lettered once, on its maxDeliveries-th")
+    @Test(
+        "an entry whose transactional handler hits a UNIQUE violation on every delivery is dead-lettered once, on its maxDeliveries-th"
+    )
     func constraintViolationIsDeadLettered() async throws {
         let file = try LedgerFile()
         let store = try await file.open(orders: ["A"])
@@ -72,7 +92,14 @@ struct TransactionalFailureTests {
         try await StreamBed.with { bed in
             let replayed = try await bed.add(["order": "A"])
             let (metrics, runs, settlements) = (TestMetrics(), Ledger(), Settlements())
-            let consumer = try ledgerWriter(bed, store: store, maxDeliveries: 3, metrics: metrics, runs: runs, settlements: settlements)
+            let consumer = try ledgerWriter(
+                bed,
+                store: store,
+                maxDeliveries: 3,
+                metrics: metrics,
+                runs: runs,
+                settlements: settlements
+            )
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("three deliveries are settled") {
                     try await bed.makeIdle(replayed)
@@ -90,11 +117,16 @@ struct TransactionalFailureTests {
             #expect(runs.count(replayed) == 3)
             #expect(try await bed.pending().isEmpty)
             #expect(try await bed.server.cli("XLEN", "orders:dead") == "1")
-            let dead = try await bed.server.cli("XRANGE", "orders:dead", "-", "+").split(separator: "\n").map(String.init)
+            let dead = try await bed.server.cli("XRANGE", "orders:dead", "-", "+").split(separator: "\n").map(
+                String.init
+            )
             func value(_ name: String) -> String? { dead.firstIndex(of: name).map { dead[$0 + 1] } }
             #expect(value("dead_letter.original_id") == replayed)
             #expect(value("dead_letter.delivery_count") == "3")
-            #expect(value("dead_letter.last_error")?.contains("UNIQUE constraint failed: ledger.order_id") == true, "\(dead)")
+            #expect(
+                value("dead_letter.last_error")?.contains("UNIQUE constraint failed: ledger.order_id") == true,
+                "\(dead)"
+            )
             // Counted as the handler's failures, not the store's.
             #expect(try metrics.expectCounter("dedup.handler.failures", [("namespace", bed.group)]).totalValue == 3)
             #expect(metrics.counters.filter { $0.label == "dedup.store.errors" }.isEmpty)
@@ -114,11 +146,19 @@ struct TransactionalFailureTests {
             let entry = try await bed.add(["order": "A"])
             let settlements = Settlements()
             let consumer = try RedisStreamConsumer(
-                url: bed.server.url, configuration: bed.configuration { $0.maxDeliveries = 1; $0.keyStrategy = .field("order") },
-                consumer: bed.makeDedup(), logger: quietLogger, onSettled: settlements.append
+                url: bed.server.url,
+                configuration: bed.configuration {
+                    $0.maxDeliveries = 1
+                    $0.keyStrategy = .field("order")
+                },
+                consumer: bed.makeDedup(),
+                logger: quietLogger,
+                onSettled: settlements.append
             ) { entry, _ in
                 // The dedup record lives in Redis; the effect is written to the SQLite file.
-                try await store.withTransaction { _ = try $0.execute("INSERT INTO ledger VALUES ('A', ?)", .text(entry.id.description)) }
+                try await store.withTransaction {
+                    _ = try $0.execute("INSERT INTO ledger VALUES ('A', ?)", .text(entry.id.description))
+                }
             }
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("the entry is settled") { !settlements.all.isEmpty }
@@ -149,7 +189,13 @@ struct TransactionalFailureTests {
         try await StreamBed.with { bed in
             let entry = try await bed.add(["order": "B"])
             let (metrics, settlements) = (TestMetrics(), Settlements())
-            let consumer = try ledgerWriter(bed, store: store, maxDeliveries: 1, metrics: metrics, settlements: settlements)
+            let consumer = try ledgerWriter(
+                bed,
+                store: store,
+                maxDeliveries: 1,
+                metrics: metrics,
+                settlements: settlements
+            )
             try await whileRunning([consumer]) { _ in
                 try await waitUntil("the first delivery is settled") { !settlements.all.isEmpty }
                 // Its only allowed delivery failed, as a store failure: it stays pending.
@@ -168,7 +214,10 @@ struct TransactionalFailureTests {
             }
             #expect(settlements.actions(of: entry) == [.leftPending, .acked])
             #expect(try await bed.server.cli("XLEN", "orders:dead") == "0")
-            #expect(try metrics.expectCounter("dedup.store.errors", [("namespace", bed.group), ("code", "busy")]).totalValue == 1)
+            #expect(
+                try metrics.expectCounter("dedup.store.errors", [("namespace", bed.group), ("code", "busy")]).totalValue
+                    == 1
+            )
             #expect(try metrics.expectCounter("dedup.handler.failures", [("namespace", bed.group)]).totalValue == 0)
             #expect(try await file.entries(store) == [entry])
         }

@@ -1,12 +1,14 @@
-import DedupTestSupport
 import Dedup
 import DedupRedis
+import DedupTestSupport
 import Foundation
 import Testing
 
 @Suite("Broker time in Redis values")
 struct BrokerTimeValueTests {
-    @Test("the creating claim writes b<base 36 ms> after the lease times; a takeover, a renewal and a completion (also one dated from the key's expiry, as the wait before the first claim) carry it")
+    @Test(
+        "the creating claim writes b<base 36 ms> after the lease times; a takeover, a renewal and a completion (also one dated from the key's expiry, as the wait before the first claim) carry it"
+    )
     func fieldIsWrittenAndCarried() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
@@ -14,30 +16,57 @@ struct BrokerTimeValueTests {
             let published = Date(millisecondsSince1970: 1_600_000_000_123)
             let first = try #require(
                 try await store.claim(
-                    ClaimRequest(id: record, lease: .milliseconds(200), retention: .seconds(3600), ownerLabel: "pod-a", brokerTime: published)
-                ).lease)
+                    ClaimRequest(
+                        id: record,
+                        lease: .milliseconds(200),
+                        retention: .seconds(3600),
+                        ownerLabel: "pod-a",
+                        brokerTime: published
+                    )
+                ).lease
+            )
             let broker = String(1_600_000_000_123, radix: 36)
-            #expect(try await server.cli("GET", "dedup:6:orders:o-1") == "in_flight 5:pod-a 32:\(first.ownerToken) 200 1h b\(broker)")
+            #expect(
+                try await server.cli("GET", "dedup:6:orders:o-1")
+                    == "in_flight 5:pod-a 32:\(first.ownerToken) 200 1h b\(broker)"
+            )
             _ = try await store.renew(first, for: .milliseconds(200))
             let renewed = try await server.cli("GET", "dedup:6:orders:o-1")
-            #expect(renewed.hasPrefix("in_flight 5:pod-a 32:\(first.ownerToken) ") && renewed.hasSuffix(" 1h b\(broker)"), "\(renewed)")
+            #expect(
+                renewed.hasPrefix("in_flight 5:pod-a 32:\(first.ownerToken) ") && renewed.hasSuffix(" 1h b\(broker)"),
+                "\(renewed)"
+            )
             // Wait for the lease to pass (the server's clock decides), then take it over with another broker time.
             var takeover: Lease?
             for _ in 0..<100 where takeover == nil {
                 try await Task.sleep(for: .milliseconds(50))
                 takeover = try await store.claim(
-                    ClaimRequest(id: record, lease: .seconds(30), retention: .seconds(3600), ownerLabel: "pod-b",
-                        brokerTime: Date(millisecondsSince1970: 5))
+                    ClaimRequest(
+                        id: record,
+                        lease: .seconds(30),
+                        retention: .seconds(3600),
+                        ownerLabel: "pod-b",
+                        brokerTime: Date(millisecondsSince1970: 5)
+                    )
                 ).lease
             }
             let second = try #require(takeover)
             let taken = try await server.cli("GET", "dedup:6:orders:o-1")
-            #expect(taken.hasPrefix("in_flight 5:pod-b 32:\(second.ownerToken) ") && taken.hasSuffix(" 1h b\(broker) f2"), "\(taken)")
+            #expect(
+                taken.hasPrefix("in_flight 5:pod-b 32:\(second.ownerToken) ") && taken.hasSuffix(" 1h b\(broker) f2"),
+                "\(taken)"
+            )
             // A lease that does not say when its record was first claimed: the completion dates it
             // from the key's expiry, reading past the broker time.
             let undated = Lease(
-                id: record, ownerToken: second.ownerToken, fencingToken: second.fencingToken, attempt: second.attempt,
-                leaseUntil: second.leaseUntil, isTakeover: true, ownerLabel: "pod-b")
+                id: record,
+                ownerToken: second.ownerToken,
+                fencingToken: second.fencingToken,
+                attempt: second.attempt,
+                leaseUntil: second.leaseUntil,
+                isTakeover: true,
+                ownerLabel: "pod-b"
+            )
             try await store.complete(Completion(lease: undated, retention: .seconds(600)))
             let completed = try #require(try await store.record(for: record))
             #expect(completed.brokerTime == published && completed.createdAt == second.claimedAt)
@@ -45,7 +74,8 @@ struct BrokerTimeValueTests {
             let took = try #require(completed.completedAt).millisecondsSince1970 - created
             #expect(
                 try await server.cli("GET", "dedup:6:orders:o-1")
-                    == "done \(String(created, radix: 36)) \(took) 10m b\(created - 1_600_000_000_123) f2")
+                    == "done \(String(created, radix: 36)) \(took) 10m b\(created - 1_600_000_000_123) f2"
+            )
             await store.close()
         }
     }
@@ -85,7 +115,10 @@ struct BrokerTimeValueTests {
             #expect(listed == ["new", "old"])
             #expect(try await store.delete(ids, matching: range) == 2)
             #expect(try await server.cli("EXISTS", "dedup:2:ns:flying") == "1")
-            let flyingRange = RecordFilter(from: Date(millisecondsSince1970: 6000), until: Date(millisecondsSince1970: 6001))
+            let flyingRange = RecordFilter(
+                from: Date(millisecondsSince1970: 6000),
+                until: Date(millisecondsSince1970: 6001)
+            )
             #expect(try await store.delete(ids, matching: flyingRange) == 1)
             #expect(try await store.stats().total == 0)
             await store.close()

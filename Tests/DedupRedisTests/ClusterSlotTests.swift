@@ -1,5 +1,6 @@
-@testable import DedupRedis
 import Testing
+
+@testable import DedupRedis
 
 /// Hash slots and the keys read back from encoded commands, without a server.
 @Suite("Redis Cluster hash slots")
@@ -11,8 +12,13 @@ struct ClusterSlotTests {
     }
 
     @Test func hashTagsHashOnlyTheirContent() {
-        #expect(ClusterSlot.slot(of: Array("{user1000}.following".utf8)) == ClusterSlot.slot(of: Array("user1000".utf8)))
-        #expect(ClusterSlot.slot(of: Array("{user1000}.followers".utf8)) == ClusterSlot.slot(of: Array("{user1000}.following".utf8)))
+        #expect(
+            ClusterSlot.slot(of: Array("{user1000}.following".utf8)) == ClusterSlot.slot(of: Array("user1000".utf8))
+        )
+        #expect(
+            ClusterSlot.slot(of: Array("{user1000}.followers".utf8))
+                == ClusterSlot.slot(of: Array("{user1000}.following".utf8))
+        )
         // An empty tag is no tag: the whole key is hashed.
         #expect(ClusterSlot.slot(of: Array("foo{}{bar}".utf8)) != ClusterSlot.slot(of: Array("bar".utf8)))
         #expect(ClusterSlot.slot(of: Array("foo{{bar}}zap".utf8)) == ClusterSlot.slot(of: Array("{bar".utf8)))
@@ -35,7 +41,10 @@ struct ClusterSlotTests {
     }
 
     @Test func redirectsAreRead() {
-        #expect(ClusterRedirect(.error("MOVED 3999 127.0.0.1:6381")) == ClusterRedirect(target: .init(host: "127.0.0.1", port: 6381), isAsk: false))
+        #expect(
+            ClusterRedirect(.error("MOVED 3999 127.0.0.1:6381"))
+                == ClusterRedirect(target: .init(host: "127.0.0.1", port: 6381), isAsk: false)
+        )
         #expect(ClusterRedirect(.error("ASK 3999 ::1:6381"))?.target == .init(host: "::1", port: 6381))
         #expect(ClusterRedirect(.error("ASK 3999 ::1:6381"))?.isAsk == true)
         #expect(ClusterRedirect(.error("ERR MOVED")) == nil)

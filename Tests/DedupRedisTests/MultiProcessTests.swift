@@ -9,7 +9,9 @@ struct RedisMultiProcessTests {
         defer { Task { await server.stop() } }
         let keys = 400
         let outcome = try await WorkerFleet.run(
-            processes: 4, store: server.url, keys: keys,
+            processes: 4,
+            store: server.url,
+            keys: keys,
             extraArguments: ["--rounds", "2", "--batch", "\(batch)", "--handler-us", "50"]
         )
         #expect(outcome.runsPerKey.count == keys, "every key ran")

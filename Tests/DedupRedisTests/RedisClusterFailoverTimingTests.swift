@@ -42,7 +42,8 @@ struct RedisClusterFailoverTimingTests {
         let target = primaries[1]
         try await runFleet(cluster, namespace: "reshard", keys: 4000) {
             _ = try await source.server.cli(arguments: [
-                "--cluster", "reshard", "127.0.0.1:\(source.server.port!)", "--cluster-from", source.id, "--cluster-to", target.id,
+                "--cluster", "reshard", "127.0.0.1:\(source.server.port!)", "--cluster-from", source.id, "--cluster-to",
+                target.id,
                 "--cluster-slots", "500", "--cluster-yes", "--cluster-pipeline", "20",
             ])
         }
@@ -86,16 +87,25 @@ struct RedisClusterFailoverTimingTests {
     /// then checks that the change completed while they still ran and that every key ran exactly
     /// once.
     private func runFleet(
-        _ cluster: RedisCluster, namespace: String, keys: Int, during change: @escaping @Sendable () async throws -> Void
+        _ cluster: RedisCluster,
+        namespace: String,
+        keys: Int,
+        during change: @escaping @Sendable () async throws -> Void
     ) async throws {
         let ledger = WorkerFleet.temporaryLedgerPath()
         let finished = Mutex(false)
         let fleet = Task {
             defer { finished.withLock { $0 = true } }
             return try await WorkerFleet.run(
-                processes: 3, store: cluster.url, keys: keys,
-                extraArguments: ["--namespace", namespace, "--rounds", "3", "--batch", "10", "--handler-us", "300", "--retry-unavailable", "yes"],
-                ledger: ledger)
+                processes: 3,
+                store: cluster.url,
+                keys: keys,
+                extraArguments: [
+                    "--namespace", namespace, "--rounds", "3", "--batch", "10", "--handler-us", "300",
+                    "--retry-unavailable", "yes",
+                ],
+                ledger: ledger
+            )
         }
         try await waitUntil("the workers are under way") { WorkerFleet.linesSoFar(in: ledger) >= keys / 10 }
         try await change()
@@ -115,7 +125,11 @@ struct RedisClusterFailoverTimingTests {
         }
     }
 
-    private func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+    private func waitUntil(
+        _ what: String,
+        timeout: Duration = .seconds(60),
+        _ condition: () async throws -> Bool
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if try await condition() { return }

@@ -1,8 +1,9 @@
 import Dedup
-@testable import DedupRedis
 import DedupTestSupport
 import Foundation
 import Testing
+
+@testable import DedupRedis
 
 /// The store on a real three-primary cluster (a replica each) that the suite starts: one cluster
 /// for the whole suite, each scenario with a key prefix of its own.
@@ -56,7 +57,9 @@ struct RedisClusterTests {
         let store = try makeRedisStore(cluster.url, prefix: "slots")
         for key in ["a", "b", "orders-42", "{tag}x", "x{tag}", "ünïcode", "emoji 🦆"] {
             let redisKey = store.key(for: id("ns", key))
-            let expected = Int(try await cluster.nodes[0].cli("CLUSTER", "KEYSLOT", String(decoding: redisKey, as: UTF8.self)))
+            let expected = Int(
+                try await cluster.nodes[0].cli("CLUSTER", "KEYSLOT", String(decoding: redisKey, as: UTF8.self))
+            )
             #expect(ClusterSlot.slot(of: redisKey) == expected, "slot of \(key)")
         }
         await store.close()
@@ -104,8 +107,12 @@ struct RedisClusterTests {
                         for answer in try await store.claim(batch: ids.map { request($0) }) {
                             let lease = try #require(answer.lease)
                             let record = try #require(try await store.record(for: lease.id))
-                            if lease.leaseUntil > record.leaseUntil! || (lease.claimedAt.map { $0 > record.createdAt } ?? false) {
-                                late.append("\(lease.id.key): lease until \(lease.leaseUntil), record's \(record.leaseUntil!)")
+                            if lease.leaseUntil > record.leaseUntil!
+                                || (lease.claimedAt.map { $0 > record.createdAt } ?? false)
+                            {
+                                late.append(
+                                    "\(lease.id.key): lease until \(lease.leaseUntil), record's \(record.leaseUntil!)"
+                                )
                             }
                         }
                         return late
@@ -136,7 +143,8 @@ struct RedisClusterTests {
     /// has moved, the store's stale map gets `MOVED` and follows it.
     private func followsAskAndMovedThroughAMigration(_ cluster: RedisCluster) async throws {
         let store = try makeRedisStore(cluster.url, prefix: "ask")
-        let moved = id("orders", "{m}done"), fresh = id("orders", "{m}new")
+        let moved = id("orders", "{m}done")
+        let fresh = id("orders", "{m}new")
         let lease = try #require(try await store.claim(request(moved)).lease)
         try await store.complete(Completion(lease: lease, retention: .seconds(3600)))
         let movedKey = String(decoding: store.key(for: moved), as: UTF8.self)
@@ -176,7 +184,9 @@ struct RedisClusterTests {
         #expect(store.isCluster)
         var users = 0
         for primary in try await cluster.states().filter(\.isPrimary) {
-            users += try await primary.server.cli("CLIENT", "LIST").split(whereSeparator: \.isNewline).count { $0.contains("user=billing") }
+            users += try await primary.server.cli("CLIENT", "LIST").split(whereSeparator: \.isNewline).count {
+                $0.contains("user=billing")
+            }
         }
         #expect(users >= 3, "the store logged in as billing on every primary")
         await store.close()
@@ -208,7 +218,11 @@ struct RedisClusterTests {
         var total = 0
         for node in cluster.nodes {
             let stats = try await node.cli("INFO", "commandstats")
-            guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { continue }
+            guard
+                let line = stats.split(whereSeparator: \.isNewline).first(where: {
+                    $0.hasPrefix("cmdstat_\(command):calls=")
+                })
+            else { continue }
             total += Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix(while: \.isNumber)) ?? 0
         }
         return total

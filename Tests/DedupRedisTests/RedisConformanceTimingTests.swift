@@ -1,6 +1,6 @@
-import DedupTestSupport
 import Dedup
 import DedupTestKit
+import DedupTestSupport
 import Testing
 
 /// The Redis store against the conformance suite, on the server's real clock.

@@ -1,6 +1,6 @@
-import DedupTestSupport
 import Dedup
 import DedupRedis
+import DedupTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -13,7 +13,14 @@ struct RedisDedupStoreTests {
             let store = try makeRedisStore(server.url)
             let record = id("orders-group", "order-42")
             let first = try await store.claim(
-                ClaimRequest(id: record, lease: .seconds(30), retention: .seconds(3600), fingerprint: "fp-1", ownerLabel: "web 7:31337"))
+                ClaimRequest(
+                    id: record,
+                    lease: .seconds(30),
+                    retention: .seconds(3600),
+                    fingerprint: "fp-1",
+                    ownerLabel: "web 7:31337"
+                )
+            )
             let lease = try #require(first.lease)
             #expect(lease.fencingToken == 1 && lease.attempt == 1 && !lease.isTakeover)
 
@@ -26,14 +33,17 @@ struct RedisDedupStoreTests {
             #expect(keys == "dedup:12:orders-group:order-42")
             #expect(try await server.cli("TYPE", keys) == "string")
             // State, holder (label and token), lease span and retention, fingerprint.
-            #expect(try await server.cli("GET", keys) == "in_flight 11:web 7:31337 32:\(lease.ownerToken) 30s 1h p4:fp-1")
+            #expect(
+                try await server.cli("GET", keys) == "in_flight 11:web 7:31337 32:\(lease.ownerToken) 30s 1h p4:fp-1"
+            )
             // The key expires one millisecond before the record; the lease ends a retention earlier.
             let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
             let inFlight = try #require(second.record)
             #expect(inFlight.expiresAt.millisecondsSince1970 == expiry + 1)
             #expect(inFlight.leaseUntil?.millisecondsSince1970 == expiry + 1 - 3_600_000)
             #expect(inFlight.createdAt.millisecondsSince1970 == expiry + 1 - 3_600_000 - 30_000)
-            let leaseEarly = try #require(inFlight.leaseUntil).millisecondsSince1970 - lease.leaseUntil.millisecondsSince1970
+            let leaseEarly =
+                try #require(inFlight.leaseUntil).millisecondsSince1970 - lease.leaseUntil.millisecondsSince1970
             #expect(leaseEarly >= 0 && leaseEarly < 50, "the lease ends with the record's, or a little earlier")
 
             try await store.complete(Completion(lease: lease, retention: .seconds(600), result: Data([0, 1, 2, 255])))
@@ -51,7 +61,10 @@ struct RedisDedupStoreTests {
             // The key's last live millisecond is the record's, or a little later if the server's
             // clock moved between the completion's TIME and its SET (never earlier).
             let keyExpiry = try #require(Int64(try await server.cli("PEXPIRETIME", keys)))
-            #expect(keyExpiry >= completed + 600_000 - 1 && keyExpiry < completed + 600_000 + 1_000, "\(keyExpiry) vs \(completed)")
+            #expect(
+                keyExpiry >= completed + 600_000 - 1 && keyExpiry < completed + 600_000 + 1_000,
+                "\(keyExpiry) vs \(completed)"
+            )
 
             let third = try await store.claim(request(record))
             guard case .duplicate(let stored) = third else {
@@ -75,7 +88,10 @@ struct RedisDedupStoreTests {
     func binaryKeys() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
-            let ids = [id("a:b", "c"), id("a", "b:c"), id("ns", "with\0nul"), id("ns", "with\0nul\0"), id("ns", "line\nbreak 🎉"), id("ns*", "[x]?")]
+            let ids = [
+                id("a:b", "c"), id("a", "b:c"), id("ns", "with\0nul"), id("ns", "with\0nul\0"),
+                id("ns", "line\nbreak 🎉"), id("ns*", "[x]?"),
+            ]
             for recordID in ids {
                 #expect(try await store.claim(request(recordID)).kind == "acquired", "\(recordID)")
             }
@@ -94,7 +110,11 @@ struct RedisDedupStoreTests {
             #expect(listed.count == ids.count)
             let glob = try await store.records(matching: RecordFilter(namespace: "ns*"), after: nil, limit: 10)
             #expect(glob.records.map(\.id) == [id("ns*", "[x]?")])
-            let prefixed = try await store.records(matching: RecordFilter(namespace: "ns", keyPrefix: "with\0"), after: nil, limit: 10)
+            let prefixed = try await store.records(
+                matching: RecordFilter(namespace: "ns", keyPrefix: "with\0"),
+                after: nil,
+                limit: 10
+            )
             #expect(Set(prefixed.records.map(\.id)) == [id("ns", "with\0nul"), id("ns", "with\0nul\0")])
             await store.close()
         }
@@ -108,7 +128,9 @@ struct RedisDedupStoreTests {
             let lease = try #require(try await store.claim(request(record, lease: .seconds(10))).lease)
             var stale = lease
             stale.ownerToken = Lease.makeOwnerToken()
-            await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: stale, retention: .seconds(60))) }
+            await expectDedupError(.leaseLost) {
+                try await store.complete(Completion(lease: stale, retention: .seconds(60)))
+            }
             await expectDedupError(.leaseLost) { try await store.release(stale) }
             await expectDedupError(.leaseLost) { _ = try await store.renew(stale, for: .seconds(60)) }
             #expect(try await store.record(for: record)?.state == .inFlight)
@@ -147,7 +169,9 @@ struct RedisDedupStoreTests {
             try await Task.sleep(until: claimed + .milliseconds(2100), clock: .continuous)
             let second = try #require(try await store.claim(request(record)).lease)
             #expect(second.isTakeover && second.fencingToken == 2 && second.attempt == 2)
-            await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: first, retention: .seconds(60))) }
+            await expectDedupError(.leaseLost) {
+                try await store.complete(Completion(lease: first, retention: .seconds(60)))
+            }
             try await store.complete(Completion(lease: second, retention: .seconds(60)))
             #expect(try await store.record(for: record)?.fencingToken == 2)
             await store.close()
@@ -163,7 +187,9 @@ struct RedisDedupStoreTests {
             try await store.complete(Completion(lease: doneLease, retention: .seconds(60)))
 
             let fresh = id("ns", "fresh")
-            let answers = try await store.claim(batch: [request(fresh), request(fresh), request(done), request(done), request(id("ns", "other"))])
+            let answers = try await store.claim(batch: [
+                request(fresh), request(fresh), request(done), request(done), request(id("ns", "other")),
+            ])
             #expect(answers.map(\.kind) == ["acquired", "inFlight", "duplicate", "duplicate", "acquired"])
 
             var stale = try #require(answers[0].lease)
@@ -172,7 +198,8 @@ struct RedisDedupStoreTests {
             stale.ownerToken = "not-the-owner"
             let completions = try await store.complete(batch: [
                 Completion(lease: stale, retention: .seconds(60)), Completion(lease: real, retention: .seconds(60)),
-                Completion(lease: real, retention: .seconds(60)), Completion(lease: good, retention: .seconds(60), result: Data("ok".utf8)),
+                Completion(lease: real, retention: .seconds(60)),
+                Completion(lease: good, retention: .seconds(60), result: Data("ok".utf8)),
             ])
             #expect(completions == [.leaseLost, .completed, .leaseLost, .completed])
             #expect(try await store.claim(batch: []).isEmpty)
@@ -190,7 +217,9 @@ struct RedisDedupStoreTests {
             let store = try makeRedisStore(server.url, completesBatchesInOneScript: oneScript)
             let ids = (0..<600).map { id("ns", "k\($0)") }
             let leases = try await store.claim(batch: ids.map { request($0) }).map { try #require($0.lease) }
-            var completions = leases.indices.map { Completion(lease: leases[$0], retention: .seconds($0 < 300 ? 60 : 120)) }
+            var completions = leases.indices.map {
+                Completion(lease: leases[$0], retention: .seconds($0 < 300 ? 60 : 120))
+            }
             for lost in [5, 450] { completions[lost].lease.ownerToken = "not-the-owner" }
             try await server.cli("CONFIG", "RESETSTAT")
             let answers = try await store.complete(batch: completions)
@@ -198,11 +227,16 @@ struct RedisDedupStoreTests {
             let stats = try await server.cli("INFO", "commandstats")
             let calls = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_evalsha:") }
             // 0..<256, 256..<300 (the retention changes), 300..<556, 556..<600.
-            #expect(calls?.hasPrefix("cmdstat_evalsha:calls=\(oneScript ? 4 : 600),") == true, "\(calls ?? "no EVALSHA")")
+            #expect(
+                calls?.hasPrefix("cmdstat_evalsha:calls=\(oneScript ? 4 : 600),") == true,
+                "\(calls ?? "no EVALSHA")"
+            )
             for (index, retention) in [(0, 60_000.0), (299, 60_000), (300, 120_000), (599, 120_000)] {
                 let record = try #require(try await store.record(for: ids[index]))
                 let completedAt = try #require(record.completedAt)
-                #expect(record.state == .completed && record.expiresAt.timeIntervalSince(completedAt) * 1000 == retention)
+                #expect(
+                    record.state == .completed && record.expiresAt.timeIntervalSince(completedAt) * 1000 == retention
+                )
             }
             #expect(try await store.record(for: ids[5])?.state == .inFlight)
 
@@ -216,13 +250,23 @@ struct RedisDedupStoreTests {
             ] {
                 try await server.cli("SET", "dedup:2:ns:\(key)", value)
                 let bad = Lease(
-                    id: id("ns", key), ownerToken: "t", fencingToken: 1, attempt: 1, leaseUntil: Date(), isTakeover: false, claimedAt: claimedAt)
-                let fresh = try await store.claim(batch: [request(id("ns", "before-\(key)")), request(id("ns", "after-\(key)"))]).map {
+                    id: id("ns", key),
+                    ownerToken: "t",
+                    fencingToken: 1,
+                    attempt: 1,
+                    leaseUntil: Date(),
+                    isTakeover: false,
+                    claimedAt: claimedAt
+                )
+                let fresh = try await store.claim(batch: [
+                    request(id("ns", "before-\(key)")), request(id("ns", "after-\(key)")),
+                ]).map {
                     try #require($0.lease)
                 }
                 await expectDedupError(.corruptStore) {
                     _ = try await store.complete(batch: [
-                        Completion(lease: fresh[0], retention: .seconds(60)), Completion(lease: bad, retention: .seconds(60)),
+                        Completion(lease: fresh[0], retention: .seconds(60)),
+                        Completion(lease: bad, retention: .seconds(60)),
                         Completion(lease: fresh[1], retention: .seconds(60)),
                     ])
                 }
@@ -233,7 +277,9 @@ struct RedisDedupStoreTests {
 
             // Another kind of value put at a claimed key: that key answers wrongType, the others
             // around it are completed all the same.
-            let claimed = try await store.claim(batch: ["first", "hashed", "last"].map { request(id("ns", $0)) }).map { try #require($0.lease) }
+            let claimed = try await store.claim(batch: ["first", "hashed", "last"].map { request(id("ns", $0)) }).map {
+                try #require($0.lease)
+            }
             try await server.cli("DEL", "dedup:2:ns:hashed")
             try await server.cli("HSET", "dedup:2:ns:hashed", "name", "x")
             await expectDedupError(.wrongType) {
@@ -250,7 +296,8 @@ struct RedisDedupStoreTests {
         "where the cluster is hidden (CLUSTER SLOTS refused, as by a proxy) a batch completion refused across hash slots (CROSSSLOT) goes again one key per call, and so do the store's later ones; a store that sees the cluster is never refused"
     )
     func crossSlotCompletion() async throws {
-        try await withRedisServer(arguments: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]) { server in
+        try await withRedisServer(arguments: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]) {
+            server in
             try await server.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
             let deadline = ContinuousClock.now + .seconds(10)
             while try await !server.cli("CLUSTER", "INFO").contains("cluster_state:ok") {
@@ -264,7 +311,9 @@ struct RedisDedupStoreTests {
                 let ids = (0..<10).map { id("ns", "r\(round)-\($0)") }
                 let leases = try await store.claim(batch: ids.map { request($0) }).map { try #require($0.lease) }
                 try await server.cli("CONFIG", "RESETSTAT")
-                let answers = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(60)) })
+                let answers = try await store.complete(
+                    batch: leases.map { Completion(lease: $0, retention: .seconds(60)) }
+                )
                 #expect(answers == Array(repeating: .completed, count: 10))
                 let stats = try await server.cli("INFO", "commandstats")
                 let calls = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_evalsha:") }
@@ -283,8 +332,13 @@ struct RedisDedupStoreTests {
             let leases = try await clusterStore.claim(batch: ids.map { request($0) }).map { try #require($0.lease) }
             #expect(clusterStore.isCluster)
             try await server.cli("CONFIG", "RESETSTAT")
-            #expect(try await clusterStore.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(60)) }) == Array(repeating: .completed, count: 10))
-            let calls = try await server.cli("INFO", "commandstats").split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_evalsha:") }
+            #expect(
+                try await clusterStore.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(60)) })
+                    == Array(repeating: .completed, count: 10)
+            )
+            let calls = try await server.cli("INFO", "commandstats").split(whereSeparator: \.isNewline).first {
+                $0.hasPrefix("cmdstat_evalsha:")
+            }
             #expect(calls?.contains("rejected_calls=0,") == true, "\(calls ?? "no EVALSHA")")
             await clusterStore.close()
         }
@@ -304,10 +358,15 @@ struct RedisDedupStoreTests {
             let held = try #require(try await store.claim(request(id("ns", "held"))).lease)
             try await server.cli("SET", "dedup:2:ns:junk", "in_flight owner=3:abc fencing=x")
             await expectDedupError(.corruptStore) {
-                _ = try await store.claim(batch: [request(id("ns", "c")), request(id("ns", "held")), request(id("ns", "junk"))])
+                _ = try await store.claim(batch: [
+                    request(id("ns", "c")), request(id("ns", "held")), request(id("ns", "junk")),
+                ])
             }
             #expect(try await store.record(for: id("ns", "c")) == nil, "not left in flight")
-            #expect(try await store.record(for: id("ns", "held"))?.ownerToken == held.ownerToken, "someone else's lease untouched")
+            #expect(
+                try await store.record(for: id("ns", "held"))?.ownerToken == held.ownerToken,
+                "someone else's lease untouched"
+            )
             await store.close()
         }
     }
@@ -322,17 +381,33 @@ struct RedisDedupStoreTests {
             let result = Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0) })
             for (round, owner) in ["o", String(repeating: "t", count: 300), Lease.makeOwnerToken()].enumerated() {
                 let ids = keys.map { id(namespace, "\(round)" + $0) }
-                let single = ClaimRequest(id: ids[0], ownerToken: owner, lease: .seconds(30), retention: .seconds(3600), fingerprint: fingerprint)
+                let single = ClaimRequest(
+                    id: ids[0],
+                    ownerToken: owner,
+                    lease: .seconds(30),
+                    retention: .seconds(3600),
+                    fingerprint: fingerprint
+                )
                 let lease = try #require(try await store.claim(single).lease)
                 try await store.complete(Completion(lease: lease, retention: .seconds(3600), result: result))
                 let batch = ids.dropFirst().map {
-                    ClaimRequest(id: $0, ownerToken: owner + "-\($0.key.count)", lease: .seconds(30), retention: .seconds(3600), fingerprint: fingerprint)
+                    ClaimRequest(
+                        id: $0,
+                        ownerToken: owner + "-\($0.key.count)",
+                        lease: .seconds(30),
+                        retention: .seconds(3600),
+                        fingerprint: fingerprint
+                    )
                 }
                 let leases = try await store.claim(batch: Array(batch)).map { try #require($0.lease) }
-                let answers = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600), result: result) })
+                let answers = try await store.complete(
+                    batch: leases.map { Completion(lease: $0, retention: .seconds(3600), result: result) }
+                )
                 #expect(answers == [.completed, .completed])
                 for recordID in ids {
-                    guard case .duplicate(let record) = try await store.claim(request(recordID, fingerprint: fingerprint)) else {
+                    guard
+                        case .duplicate(let record) = try await store.claim(request(recordID, fingerprint: fingerprint))
+                    else {
                         Issue.record("expected a duplicate of \(recordID)")
                         continue
                     }
@@ -343,13 +418,17 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("keys tampered with behind the store: an expiry moved later keeps the record readable; one out of range is corruptStore, not a crash; forget clears a damaged record")
+    @Test(
+        "keys tampered with behind the store: an expiry moved later keeps the record readable; one out of range is corruptStore, not a crash; forget clears a damaged record"
+    )
     func tamperedExpiries() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
             // An operator's PEXPIRE (or the server's clock stepping back) moves the expiry later.
             let moved = id("ns", "moved")
-            let lease = try #require(try await store.claim(request(moved, lease: .seconds(30), retention: .seconds(3600))).lease)
+            let lease = try #require(
+                try await store.claim(request(moved, lease: .seconds(30), retention: .seconds(3600))).lease
+            )
             let expiry = try #require(Int64(try await server.cli("PEXPIRETIME", "dedup:2:ns:moved")))
             try await server.cli("PEXPIREAT", "dedup:2:ns:moved", String(expiry + 60_000))
             let renewed = try await store.renew(lease, for: .seconds(30))
@@ -358,13 +437,20 @@ struct RedisDedupStoreTests {
             #expect(try await store.claim(request(moved)).kind == "duplicate")
 
             // An expiry no dedup record has (in either layout): refused as corrupt, never a trap.
-            for (key, value) in [("far", "in_flight owner=1:t fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=-"), ("far-current", "in_flight - 1:t 1 1")] {
+            for (key, value) in [
+                ("far", "in_flight owner=1:t fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=-"),
+                ("far-current", "in_flight - 1:t 1 1"),
+            ] {
                 try await server.cli("SET", "dedup:2:ns:\(key)", value)
                 try await server.cli("PEXPIREAT", "dedup:2:ns:\(key)", "9223372036854775700")
                 await expectDedupError(.corruptStore) { _ = try await store.claim(request(id("ns", key))) }
                 await expectDedupError(.corruptStore) { _ = try await store.record(for: id("ns", key)) }
             }
-            #expect(try await store.records(matching: RecordFilter(namespace: "ns"), after: nil, limit: 10).records.map(\.id) == [moved])
+            #expect(
+                try await store.records(matching: RecordFilter(namespace: "ns"), after: nil, limit: 10).records.map(
+                    \.id
+                ) == [moved]
+            )
 
             // forget (no filter) clears a record of ours that cannot be read; someone else's string stays.
             for key in ["far", "far-current"] {
@@ -378,7 +464,9 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("a retention under a millisecond completes (the record is kept 0 ms); a claim whose TIME is refused leaves nothing in flight")
+    @Test(
+        "a retention under a millisecond completes (the record is kept 0 ms); a claim whose TIME is refused leaves nothing in flight"
+    )
     func edgeArguments() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
@@ -405,7 +493,8 @@ struct RedisDedupStoreTests {
             let store = try makeRedisStore(server.url)
             // Completed long ago (kept 1 s from 1970), its key still alive: what a completion leaves
             // for the millisecond its key may outlive the record. In the previous layout and the current.
-            let stale = "completed fencing=3 attempt=2 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=1000 result=-"
+            let stale =
+                "completed fencing=3 attempt=2 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=1000 result=-"
             let staleCurrent = "done \(String(1000, radix: 36)) 1000 1s f3 a2"
             for (key, value) in [("single", stale), ("batch-1", stale), ("batch-2", staleCurrent)] {
                 try await server.cli("SET", "dedup:2:ns:\(key)", value, "PX", "60000")
@@ -413,7 +502,9 @@ struct RedisDedupStoreTests {
             #expect(try await store.record(for: id("ns", "single")) == nil)
             let single = try #require(try await store.claim(request(id("ns", "single"))).lease)
             #expect(single.fencingToken == 1 && single.attempt == 1 && !single.isTakeover)
-            let answers = try await store.claim(batch: [request(id("ns", "batch-1")), request(id("ns", "fresh")), request(id("ns", "batch-2"))])
+            let answers = try await store.claim(batch: [
+                request(id("ns", "batch-1")), request(id("ns", "fresh")), request(id("ns", "batch-2")),
+            ])
             let leases = answers.compactMap(\.lease)
             #expect(leases.count == 3 && leases.allSatisfy { $0.fencingToken == 1 && $0.attempt == 1 })
             for key in ["single", "batch-1", "batch-2"] {
@@ -447,7 +538,11 @@ struct RedisDedupStoreTests {
             var cursor: PageCursor?
             var pages = 0
             repeat {
-                let page = try await store.records(matching: RecordFilter(namespace: "alpha", state: .completed), after: cursor, limit: 7)
+                let page = try await store.records(
+                    matching: RecordFilter(namespace: "alpha", state: .completed),
+                    after: cursor,
+                    limit: 7
+                )
                 #expect(page.records.count <= 7)
                 #expect(page.records.allSatisfy { $0.state == .completed && $0.id.namespace == "alpha" })
                 completed += page.records.map(\.id)
@@ -458,7 +553,10 @@ struct RedisDedupStoreTests {
 
             // Conditional delete: only records that still match the filter go.
             let everything = (0..<25).map { id("alpha", "k\($0)") } + [id("beta", "k0")]
-            let deleted = try await store.delete(everything, matching: RecordFilter(namespace: "alpha", state: .inFlight))
+            let deleted = try await store.delete(
+                everything,
+                matching: RecordFilter(namespace: "alpha", state: .inFlight)
+            )
             #expect(deleted == 5)
             let future = Date().addingTimeInterval(3600)
             #expect(try await store.delete(everything, matching: RecordFilter(from: future)) == 0)
@@ -505,7 +603,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("server killed mid-run: calls fail with storeUnavailable; restarted, the same store recovers", arguments: [true, false])
+    @Test(
+        "server killed mid-run: calls fail with storeUnavailable; restarted, the same store recovers",
+        arguments: [true, false]
+    )
     func killAndRestart(inline: Bool) async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url, inline: inline)
@@ -550,7 +651,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("a connection the server closed while the store was idle is replaced without an error (inline and I/O-thread paths)", arguments: [true, false])
+    @Test(
+        "a connection the server closed while the store was idle is replaced without an error (inline and I/O-thread paths)",
+        arguments: [true, false]
+    )
     func serverClosedIdleConnection(inline: Bool) async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url, poolSize: 1, inline: inline)
@@ -572,7 +676,9 @@ struct RedisDedupStoreTests {
             let good = try makeRedisStore(url)
             #expect(try await good.claim(request(id("ns", "k"))).kind == "acquired")
             let wrong = try makeRedisStore(server.url.replacingOccurrences(of: "redis://", with: "redis://:wrong@"))
-            let error = await expectDedupError(.authenticationFailed) { _ = try await wrong.claim(request(id("ns", "k"))) }
+            let error = await expectDedupError(.authenticationFailed) {
+                _ = try await wrong.claim(request(id("ns", "k")))
+            }
             #expect(error.map { !$0.message.contains("wrong") } ?? true, "the password must not be in the message")
             let none = try makeRedisStore(server.url)
             await expectDedupError(.authenticationFailed) { _ = try await none.ping() }
@@ -596,7 +702,9 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("another kind of value at a record's key is wrongType; a string that is no record is corruptStore; neither is changed")
+    @Test(
+        "another kind of value at a record's key is wrongType; a string that is no record is corruptStore; neither is changed"
+    )
     func wrongType() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
@@ -654,7 +762,10 @@ struct RedisDedupStoreTests {
         }
     }
 
-    @Test("after SCRIPT FLUSH the scripts are loaded again and the calls succeed (inline and I/O-thread paths)", arguments: [true, false])
+    @Test(
+        "after SCRIPT FLUSH the scripts are loaded again and the calls succeed (inline and I/O-thread paths)",
+        arguments: [true, false]
+    )
     func noScriptRecovery(inline: Bool) async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url, poolSize: 1, inline: inline)
@@ -662,7 +773,9 @@ struct RedisDedupStoreTests {
             try await server.cli("SCRIPT", "FLUSH")
             try await store.complete(Completion(lease: lease, retention: .seconds(60)))
             try await server.cli("SCRIPT", "FLUSH")
-            let answers = try await store.claim(batch: [request(id("ns", "a")), request(id("ns", "b")), request(id("ns", "b"))])
+            let answers = try await store.claim(batch: [
+                request(id("ns", "a")), request(id("ns", "b")), request(id("ns", "b")),
+            ])
             #expect(answers.map(\.kind) == ["duplicate", "acquired", "inFlight"])
             await store.close()
         }
@@ -673,7 +786,10 @@ struct RedisDedupStoreTests {
 /// of their own (`scripts/test`).
 @Suite("Redis store calls bounded in time")
 struct RedisTimeBoundsTimingTests {
-    @Test("a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)", arguments: [true, false])
+    @Test(
+        "a server that stops answering gives timeout, then the store recovers (inline and I/O-thread paths)",
+        arguments: [true, false]
+    )
     func commandTimeout(inline: Bool) async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url, commandTimeout: .milliseconds(200), poolSize: 1, inline: inline)

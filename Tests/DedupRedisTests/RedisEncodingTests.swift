@@ -1,7 +1,8 @@
 import Dedup
-@testable import DedupRedis
 import Foundation
 import Testing
+
+@testable import DedupRedis
 
 /// What the Redis store writes and reads, checked without a server: the commands it encodes in one
 /// pass, the record values they carry and how those decode, how error replies map to codes, and
@@ -16,8 +17,14 @@ struct RedisEncodingTests {
 
     var request: ClaimRequest {
         ClaimRequest(
-            id: id, ownerToken: token, lease: .seconds(30), retention: .seconds(3600), fingerprint: "fp-1",
-            ownerLabel: "web 7:31337", brokerTime: Date(millisecondsSince1970: 1_700_000_000_123))
+            id: id,
+            ownerToken: token,
+            lease: .seconds(30),
+            retention: .seconds(3600),
+            fingerprint: "fp-1",
+            ownerLabel: "web 7:31337",
+            brokerTime: Date(millisecondsSince1970: 1_700_000_000_123)
+        )
     }
 
     /// A command's arguments as a server reads them off the wire (through hiredis's reader), as
@@ -57,10 +64,19 @@ struct RedisEncodingTests {
         // Lease span and retention as whole units, the broker time in base 36 (1700000000123 ms),
         // the fingerprint; fencing and attempt 1 go without saying.
         let expectedValue = header + "30s 1h bloyw3v5n p4:fp-1"
-        #expect(try arguments(commands[1]) == ["SET", "dedup:12:orders-group:order-42", expectedValue, "NX", "PX", "3629999", "GET"])
+        #expect(
+            try arguments(commands[1]) == [
+                "SET", "dedup:12:orders-group:order-42", expectedValue, "NX", "PX", "3629999", "GET",
+            ]
+        )
         // The claim script's call carries the same new value, then the owner header alone.
         let scripted = try arguments(store.scriptClaimCommand(request, pieces.ownerHeaderStart(request.ownerLabel)))
-        #expect(scripted == ["EVALSHA", RedisScript.claim.sha, "1", "dedup:12:orders-group:order-42", expectedValue, header, "30000", "1h", "4:fp-1"])
+        #expect(
+            scripted == [
+                "EVALSHA", RedisScript.claim.sha, "1", "dedup:12:orders-group:order-42", expectedValue, header, "30000",
+                "1h", "4:fp-1",
+            ]
+        )
     }
 
     @Test("claims under more labels, leases and retentions than the store keeps encoded each carry their own")
@@ -74,12 +90,17 @@ struct RedisEncodingTests {
                 claim.retention = .seconds(Int64(100 + round))
                 claim.brokerTime = nil
                 claim.fingerprint = nil
-                let lease = (10 + index) * 1000, retention = (100 + round) * 1000
+                let lease = (10 + index) * 1000
+                let retention = (100 + round) * 1000
                 let value = "in_flight \(label.utf8.count):\(label) 32:\(token) \(lease / 1000)s \(retention / 1000)s"
                 // Byte for byte: "é" and "e\u{301}" are equal as `String`s, not as labels.
                 #expect(
                     try argumentBytes(store.fastClaimCommands([claim], &pieces)[1])
-                        == ["SET", "dedup:12:orders-group:order-42", value, "NX", "PX", "\(lease + retention - 1)", "GET"].map { Array($0.utf8) })
+                        == [
+                            "SET", "dedup:12:orders-group:order-42", value, "NX", "PX", "\(lease + retention - 1)",
+                            "GET",
+                        ].map { Array($0.utf8) }
+                )
             }
         }
     }
@@ -102,12 +123,26 @@ struct RedisEncodingTests {
         #expect(
             record
                 == DedupRecord(
-                    id: id, state: .inFlight, ownerToken: token, fencingToken: 1, attempt: 1, createdMilliseconds: created,
-                    leaseUntilMilliseconds: created + 30_000, completedMilliseconds: nil, expiresMilliseconds: expires,
-                    fingerprint: "fp-1", result: nil, ownerLabel: "web 7:31337", brokerMilliseconds: 1_700_000_000_123))
+                    id: id,
+                    state: .inFlight,
+                    ownerToken: token,
+                    fencingToken: 1,
+                    attempt: 1,
+                    createdMilliseconds: created,
+                    leaseUntilMilliseconds: created + 30_000,
+                    completedMilliseconds: nil,
+                    expiresMilliseconds: expires,
+                    fingerprint: "fp-1",
+                    result: nil,
+                    ownerLabel: "web 7:31337",
+                    brokerMilliseconds: 1_700_000_000_123
+                )
+        )
     }
 
-    @Test("a batch of completions is one call of the completion script: the keys, the retention, then header, result and first claim of each")
+    @Test(
+        "a batch of completions is one call of the completion script: the keys, the retention, then header, result and first claim of each"
+    )
     func completionCommand() throws {
         let lease = request.lease(claimedAt: 1_700_000_500_000)
         // A lease rebuilt by hand, with neither a label nor a first claim time.
@@ -122,15 +157,19 @@ struct RedisEncodingTests {
         let command = completions.withUnsafeBufferPointer { store.completeCommand($0, &pieces) }
         #expect(
             try arguments(command) == [
-                "EVALSHA", RedisScript.complete.sha, "2", "dedup:12:orders-group:order-42", "dedup:12:orders-group:order-42", "60000", "1m",
+                "EVALSHA", RedisScript.complete.sha, "2", "dedup:12:orders-group:order-42",
+                "dedup:12:orders-group:order-42", "60000", "1m",
                 // The first claim in base 36: 1700000500000 ms.
                 header, " r3:a\0b", "loywekv4",
                 // No label (`-`), no result, no first claim: the script reads it from the value.
                 "in_flight - 32:\(token) ", "", "",
-            ])
+            ]
+        )
     }
 
-    @Test("a completed value dates itself: first claim in base 36, completion after it, retention, broker time before it")
+    @Test(
+        "a completed value dates itself: first claim in base 36, completion after it, retention, broker time before it"
+    )
     func compactCompletedValueDecodes() throws {
         // First claim 1000 ms ("rs" in base 36), completed 1000 ms later, kept 500 ms, broker time
         // 995 ms before the first claim, fencing 2, attempt 3, a binary result.
@@ -140,28 +179,60 @@ struct RedisEncodingTests {
         #expect(
             record
                 == DedupRecord(
-                    id: id, state: .completed, ownerToken: nil, fencingToken: 2, attempt: 3, createdMilliseconds: 1000,
-                    leaseUntilMilliseconds: nil, completedMilliseconds: 2000, expiresMilliseconds: 2500, fingerprint: nil,
-                    result: Data([0x61, 0, 0x62]), ownerLabel: nil, brokerMilliseconds: 5))
+                    id: id,
+                    state: .completed,
+                    ownerToken: nil,
+                    fencingToken: 2,
+                    attempt: 3,
+                    createdMilliseconds: 1000,
+                    leaseUntilMilliseconds: nil,
+                    completedMilliseconds: 2000,
+                    expiresMilliseconds: 2500,
+                    fingerprint: nil,
+                    result: Data([0x61, 0, 0x62]),
+                    ownerLabel: nil,
+                    brokerMilliseconds: 5
+                )
+        )
     }
 
     @Test("a completed value of the earlier layout decodes with its own times and binary result")
     func completedValueDecodes() throws {
-        let value = Array("completed b=5 fencing=2 attempt=3 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=500 result=3:a\0b".utf8)
+        let value = Array(
+            "completed b=5 fencing=2 attempt=3 lease_span_ms=30000 retention_ms=3600000 fp=- created_ms=1000 completed_ms=2000 kept_ms=500 result=3:a\0b"
+                .utf8
+        )
         #expect(RecordValue.isCompleted(value) && !RecordValue.isInFlight(value))
         let record = try #require(RecordValue.decode(value, id: id, expiresMilliseconds: nil))
         #expect(
             record
                 == DedupRecord(
-                    id: id, state: .completed, ownerToken: nil, fencingToken: 2, attempt: 3, createdMilliseconds: 1000,
-                    leaseUntilMilliseconds: nil, completedMilliseconds: 2000, expiresMilliseconds: 2500, fingerprint: nil,
-                    result: Data([0x61, 0, 0x62]), ownerLabel: nil, brokerMilliseconds: 5))
+                    id: id,
+                    state: .completed,
+                    ownerToken: nil,
+                    fencingToken: 2,
+                    attempt: 3,
+                    createdMilliseconds: 1000,
+                    leaseUntilMilliseconds: nil,
+                    completedMilliseconds: 2000,
+                    expiresMilliseconds: 2500,
+                    fingerprint: nil,
+                    result: Data([0x61, 0, 0x62]),
+                    ownerLabel: nil,
+                    brokerMilliseconds: 5
+                )
+        )
     }
 
     @Test("an in-flight value written before labels were kept reads with no label")
     func unlabelledValueDecodes() throws {
         let record = try #require(
-            RecordValue.decode(Array("in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-".utf8), id: id, expiresMilliseconds: 100))
+            RecordValue.decode(
+                Array("in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-".utf8),
+                id: id,
+                expiresMilliseconds: 100
+            )
+        )
         #expect(record.ownerLabel == nil && record.ownerToken == "abc" && record.brokerTime == nil)
         #expect(record.leaseUntil?.millisecondsSince1970 == 80 && record.createdAt.millisecondsSince1970 == 70)
     }
@@ -174,10 +245,16 @@ struct RedisEncodingTests {
             ("in_flight owner=99:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-", 100),
             ("in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=- extra", 100),
             ("in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-", nil),
-            ("in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-", RecordValue.latestExpiry + 1),
+            (
+                "in_flight owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-",
+                RecordValue.latestExpiry + 1
+            ),
             ("in_flight label=5:ab owner=3:abc fencing=1 attempt=1 lease_span_ms=10 retention_ms=20 fp=-", 100),
             ("completed fencing=1 attempt=1", nil),
-            ("completed b=x fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=- created_ms=1 completed_ms=2 kept_ms=3 result=-", nil),
+            (
+                "completed b=x fencing=1 attempt=1 lease_span_ms=1 retention_ms=1 fp=- created_ms=1 completed_ms=2 kept_ms=3 result=-",
+                nil
+            ),
         ]
     )
     func notARecord(value: String, expires: Int64?) {
@@ -218,7 +295,10 @@ struct RedisEncodingTests {
         #expect(SHA1.hexDigest(alphabet(55)) == "a617d006d1ca12671785098a19a87fe58443bde9")
         #expect(SHA1.hexDigest(alphabet(56)) == "4ad5bb7ae3c4024768d364b77c52128ea3cffebe")
         #expect(SHA1.hexDigest(alphabet(64)) == "93249d4c2f8903ebf41ac358473148ae6ddd7042")
-        #expect(SHA1.hexDigest([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+        #expect(
+            SHA1.hexDigest([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+                == "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
+        )
         for script in RedisScript.all {
             #expect(script.sha == SHA1.hexDigest(Array(script.source.utf8)))
             #expect(try arguments(script.callPrefix) == ["EVALSHA", script.sha, "1"])
@@ -235,8 +315,14 @@ extension ClaimRequest {
     /// The lease a store answering this claim with a fresh acquisition gives.
     fileprivate func lease(claimedAt milliseconds: Int64) -> Lease {
         Lease(
-            id: id, ownerToken: ownerToken, fencingToken: 1, attempt: 1,
-            leaseUntil: Date(millisecondsSince1970: milliseconds + lease.wholeMilliseconds), isTakeover: false,
-            claimedAt: Date(millisecondsSince1970: milliseconds), ownerLabel: ownerLabel)
+            id: id,
+            ownerToken: ownerToken,
+            fencingToken: 1,
+            attempt: 1,
+            leaseUntil: Date(millisecondsSince1970: milliseconds + lease.wholeMilliseconds),
+            isTakeover: false,
+            claimedAt: Date(millisecondsSince1970: milliseconds),
+            ownerLabel: ownerLabel
+        )
     }
 }

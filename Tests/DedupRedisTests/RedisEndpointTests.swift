@@ -1,6 +1,6 @@
-import DedupTestSupport
 import Dedup
 import DedupRedis
+import DedupTestSupport
 import Testing
 
 @Suite("Redis URLs")
@@ -83,7 +83,10 @@ struct RedisEndpointTests {
 
     @Test("a malformed URL's message hides a password that holds a slash or an at sign")
     func malformedKeepsOddPasswordsHidden() {
-        for url in ["redis://u:Hunter2/Secret@host:notaport", "redis://Hunter2/Secret@host:notaport", "unix://:Hunter2/Secret@run/r.sock"] {
+        for url in [
+            "redis://u:Hunter2/Secret@host:notaport", "redis://Hunter2/Secret@host:notaport",
+            "unix://:Hunter2/Secret@run/r.sock",
+        ] {
             do {
                 _ = try RedisEndpoint(url: url)
                 Issue.record("\(url) was accepted")

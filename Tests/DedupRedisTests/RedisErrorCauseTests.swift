@@ -17,7 +17,10 @@ struct RedisErrorCauseTests {
                 await expectDedupError(.wrongType) { _ = try await store.claim(request(id("ns", "taken"))) },
                 await expectDedupError(.wrongType) { _ = try await store.record(for: id("ns", "taken")) },
             ] {
-                #expect(error?.redisErrorText?.hasPrefix("WRONGTYPE ") == true, "\(String(describing: error?.redisErrorText))")
+                #expect(
+                    error?.redisErrorText?.hasPrefix("WRONGTYPE ") == true,
+                    "\(String(describing: error?.redisErrorText))"
+                )
                 #expect(error?.sqliteExtendedResultCode == nil)
             }
             await store.close()
@@ -28,11 +31,19 @@ struct RedisErrorCauseTests {
     func authentication() async throws {
         try await withRedisServer(arguments: ["--requirepass", "s3cret"]) { server in
             let none = try makeRedisStore(server.url)
-            let missing = await expectDedupError(.authenticationFailed) { _ = try await none.claim(request(id("ns", "k"))) }
-            #expect(missing?.redisErrorText?.hasPrefix("NOAUTH ") == true, "\(String(describing: missing?.redisErrorText))")
+            let missing = await expectDedupError(.authenticationFailed) {
+                _ = try await none.claim(request(id("ns", "k")))
+            }
+            #expect(
+                missing?.redisErrorText?.hasPrefix("NOAUTH ") == true,
+                "\(String(describing: missing?.redisErrorText))"
+            )
             let wrong = try makeRedisStore(server.url.replacingOccurrences(of: "redis://", with: "redis://:wrong@"))
             let refused = await expectDedupError(.authenticationFailed) { _ = try await wrong.ping() }
-            #expect(refused?.redisErrorText?.hasPrefix("WRONGPASS ") == true, "\(String(describing: refused?.redisErrorText))")
+            #expect(
+                refused?.redisErrorText?.hasPrefix("WRONGPASS ") == true,
+                "\(String(describing: refused?.redisErrorText))"
+            )
             for store in [none, wrong] { await store.close() }
         }
     }
@@ -55,7 +66,10 @@ struct RedisErrorCauseTests {
         await server.stop()
         let store = try makeRedisStore(url)
         let error = await expectDedupError(.storeUnavailable) { _ = try await store.ping() }
-        #expect((error?.underlyingError as? POSIXError)?.code == .ECONNREFUSED, "\(String(describing: error?.underlyingError))")
+        #expect(
+            (error?.underlyingError as? POSIXError)?.code == .ECONNREFUSED,
+            "\(String(describing: error?.underlyingError))"
+        )
         #expect(error?.redisErrorText == nil)
         await store.close()
     }

@@ -10,7 +10,9 @@ import Testing
 /// (A `TimingTests` suite: `scripts/test` runs it after the rest, in a test process of its own.)
 @Suite("Redis lease renewal under latency")
 struct RedisLeaseRenewalTimingTests {
-    @Test("8 handlers of one consumer keep their leases when every Redis call takes a quarter of the lease; a rival never takes a key")
+    @Test(
+        "8 handlers of one consumer keep their leases when every Redis call takes a quarter of the lease; a rival never takes a key"
+    )
     func slowRedisKeepsEveryLease() async throws {
         try await withRedisServer { server in
             let redis = try makeRedisStore(server.url)
@@ -24,7 +26,11 @@ struct RedisLeaseRenewalTimingTests {
             configuration.renewalInterval = .milliseconds(1667)
             let consumer = try IdempotentConsumer(store: slow, namespace: "orders", configuration: configuration)
             // The rival claims straight from Redis, without the latency.
-            let rival = try IdempotentConsumer(store: makeRedisStore(server.url), namespace: "orders", configuration: configuration)
+            let rival = try IdempotentConsumer(
+                store: makeRedisStore(server.url),
+                namespace: "orders",
+                configuration: configuration
+            )
             let keys = (0..<8).map { "m-\($0)" }
             let runs = HandlerRuns()
 

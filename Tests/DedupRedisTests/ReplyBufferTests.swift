@@ -1,6 +1,7 @@
 import CHiredis
-@testable import DedupRedis
 import Testing
+
+@testable import DedupRedis
 
 /// A fresh hiredis reader whose replies go to a fresh ``ReplyBuffer``, both freed after `body`.
 func withReplyReader<T>(_ body: (UnsafeMutablePointer<redisReader>, borrowing ReplyBuffer) throws -> T) throws -> T {
@@ -39,12 +40,17 @@ func readReplies(_ resp: [UInt8], count: Int) throws -> [RedisReply] {
 struct ReplyBufferTests {
     @Test("strings (empty, binary with NUL), status, error, integers, nil and nested arrays with nil elements")
     func everyKind() throws {
-        let resp = Array("$5\r\nhello\r\n$0\r\n\r\n$3\r\na\0b\r\n+OK\r\n-ERR wrong\r\n:-42\r\n:9223372036854775807\r\n$-1\r\n*-1\r\n*0\r\n".utf8)
+        let resp =
+            Array(
+                "$5\r\nhello\r\n$0\r\n\r\n$3\r\na\0b\r\n+OK\r\n-ERR wrong\r\n:-42\r\n:9223372036854775807\r\n$-1\r\n*-1\r\n*0\r\n"
+                    .utf8
+            )
             + Array("*3\r\n:1\r\n*2\r\n$-1\r\n*1\r\n$1\r\nx\r\n+QUEUED\r\n".utf8)
         let replies = try readReplies(resp, count: 11)
         #expect(
             replies == [
-                .string(Array("hello".utf8)), .string([]), .string([UInt8(ascii: "a"), 0, UInt8(ascii: "b")]), .status("OK"),
+                .string(Array("hello".utf8)), .string([]), .string([UInt8(ascii: "a"), 0, UInt8(ascii: "b")]),
+                .status("OK"),
                 .error("ERR wrong"), .integer(-42), .integer(.max), .null, .null, .array([]),
                 .array([.integer(1), .array([.null, .array([.string([UInt8(ascii: "x")])])]), .status("QUEUED")]),
             ]

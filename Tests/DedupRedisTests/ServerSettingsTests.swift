@@ -6,7 +6,10 @@ import Testing
 struct ServerSettingsTests {
     @Test("serverSettings reads the version, AOF, RDB rules and eviction policy of a real server")
     func readsSettings() async throws {
-        let arguments = ["--appendonly", "yes", "--appendfsync", "always", "--save", "60 1", "--maxmemory", "32mb", "--maxmemory-policy", "allkeys-lru"]
+        let arguments = [
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "60 1", "--maxmemory", "32mb",
+            "--maxmemory-policy", "allkeys-lru",
+        ]
         try await withRedisServer(arguments: arguments) { server in
             let store = try makeRedisStore(server.url)
             let settings = try await store.serverSettings()
@@ -31,14 +34,20 @@ struct ServerSettingsTests {
             await store.close()
             #expect(settings.snapshotRules == nil && settings.appendFsync == nil)
             #expect(settings.appendOnly == false && settings.evictionPolicy == "noeviction")
-            #expect(settings.unreadable.count == 5 && settings.unreadable.allSatisfy { $0.hasPrefix("CONFIG GET") }, "\(settings.unreadable)")
+            #expect(
+                settings.unreadable.count == 5 && settings.unreadable.allSatisfy { $0.hasPrefix("CONFIG GET") },
+                "\(settings.unreadable)"
+            )
             #expect(settings.survivesRestart == nil, "RDB rules unknown and no AOF: cannot tell")
         }
     }
 
     @Test("which eviction policies drop records (all have TTLs) and which persistence survives a restart")
     func judgements() {
-        for policy in ["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru", "allkeys-lfu", "allkeys-random"] {
+        for policy in [
+            "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru", "allkeys-lfu",
+            "allkeys-random",
+        ] {
             #expect(RedisServerSettings(evictionPolicy: policy).evictsRecords == true, "\(policy)")
         }
         #expect(RedisServerSettings(evictionPolicy: "noeviction").evictsRecords == false)

@@ -1,13 +1,15 @@
-import DedupTestSupport
 import Dedup
 import DedupRedis
 import DedupTestKit
+import DedupTestSupport
 import Foundation
 import Testing
 
 /// Runs `body` with a fresh redis-server, stopping it afterwards whatever happens.
 func withRedisServer<T>(
-    _ listener: RedisServer.Listener = .loopback, arguments: [String] = [], _ body: (RedisServer) async throws -> T
+    _ listener: RedisServer.Listener = .loopback,
+    arguments: [String] = [],
+    _ body: (RedisServer) async throws -> T
 ) async throws -> T {
     let server = try await RedisServer.start(listener: listener, arguments: arguments)
     do {
@@ -20,18 +22,25 @@ func withRedisServer<T>(
     }
 }
 
-
 /// A store with a short reconnect policy, so failure tests do not wait long.
 func makeRedisStore(
-    _ url: String, prefix: String = "dedup", commandTimeout: Duration = .seconds(2), poolSize: Int = 2, inline: Bool = true,
+    _ url: String,
+    prefix: String = "dedup",
+    commandTimeout: Duration = .seconds(2),
+    poolSize: Int = 2,
+    inline: Bool = true,
     completesBatchesInOneScript: Bool = true
 ) throws -> RedisDedupStore {
     try RedisDedupStore(
         url: url,
         configuration: .init(
-            connectTimeout: .seconds(1), commandTimeout: commandTimeout, poolSize: poolSize, keyPrefix: prefix,
+            connectTimeout: .seconds(1),
+            commandTimeout: commandTimeout,
+            poolSize: poolSize,
+            keyPrefix: prefix,
             reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
-            runsIdleCallsInline: inline, completesBatchesInOneScript: completesBatchesInOneScript
+            runsIdleCallsInline: inline,
+            completesBatchesInOneScript: completesBatchesInOneScript
         )
     )
 }
@@ -40,7 +49,12 @@ func id(_ namespace: String, _ key: String) -> RecordID {
     try! RecordID(namespace: namespace, key: key)
 }
 
-func request(_ id: RecordID, lease: Duration = .seconds(30), retention: Duration = .seconds(3600), fingerprint: String? = nil) -> ClaimRequest {
+func request(
+    _ id: RecordID,
+    lease: Duration = .seconds(30),
+    retention: Duration = .seconds(3600),
+    fingerprint: String? = nil
+) -> ClaimRequest {
     ClaimRequest(id: id, lease: lease, retention: retention, fingerprint: fingerprint)
 }
 

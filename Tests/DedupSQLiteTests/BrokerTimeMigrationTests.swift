@@ -1,21 +1,26 @@
 import CSQLite
 import Dedup
-@testable import DedupSQLite
 import Foundation
 import Testing
+
+@testable import DedupSQLite
 
 /// Schema 3 adds `broker_ms`: files at schema 2 migrate with every row intact, and selecting by
 /// broker time walks a namespace's range of the primary key, as selecting by record time did.
 @Suite("SQLite broker time schema")
 struct BrokerTimeMigrationTests {
-    @Test("a schema-2 file migrates to 3: its rows read unchanged without a broker time, new claims keep one, filters fall back to record time")
+    @Test(
+        "a schema-2 file migrates to 3: its rows read unchanged without a broker time, new claims keep one, filters fall back to record time"
+    )
     func schemaTwoFileMigrates() async throws {
         let directory = TemporaryDirectory()
         let path = directory.file()
-        var sql = "CREATE TABLE dedup_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL);\n"
+        var sql =
+            "CREATE TABLE dedup_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL);\n"
         for migration in SQLiteMigration.all.prefix(2) {
             sql += migration.sql
-            sql += "INSERT INTO dedup_schema_migrations VALUES (\(migration.version), '\(migration.name)', '\(migration.checksum)', 0);\n"
+            sql +=
+                "INSERT INTO dedup_schema_migrations VALUES (\(migration.version), '\(migration.name)', '\(migration.checksum)', 0);\n"
         }
         let far: Int64 = 253_402_300_799_000
         sql += """
@@ -43,8 +48,14 @@ struct BrokerTimeMigrationTests {
         // [2000, 6000): "done" by its record time (5000), "new" by its broker time; "held" (7000) and
         // "new"'s record time (now) are outside.
         let page = try await store.records(
-            matching: RecordFilter(namespace: "orders", from: Date(millisecondsSince1970: 2000), until: Date(millisecondsSince1970: 6000)),
-            after: nil, limit: 10)
+            matching: RecordFilter(
+                namespace: "orders",
+                from: Date(millisecondsSince1970: 2000),
+                until: Date(millisecondsSince1970: 6000)
+            ),
+            after: nil,
+            limit: 10
+        )
         #expect(page.records.map(\.id.key) == ["done", "new"])
     }
 
@@ -54,14 +65,23 @@ struct BrokerTimeMigrationTests {
         let path = directory.file()
         _ = try SQLiteDedupStore(path: path, logger: quietLogger)
         var bindings: [SQLiteValue] = []
-        let filter = RecordFilter(namespace: "orders", from: Date(millisecondsSince1970: 1), until: Date(millisecondsSince1970: 2))
+        let filter = RecordFilter(
+            namespace: "orders",
+            from: Date(millisecondsSince1970: 1),
+            until: Date(millisecondsSince1970: 2)
+        )
         let conditions = RecordSQL.conditions(filter, bindings: &bindings)
         #expect(conditions.contains(RecordSQL.selectionTime))
         let list = try queryPlan(
-            path, "SELECT namespace, key FROM dedup_records WHERE expires_at > 0\(conditions) ORDER BY namespace, key LIMIT 10")
+            path,
+            "SELECT namespace, key FROM dedup_records WHERE expires_at > 0\(conditions) ORDER BY namespace, key LIMIT 10"
+        )
         #expect(list.contains { $0.contains("USING PRIMARY KEY (namespace=?)") }, "plan: \(list)")
         #expect(!list.contains { $0.hasPrefix("SCAN") || $0.contains("TEMP B-TREE") }, "plan: \(list)")
-        let delete = try queryPlan(path, "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at > 0\(conditions)")
+        let delete = try queryPlan(
+            path,
+            "DELETE FROM dedup_records WHERE namespace = ? AND key = ? AND expires_at > 0\(conditions)"
+        )
         #expect(delete.contains { $0.contains("USING PRIMARY KEY (namespace=? AND key=?)") }, "plan: \(delete)")
     }
 

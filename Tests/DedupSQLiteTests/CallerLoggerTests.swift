@@ -33,6 +33,9 @@ struct CallerLoggerTests {
             try SQLiteDedupStore(path: directory.file())
         }
         store.close()
-        #expect(recorder.messages.withLock { $0 }.contains { $0.contains("migration") }, "\(recorder.messages.withLock { $0 })")
+        #expect(
+            recorder.messages.withLock { $0 }.contains { $0.contains("migration") },
+            "\(recorder.messages.withLock { $0 })"
+        )
     }
 }

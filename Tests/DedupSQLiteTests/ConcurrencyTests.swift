@@ -1,11 +1,12 @@
 import CSQLite
 import Dedup
-import DedupTestSupport
-@testable import DedupSQLite
 import DedupTestKit
+import DedupTestSupport
 import Foundation
 import Synchronization
 import Testing
+
+@testable import DedupSQLite
 
 /// Which keys each handler run applied, across tasks and store objects.
 final class Ledger: Sendable {
@@ -92,7 +93,9 @@ struct ConcurrencyTests {
                         let answers = try await store.claim(batch: requests)
                         let leases = answers.compactMap(\.lease)
                         for lease in leases { ledger.applied(lease.id.key) }
-                        let done = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+                        let done = try await store.complete(
+                            batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) }
+                        )
                         #expect(done.allSatisfy { $0 == .completed })
                     }
                 }
@@ -133,7 +136,10 @@ struct ConcurrencyTests {
         #expect(sqlite3_exec(raw, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK)
         let error = await expectDedupError(.busy) { try await store.claim(request("blocked")) }
         #expect(error?.message.contains(fixture.path) == true)
-        #expect((error?.sqliteExtendedResultCode).map { $0 & 0xff } == SQLITE_BUSY, "\(String(describing: error?.sqliteExtendedResultCode))")
+        #expect(
+            (error?.sqliteExtendedResultCode).map { $0 & 0xff } == SQLITE_BUSY,
+            "\(String(describing: error?.sqliteExtendedResultCode))"
+        )
         await expectDedupError(.busy) { try await store.claim(batch: [request("b1"), request("b2")]) }
         #expect(sqlite3_exec(raw, "ROLLBACK", nil, nil, nil) == SQLITE_OK)
         #expect(try await store.record(for: makeID("blocked")) == nil)

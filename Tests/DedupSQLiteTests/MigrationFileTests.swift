@@ -21,7 +21,8 @@ struct MigrationFileTests {
             let file = try Data(contentsOf: Self.directory.appendingPathComponent(name))
             #expect(
                 file == Data(migration.sql.utf8),
-                "EmbeddedMigrations.swift differs from Migrations/sqlite/\(name): copy the file's text into it")
+                "EmbeddedMigrations.swift differs from Migrations/sqlite/\(name): copy the file's text into it"
+            )
         }
     }
 
@@ -39,7 +40,9 @@ struct MigrationFileTests {
         #expect(SQLiteMigration.checksum(of: "foobar") == "fnv1a64:85944171f73967e8")
     }
 
-    @Test("a version-1 file with a claim in flight migrates: the claim reads without an owner label, a takeover labels it")
+    @Test(
+        "a version-1 file with a claim in flight migrates: the claim reads without an owner label, a takeover labels it"
+    )
     func ownerLabelMigration() async throws {
         let directory = TemporaryDirectory()
         let path = directory.file()
@@ -63,7 +66,8 @@ struct MigrationFileTests {
         #expect(old.ownerToken == "old-token")
         #expect(old.ownerLabel == nil)
         let answer = try await store.claim(
-            ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600), ownerLabel: "pod-new"))
+            ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600), ownerLabel: "pod-new")
+        )
         let lease = try #require(answer.lease)
         #expect(lease.isTakeover)
         #expect(lease.ownerLabel == "pod-new")

@@ -8,7 +8,9 @@ struct SQLiteMultiProcessTests {
         let directory = TemporaryDirectory()
         let keys = 400
         let outcome = try await WorkerFleet.run(
-            processes: 4, store: "sqlite:\(directory.file())", keys: keys,
+            processes: 4,
+            store: "sqlite:\(directory.file())",
+            keys: keys,
             extraArguments: ["--rounds", "2", "--batch", "\(batch)", "--handler-us", "50"]
         )
         #expect(outcome.runsPerKey.count == keys, "every key ran")

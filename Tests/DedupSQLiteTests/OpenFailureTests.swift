@@ -1,11 +1,12 @@
 import CSQLite
 import Dedup
-import DedupTestSupport
-@testable import DedupSQLite
 import DedupTestKit
+import DedupTestSupport
 import Foundation
 import Logging
 import Testing
+
+@testable import DedupSQLite
 
 /// Runs `body` on a thread of its own whose file-system identity is `nobody` (65534), so file
 /// permissions apply even when the tests run as root: a root thread that changes its fs uid loses
@@ -68,7 +69,9 @@ struct OpenFailureTests {
     func expectRefused(_ path: String, _ code: DedupError.Code, mentions: [String] = []) async {
         let before = contents(path)
         let error = await expectDedupError(code) { try SQLiteDedupStore(path: path, logger: quietLogger) }
-        for text in mentions { #expect(error?.message.contains(text) == true, "\(error?.message ?? "") should mention \(text)") }
+        for text in mentions {
+            #expect(error?.message.contains(text) == true, "\(error?.message ?? "") should mention \(text)")
+        }
         #expect(contents(path) == before, "the refused file was changed")
         #expect((contents(path + "-wal") ?? Data()).isEmpty, "a refused file got a write-ahead log")
         #expect(!exists(path + "-journal"))
@@ -99,7 +102,10 @@ struct OpenFailureTests {
     func newerSchema() async throws {
         let directory = TemporaryDirectory()
         let path = try await populatedStore(directory)
-        try rawSQL(path, "INSERT INTO dedup_schema_migrations VALUES (99, 'from_the_future', 'fnv1a64:0000000000000001', 0)")
+        try rawSQL(
+            path,
+            "INSERT INTO dedup_schema_migrations VALUES (99, 'from_the_future', 'fnv1a64:0000000000000001', 0)"
+        )
         await expectRefused(path, .schemaTooNew, mentions: ["99", "version \(SQLiteMigration.latestVersion)", path])
         let status = try SQLiteDedupStore.schemaStatus(path: path)
         #expect(status.isNewerThanLibrary)
@@ -113,7 +119,11 @@ struct OpenFailureTests {
         let directory = TemporaryDirectory()
         let path = try await populatedStore(directory)
         try rawSQL(path, "UPDATE dedup_schema_migrations SET checksum = 'fnv1a64:0123456789abcdef' WHERE version = 1")
-        await expectRefused(path, .schemaAltered, mentions: ["fnv1a64:0123456789abcdef", SQLiteMigration.all[0].checksum])
+        await expectRefused(
+            path,
+            .schemaAltered,
+            mentions: ["fnv1a64:0123456789abcdef", SQLiteMigration.all[0].checksum]
+        )
         let status = try SQLiteDedupStore.schemaStatus(path: path)
         #expect(status.altered.map(\.version) == [1])
         #expect(status.problem?.code == .schemaAltered)
@@ -222,7 +232,10 @@ struct SchemaTests {
     func foreignTables() async throws {
         let directory = TemporaryDirectory()
         let path = directory.file()
-        try rawSQL(path, "CREATE TABLE payments (id TEXT PRIMARY KEY, amount INTEGER); INSERT INTO payments VALUES ('p1', 5)")
+        try rawSQL(
+            path,
+            "CREATE TABLE payments (id TEXT PRIMARY KEY, amount INTEGER); INSERT INTO payments VALUES ('p1', 5)"
+        )
         let store = try SQLiteDedupStore(path: path, logger: quietLogger)
         #expect(try await store.claim(request("k")).lease != nil)
         store.close()

@@ -10,7 +10,12 @@ import Testing
 @Suite("SQLite purge")
 struct PurgeTests {
     /// `count` completed records with retention `retention`.
-    func complete(_ store: SQLiteDedupStore, _ keys: Range<Int>, retention: Duration, namespace: String = "orders") async throws {
+    func complete(
+        _ store: SQLiteDedupStore,
+        _ keys: Range<Int>,
+        retention: Duration,
+        namespace: String = "orders"
+    ) async throws {
         for index in keys {
             let lease = try #require(try await store.claim(request("k\(index)", namespace: namespace)).lease)
             try await store.complete(Completion(lease: lease, retention: retention))
@@ -59,7 +64,8 @@ struct PurgeTests {
             continuation.yield($0)
         }
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], logger: quietLogger))
+            configuration: .init(services: [.init(service: service)], logger: quietLogger)
+        )
         let running = Task { try await group.run() }
         var iterator = passes.makeAsyncIterator()
         // First pass: all 5, in batches of 2 (2 + 2 + 1).

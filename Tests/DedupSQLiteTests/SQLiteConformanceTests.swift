@@ -28,7 +28,12 @@ struct SQLiteHarness: ConformanceHarness {
 
 final class Counter: Sendable {
     private let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    func next() -> Int {
+        value.withLock {
+            $0 += 1
+            return $0
+        }
+    }
 }
 
 @Suite("SQLiteDedupStore conformance")

@@ -47,6 +47,9 @@ struct SQLiteErrorCauseTests {
         #expect(error?.code == .permissionDenied, "\(String(describing: error))")
         let code = try #require(error?.sqliteExtendedResultCode)
         #expect(code & 0xff == SQLITE_CANTOPEN, "extended code \(code)")
-        #expect((error?.underlyingError as? POSIXError)?.code == .EACCES, "\(String(describing: error?.underlyingError))")
+        #expect(
+            (error?.underlyingError as? POSIXError)?.code == .EACCES,
+            "\(String(describing: error?.underlyingError))"
+        )
     }
 }

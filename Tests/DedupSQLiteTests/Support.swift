@@ -26,13 +26,22 @@ func contents(_ path: String) -> Data? { FileManager.default.contents(atPath: pa
 
 func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
-
 func makeID(_ key: String, namespace: String = "orders") -> RecordID {
     try! RecordID(namespace: namespace, key: key)
 }
 
-func request(_ key: String, namespace: String = "orders", lease: Duration = .seconds(30), fingerprint: String? = nil) -> ClaimRequest {
-    ClaimRequest(id: makeID(key, namespace: namespace), lease: lease, retention: .seconds(3600), fingerprint: fingerprint)
+func request(
+    _ key: String,
+    namespace: String = "orders",
+    lease: Duration = .seconds(30),
+    fingerprint: String? = nil
+) -> ClaimRequest {
+    ClaimRequest(
+        id: makeID(key, namespace: namespace),
+        lease: lease,
+        retention: .seconds(3600),
+        fingerprint: fingerprint
+    )
 }
 
 extension ClaimAnswer {

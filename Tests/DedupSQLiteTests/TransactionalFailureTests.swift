@@ -1,10 +1,11 @@
 import CSQLite
 import Dedup
-@testable import DedupSQLite
 import DedupTestKit
 import DedupTestSupport
 import Foundation
 import Testing
+
+@testable import DedupSQLite
 
 /// A statement of the handler's own that fails for a reason of its own: one of its statements, some
 /// data, or a value.
@@ -25,27 +26,69 @@ struct FailingStatement: Sendable, CustomTestStringConvertible {
         // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_NOTNULL, SQLITE_CONSTRAINT_CHECK and
         // SQLITE_CONSTRAINT_DATATYPE: macros Swift does not import.
         .init(
-            name: "UNIQUE", sql: "INSERT INTO ledger (key, amount) VALUES ('seed', 2)", sqliteCode: SQLITE_CONSTRAINT | (6 << 8),
-            says: "UNIQUE constraint failed: ledger.key"),
+            name: "UNIQUE",
+            sql: "INSERT INTO ledger (key, amount) VALUES ('seed', 2)",
+            sqliteCode: SQLITE_CONSTRAINT | (6 << 8),
+            says: "UNIQUE constraint failed: ledger.key"
+        ),
         .init(
-            name: "NOT NULL", sql: "INSERT INTO ledger (key) VALUES ('k')", sqliteCode: SQLITE_CONSTRAINT | (5 << 8),
-            says: "NOT NULL constraint failed: ledger.amount"),
+            name: "NOT NULL",
+            sql: "INSERT INTO ledger (key) VALUES ('k')",
+            sqliteCode: SQLITE_CONSTRAINT | (5 << 8),
+            says: "NOT NULL constraint failed: ledger.amount"
+        ),
         .init(
-            name: "CHECK", setup: "CREATE TABLE positive (n INTEGER CHECK (n > 0))", sql: "INSERT INTO positive VALUES (0)",
-            sqliteCode: SQLITE_CONSTRAINT | (1 << 8), says: "CHECK constraint failed"),
+            name: "CHECK",
+            setup: "CREATE TABLE positive (n INTEGER CHECK (n > 0))",
+            sql: "INSERT INTO positive VALUES (0)",
+            sqliteCode: SQLITE_CONSTRAINT | (1 << 8),
+            says: "CHECK constraint failed"
+        ),
         .init(
-            name: "STRICT column type", setup: "CREATE TABLE typed (n INTEGER) STRICT", sql: "INSERT INTO typed VALUES ('abc')",
-            sqliteCode: SQLITE_CONSTRAINT | (12 << 8), says: "cannot store TEXT value in INTEGER column typed.n"),
+            name: "STRICT column type",
+            setup: "CREATE TABLE typed (n INTEGER) STRICT",
+            sql: "INSERT INTO typed VALUES ('abc')",
+            sqliteCode: SQLITE_CONSTRAINT | (12 << 8),
+            says: "cannot store TEXT value in INTEGER column typed.n"
+        ),
         .init(
-            name: "datatype mismatch", sql: "INSERT INTO ledger (rowid, key, amount) VALUES ('x', 'k', 1)", sqliteCode: SQLITE_MISMATCH,
-            says: "datatype mismatch"),
-        .init(name: "syntax error", sql: "INSERT INTO ledger VALUES (", sqliteCode: SQLITE_ERROR, says: "incomplete input"),
-        .init(name: "missing table", sql: "INSERT INTO no_such_table VALUES (1)", sqliteCode: SQLITE_ERROR, says: "no such table: no_such_table"),
-        .init(name: "missing column", sql: "SELECT nope FROM ledger", sqliteCode: SQLITE_ERROR, says: "no such column: nope"),
+            name: "datatype mismatch",
+            sql: "INSERT INTO ledger (rowid, key, amount) VALUES ('x', 'k', 1)",
+            sqliteCode: SQLITE_MISMATCH,
+            says: "datatype mismatch"
+        ),
         .init(
-            name: "several statements with bindings", sql: "INSERT INTO ledger VALUES (?, 1); INSERT INTO ledger VALUES ('b', 1)",
-            bindings: ["a"], sqliteCode: SQLITE_MISUSE, says: "one SQL statement expected"),
-        .init(name: "too many values", sql: "SELECT ?", bindings: [1, 2], sqliteCode: nil, says: "takes 1 parameters but 2 values"),
+            name: "syntax error",
+            sql: "INSERT INTO ledger VALUES (",
+            sqliteCode: SQLITE_ERROR,
+            says: "incomplete input"
+        ),
+        .init(
+            name: "missing table",
+            sql: "INSERT INTO no_such_table VALUES (1)",
+            sqliteCode: SQLITE_ERROR,
+            says: "no such table: no_such_table"
+        ),
+        .init(
+            name: "missing column",
+            sql: "SELECT nope FROM ledger",
+            sqliteCode: SQLITE_ERROR,
+            says: "no such column: nope"
+        ),
+        .init(
+            name: "several statements with bindings",
+            sql: "INSERT INTO ledger VALUES (?, 1); INSERT INTO ledger VALUES ('b', 1)",
+            bindings: ["a"],
+            sqliteCode: SQLITE_MISUSE,
+            says: "one SQL statement expected"
+        ),
+        .init(
+            name: "too many values",
+            sql: "SELECT ?",
+            bindings: [1, 2],
+            sqliteCode: nil,
+            says: "takes 1 parameters but 2 values"
+        ),
     ]
 }
 
@@ -53,7 +96,9 @@ struct FailingStatement: Sendable, CustomTestStringConvertible {
 /// SQL or its data: ``DedupError/Code/handlerStatementFailed``, not a store failure, so it counts
 /// as a handler failure) from the store's (busy, disk full, I/O: store failures with their codes).
 extension TransactionalTests {
-    @Test("a UNIQUE violation in the handler is handlerStatementFailed, not a store failure: nothing commits and the key is claimable again")
+    @Test(
+        "a UNIQUE violation in the handler is handlerStatementFailed, not a store failure: nothing commits and the key is claimable again"
+    )
     func uniqueViolationIsTheHandlers() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
@@ -61,7 +106,8 @@ extension TransactionalTests {
         #expect(
             try await consumer.processInTransaction(key: "first") { tx, _ in
                 try tx.execute("INSERT INTO ledger (key, amount) VALUES ('pay-1', 1)")
-            } == .applied)
+            } == .applied
+        )
         // A replayed message whose effect row is already there.
         let error = await expectDedupError(.handlerStatementFailed) {
             try await consumer.processInTransaction(key: "replayed") { tx, _ in
@@ -84,7 +130,10 @@ extension TransactionalTests {
         #expect(try await ledger(store) == ["pay-1": 1, "other": 2])
     }
 
-    @Test("a statement failing for a reason of its own is handlerStatementFailed with SQLite's message and code", arguments: FailingStatement.all)
+    @Test(
+        "a statement failing for a reason of its own is handlerStatementFailed with SQLite's message and code",
+        arguments: FailingStatement.all
+    )
     func statementFailures(_ statement: FailingStatement) async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
@@ -112,21 +161,32 @@ extension TransactionalTests {
                 // The file may grow no more: as a full disk does, without filling one.
                 let pages = try tx.query("PRAGMA page_count")[0][0].int64 ?? 0
                 try tx.execute("PRAGMA max_page_count = \(pages)")
-                try tx.execute("INSERT INTO ledger (key, amount) VALUES (?, 1)", .text(String(repeating: "x", count: 1 << 20)))
+                try tx.execute(
+                    "INSERT INTO ledger (key, amount) VALUES (?, 1)",
+                    .text(String(repeating: "x", count: 1 << 20))
+                )
                 return nil
             }
         }
         #expect(error?.isStoreFailure == true)
-        #expect(error.map { $0.sqliteExtendedResultCode.map { $0 & 0xff } } == SQLITE_FULL, "\(String(describing: error))")
+        #expect(
+            error.map { $0.sqliteExtendedResultCode.map { $0 & 0xff } } == SQLITE_FULL,
+            "\(String(describing: error))"
+        )
         #expect(try await store.record(for: makeID("full")) == nil)
     }
 
-    @Test("in a handler's statement, SQLite's codes for the statement or its data are the handler's; the store's keep their codes")
+    @Test(
+        "in a handler's statement, SQLite's codes for the statement or its data are the handler's; the store's keep their codes"
+    )
     func handlerStatementMapping() {
-        func error(_ rc: Int32) -> DedupError { SQLiteFailure(code: rc, message: "m").handlerStatementError(path: "/p") }
+        func error(_ rc: Int32) -> DedupError {
+            SQLiteFailure(code: rc, message: "m").handlerStatementError(path: "/p")
+        }
         // SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_TRIGGER, SQLITE_ERROR_MISSING_COLLSEQ.
         let handlers = [
-            SQLITE_CONSTRAINT, SQLITE_CONSTRAINT | (3 << 8), SQLITE_CONSTRAINT | (7 << 8), SQLITE_MISMATCH, SQLITE_RANGE,
+            SQLITE_CONSTRAINT, SQLITE_CONSTRAINT | (3 << 8), SQLITE_CONSTRAINT | (7 << 8), SQLITE_MISMATCH,
+            SQLITE_RANGE,
             SQLITE_TOOBIG, SQLITE_ERROR, SQLITE_ERROR | (1 << 8), SQLITE_MISUSE, SQLITE_AUTH,
         ]
         for rc in handlers {
@@ -135,7 +195,8 @@ extension TransactionalTests {
         }
         // SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED.
         let stores: [(Int32, DedupError.Code)] = [
-            (SQLITE_BUSY, .busy), (SQLITE_LOCKED, .busy), (SQLITE_IOERR | (3 << 8), .storeError), (SQLITE_FULL, .outOfMemory),
+            (SQLITE_BUSY, .busy), (SQLITE_LOCKED, .busy), (SQLITE_IOERR | (3 << 8), .storeError),
+            (SQLITE_FULL, .outOfMemory),
             (SQLITE_NOMEM, .outOfMemory), (SQLITE_READONLY | (4 << 8), .readOnly), (SQLITE_CORRUPT, .corruptStore),
             (SQLITE_PERM, .permissionDenied), (SQLITE_CANTOPEN, .storeUnavailable), (SQLITE_INTERNAL, .storeError),
             (SQLITE_SCHEMA, .storeError), (SQLITE_PROTOCOL, .storeError), (SQLITE_ABORT, .storeError),
@@ -146,7 +207,9 @@ extension TransactionalTests {
         }
     }
 
-    @Test("a statement that makes SQLite roll the whole transaction back ends it: later statements are refused, not committed on their own")
+    @Test(
+        "a statement that makes SQLite roll the whole transaction back ends it: later statements are refused, not committed on their own"
+    )
     func rolledBackByTheHandlersStatement() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)

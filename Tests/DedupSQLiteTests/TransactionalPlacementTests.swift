@@ -1,10 +1,11 @@
 import Dedup
 import DedupTestKit
 import DedupTestSupport
-@testable import DedupSQLite
 import Foundation
 import Synchronization
 import Testing
+
+@testable import DedupSQLite
 
 @Suite("SQLite transactional claims: where the transaction runs")
 struct TransactionalPlacementTests {
@@ -26,7 +27,8 @@ struct TransactionalPlacementTests {
         subscript(key: String) -> [Place] { places.withLock { $0[key] ?? [] } }
     }
 
-    func claim(_ store: SQLiteDedupStore, _ key: String, _ placements: Placements) async throws -> TransactionalOutcome {
+    func claim(_ store: SQLiteDedupStore, _ key: String, _ placements: Placements) async throws -> TransactionalOutcome
+    {
         try await store.withTransactionalClaim(request(key), retention: .seconds(3600)) { tx, lease in
             placements.ran(key)
             try tx.execute("INSERT INTO effects (key, fencing) VALUES (?, ?)", .text(key), .integer(lease.fencingToken))
@@ -34,7 +36,9 @@ struct TransactionalPlacementTests {
         }
     }
 
-    @Test("with the write lock free the transaction runs inline; while another store holds it, on the worker thread once freed")
+    @Test(
+        "with the write lock free the transaction runs inline; while another store holds it, on the worker thread once freed"
+    )
     func inlineWhenFreeOnWorkerWhenBusy() async throws {
         let fixture = StoreFixture()
         let store = try SQLiteDedupStore(path: fixture.path, configuration: fixture.configuration, logger: quietLogger)

@@ -1,7 +1,7 @@
 import Dedup
-import DedupTestSupport
 import DedupSQLite
 import DedupTestKit
+import DedupTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -12,7 +12,9 @@ struct HandlerFailed: Error {}
 struct TransactionalTests {
     func store(_ fixture: StoreFixture) async throws -> SQLiteDedupStore {
         let store = try SQLiteDedupStore(path: fixture.path, configuration: fixture.configuration, logger: quietLogger)
-        _ = try await store.withTransactionalClaim(request("setup", namespace: "setup"), retention: .seconds(1)) { tx, _ in
+        _ = try await store.withTransactionalClaim(request("setup", namespace: "setup"), retention: .seconds(1)) {
+            tx,
+            _ in
             try tx.execute("CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
             return nil
         }
@@ -116,7 +118,9 @@ struct TransactionalTests {
         for statement in ["COMMIT", "ROLLBACK", "BEGIN", "BEGIN IMMEDIATE", "END"] {
             // Not permissionDenied ("not authorized"), which points at the file's permissions.
             let error = await expectDedupError(.handlerStatementFailed) {
-                try await store.withTransactionalClaim(request("ctl-\(statement)"), retention: .seconds(3600)) { tx, _ in
+                try await store.withTransactionalClaim(request("ctl-\(statement)"), retention: .seconds(3600)) {
+                    tx,
+                    _ in
                     try tx.execute("INSERT INTO ledger (key, amount) VALUES ('ctl', 1)")
                     try tx.execute(statement)
                     return nil
@@ -145,7 +149,9 @@ struct TransactionalTests {
         #expect(try await ledger(store) == ["sp": 2])
     }
 
-    @Test("a key in flight under a live lease is reported inFlight and the handler does not run; a passed lease is taken over")
+    @Test(
+        "a key in flight under a live lease is reported inFlight and the handler does not run; a passed lease is taken over"
+    )
     func inFlightAndTakeover() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
@@ -169,26 +175,38 @@ struct TransactionalTests {
             Issue.record("expected committed, got \(takeover)")
             return
         }
-        await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: holder, retention: .seconds(1))) }
+        await expectDedupError(.leaseLost) {
+            try await store.complete(Completion(lease: holder, retention: .seconds(1)))
+        }
     }
 
-    @Test("processInTransaction keeps the broker time of the claim that created the record; a redelivery does not change it")
+    @Test(
+        "processInTransaction keeps the broker time of the claim that created the record; a redelivery does not change it"
+    )
     func transactionalBrokerTime() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
         let consumer = try IdempotentConsumer(store: store, namespace: "orders", logger: quietLogger)
         let published = Date(millisecondsSince1970: 1_600_000_000_123)
         #expect(try await consumer.processInTransaction(key: "t-b", brokerTime: published) { _, _ in } == .applied)
-        let again = try await consumer.processInTransaction(key: "t-b", brokerTime: Date(millisecondsSince1970: 7)) { _, _ in }
+        let again = try await consumer.processInTransaction(key: "t-b", brokerTime: Date(millisecondsSince1970: 7)) {
+            _,
+            _ in
+        }
         #expect(again != .applied)
         #expect(try await store.record(for: makeID("t-b"))?.brokerTime == published)
         await expectDedupError(.invalidConfiguration) {
-            _ = try await consumer.processInTransaction(key: "t-bad", brokerTime: Date(millisecondsSince1970: -1)) { _, _ in }
+            _ = try await consumer.processInTransaction(key: "t-bad", brokerTime: Date(millisecondsSince1970: -1)) {
+                _,
+                _ in
+            }
         }
         #expect(try await store.record(for: makeID("t-bad")) == nil)
     }
 
-    @Test("processInTransaction: the effect and the completion commit together; a redelivery is a duplicate; a held key defers")
+    @Test(
+        "processInTransaction: the effect and the completion commit together; a redelivery is a duplicate; a held key defers"
+    )
     func consumerTransactions() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
@@ -213,14 +231,25 @@ struct TransactionalTests {
         }
     }
 
-    @Test("processInTransaction under the wait policy keeps trying while the key is held, and takes over once the lease passes")
+    @Test(
+        "processInTransaction under the wait policy keeps trying while the key is held, and takes over once the lease passes"
+    )
     func consumerTransactionsWait() async throws {
         let directory = TemporaryDirectory()
         let clock = ObservedClock()
-        let store = try SQLiteDedupStore(path: directory.file(), configuration: .init(clock: clock), logger: quietLogger)
+        let store = try SQLiteDedupStore(
+            path: directory.file(),
+            configuration: .init(clock: clock),
+            logger: quietLogger
+        )
         var configuration = ConsumerConfiguration()
         configuration.inFlightPolicy = .wait(timeout: .seconds(60))
-        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, logger: quietLogger)
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            logger: quietLogger
+        )
         let holder = try #require(try await store.claim(request("w-1", lease: .seconds(10))).lease)
         let readsBefore = clock.reads
         async let waited = consumer.processInTransaction(key: "w-1") { _, context in
@@ -230,15 +259,20 @@ struct TransactionalTests {
         await clock.waitForRead(after: readsBefore)
         clock.base.advance(by: .seconds(10))
         #expect(try await waited == .applied)
-        await expectDedupError(.leaseLost) { try await store.complete(Completion(lease: holder, retention: .seconds(60))) }
+        await expectDedupError(.leaseLost) {
+            try await store.complete(Completion(lease: holder, retention: .seconds(60)))
+        }
     }
 
     @Test("a mismatched fingerprint is reported and nothing runs")
     func mismatch() async throws {
         let fixture = StoreFixture()
         let store = try await store(fixture)
-        _ = try await store.withTransactionalClaim(request("fp", fingerprint: "a"), retention: .seconds(3600)) { _, _ in nil }
-        let outcome = try await store.withTransactionalClaim(request("fp", fingerprint: "b"), retention: .seconds(3600)) { _, _ in
+        _ = try await store.withTransactionalClaim(request("fp", fingerprint: "a"), retention: .seconds(3600)) { _, _ in
+            nil
+        }
+        let outcome = try await store.withTransactionalClaim(request("fp", fingerprint: "b"), retention: .seconds(3600))
+        { _, _ in
             Issue.record("ran on a mismatch")
             return nil
         }
@@ -255,7 +289,13 @@ struct TransactionalTests {
         let store = try await store(fixture)
         _ = try await store.withTransactionalClaim(request("values"), retention: .seconds(1)) { tx, _ in
             let rows = try tx.query(
-                "SELECT ?1 AS i, ?2 AS r, ?3 AS t, ?4 AS b, ?5 AS n", 7, 1.5, .text("a\u{0}b"), .blob(Data([0, 255])), nil)
+                "SELECT ?1 AS i, ?2 AS r, ?3 AS t, ?4 AS b, ?5 AS n",
+                7,
+                1.5,
+                .text("a\u{0}b"),
+                .blob(Data([0, 255])),
+                nil
+            )
             #expect(rows.count == 1)
             #expect(rows[0].columns == ["i", "r", "t", "b", "n"])
             #expect(rows[0].values == [7, 1.5, .text("a\u{0}b"), .blob(Data([0, 255])), .null])
@@ -269,7 +309,9 @@ struct TransactionalTests {
 /// time before moving it.
 final class ObservedClock: DedupClock {
     let base = ManualDedupClock()
-    private let state = Mutex<(reads: Int, waiters: [(after: Int, continuation: CheckedContinuation<Void, Never>)])>((0, []))
+    private let state = Mutex<(reads: Int, waiters: [(after: Int, continuation: CheckedContinuation<Void, Never>)])>(
+        (0, [])
+    )
 
     func nowMilliseconds() -> Int64 {
         // Read first, then tell: whoever waited for this read may move the clock at once.

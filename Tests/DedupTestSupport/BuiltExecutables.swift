@@ -42,7 +42,11 @@ public struct ProcessResult: Sendable {
 }
 
 /// Runs a child process to the end without blocking a cooperative thread while it runs.
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws
+public func runProcess(
+    _ executable: String,
+    _ arguments: [String],
+    environment: [String: String]? = nil
+) async throws
     -> ProcessResult
 {
     let process = Process()

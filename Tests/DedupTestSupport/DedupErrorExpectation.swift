@@ -4,7 +4,9 @@ import Testing
 /// Expects `body` to throw a ``DedupError`` with `code`; returns it.
 @discardableResult
 public func expectDedupError<R>(
-    _ code: DedupError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
+    _ code: DedupError.Code,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> R
 ) async -> DedupError? {
     do {
         _ = try await body()

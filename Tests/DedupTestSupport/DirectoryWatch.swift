@@ -18,7 +18,9 @@ public final class DirectoryWatch {
     /// Starts watching `directory`.
     public init(_ directory: String) throws {
         descriptor = inotify_init1(O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { throw DirectoryWatch.Failure("inotify_init1: \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw DirectoryWatch.Failure("inotify_init1: \(String(cString: strerror(errno)))")
+        }
         guard inotify_add_watch(descriptor, directory, UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) >= 0 else {
             close(descriptor)
             throw DirectoryWatch.Failure("inotify_add_watch \(directory): \(String(cString: strerror(errno)))")
@@ -39,7 +41,9 @@ public final class DirectoryWatch {
             // struct inotify_event: wd, mask, cookie, len (4 bytes each), then len bytes of name.
             var offset = 0
             while offset + 16 <= count {
-                let length = buffer.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self)) }
+                let length = buffer.withUnsafeBytes {
+                    Int($0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                }
                 let name = buffer[(offset + 16)..<(offset + 16 + length)].prefix { $0 != 0 }
                 names.append(String(decoding: name, as: UTF8.self))
                 offset += 16 + length

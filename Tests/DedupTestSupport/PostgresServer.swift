@@ -55,13 +55,19 @@ public final class PostgresServer: Sendable {
     public static func start() async throws -> PostgresServer {
         guard let binDirectory = Self.binDirectory() else {
             throw RedisServer.Failure(
-                description: "PostgreSQL not found (no /usr/lib/postgresql/*/bin/postgres): install it with `apt-get install postgresql` (scripts/install-deps does)")
+                description:
+                    "PostgreSQL not found (no /usr/lib/postgresql/*/bin/postgres): install it with `apt-get install postgresql` (scripts/install-deps does)"
+            )
         }
         var lastError: (any Error)?
         for _ in 0..<5 {
             let directory = URL(fileURLWithPath: NSTemporaryDirectory())
                 .appendingPathComponent("dedup-postgres-\(UUID().uuidString.prefix(8))")
-            let server = PostgresServer(port: try RedisServer.freePort(), directory: directory, binDirectory: binDirectory)
+            let server = PostgresServer(
+                port: try RedisServer.freePort(),
+                directory: directory,
+                binDirectory: binDirectory
+            )
             do {
                 try await server.initialize()
                 try await server.launch()
@@ -95,10 +101,16 @@ public final class PostgresServer: Sendable {
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres") async throws -> String {
         let result = try await asServerUser(
-            "\(binDirectory)/psql", ["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", directory.path, "-p", String(port),
-                                     "-U", user, "-d", database, "-c", sql])
+            "\(binDirectory)/psql",
+            [
+                "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", directory.path, "-p", String(port),
+                "-U", user, "-d", database, "-c", sql,
+            ]
+        )
         guard result.status == 0 else {
-            throw RedisServer.Failure(description: "psql \(sql.debugDescription) failed (\(result.status)): \(result.errors)")
+            throw RedisServer.Failure(
+                description: "psql \(sql.debugDescription) failed (\(result.status)): \(result.errors)"
+            )
         }
         return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -111,14 +123,21 @@ public final class PostgresServer: Sendable {
         try Data(password.utf8).write(to: passwordFile)
         if let owner = Self.serverUser {
             // The server's user must own its folder; root (the tests' user here) can give it away.
-            guard chown(directory.path, owner.uid, owner.gid) == 0, chown(passwordFile.path, owner.uid, owner.gid) == 0 else {
-                throw RedisServer.Failure(description: "cannot hand \(directory.path) to the postgres user: errno \(errno)")
+            guard chown(directory.path, owner.uid, owner.gid) == 0, chown(passwordFile.path, owner.uid, owner.gid) == 0
+            else {
+                throw RedisServer.Failure(
+                    description: "cannot hand \(directory.path) to the postgres user: errno \(errno)"
+                )
             }
         }
         let result = try await asServerUser(
             "\(binDirectory)/initdb",
-            ["-D", dataDirectory, "-U", user, "--pwfile", passwordFile.path, "--auth-local=trust", "--auth-host=scram-sha-256",
-             "--no-sync", "-E", "UTF8", "--locale=C"])
+            [
+                "-D", dataDirectory, "-U", user, "--pwfile", passwordFile.path, "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync", "-E", "UTF8", "--locale=C",
+            ]
+        )
         guard result.status == 0 else {
             throw RedisServer.Failure(description: "initdb failed (\(result.status)): \(result.errors.suffix(2000))")
         }
@@ -163,7 +182,8 @@ public final class PostgresServer: Sendable {
         ]
         let process = Process()
         let input = Pipe()
-        let supervisorArguments = ["-e", Self.supervisorScript, "\(binDirectory)/postgres", dataDirectory, logFile] + arguments
+        let supervisorArguments =
+            ["-e", Self.supervisorScript, "\(binDirectory)/postgres", dataDirectory, logFile] + arguments
         if Self.serverUser != nil {
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
             process.arguments = ["-u", "postgres", "--", "/usr/bin/perl"] + supervisorArguments
@@ -193,10 +213,12 @@ public final class PostgresServer: Sendable {
 
     /// Tells the supervisor how to stop the server and waits for it to exit.
     private func finishSupervisor(with how: String) async {
-        guard let (process, input) = supervisor.withLock({ value in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let (process, input) = supervisor.withLock({ value in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         try? input.fileHandleForWriting.write(contentsOf: Data((how + "\n").utf8))
         try? input.fileHandleForWriting.close()
         while process.isRunning {

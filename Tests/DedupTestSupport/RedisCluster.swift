@@ -39,7 +39,11 @@ public final class RedisCluster: Sendable {
     }
 
     /// Starts the nodes, creates the cluster, waits until it is healthy.
-    public static func start(primaries: Int = 3, replicasPerPrimary: Int = 1, nodeTimeout: Duration = .milliseconds(1500)) async throws -> RedisCluster {
+    public static func start(
+        primaries: Int = 3,
+        replicasPerPrimary: Int = 1,
+        nodeTimeout: Duration = .milliseconds(1500)
+    ) async throws -> RedisCluster {
         let count = primaries * (1 + replicasPerPrimary)
         var nodes: [RedisServer] = []
         do {
@@ -48,7 +52,11 @@ public final class RedisCluster: Sendable {
             }
             let cluster = RedisCluster(nodes: nodes)
             let addresses = nodes.map { "127.0.0.1:\($0.port!)" }
-            _ = try await nodes[0].cli(arguments: ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicasPerPrimary), "--cluster-yes"])
+            _ = try await nodes[0].cli(
+                arguments: ["--cluster", "create"] + addresses + [
+                    "--cluster-replicas", String(replicasPerPrimary), "--cluster-yes",
+                ]
+            )
             try await cluster.waitUntilHealthy()
             return cluster
         } catch {
@@ -100,14 +108,22 @@ public final class RedisCluster: Sendable {
 
     private func unhealthyReason() async -> String? {
         for node in nodes where node.isRunning {
-            guard let info = try? await node.cli("CLUSTER", "INFO") else { return "\(node.url) does not answer CLUSTER INFO" }
+            guard let info = try? await node.cli("CLUSTER", "INFO") else {
+                return "\(node.url) does not answer CLUSTER INFO"
+            }
             if !info.contains("cluster_state:ok") { return "\(node.url) is not ok: \(info.prefix(200))" }
             let running = nodes.count { $0.isRunning }
-            guard let table = try? await node.cli("CLUSTER", "NODES") else { return "\(node.url) does not answer CLUSTER NODES" }
+            guard let table = try? await node.cli("CLUSTER", "NODES") else {
+                return "\(node.url) does not answer CLUSTER NODES"
+            }
             let lines = table.split(whereSeparator: \.isNewline)
-            let connected = lines.count { $0.contains("connected") && !$0.contains("fail") && !$0.contains("handshake") }
+            let connected = lines.count {
+                $0.contains("connected") && !$0.contains("fail") && !$0.contains("handshake")
+            }
             if connected < running { return "\(node.url) sees \(connected) of \(running) nodes connected" }
-            guard let replication = try? await node.cli("INFO", "replication") else { return "\(node.url) does not answer INFO" }
+            guard let replication = try? await node.cli("INFO", "replication") else {
+                return "\(node.url) does not answer INFO"
+            }
             if replication.contains("role:slave") && !replication.contains("master_link_status:up") {
                 return "\(node.url) is a replica without its primary's link up"
             }
@@ -117,24 +133,36 @@ public final class RedisCluster: Sendable {
 
     /// Every running node's state, as the node at `asking` (else the first running one) sees it.
     public func states(asking: RedisServer? = nil) async throws -> [NodeState] {
-        guard let asked = asking ?? nodes.first(where: \.isRunning) else { throw RedisServer.Failure(description: "no node runs") }
+        guard let asked = asking ?? nodes.first(where: \.isRunning) else {
+            throw RedisServer.Failure(description: "no node runs")
+        }
         let table = try await asked.cli("CLUSTER", "NODES")
         return table.split(whereSeparator: \.isNewline).compactMap { line -> NodeState? in
             let fields = line.split(separator: " ").map(String.init)
-            guard fields.count >= 8, let port = Int(fields[1].split(separator: "@")[0].split(separator: ":").last ?? ""),
+            guard fields.count >= 8,
+                let port = Int(fields[1].split(separator: "@")[0].split(separator: ":").last ?? ""),
                 let server = nodes.first(where: { $0.port == port })
             else { return nil }
             let flags = fields[2].split(separator: ",")
             return NodeState(
-                server: server, id: fields[0], isPrimary: flags.contains("master"), primaryID: fields[3] == "-" ? nil : fields[3],
-                isFailing: flags.contains("fail") || flags.contains("fail?"), slots: Array(fields.dropFirst(8)))
+                server: server,
+                id: fields[0],
+                isPrimary: flags.contains("master"),
+                primaryID: fields[3] == "-" ? nil : fields[3],
+                isFailing: flags.contains("fail") || flags.contains("fail?"),
+                slots: Array(fields.dropFirst(8))
+            )
         }
     }
 
     /// The primary serving the hash slot of `key`, and one of its replicas.
     public func primaryAndReplica(forKey key: String) async throws -> (primary: RedisServer, replica: RedisServer?) {
-        guard let asked = nodes.first(where: \.isRunning) else { throw RedisServer.Failure(description: "no node runs") }
-        guard let slot = Int(try await asked.cli("CLUSTER", "KEYSLOT", key)) else { throw RedisServer.Failure(description: "no slot for \(key)") }
+        guard let asked = nodes.first(where: \.isRunning) else {
+            throw RedisServer.Failure(description: "no node runs")
+        }
+        guard let slot = Int(try await asked.cli("CLUSTER", "KEYSLOT", key)) else {
+            throw RedisServer.Failure(description: "no slot for \(key)")
+        }
         let states = try await states()
         guard let primary = states.first(where: { state in state.isPrimary && Self.serves(state.slots, slot) }) else {
             throw RedisServer.Failure(description: "no primary serves slot \(slot)")
@@ -154,7 +182,9 @@ public final class RedisCluster: Sendable {
 /// Runs `body` with a fresh cluster (3 primaries, a replica each), stopping it afterwards whatever
 /// happens.
 public func withRedisCluster<T>(
-    primaries: Int = 3, replicasPerPrimary: Int = 1, _ body: (RedisCluster) async throws -> T
+    primaries: Int = 3,
+    replicasPerPrimary: Int = 1,
+    _ body: (RedisCluster) async throws -> T
 ) async throws -> T {
     let cluster = try await RedisCluster.start(primaries: primaries, replicasPerPrimary: replicasPerPrimary)
     do {

@@ -67,14 +67,26 @@ public final class RedisServer: Sendable {
         }
         var lastError: Error?
         for _ in 0..<5 {
-            let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dedup-redis-\(UUID().uuidString.prefix(8))")
+            let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent(
+                "dedup-redis-\(UUID().uuidString.prefix(8))"
+            )
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let server: RedisServer
             switch listener {
             case .loopback:
-                server = RedisServer(port: try freePort(), socketPath: nil, directory: directory, extraArguments: arguments)
+                server = RedisServer(
+                    port: try freePort(),
+                    socketPath: nil,
+                    directory: directory,
+                    extraArguments: arguments
+                )
             case .unixSocket:
-                server = RedisServer(port: nil, socketPath: directory.appendingPathComponent("redis.sock").path, directory: directory, extraArguments: arguments)
+                server = RedisServer(
+                    port: nil,
+                    socketPath: directory.appendingPathComponent("redis.sock").path,
+                    directory: directory,
+                    extraArguments: arguments
+                )
             }
             do {
                 try await server.launch()
@@ -134,8 +146,10 @@ public final class RedisServer: Sendable {
     }
 
     private func launch() async throws {
-        var arguments = ["--save", "", "--appendonly", "no", "--dir", directory.path, "--daemonize", "no",
-                         "--logfile", directory.appendingPathComponent("redis.log").path]
+        var arguments = [
+            "--save", "", "--appendonly", "no", "--dir", directory.path, "--daemonize", "no",
+            "--logfile", directory.appendingPathComponent("redis.log").path,
+        ]
         if let port {
             arguments += ["--port", String(port), "--bind", "127.0.0.1"]
         } else {
@@ -184,10 +198,12 @@ public final class RedisServer: Sendable {
     }
 
     private func terminate(signal: Int32) async {
-        guard let process = self.process.withLock({ value -> Process? in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let process = self.process.withLock({ value -> Process? in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         if process.isRunning {
             Foundation.kill(process.processIdentifier, SIGCONT)
             Foundation.kill(process.processIdentifier, signal)
@@ -216,7 +232,9 @@ public final class RedisServer: Sendable {
         address.sin_port = 0
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0 else { throw Failure(description: "bind() failed") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -232,7 +250,9 @@ public final class RedisServer: Sendable {
         // command that writes much (`--cluster reshard` prints a line per key moved) unless a
         // thread kept reading it, and blocked threads starve the tests that judge time.
         let outputPath = NSTemporaryDirectory() + "dedup-redis-cli-\(UUID().uuidString).txt"
-        guard FileManager.default.createFile(atPath: outputPath, contents: nil), let output = FileHandle(forWritingAtPath: outputPath) else {
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil),
+            let output = FileHandle(forWritingAtPath: outputPath)
+        else {
             throw Failure(description: "cannot create \(outputPath)")
         }
         let process = Process()

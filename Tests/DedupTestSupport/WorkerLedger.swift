@@ -29,14 +29,24 @@ public enum WorkerFleet {
     ///
     /// `ledger` names the ledger file (a fresh temporary one by default), for a test that watches
     /// the run's progress while it goes on.
-    public static func run(processes: Int, store: String, keys: Int, extraArguments: [String] = [], ledger: String? = nil) async throws -> Outcome {
+    public static func run(
+        processes: Int,
+        store: String,
+        keys: Int,
+        extraArguments: [String] = [],
+        ledger: String? = nil
+    ) async throws -> Outcome {
         let worker = try BuiltExecutables.path("dedup-worker")
-        let ledger = ledger ?? FileManager.default.temporaryDirectory
+        let ledger =
+            ledger
+            ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("dedup-ledger-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: ledger) }
         // Start together: process start-up takes long enough for one worker to finish alone, so each
         // waits at a barrier until all are connected.
-        let barrier = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-barrier-\(UUID().uuidString)")
+        let barrier = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "dedup-barrier-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: barrier, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: barrier) }
         let go = barrier.appendingPathComponent("go").path
@@ -47,7 +57,10 @@ public enum WorkerFleet {
                 group.addTask {
                     try await runProcess(
                         worker,
-                        ["--store", store, "--keys", "\(keys)", "--ledger", ledger, "--seed", "\(index + 1)", "--barrier", barrier.path] + extraArguments
+                        [
+                            "--store", store, "--keys", "\(keys)", "--ledger", ledger, "--seed", "\(index + 1)",
+                            "--barrier", barrier.path,
+                        ] + extraArguments
                     )
                 }
             }

@@ -9,7 +9,10 @@ import Testing
 struct BatchDuplicateTests {
     let clock = ManualDedupClock()
 
-    private func consumer(_ store: any DedupStore, _ configure: (inout ConsumerConfiguration) -> Void = { _ in }) throws -> IdempotentConsumer {
+    private func consumer(
+        _ store: any DedupStore,
+        _ configure: (inout ConsumerConfiguration) -> Void = { _ in }
+    ) throws -> IdempotentConsumer {
         var configuration = ConsumerConfiguration()
         configure(&configuration)
         return try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
@@ -21,7 +24,9 @@ struct BatchDuplicateTests {
         let consumer = try consumer(store)
         let ledger = SideEffectLedger()
         let results = try await consumer.processBatch(
-            ["a", "b", "a", "a"], keyStrategy: .messageID { $0 }, brokerTime: { _ in Date(millisecondsSince1970: 1_700_000_000_123) }
+            ["a", "b", "a", "a"],
+            keyStrategy: .messageID { $0 },
+            brokerTime: { _ in Date(millisecondsSince1970: 1_700_000_000_123) }
         ) { key, _ in ledger.record(key) }
         #expect(ledger.all == ["a", "b"])
         #expect(try results[0].get() == .applied)
@@ -50,7 +55,10 @@ struct BatchDuplicateTests {
         }
         #expect(ledger.all.isEmpty)
         for result in results {
-            guard case .success(.duplicate) = result else { Issue.record("expected a duplicate, got \(result)"); continue }
+            guard case .success(.duplicate) = result else {
+                Issue.record("expected a duplicate, got \(result)")
+                continue
+            }
         }
     }
 
@@ -75,10 +83,15 @@ struct BatchDuplicateTests {
         let consumer = try consumer(store)
         let messages = [(key: "p", digest: "sha-1"), (key: "p", digest: "sha-1"), (key: "p", digest: "sha-2")]
         let results = try await consumer.processBatch(
-            messages, keyStrategy: .messageID { $0.key }, fingerprint: { $0.digest }
+            messages,
+            keyStrategy: .messageID { $0.key },
+            fingerprint: { $0.digest }
         ) { _, _ in }
         #expect(try results[0].get() == .applied)
-        guard case .success(.duplicate) = results[1] else { Issue.record("\(results[1])"); return }
+        guard case .success(.duplicate) = results[1] else {
+            Issue.record("\(results[1])")
+            return
+        }
         #expect {
             try results[2].get()
         } throws: { error in
@@ -86,7 +99,9 @@ struct BatchDuplicateTests {
         }
     }
 
-    @Test("with the store down under fail-open, a key's first copy runs without dedup and its later copies are deferred")
+    @Test(
+        "with the store down under fail-open, a key's first copy runs without dedup and its later copies are deferred"
+    )
     func laterCopiesUnderFailOpen() async throws {
         let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))
         store.fail(.claim, with: DedupError(.timeout, "no answer"))
@@ -98,19 +113,31 @@ struct BatchDuplicateTests {
         #expect(ledger.all == ["a", "b"])
         #expect(try results[0].get() == .bypassed(.storeUnavailable))
         #expect(try results[1].get() == .bypassed(.storeUnavailable))
-        guard case .success(.deferred) = results[2] else { Issue.record("expected deferred, got \(results[2])"); return }
+        guard case .success(.deferred) = results[2] else {
+            Issue.record("expected deferred, got \(results[2])")
+            return
+        }
     }
 
     @Test("when the first copy is deferred (held elsewhere), the later copies are deferred with it")
     func deferredFirstCopy() async throws {
         let store = InMemoryDedupStore(clock: clock)
-        _ = try await store.claim(ClaimRequest(id: RecordID(uncheckedNamespace: "orders", key: "held"), lease: .seconds(60), retention: .seconds(60)))
+        _ = try await store.claim(
+            ClaimRequest(
+                id: RecordID(uncheckedNamespace: "orders", key: "held"),
+                lease: .seconds(60),
+                retention: .seconds(60)
+            )
+        )
         let consumer = try consumer(store)
         let results = try await consumer.processBatch(["held", "held"], keyStrategy: .messageID { $0 }) { _, _ in
             Issue.record("a key held elsewhere ran")
         }
         for result in results {
-            guard case .success(.deferred) = result else { Issue.record("expected deferred, got \(result)"); continue }
+            guard case .success(.deferred) = result else {
+                Issue.record("expected deferred, got \(result)")
+                continue
+            }
         }
     }
 }

@@ -65,8 +65,12 @@ struct BusinessKeyTests {
             let whole = random.next() % 2 == 0 ? leading + random.parts() : random.parts()
             let prefix = BusinessKey.encode(leading)!
             let key = BusinessKey.encode(whole)!
-            let startsWithParts = whole.count >= leading.count && Self.sameBytes(Array(whole.prefix(leading.count)), leading)
-            #expect(key.utf8.starts(with: prefix.utf8) == startsWithParts, "\(whole) against the leading parts \(leading)")
+            let startsWithParts =
+                whole.count >= leading.count && Self.sameBytes(Array(whole.prefix(leading.count)), leading)
+            #expect(
+                key.utf8.starts(with: prefix.utf8) == startsWithParts,
+                "\(whole) against the leading parts \(leading)"
+            )
         }
     }
 
@@ -80,7 +84,8 @@ struct BusinessKeyTests {
         var bytes = Substring(key).utf8[...]
         var parts: [String] = []
         while !bytes.isEmpty {
-            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), let count = Int(String(decoding: bytes[..<colon], as: UTF8.self)),
+            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
+                let count = Int(String(decoding: bytes[..<colon], as: UTF8.self)),
                 count > 0
             else { return nil }
             let start = bytes.index(after: colon)

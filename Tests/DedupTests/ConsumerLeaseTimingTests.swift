@@ -20,7 +20,10 @@ struct ConsumerLeaseTimingTests {
         configuration.lease = .seconds(5)
         configuration.renewalInterval = .milliseconds(100)
         let consumer = try IdempotentConsumer(
-            store: store, namespace: "orders", configuration: configuration, metricsFactory: metrics
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            metricsFactory: metrics
         )
         let outcome = try await consumer.process(key: "slow") { context in
             let initial = try #require(context.lease?.leaseUntil)
@@ -47,7 +50,9 @@ struct ConsumerLeaseTimingTests {
         let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
         let other = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration)
         let ledger = SideEffectLedger()
-        let results = try await consumer.processBatch(["k1", "k2"], keyStrategy: KeyStrategy<String>.messageID { $0 }) { message, _ in
+        let results = try await consumer.processBatch(["k1", "k2"], keyStrategy: KeyStrategy<String>.messageID { $0 }) {
+            message,
+            _ in
             ledger.record("A:\(message)")
             // Outlast the lease (the passing of time is what is under test), then race for the
             // message whose lease would have passed without renewal: k2 before its handler ran,

@@ -14,7 +14,10 @@ struct DedupErrorTests {
         #expect(Set([base, withUnderlying]).count == 1)
         #expect(base != DedupError(.busy, "locked", sqliteExtendedResultCode: 517))
         #expect(base != DedupError(.busy, "locked"))
-        #expect(DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE a") != DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE b"))
+        #expect(
+            DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE a")
+                != DedupError(.wrongType, "w", redisErrorText: "WRONGTYPE b")
+        )
         #expect(base != DedupError(.storeError, "locked", sqliteExtendedResultCode: 5))
         #expect(base.description == "busy: locked")
     }

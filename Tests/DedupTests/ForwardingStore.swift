@@ -11,12 +11,16 @@ extension SingleCallForwardingStore {
     func claim(_ request: ClaimRequest) async throws -> ClaimAnswer { try await base.claim(request) }
     func complete(_ completion: Completion) async throws { try await base.complete(completion) }
     func release(_ lease: Lease) async throws { try await base.release(lease) }
-    func renew(_ lease: Lease, for duration: Duration) async throws -> Lease { try await base.renew(lease, for: duration) }
+    func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
+        try await base.renew(lease, for: duration)
+    }
     func record(for id: RecordID) async throws -> DedupRecord? { try await base.record(for: id) }
     func records(matching filter: RecordFilter, after cursor: PageCursor?, limit: Int) async throws -> RecordPage {
         try await base.records(matching: filter, after: cursor, limit: limit)
     }
-    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int { try await base.delete(ids, matching: filter) }
+    func delete(_ ids: [RecordID], matching filter: RecordFilter) async throws -> Int {
+        try await base.delete(ids, matching: filter)
+    }
     func purgeExpired(limit: Int) async throws -> Int { try await base.purgeExpired(limit: limit) }
     func stats() async throws -> DedupStats { try await base.stats() }
 }
@@ -28,5 +32,7 @@ protocol ForwardingStore: SingleCallForwardingStore {}
 
 extension ForwardingStore {
     func claim(batch requests: [ClaimRequest]) async throws -> [ClaimAnswer] { try await base.claim(batch: requests) }
-    func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] { try await base.complete(batch: completions) }
+    func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
+        try await base.complete(batch: completions)
+    }
 }

@@ -40,7 +40,8 @@ final class Gate: Sendable {
 struct TestError: Error, Equatable {}
 
 private func makeConsumer(
-    _ store: any DedupStore, namespace: String = "orders",
+    _ store: any DedupStore,
+    namespace: String = "orders",
     _ configure: (inout ConsumerConfiguration) -> Void = { _ in }
 ) throws -> IdempotentConsumer {
     var configuration = ConsumerConfiguration()
@@ -169,7 +170,6 @@ struct IdempotentConsumerTests {
         }
     }
 
-
     @Test("a lease taken over while the handler runs is lost: nothing is recorded and leaseLost is thrown")
     func leaseLostWhileRunning() async throws {
         let store = InMemoryDedupStore(clock: clock)
@@ -210,7 +210,11 @@ struct IdempotentConsumerTests {
         do {
             _ = try await consumer.process(key: "m-10") { context in
                 clock.advance(by: .seconds(1))
-                guard case .acquired = try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(60))) else {
+                guard
+                    case .acquired = try await store.claim(
+                        ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(60))
+                    )
+                else {
                     Issue.record("takeover failed")
                     return
                 }
@@ -337,7 +341,10 @@ struct IdempotentConsumerTests {
 
     @Test("a handler's result is stored and handed to later duplicates")
     func storedResult() async throws {
-        struct Receipt: Codable, Equatable, Sendable { var charge: String; var cents: Int }
+        struct Receipt: Codable, Equatable, Sendable {
+            var charge: String
+            var cents: Int
+        }
         let store = InMemoryDedupStore(clock: clock)
         let consumer = try makeConsumer(store)
         let first = try await consumer.process(key: "r-1") { _ in Receipt(charge: "ch_1", cents: 1299) }
@@ -393,7 +400,10 @@ struct IdempotentConsumerTests {
         var configuration = ConsumerConfiguration()
         configuration.localCache = LocalCacheConfiguration(capacity: 2, timeToLive: .seconds(60))
         let consumer = try IdempotentConsumer(
-            store: store, namespace: "orders", configuration: configuration, metricsFactory: metrics
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            metricsFactory: metrics
         )
         #expect(try await consumer.process(key: "a") { _ in } == .applied)
         let claims = store.calls(.claim)
@@ -418,13 +428,24 @@ struct IdempotentConsumerTests {
         _ = try await consumer.process(key: "x") { _ in }
         _ = try await consumer.process(key: "x") { _ in }
         _ = try? await consumer.process(key: "y") { _ in throw TestError() }
-        #expect(try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "acquired")]).totalValue == 2)
-        #expect(try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "duplicate")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "acquired")]).totalValue
+                == 2
+        )
+        #expect(
+            try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "duplicate")]).totalValue
+                == 1
+        )
         #expect(try metrics.expectCounter("dedup.handler.failures", [("namespace", "orders")]).totalValue == 1)
-        #expect(try metrics.expectTimer("dedup.store.duration", [("namespace", "orders"), ("operation", "claim")]).values.count == 3)
+        #expect(
+            try metrics.expectTimer("dedup.store.duration", [("namespace", "orders"), ("operation", "claim")]).values
+                .count == 3
+        )
     }
 
-    @Test("a batch is claimed in one store call and gives each message its own outcome (a key's second copy: a duplicate)")
+    @Test(
+        "a batch is claimed in one store call and gives each message its own outcome (a key's second copy: a duplicate)"
+    )
     func batch() async throws {
         let store = FaultInjectingDedupStore(InMemoryDedupStore(clock: clock))
         let consumer = try makeConsumer(store)
@@ -438,17 +459,22 @@ struct IdempotentConsumerTests {
         }
         #expect(store.calls(.claim) == claimsBefore + 1)
         #expect(store.calls(.complete) == 2)  // one single completion earlier, one batch now
-        guard case .success(.duplicate) = results[0] else { Issue.record("\(results[0])"); return }
+        guard case .success(.duplicate) = results[0] else {
+            Issue.record("\(results[0])")
+            return
+        }
         #expect(try results[1].get() == .applied)
         #expect(try results[2].get() == .applied)
-        guard case .success(.duplicate) = results[3] else { Issue.record("\(results[3])"); return }
+        guard case .success(.duplicate) = results[3] else {
+            Issue.record("\(results[3])")
+            return
+        }
         #expect(throws: TestError.self) { try results[4].get() }
         #expect(throws: DedupError.self) { try results[5].get() }
         #expect(ledger.count("b-0") == 1)
         #expect(ledger.count("b-1") == 1)
         #expect(try await store.base.record(for: RecordID(namespace: "orders", key: "fail")) == nil)
     }
-
 
     @Test("a result that cannot be encoded is not stored, and the message stays applied")
     func unencodableResult() async throws {
@@ -481,10 +507,19 @@ struct IdempotentConsumerTests {
         configuration.lease = .seconds(2)
         configuration.renewalInterval = .milliseconds(40)
         configuration.inFlightPolicy = .wait(timeout: .milliseconds(400))
-        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, metricsFactory: metrics)
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            metricsFactory: metrics
+        )
         // Held elsewhere for the whole wait (the store's clock does not move).
-        _ = try await store.claim(ClaimRequest(id: RecordID(namespace: "orders", key: "held"), lease: .seconds(60), retention: .seconds(60)))
-        let results = try await consumer.processBatch(["done", "failed", "held"], keyStrategy: .messageID { $0 }) { key, _ in
+        _ = try await store.claim(
+            ClaimRequest(id: RecordID(namespace: "orders", key: "held"), lease: .seconds(60), retention: .seconds(60))
+        )
+        let results = try await consumer.processBatch(["done", "failed", "held"], keyStrategy: .messageID { $0 }) {
+            key,
+            _ in
             if key == "failed" { throw TestError() }
         }
         #expect(try results[0].get() == .applied)
@@ -549,13 +584,19 @@ final class ReplyLosingStore<Base: DedupStore>: ForwardingStore {
     init(_ base: Base) { self.base = base }
     func complete(_ completion: Completion) async throws {
         try await base.complete(completion)
-        if lost.withLock({ value in defer { value = true }; return !value }) {
+        if lost.withLock({ value in
+            defer { value = true }
+            return !value
+        }) {
             throw DedupError(.timeout, "reply lost")
         }
     }
     let lostBatch = Mutex(false)
     func complete(batch completions: [Completion]) async throws -> [CompletionAnswer] {
-        if lostBatch.withLock({ value in defer { value = true }; return !value }) {
+        if lostBatch.withLock({ value in
+            defer { value = true }
+            return !value
+        }) {
             _ = try await base.complete(batch: Array(completions.prefix(1)))
             throw DedupError(.timeout, "reply lost")
         }

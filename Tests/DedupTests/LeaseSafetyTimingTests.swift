@@ -21,7 +21,12 @@ struct LeaseSafetyTimingTests {
         // pass for a lost lease; one renewal call per lease would take 50 s a round.
         configuration.lease = .seconds(8)
         configuration.renewalInterval = .seconds(2)
-        let consumer = try IdempotentConsumer(store: slow, namespace: "orders", configuration: configuration, metricsFactory: metrics)
+        let consumer = try IdempotentConsumer(
+            store: slow,
+            namespace: "orders",
+            configuration: configuration,
+            metricsFactory: metrics
+        )
         let keys = (0..<1000).map { "m-\($0)" }
         let ids = try keys.map { try RecordID(namespace: "orders", key: $0) }
         let ledger = SideEffectLedger()
@@ -35,7 +40,9 @@ struct LeaseSafetyTimingTests {
             await started.wait()
             var rivalAcquired = 0
             while !stop.isSet {
-                let answers = try await base.claim(batch: ids.map { ClaimRequest(id: $0, lease: .seconds(8), retention: .seconds(60)) })
+                let answers = try await base.claim(
+                    batch: ids.map { ClaimRequest(id: $0, lease: .seconds(8), retention: .seconds(60)) }
+                )
                 for answer in answers { if case .acquired = answer { rivalAcquired += 1 } }
                 try await Task.sleep(for: .milliseconds(250))
             }
@@ -66,14 +73,17 @@ struct LeaseSafetyTimingTests {
         #expect(rivalAcquired == 0, "the rival took over keys whose handlers were still running")
         #expect(ledger.all.count == keys.count)
         #expect(try metrics.expectCounter("dedup.lease.losses", [("namespace", "orders")]).totalValue == 0)
-        #expect(try metrics.expectCounter("dedup.lease.renewals", [("namespace", "orders")]).totalValue >= Int64(keys.count))
+        #expect(
+            try metrics.expectCounter("dedup.lease.renewals", [("namespace", "orders")]).totalValue >= Int64(keys.count)
+        )
         // One batch call a round, not one call per lease.
         #expect(slow.calls(.renew) < 50, "renew calls: \(slow.calls(.renew))")
     }
 
     @Test(
         "checkLease throws from the moment the lease's end passes, while renewals fail or hang",
-        arguments: [RenewalFault.failing, .hanging])
+        arguments: [RenewalFault.failing, .hanging]
+    )
     func checkLeaseAtTheDeadline(_ fault: RenewalFault) async throws {
         let base = InMemoryDedupStore(clock: SystemDedupClock())
         let store = FaultInjectingDedupStore(base)
@@ -155,7 +165,13 @@ struct LeaseSafetyTimingTests {
     func defaultBatchRenewalIsConcurrent() async throws {
         let base = InMemoryDedupStore(clock: SystemDedupClock())
         let leases = try await (0..<20).asyncMap { index -> Lease in
-            let answer = try await base.claim(ClaimRequest(id: RecordID(namespace: "orders", key: "k\(index)"), lease: .seconds(30), retention: .seconds(60)))
+            let answer = try await base.claim(
+                ClaimRequest(
+                    id: RecordID(namespace: "orders", key: "k\(index)"),
+                    lease: .seconds(30),
+                    retention: .seconds(60)
+                )
+            )
             guard case .acquired(let lease) = answer else { throw TestError() }
             return lease
         }
@@ -173,7 +189,10 @@ struct LeaseSafetyTimingTests {
         }
         let stale = leases[0]
         try await base.release(stale)
-        let again = try await BarrierRenewingStore(base: base, expected: 2).renew(batch: [stale, leases[1]], for: .seconds(30))
+        let again = try await BarrierRenewingStore(base: base, expected: 2).renew(
+            batch: [stale, leases[1]],
+            for: .seconds(30)
+        )
         #expect(again.first == .leaseLost)
     }
 }
@@ -217,8 +236,14 @@ final class BarrierRenewingStore: ForwardingStore {
     func renew(_ lease: Lease, for duration: Duration) async throws -> Lease {
         if arrived.add(1, ordering: .relaxed).newValue == expected { barrier.open() }
         let opened = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await self.barrier.wait(); return true }
-            group.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+            group.addTask {
+                await self.barrier.wait()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                return false
+            }
             let first = await group.next() ?? false
             group.cancelAll()
             return first

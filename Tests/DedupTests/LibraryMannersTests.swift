@@ -34,7 +34,12 @@ struct LibraryMannersTests {
         let recorder = LogRecorder()
         var configuration = ConsumerConfiguration()
         configuration.completionBackoff = .milliseconds(1)
-        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, logger: recorder.logger())
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            logger: recorder.logger()
+        )
         await #expect(throws: DedupError.self) { _ = try await consumer.process(key: "m-1") { _ in } }
         #expect(loud(recorder) == [])
     }
@@ -47,9 +52,17 @@ struct LibraryMannersTests {
         clock.advance(by: .seconds(2))
         let recorder = LogRecorder()
         let metrics = TestMetrics()
-        let consumer = try IdempotentConsumer(store: store, namespace: "orders", logger: recorder.logger(), metricsFactory: metrics)
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: "orders",
+            logger: recorder.logger(),
+            metricsFactory: metrics
+        )
         #expect(try await consumer.process(key: "m-1") { _ in } == .applied)
-        #expect(try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "takeover")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter("dedup.claims", [("namespace", "orders"), ("outcome", "takeover")]).totalValue
+                == 1
+        )
         #expect(loud(recorder) == [])
         #expect(recorder.all.contains { $0.level == .debug && $0.message == "took over an expired lease" })
     }
@@ -61,6 +74,9 @@ struct LibraryMannersTests {
         let metrics = TestMetrics()
         let consumer = try IdempotentConsumer(store: store, namespace: "orders", metricsFactory: metrics)
         _ = try? await consumer.process(key: "m-1") { _ in }
-        #expect(try metrics.expectCounter("dedup.store.errors", [("namespace", "orders"), ("code", "store_unavailable")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter("dedup.store.errors", [("namespace", "orders"), ("code", "store_unavailable")])
+                .totalValue == 1
+        )
     }
 }

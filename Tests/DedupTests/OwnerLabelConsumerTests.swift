@@ -6,7 +6,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// Keeps every log line with its metadata (the logger's own and the line's).
@@ -40,7 +40,9 @@ final class LogRecorder: Sendable {
 
         func log(event: LogEvent) {
             let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-            recorder.append(Line(level: event.level, message: "\(event.message)", metadata: merged.mapValues { "\($0)" }))
+            recorder.append(
+                Line(level: event.level, message: "\(event.message)", metadata: merged.mapValues { "\($0)" })
+            )
         }
     }
 }
@@ -55,17 +57,26 @@ struct OwnerLabelConsumerTests {
         #expect(label == ClaimRequest.defaultOwnerLabel)
         #expect(label.hasSuffix(":\(getpid())"))
         #expect(label.utf8.count > "\(getpid())".utf8.count + 1, "a host name before the pid")
-        #expect(ClaimRequest(id: try RecordID(namespace: "n", key: "k"), lease: .seconds(1), retention: .seconds(1)).ownerLabel == label)
+        #expect(
+            ClaimRequest(id: try RecordID(namespace: "n", key: "k"), lease: .seconds(1), retention: .seconds(1))
+                .ownerLabel == label
+        )
         for bad in ["", String(repeating: "x", count: ClaimRequest.maximumOwnerLabelBytes + 1)] {
             var configuration = ConsumerConfiguration()
             configuration.ownerLabel = bad
             #expect {
-                try IdempotentConsumer(store: InMemoryDedupStore(clock: clock), namespace: "orders", configuration: configuration)
+                try IdempotentConsumer(
+                    store: InMemoryDedupStore(clock: clock),
+                    namespace: "orders",
+                    configuration: configuration
+                )
             } throws: { ($0 as? DedupError)?.code == .invalidConfiguration }
         }
     }
 
-    @Test("the records a consumer holds in flight carry its owner label, on the single and the batch path; completed ones none")
+    @Test(
+        "the records a consumer holds in flight carry its owner label, on the single and the batch path; completed ones none"
+    )
     func recordsCarryTheLabel() async throws {
         let store = InMemoryDedupStore(clock: clock)
         var configuration = ConsumerConfiguration()
@@ -94,9 +105,16 @@ struct OwnerLabelConsumerTests {
         let recorder = LogRecorder()
         var configuration = ConsumerConfiguration()
         configuration.ownerLabel = "pod-7"
-        let consumer = try IdempotentConsumer(store: store, namespace: "orders", configuration: configuration, logger: recorder.logger())
+        let consumer = try IdempotentConsumer(
+            store: store,
+            namespace: "orders",
+            configuration: configuration,
+            logger: recorder.logger()
+        )
         let id = try RecordID(namespace: "orders", key: "abandoned")
-        _ = try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600), ownerLabel: "pod-crashed"))
+        _ = try await store.claim(
+            ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600), ownerLabel: "pod-crashed")
+        )
 
         let early = try await consumer.process(key: "abandoned") { _ in Issue.record("ran during a live lease") }
         #expect(early != .applied)

@@ -3,14 +3,17 @@ import Testing
 
 @Suite("RecordID")
 struct RecordIDTests {
-    @Test("empty, oversized and boundary identities", arguments: [
-        ("", "k", DedupError.Code.invalidNamespace),
-        ("ns", "", DedupError.Code.invalidKey),
-        (String(repeating: "n", count: 129), "k", DedupError.Code.invalidNamespace),
-        ("ns", String(repeating: "k", count: 513), DedupError.Code.invalidKey),
-        // 171 two-byte characters are 342 bytes: fine; 257 are 514: too long.
-        ("ns", String(repeating: "é", count: 257), DedupError.Code.invalidKey),
-    ])
+    @Test(
+        "empty, oversized and boundary identities",
+        arguments: [
+            ("", "k", DedupError.Code.invalidNamespace),
+            ("ns", "", DedupError.Code.invalidKey),
+            (String(repeating: "n", count: 129), "k", DedupError.Code.invalidNamespace),
+            ("ns", String(repeating: "k", count: 513), DedupError.Code.invalidKey),
+            // 171 two-byte characters are 342 bytes: fine; 257 are 514: too long.
+            ("ns", String(repeating: "é", count: 257), DedupError.Code.invalidKey),
+        ]
+    )
     func invalid(namespace: String, key: String, code: DedupError.Code) {
         #expect {
             try RecordID(namespace: namespace, key: key)
@@ -45,7 +48,9 @@ struct RecordIDTests {
         var generator = SystemRandomNumberGenerator()
         let alphabet: [Character] = ["a", "b", ":", "\u{0}", "\n", " ", "é", "🦄", "1", "2", "/", "*"]
         func randomString() -> String {
-            String((0..<Int.random(in: 1...6, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+            String(
+                (0..<Int.random(in: 1...6, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }
+            )
         }
         var seen: [String: RecordID] = [:]
         for _ in 0..<5_000 {

@@ -72,7 +72,10 @@ struct SimulatedBrokerTests {
     @Test("duplicates are injected at the configured rate, the same ones for the same seed")
     func duplicateRate() async throws {
         func duplicatedOffsets(seed: UInt64) async throws -> (Set<Int>, SimulatedBroker.Counters) {
-            let broker = SimulatedBroker(configuration: .init(seed: seed, duplicateRate: 0.1), clock: ManualDedupClock())
+            let broker = SimulatedBroker(
+                configuration: .init(seed: seed, duplicateRate: 0.1),
+                clock: ManualDedupClock()
+            )
             for index in 0..<10_000 { broker.publish(key: "k-\(index)") }
             let log = DeliveryLog()
             try await broker.run { delivery in
@@ -109,7 +112,9 @@ struct SimulatedBrokerTests {
         #expect(keys == ["a:published", "a:injected_duplicate", "b:published", "b:injected_duplicate"])
     }
 
-    @Test("a consumer that crashes mid-handler gets the message redelivered after the crash delay, to its next incarnation")
+    @Test(
+        "a consumer that crashes mid-handler gets the message redelivered after the crash delay, to its next incarnation"
+    )
     func crashRedelivers() async throws {
         let clock = ManualDedupClock()
         let broker = SimulatedBroker(configuration: .init(crashRedeliveryDelay: .seconds(30)), clock: clock)
@@ -123,7 +128,9 @@ struct SimulatedBrokerTests {
         #expect(deliveries.map(\.message.key) == ["a", "b", "c", "b"])
         #expect(deliveries.map(\.consumer.incarnation) == [0, 0, 1, 1])
         #expect(deliveries[3].deliveryCount == 2)
-        #expect(deliveries[3].deliveredAt.millisecondsSince1970 - deliveries[1].deliveredAt.millisecondsSince1970 == 30_000)
+        #expect(
+            deliveries[3].deliveredAt.millisecondsSince1970 - deliveries[1].deliveredAt.millisecondsSince1970 == 30_000
+        )
         #expect(broker.counters.crashes == 1)
         #expect(broker.counters.redeliveries == 1)
         #expect(broker.counters.acknowledged == 3)
@@ -139,7 +146,9 @@ struct SimulatedBrokerTests {
                 log.append(delivery)
                 return delivery.plannedCrash == nil ? .ack : .crash
             }
-            let plan = log.all.filter { $0.plannedCrash != nil }.map { "\($0.message.key)#\($0.deliveryCount):\($0.plannedCrash!.rawValue)" }
+            let plan = log.all.filter { $0.plannedCrash != nil }.map {
+                "\($0.message.key)#\($0.deliveryCount):\($0.plannedCrash!.rawValue)"
+            }
             return (plan, broker.counters)
         }
         let (plan, counters) = try await run(seed: 3)

@@ -68,12 +68,16 @@ struct SingleCallStoreConformanceTests {
         #expect(try await store.record(for: requests[2].id) == nil)
     }
 
-    @Test("a batch completion that fails on a lease throws its error; those before it are written, those after it not tried")
+    @Test(
+        "a batch completion that fails on a lease throws its error; those before it are written, those after it not tried"
+    )
     func failedBatchCompletion() async throws {
         let store = SingleCallStore(base: InMemoryDedupStore(clock: ManualDedupClock()))
         let answers = try await store.claim(batch: try ["a", "b", "c"].map(request))
         let completions = answers.map { answer -> Completion in
-            guard case .acquired(let lease) = answer else { preconditionFailure("expected an acquired key, got \(answer)") }
+            guard case .acquired(let lease) = answer else {
+                preconditionFailure("expected an acquired key, got \(answer)")
+            }
             return Completion(lease: lease, retention: .seconds(3600))
         }
         store.failing("b")

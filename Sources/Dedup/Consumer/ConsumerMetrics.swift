@@ -22,7 +22,11 @@ package struct ConsumerMetrics: Sendable {
         self.namespace = namespace
         self.factory = factory
         func claims(_ outcome: String) -> Counter {
-            Counter(label: "dedup.claims", dimensions: [("namespace", namespace), ("outcome", outcome)], factory: factory)
+            Counter(
+                label: "dedup.claims",
+                dimensions: [("namespace", namespace), ("outcome", outcome)],
+                factory: factory
+            )
         }
         acquired = claims("acquired")
         takeover = claims("takeover")
@@ -37,10 +41,13 @@ package struct ConsumerMetrics: Sendable {
         bypassed = Counter(label: "dedup.bypassed", dimensions: dimensions, factory: factory)
         completionRetries = Counter(label: "dedup.completion.retries", dimensions: dimensions, factory: factory)
         claimDuration = Timer(
-            label: "dedup.store.duration", dimensions: [("namespace", namespace), ("operation", "claim")], factory: factory
+            label: "dedup.store.duration",
+            dimensions: [("namespace", namespace), ("operation", "claim")],
+            factory: factory
         )
         completeDuration = Timer(
-            label: "dedup.store.duration", dimensions: [("namespace", namespace), ("operation", "complete")],
+            label: "dedup.store.duration",
+            dimensions: [("namespace", namespace), ("operation", "complete")],
             factory: factory
         )
     }

@@ -44,7 +44,11 @@ public struct DedupContext: Sendable {
     /// ``DedupError/underlyingError`` is the store's error for the latest of them.
     public func checkLease() throws(DedupError) {
         if isLeaseLost, let id {
-            throw DedupError(.leaseLost, "the lease on \(id) was lost while the handler ran", underlyingError: watch?.renewalFailure)
+            throw DedupError(
+                .leaseLost,
+                "the lease on \(id) was lost while the handler ran",
+                underlyingError: watch?.renewalFailure
+            )
         }
     }
 
@@ -75,8 +79,10 @@ public struct DedupContext: Sendable {
                 if watch.isLost { break }
             }
             throw DedupError(
-                .leaseLost, "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled",
-                underlyingError: watch.renewalFailure)
+                .leaseLost,
+                "the lease on \(id.map { "\($0)" } ?? "the record") was lost; the operation was cancelled",
+                underlyingError: watch.renewalFailure
+            )
         }
     }
 }

@@ -29,8 +29,10 @@ extension IdempotentConsumer {
     /// - Throws: a store error from the batch claim under ``StoreFailurePolicy/failClosed``: no
     ///   message of the batch was processed.
     public func processBatch<Message>(
-        _ messages: [Message], keyStrategy: KeyStrategy<Message>,
-        fingerprint: ((Message) -> String?)? = nil, brokerTime: ((Message) -> Date?)? = nil,
+        _ messages: [Message],
+        keyStrategy: KeyStrategy<Message>,
+        fingerprint: ((Message) -> String?)? = nil,
+        brokerTime: ((Message) -> Date?)? = nil,
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> [Result<ProcessOutcome, any Error>] {
         // Only the keys and fingerprints need the message type: the rest is not generic, so it is
@@ -46,7 +48,9 @@ extension IdempotentConsumer {
             if let fingerprint { fingerprints?.append(fingerprint(messages[index])) }
             if let brokerTime { brokerTimes?.append(brokerTime(messages[index])) }
         }
-        return try await processBatch(keys: keys, fingerprints: fingerprints, brokerTimes: brokerTimes) { index, context in
+        return try await processBatch(keys: keys, fingerprints: fingerprints, brokerTimes: brokerTimes) {
+            index,
+            context in
             try await handler(messages[index], context)
         }
     }
@@ -55,7 +59,10 @@ extension IdempotentConsumer {
     /// fingerprints; the handler gets a message's position. Each step is a method of its own, in
     /// the order they run.
     private func processBatch(
-        keys: [String?], fingerprints: [String?]?, brokerTimes: [Date?]?, _ handler: BatchHandler
+        keys: [String?],
+        fingerprints: [String?]?,
+        brokerTimes: [Date?]?,
+        _ handler: BatchHandler
     ) async throws -> [Result<ProcessOutcome, any Error>] {
         var batch = BatchRun(keys: keys, fingerprints: fingerprints, brokerTimes: brokerTimes)
         await prepareClaims(&batch, handler)
@@ -72,7 +79,12 @@ extension IdempotentConsumer {
         // elsewhere), or on the way out of an error.
         defer { leases.stopRenewing(keeper) }
         await runHandlers(
-            &batch, answers, leases, leaseDeadline: claimStarted.advanced(byNanoseconds: leaseNanoseconds), handler)
+            &batch,
+            answers,
+            leases,
+            leaseDeadline: claimStarted.advanced(byNanoseconds: leaseNanoseconds),
+            handler
+        )
         await completeSucceeded(&batch, answers, leases)
         // The batch's leases are settled: stop renewing them before waiting on anything else.
         leases.stopRenewing(keeper)
@@ -113,8 +125,11 @@ extension IdempotentConsumer {
             }
             batch.requests.append(
                 ClaimRequest(
-                    id: id, lease: configuration.lease, retention: configuration.retention,
-                    fingerprint: batch.fingerprints?[index], ownerLabel: configuration.ownerLabel,
+                    id: id,
+                    lease: configuration.lease,
+                    retention: configuration.retention,
+                    fingerprint: batch.fingerprints?[index],
+                    ownerLabel: configuration.ownerLabel,
                     brokerTime: batch.brokerTimes?[index]
                 )
             )
@@ -132,7 +147,11 @@ extension IdempotentConsumer {
     /// After the batch claim failed: under ``StoreFailurePolicy/failOpen`` with the store
     /// unreachable, runs each key's handler without dedup (its later copies are deferred);
     /// otherwise rethrows the store's error, and no message of the batch was processed.
-    private func runBypassingStore(_ batch: inout BatchRun, after error: any Error, _ handler: BatchHandler) async throws {
+    private func runBypassingStore(
+        _ batch: inout BatchRun,
+        after error: any Error,
+        _ handler: BatchHandler
+    ) async throws {
         metrics.storeError(error)
         guard configuration.storeFailurePolicy == .failOpen, (error as? DedupError)?.isStoreUnreachable == true else {
             throw error
@@ -179,7 +198,10 @@ extension IdempotentConsumer {
     /// a key held elsewhere deferred (or kept for ``runHeldElsewhere(_:_:)``), a later copy of a
     /// claimed key kept for ``answerLaterCopies(_:)``, and an acquired key by running its handler.
     private func runHandlers(
-        _ batch: inout BatchRun, _ answers: [ClaimAnswer], _ leases: BatchLeases, leaseDeadline: MonotonicInstant,
+        _ batch: inout BatchRun,
+        _ answers: [ClaimAnswer],
+        _ leases: BatchLeases,
+        leaseDeadline: MonotonicInstant,
         _ handler: BatchHandler
     ) async {
         batch.succeeded.reserveCapacity(answers.count)
@@ -193,7 +215,9 @@ extension IdempotentConsumer {
                 batch.results[index] = .success(.duplicate(record))
             case .payloadMismatch(let record):
                 metrics.payloadMismatch.increment()
-                batch.results[index] = .failure(Self.mismatch(record, fingerprint: batch.requests[position].fingerprint))
+                batch.results[index] = .failure(
+                    Self.mismatch(record, fingerprint: batch.requests[position].fingerprint)
+                )
             case .inFlight(let record):
                 let first = batch.firstPosition(of: position)
                 if first != position, case .acquired = answers[first] {
@@ -209,8 +233,11 @@ extension IdempotentConsumer {
             case .acquired(let lease):
                 countAcquired(lease)
                 if let failure = await runClaimed(
-                    lease, watch: leases.watches[position], leaseDeadline: leaseDeadline, { try await handler(index, $0) })
-                {
+                    lease,
+                    watch: leases.watches[position],
+                    leaseDeadline: leaseDeadline,
+                    { try await handler(index, $0) }
+                ) {
                     batch.results[index] = .failure(failure)
                 } else {
                     batch.succeeded.append((index, position))
@@ -222,7 +249,10 @@ extension IdempotentConsumer {
     /// Runs the handler of one acquired key of the batch; returns the error that keeps its message
     /// from being completed, or `nil` when the handler succeeded.
     private func runClaimed(
-        _ lease: Lease, watch: LeaseWatch?, leaseDeadline: MonotonicInstant, _ handler: (DedupContext) async throws -> Void
+        _ lease: Lease,
+        watch: LeaseWatch?,
+        leaseDeadline: MonotonicInstant,
+        _ handler: (DedupContext) async throws -> Void
     ) async -> (any Error)? {
         // A lease that may have passed while earlier handlers ran can be held by someone else
         // now: the handler must not start.
@@ -231,8 +261,10 @@ extension IdempotentConsumer {
         if expired {
             if watch == nil { metrics.leaseLosses.increment() }
             return DedupError(
-                .leaseLost, "the lease on \(lease.id) passed before its handler's turn in the batch",
-                underlyingError: watch?.renewalFailure)
+                .leaseLost,
+                "the lease on \(lease.id) passed before its handler's turn in the batch",
+                underlyingError: watch?.renewalFailure
+            )
         }
         do {
             try await handler(DedupContext(lease: watch?.currentLease ?? lease, watch: watch))
@@ -256,7 +288,8 @@ extension IdempotentConsumer {
         let completions = batch.succeeded.map { entry in
             Completion(
                 lease: leases.watches[entry.position]?.currentLease ?? Self.acquiredLease(answers[entry.position]),
-                retention: configuration.retention, result: nil
+                retention: configuration.retention,
+                result: nil
             )
         }
         do {
@@ -274,7 +307,10 @@ extension IdempotentConsumer {
                 case .leaseLost:
                     metrics.leaseLosses.increment()
                     batch.results[index] = .failure(
-                        DedupError(.leaseLost, "the lease on \(completions[position].lease.id) was lost before completion")
+                        DedupError(
+                            .leaseLost,
+                            "the lease on \(completions[position].lease.id) was lost before completion"
+                        )
                     )
                 }
             }
@@ -287,7 +323,9 @@ extension IdempotentConsumer {
     /// waiting for its holder as a single message would.
     private func runHeldElsewhere(_ batch: inout BatchRun, _ handler: BatchHandler) async {
         for index in batch.stillInFlight {
-            let (key, fingerprint, brokerTime) = (batch.keys[index], batch.fingerprints?[index], batch.brokerTimes?[index])
+            let (key, fingerprint, brokerTime) = (
+                batch.keys[index], batch.fingerprints?[index], batch.brokerTimes?[index]
+            )
             batch.results[index] = await Self.capture {
                 try await process(key: key, fingerprint: fingerprint, brokerTime: brokerTime) { context in
                     try await handler(index, context)
@@ -301,8 +339,10 @@ extension IdempotentConsumer {
     private func answerLaterCopies(_ batch: inout BatchRun) async {
         for (index, position) in batch.laterCopies {
             batch.results[index] = await laterCopyResult(
-                first: batch.results[batch.requestIndex[position]], request: batch.requests[position],
-                appliedLease: batch.appliedLeases[position], fingerprint: batch.fingerprints?[index]
+                first: batch.results[batch.requestIndex[position]],
+                request: batch.requests[position],
+                appliedLease: batch.appliedLeases[position],
+                fingerprint: batch.fingerprints?[index]
             )
         }
     }
@@ -311,7 +351,10 @@ extension IdempotentConsumer {
     /// first applied or found completed (or a payload mismatch, as its redelivery would get); deferred
     /// with a deferred first; the first's error otherwise, so neither copy is acked.
     private func laterCopyResult(
-        first: Result<ProcessOutcome, any Error>, request: ClaimRequest, appliedLease: Lease?, fingerprint: String?
+        first: Result<ProcessOutcome, any Error>,
+        request: ClaimRequest,
+        appliedLease: Lease?,
+        fingerprint: String?
     ) async -> Result<ProcessOutcome, any Error> {
         let record: DedupRecord
         switch first {
@@ -329,9 +372,16 @@ extension IdempotentConsumer {
                 // completion time, which is the consumer's clock's.
                 let now = Date()
                 record = DedupRecord(
-                    id: lease.id, state: .completed, ownerToken: nil, fencingToken: lease.fencingToken,
-                    attempt: lease.attempt, createdAt: lease.claimedAt ?? now, leaseUntil: nil, completedAt: now,
-                    expiresAt: now + configuration.retention.timeInterval, fingerprint: request.fingerprint,
+                    id: lease.id,
+                    state: .completed,
+                    ownerToken: nil,
+                    fencingToken: lease.fencingToken,
+                    attempt: lease.attempt,
+                    createdAt: lease.claimedAt ?? now,
+                    leaseUntil: nil,
+                    completedAt: now,
+                    expiresAt: now + configuration.retention.timeInterval,
+                    fingerprint: request.fingerprint,
                     brokerTime: request.brokerTime.map { Date(millisecondsSince1970: $0.millisecondsSince1970) }
                 )
             } else {
@@ -398,7 +448,10 @@ private struct BatchRun {
     var stillInFlight: [Int] = []
 
     /// The placeholder of a batch result until the message's own is known.
-    private static let resultNotSet = DedupError(.storeError, "internal error: no result was recorded for this message of the batch")
+    private static let resultNotSet = DedupError(
+        .storeError,
+        "internal error: no result was recorded for this message of the batch"
+    )
 
     init(keys: [String?], fingerprints: [String?]?, brokerTimes: [Date?]?) {
         self.keys = keys

@@ -43,8 +43,11 @@ public struct IdempotentConsumer: Sendable {
     ///   - metricsFactory: Where metrics go; the bootstrapped `MetricsSystem` when `nil`.
     /// - Throws: ``DedupError`` for an invalid namespace or configuration.
     public init(
-        store: any DedupStore, namespace: String, configuration: ConsumerConfiguration = ConsumerConfiguration(),
-        logger: Logger? = nil, metricsFactory: (any MetricsFactory)? = nil
+        store: any DedupStore,
+        namespace: String,
+        configuration: ConsumerConfiguration = ConsumerConfiguration(),
+        logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(DedupError) {
         try RecordID.validate(namespace: namespace)
         self.store = store
@@ -83,7 +86,9 @@ public struct IdempotentConsumer: Sendable {
     ///   ``DedupError`` (invalid key, store failure under fail-closed, lease lost, payload mismatch).
     ///   Do not ack a message whose processing threw.
     public func process(
-        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil,
+        key: String?,
+        fingerprint: String? = nil,
+        brokerTime: Date? = nil,
         _ handler: (DedupContext) async throws -> Void
     ) async throws -> ProcessOutcome {
         try await run(key: key, fingerprint: fingerprint, brokerTime: brokerTime) { context in
@@ -96,7 +101,10 @@ public struct IdempotentConsumer: Sendable {
     /// the completion (JSON, up to ``ConsumerConfiguration/maximumResultBytes``) and handed back to
     /// later duplicates.
     public func process<Value: Codable & Sendable>(
-        key: String?, fingerprint: String? = nil, brokerTime: Date? = nil, returning: Value.Type = Value.self,
+        key: String?,
+        fingerprint: String? = nil,
+        brokerTime: Date? = nil,
+        returning: Value.Type = Value.self,
         _ handler: (DedupContext) async throws -> Value
     ) async throws -> ProcessResult<Value> {
         var value: Value?
@@ -120,17 +128,24 @@ public struct IdempotentConsumer: Sendable {
 
     /// Processes one message whose key a ``KeyStrategy`` finds.
     public func process<Message>(
-        _ message: Message, keyStrategy: KeyStrategy<Message>, fingerprint: String? = nil, brokerTime: Date? = nil,
+        _ message: Message,
+        keyStrategy: KeyStrategy<Message>,
+        fingerprint: String? = nil,
+        brokerTime: Date? = nil,
         _ handler: (Message, DedupContext) async throws -> Void
     ) async throws -> ProcessOutcome {
-        try await process(key: keyStrategy.key(for: message), fingerprint: fingerprint, brokerTime: brokerTime) { context in
+        try await process(key: keyStrategy.key(for: message), fingerprint: fingerprint, brokerTime: brokerTime) {
+            context in
             try await handler(message, context)
         }
     }
 
     /// The whole single-message path; `handler` returns the bytes to store, if any.
     private func run(
-        key: String?, fingerprint: String?, brokerTime: Date?, _ handler: (DedupContext) async throws -> Data?
+        key: String?,
+        fingerprint: String?,
+        brokerTime: Date?,
+        _ handler: (DedupContext) async throws -> Data?
     ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
         guard let key, !key.isEmpty else {
             return try await runWithoutKey(handler)
@@ -143,8 +158,12 @@ public struct IdempotentConsumer: Sendable {
         var waiter = InFlightWaiter(configuration)
         while true {
             let request = ClaimRequest(
-                id: id, lease: configuration.lease, retention: configuration.retention, fingerprint: fingerprint,
-                ownerLabel: configuration.ownerLabel, brokerTime: brokerTime
+                id: id,
+                lease: configuration.lease,
+                retention: configuration.retention,
+                fingerprint: fingerprint,
+                ownerLabel: configuration.ownerLabel,
+                brokerTime: brokerTime
             )
             let claimStarted = MonotonicInstant.now
             let answer: ClaimAnswer
@@ -174,7 +193,9 @@ public struct IdempotentConsumer: Sendable {
     }
 
     private func runAcquired(
-        _ lease: Lease, claimStarted: MonotonicInstant, _ handler: (DedupContext) async throws -> Data?
+        _ lease: Lease,
+        claimStarted: MonotonicInstant,
+        _ handler: (DedupContext) async throws -> Data?
     ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
         let registration = keeper?.register(lease, claimStarted: claimStarted)
         let watch = registration?.1
@@ -194,8 +215,10 @@ public struct IdempotentConsumer: Sendable {
         let current = watch?.currentLease ?? lease
         if let watch, watch.isLost {
             throw DedupError(
-                .leaseLost, "the lease on \(lease.id) was lost while the handler ran; its result is not recorded",
-                underlyingError: watch.renewalFailure)
+                .leaseLost,
+                "the lease on \(lease.id) was lost while the handler ran; its result is not recorded",
+                underlyingError: watch.renewalFailure
+            )
         }
         let stored = storable(result, id: lease.id)
         let completion = Completion(lease: current, retention: configuration.retention, result: stored)
@@ -204,16 +227,25 @@ public struct IdempotentConsumer: Sendable {
             let now = Date()
             cache?.insert(
                 DedupRecord(
-                    id: lease.id, state: .completed, ownerToken: nil, fencingToken: lease.fencingToken,
-                    attempt: lease.attempt, createdAt: now, leaseUntil: nil, completedAt: now,
-                    expiresAt: now + configuration.retention.timeInterval, result: stored
+                    id: lease.id,
+                    state: .completed,
+                    ownerToken: nil,
+                    fencingToken: lease.fencingToken,
+                    attempt: lease.attempt,
+                    createdAt: now,
+                    leaseUntil: nil,
+                    completedAt: now,
+                    expiresAt: now + configuration.retention.timeInterval,
+                    result: stored
                 )
             )
         }
         return (.applied, stored)
     }
 
-    func runWithoutKey(_ handler: (DedupContext) async throws -> Data?) async throws -> (
+    func runWithoutKey(
+        _ handler: (DedupContext) async throws -> Data?
+    ) async throws -> (
         outcome: ProcessOutcome, stored: Data?
     ) {
         switch configuration.missingKeyPolicy {
@@ -227,7 +259,9 @@ public struct IdempotentConsumer: Sendable {
     }
 
     private func storeFailedOnClaim(
-        _ error: any Error, id: RecordID, _ handler: (DedupContext) async throws -> Data?
+        _ error: any Error,
+        id: RecordID,
+        _ handler: (DedupContext) async throws -> Data?
     ) async throws -> (outcome: ProcessOutcome, stored: Data?) {
         metrics.storeError(error)
         guard configuration.storeFailurePolicy == .failOpen, let dedupError = error as? DedupError,

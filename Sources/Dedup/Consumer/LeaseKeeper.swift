@@ -98,8 +98,11 @@ final class LeaseKeeper: Sendable {
 
     private func makeWatch(_ lease: Lease, claimStarted: MonotonicInstant) -> LeaseWatch {
         LeaseWatch(
-            lease: lease, claimStarted: claimStarted, leaseNanoseconds: leaseNanoseconds,
-            renewalNanoseconds: renewalNanoseconds, onLoss: reportLoss
+            lease: lease,
+            claimStarted: claimStarted,
+            leaseNanoseconds: leaseNanoseconds,
+            renewalNanoseconds: renewalNanoseconds,
+            onLoss: reportLoss
         )
     }
 
@@ -171,7 +174,11 @@ final class LeaseKeeper: Sendable {
                 switch answer {
                 case .renewed(let renewed):
                     entry.watch.confirmRenewal(
-                        renewed, sentAt: sent, leaseNanoseconds: leaseNanoseconds, renewalNanoseconds: renewalNanoseconds)
+                        renewed,
+                        sentAt: sent,
+                        leaseNanoseconds: leaseNanoseconds,
+                        renewalNanoseconds: renewalNanoseconds
+                    )
                     metrics.leaseRenewals.increment()
                 case .leaseLost:
                     entry.watch.markRefused()

@@ -40,7 +40,10 @@ final class LeaseWatch: Sendable {
     /// A watch from the claim's start: `leaseNanoseconds` and `renewalNanoseconds` are the lease and
     /// the renewal interval, converted once by the keeper.
     init(
-        lease: Lease, claimStarted: MonotonicInstant, leaseNanoseconds: Int64, renewalNanoseconds: Int64,
+        lease: Lease,
+        claimStarted: MonotonicInstant,
+        leaseNanoseconds: Int64,
+        renewalNanoseconds: Int64,
         onLoss: @escaping @Sendable (Lease, Loss) -> Void
     ) {
         state = Mutex(
@@ -104,7 +107,8 @@ final class LeaseWatch: Sendable {
 
     /// Records a renewal the store confirmed; one confirmed after the local deadline comes too late
     /// (the lease may have passed in between) and leaves the lease lost.
-    func confirmRenewal(_ renewed: Lease, sentAt: MonotonicInstant, leaseNanoseconds: Int64, renewalNanoseconds: Int64) {
+    func confirmRenewal(_ renewed: Lease, sentAt: MonotonicInstant, leaseNanoseconds: Int64, renewalNanoseconds: Int64)
+    {
         let tooLate = state.withLock { state -> Bool in
             state.renewing = false
             if isRetired || lost.load(ordering: .acquiring) { return false }

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// A reading of a monotonic clock that keeps counting while the machine sleeps, as a lease in the
@@ -21,9 +21,9 @@ package struct MonotonicInstant: Comparable, Sendable {
     package static var now: MonotonicInstant {
         var time = timespec()
         #if os(Linux)
-            clock_gettime(CLOCK_BOOTTIME, &time)
+        clock_gettime(CLOCK_BOOTTIME, &time)
         #else
-            clock_gettime(CLOCK_MONOTONIC, &time)
+        clock_gettime(CLOCK_MONOTONIC, &time)
         #endif
         return MonotonicInstant(nanoseconds: Int64(time.tv_sec) &* 1_000_000_000 &+ Int64(time.tv_nsec))
     }

@@ -1,7 +1,7 @@
 import Dedup
-import DedupStoreLocator
 import DedupRedis
 import DedupRedisStreams
+import DedupStoreLocator
 import Foundation
 import Logging
 
@@ -27,12 +27,18 @@ struct StreamBrokerLocation: Sendable, CustomStringConvertible {
     ///   malformed server part; the message never contains the password.
     init(parsing text: String) throws(DedupError) {
         guard text.lowercased().hasPrefix(Self.scheme) else {
-            throw DedupError(.invalidConfiguration, "--broker must be redis-stream://host:port/KEY, not \(URLCredentials.redacting(text).debugDescription)")
+            throw DedupError(
+                .invalidConfiguration,
+                "--broker must be redis-stream://host:port/KEY, not \(URLCredentials.redacting(text).debugDescription)"
+            )
         }
         self.text = text
         let rest = text.dropFirst(Self.scheme.count)
         guard let slash = rest.firstIndex(of: "/"), rest.index(after: slash) < rest.endIndex else {
-            throw DedupError(.invalidConfiguration, "--broker names no stream key: expected redis-stream://host:port/KEY")
+            throw DedupError(
+                .invalidConfiguration,
+                "--broker names no stream key: expected redis-stream://host:port/KEY"
+            )
         }
         url = "redis://" + rest[..<slash]
         stream = String(rest[rest.index(after: slash)...])
@@ -40,7 +46,9 @@ struct StreamBrokerLocation: Sendable, CustomStringConvertible {
     }
 
     /// The location with any password replaced: safe to print.
-    var description: String { "redis-stream://" + URLCredentials.redacting(url).dropFirst("redis://".count) + "/" + stream }
+    var description: String {
+        "redis-stream://" + URLCredentials.redacting(url).dropFirst("redis://".count) + "/" + stream
+    }
 }
 
 /// The settings the demo's parent and its worker processes share.
@@ -71,7 +79,11 @@ final class StreamAdmin: Sendable {
         endpoint = try RedisEndpoint(url: location.url)
         connection = RedisConnection(
             settings: ConnectionSettings(
-                endpoint: endpoint, connectTimeout: .seconds(2), commandTimeout: .seconds(5), reconnect: .init(), logger: logger
+                endpoint: endpoint,
+                connectTimeout: .seconds(2),
+                commandTimeout: .seconds(5),
+                reconnect: .init(),
+                logger: logger
             ),
             index: 0
         )
@@ -138,7 +150,11 @@ final class StreamAdmin: Sendable {
         let lastDelivered = info["last-delivered-id"]?.stringValue.flatMap(StreamEntryID.init) ?? .zero
         let lastEntry = Self.fields(replies[1])["last-generated-id"]?.stringValue.flatMap(StreamEntryID.init) ?? .zero
         let holders = (replies[2].arrayValue?.last?.arrayValue ?? []).compactMap { $0.arrayValue?.first?.stringValue }
-        return GroupState(pending: Int(info["pending"]?.integerValue ?? 0), undelivered: lastDelivered < lastEntry, holders: holders)
+        return GroupState(
+            pending: Int(info["pending"]?.integerValue ?? 0),
+            undelivered: lastDelivered < lastEntry,
+            holders: holders
+        )
     }
 
     /// The entries of `key`, each as its fields.

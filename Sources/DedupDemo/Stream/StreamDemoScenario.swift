@@ -53,7 +53,10 @@ struct StreamDemoReport: Sendable {
     var data = DemoDataLocation(description: "", removalCommand: "")
 
     /// Every poison message is in the dead-letter stream exactly once, and nothing else is.
-    var deadLettersHold: Bool { deadLetterEntries == poisonMessages && deadLetters.count == poisonMessages && deadLetters.values.allSatisfy { $0 == 1 } }
+    var deadLettersHold: Bool {
+        deadLetterEntries == poisonMessages && deadLetters.count == poisonMessages
+            && deadLetters.values.allSatisfy { $0 == 1 }
+    }
     /// The replay applied exactly the messages of its range again.
     var replayHolds: Bool { reappliedByReplay == messagesInReplayRange && replay.resetRecords == messagesInReplayRange }
 }
@@ -67,7 +70,10 @@ enum StreamDemoScenario {
         var description: String
     }
 
-    static func run(_ options: StreamDemoOptions, progress: @escaping @Sendable (String) -> Void) async throws -> StreamDemoReport {
+    static func run(
+        _ options: StreamDemoOptions,
+        progress: @escaping @Sendable (String) -> Void
+    ) async throws -> StreamDemoReport {
         var logger = Logger(label: "dedup")
         logger.logLevel = options.verbose ? .debug : .warning
         let namespace = DemoScenario.runName(startedAt: SystemDedupClock().nowMilliseconds())
@@ -76,7 +82,9 @@ enum StreamDemoScenario {
         let admin = try StreamAdmin(location: broker, logger: logger)
         defer { Task { [admin] in await admin.close() } }
         for key in [broker.stream, broker.deadLetterStream] where try await admin.exists(key) {
-            throw Failure(description: "the key \(key) already exists on \(broker): name another stream key, or remove it")
+            throw Failure(
+                description: "the key \(key) already exists on \(broker): name another stream key, or remove it"
+            )
         }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-demo-\(namespace)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -91,18 +99,30 @@ enum StreamDemoScenario {
             let sqlite = try SQLiteDedupStore(path: path, logger: logger)
             let ledger = try await SQLiteEffectLedger(store: sqlite, run: namespace)
             store = sqlite
-            storeData = .sqlite(path: path, existedBefore: existedBefore, namespace: namespace, effectsTable: SQLiteEffectLedger.table)
+            storeData = .sqlite(
+                path: path,
+                existedBefore: existedBefore,
+                namespace: namespace,
+                effectsTable: SQLiteEffectLedger.table
+            )
             effects = { EffectSnapshot(counts: try await ledger.effectCounts()) }
             report.isTransactional = true
         case .redis(let url):
             let endpoint = try RedisEndpoint(url: url)
             let configuration = RedisDedupStore.Configuration()
             store = try RedisDedupStore(endpoint: endpoint, configuration: configuration, logger: logger)
-            storeData = .redis(location: options.store, endpoint: endpoint, keyPrefix: configuration.keyPrefix, namespace: namespace)
+            storeData = .redis(
+                location: options.store,
+                endpoint: endpoint,
+                keyPrefix: configuration.keyPrefix,
+                namespace: namespace
+            )
             effects = { try EffectSnapshot(ledgerFolder: folder.path) }
         case .postgres:
             throw DedupError(
-                .invalidConfiguration, "dedup-demo runs on sqlite: and redis:// stores; it has no PostgreSQL scenario yet")
+                .invalidConfiguration,
+                "dedup-demo runs on sqlite: and redis:// stores; it has no PostgreSQL scenario yet"
+            )
         }
         report.data = try streamData(store: storeData, broker: broker, folder: folder.path)
         defer { (store as? SQLiteDedupStore)?.close() }
@@ -118,14 +138,25 @@ enum StreamDemoScenario {
         progress("published \(published.messages) messages in \(published.entries) entries to \(broker)")
 
         let fleet = StreamWorkerFleet(logFolder: folder) { name in
-            ["--broker", broker.text, "--store", options.store.spelling, "--namespace", namespace, "--consumer-name", name, "--ledger-folder", folder.path]
+            [
+                "--broker", broker.text, "--store", options.store.spelling, "--namespace", namespace, "--consumer-name",
+                name, "--ledger-folder", folder.path,
+            ]
                 + (options.verbose ? ["--verbose"] : [])
         }
         let deadline = ContinuousClock.now + options.timeLimit
         let names = (1...options.consumers).map { "consumer-\($0)" }
         defer { fleet.stopAll() }
 
-        try await consume(fleet: fleet, names: names, admin: admin, group: group, options: options, deadline: deadline, random: &random)
+        try await consume(
+            fleet: fleet,
+            names: names,
+            admin: admin,
+            group: group,
+            options: options,
+            deadline: deadline,
+            random: &random
+        )
         let afterFirstPass = try await effects()
         report.appliedFirstPass = afterFirstPass.total
         progress("first pass drained: \(afterFirstPass.total) effects, \(fleet.killed.count) consumer processes killed")
@@ -133,13 +164,28 @@ enum StreamDemoScenario {
         report.replayFrom = published.rangeStart
         report.replayUntil = published.rangeEnd
         report.replay = try await StreamReplay.run(
-            store: options.store, namespace: namespace, broker: broker, group: group, from: published.rangeStart, until: published.rangeEnd
+            store: options.store,
+            namespace: namespace,
+            broker: broker,
+            group: group,
+            from: published.rangeStart,
+            until: published.rangeEnd
         )
         report.messagesInReplayRange = published.inRange.count
-        progress("replaying [\(DemoScenario.isoString(published.rangeStart)), \(DemoScenario.isoString(published.rangeEnd))): "
-            + "\(report.replay.resetRecords) records reset, group moved to \(report.replay.groupPosition)")
+        progress(
+            "replaying [\(DemoScenario.isoString(published.rangeStart)), \(DemoScenario.isoString(published.rangeEnd))): "
+                + "\(report.replay.resetRecords) records reset, group moved to \(report.replay.groupPosition)"
+        )
 
-        try await consume(fleet: fleet, names: names, admin: admin, group: group, options: options, deadline: deadline, random: &random)
+        try await consume(
+            fleet: fleet,
+            names: names,
+            admin: admin,
+            group: group,
+            options: options,
+            deadline: deadline,
+            random: &random
+        )
         fleet.stopAll()
         let afterReplay = try await effects()
         report.processesStarted = fleet.started
@@ -163,7 +209,9 @@ enum StreamDemoScenario {
                 // Without a transaction, a process killed between its effect and its completion
                 // leaves the effect, and the takeover applies the message again.
                 let earlier = applications.sorted { $0.fencingToken < $1.fencingToken }.dropLast()
-                if report.isTransactional || expected == 0 || !earlier.allSatisfy({ $0.pid.map(killed.contains) ?? false }) {
+                if report.isTransactional || expected == 0
+                    || !earlier.allSatisfy({ $0.pid.map(killed.contains) ?? false })
+                {
                     explained = false
                 }
                 extra += applications.count - expected
@@ -181,7 +229,9 @@ enum StreamDemoScenario {
     /// Publishes in three phases a few milliseconds apart: before the replay range (with the
     /// poison messages), the range itself, and after it; each message's retry stays in its phase.
     private static func publish(
-        _ options: StreamDemoOptions, admin: StreamAdmin, random: inout SplitMix64
+        _ options: StreamDemoOptions,
+        admin: StreamAdmin,
+        random: inout SplitMix64
     ) async throws -> PublishedMessages {
         let phaseEnds = [options.messages * 2 / 5, options.messages * 7 / 10, options.messages]
         var published = PublishedMessages()
@@ -240,8 +290,13 @@ enum StreamDemoScenario {
     /// Runs the consumer processes until the group has every entry delivered and acked, killing
     /// processes that hold unacked entries now and then (up to the options' kills per pass).
     private static func consume(
-        fleet: StreamWorkerFleet, names: [String], admin: StreamAdmin, group: String, options: StreamDemoOptions,
-        deadline: ContinuousClock.Instant, random: inout SplitMix64
+        fleet: StreamWorkerFleet,
+        names: [String],
+        admin: StreamAdmin,
+        group: String,
+        options: StreamDemoOptions,
+        deadline: ContinuousClock.Instant,
+        random: inout SplitMix64
     ) async throws {
         try fleet.start(names)
         var kills = 0
@@ -250,12 +305,15 @@ enum StreamDemoScenario {
             if let failure = fleet.failure { throw Failure(description: failure) }
             guard ContinuousClock.now < deadline else {
                 throw Failure(
-                    description: "the stream was not drained within \(options.timeLimit) (\(state.pending) entries pending, "
+                    description:
+                        "the stream was not drained within \(options.timeLimit) (\(state.pending) entries pending, "
                         + (state.undelivered ? "some not yet delivered" : "all delivered") + ")"
                 )
             }
             try await Task.sleep(for: .milliseconds(Int.random(in: 50...250, using: &random)))
-            if kills < options.killsPerPass, !state.holders.isEmpty, try fleet.killOne(among: state.holders, using: &random) != nil {
+            if kills < options.killsPerPass, !state.holders.isEmpty,
+                try fleet.killOne(among: state.holders, using: &random) != nil
+            {
                 kills += 1
             }
             state = try await admin.groupState(group)
@@ -264,7 +322,11 @@ enum StreamDemoScenario {
     }
 
     /// The run's data: the store's records and effects, the two streams, the process logs.
-    private static func streamData(store: DemoDataLocation, broker: StreamBrokerLocation, folder: String) throws -> DemoDataLocation {
+    private static func streamData(
+        store: DemoDataLocation,
+        broker: StreamBrokerLocation,
+        folder: String
+    ) throws -> DemoDataLocation {
         let endpoint = try RedisEndpoint(url: broker.url)
         var connection: [String]
         switch endpoint.transport {
@@ -273,12 +335,16 @@ enum StreamDemoScenario {
         }
         if let user = endpoint.username { connection += ["--user", user] }
         let keys = [broker.stream, broker.deadLetterStream].map(DemoDataLocation.shellQuoted).joined(separator: " ")
-        let removeStreams = "redis-cli " + connection.map(DemoDataLocation.shellQuoted).joined(separator: " ") + " del \(keys)"
+        let removeStreams =
+            "redis-cli " + connection.map(DemoDataLocation.shellQuoted).joined(separator: " ") + " del \(keys)"
         return DemoDataLocation(
-            description: "\(store.description); streams \(broker.stream) and \(broker.deadLetterStream) on \(broker); consumer logs in \(folder)",
-            removalCommand: "\(store.removalCommand.replacingOccurrences(of: "   # with the password in REDISCLI_AUTH", with: "")) && "
+            description:
+                "\(store.description); streams \(broker.stream) and \(broker.deadLetterStream) on \(broker); consumer logs in \(folder)",
+            removalCommand:
+                "\(store.removalCommand.replacingOccurrences(of: "   # with the password in REDISCLI_AUTH", with: "")) && "
                 + "\(removeStreams) && rm -rf -- \(DemoDataLocation.shellQuoted(folder))"
-                + (endpoint.password != nil || store.removalCommand.contains("REDISCLI_AUTH") ? "   # with the password in REDISCLI_AUTH" : "")
+                + (endpoint.password != nil || store.removalCommand.contains("REDISCLI_AUTH")
+                    ? "   # with the password in REDISCLI_AUTH" : "")
         )
     }
 }

@@ -18,7 +18,12 @@ enum StreamReplay {
     }
 
     static func run(
-        store: StoreLocation, namespace: String, broker: StreamBrokerLocation, group: String, from: Date, until: Date
+        store: StoreLocation,
+        namespace: String,
+        broker: StreamBrokerLocation,
+        group: String,
+        from: Date,
+        until: Date
     ) async throws -> Result {
         let arguments = [
             "replay", "--namespace", namespace, "--stream", "\(broker.url)/\(broker.stream)", "--group", group,
@@ -43,13 +48,22 @@ enum StreamReplay {
 
     /// Runs `dedup-inspect` from this executable's folder; returns its exit status, standard output
     /// and standard error. The wait is on the process's termination handler, not a cooperative thread.
-    private static func runInspect(_ arguments: [String], environment: [String: String]) async throws -> (Int32, Data, Data) {
+    private static func runInspect(
+        _ arguments: [String],
+        environment: [String: String]
+    ) async throws -> (Int32, Data, Data) {
         guard let demo = Bundle.main.executableURL else {
-            throw DedupError(.invalidConfiguration, "cannot find the dedup-demo executable, beside which dedup-inspect is")
+            throw DedupError(
+                .invalidConfiguration,
+                "cannot find the dedup-demo executable, beside which dedup-inspect is"
+            )
         }
         let inspect = demo.deletingLastPathComponent().appendingPathComponent("dedup-inspect")
         guard FileManager.default.isExecutableFile(atPath: inspect.path) else {
-            throw DedupError(.invalidConfiguration, "dedup-inspect is not beside dedup-demo at \(inspect.path): build both (swift build)")
+            throw DedupError(
+                .invalidConfiguration,
+                "dedup-inspect is not beside dedup-demo at \(inspect.path): build both (swift build)"
+            )
         }
         let process = Process()
         process.executableURL = inspect
@@ -62,10 +76,12 @@ enum StreamReplay {
         process.standardError = errors
         return try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { process in
-                continuation.resume(returning: (
-                    process.terminationStatus, output.fileHandleForReading.readDataToEndOfFile(),
-                    errors.fileHandleForReading.readDataToEndOfFile()
-                ))
+                continuation.resume(
+                    returning: (
+                        process.terminationStatus, output.fileHandleForReading.readDataToEndOfFile(),
+                        errors.fileHandleForReading.readDataToEndOfFile()
+                    )
+                )
             }
             do { try process.run() } catch { continuation.resume(throwing: error) }
         }

@@ -14,7 +14,9 @@ import Logging
 /// Redis it is appended to this process's ledger file, flushed to disk before the completion.
 struct StreamWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stream-worker", abstract: "One consumer process of the stream demo (started by dedup-demo).", shouldDisplay: false
+        commandName: "stream-worker",
+        abstract: "One consumer process of the stream demo (started by dedup-demo).",
+        shouldDisplay: false
     )
 
     @Option var broker: String
@@ -38,7 +40,12 @@ struct StreamWorkerCommand: AsyncParsableCommand {
         var consumerConfiguration = ConsumerConfiguration()
         consumerConfiguration.lease = StreamDemoSettings.lease
         consumerConfiguration.renewalInterval = StreamDemoSettings.lease / 4
-        let consumer = try IdempotentConsumer(store: dedupStore, namespace: namespace, configuration: consumerConfiguration, logger: logger)
+        let consumer = try IdempotentConsumer(
+            store: dedupStore,
+            namespace: namespace,
+            configuration: consumerConfiguration,
+            logger: logger
+        )
 
         var configuration = RedisStreamConsumer.Configuration(stream: location.stream, group: namespace)
         configuration.consumerName = consumerName
@@ -54,11 +61,19 @@ struct StreamWorkerCommand: AsyncParsableCommand {
         let service: RedisStreamConsumer
         if let sqlite = dedupStore as? SQLiteDedupStore {
             let ledger = try await SQLiteEffectLedger(store: sqlite, run: namespace)
-            service = try RedisStreamConsumer(url: location.url, configuration: configuration, consumer: consumer, logger: logger) { entry in
+            service = try RedisStreamConsumer(
+                url: location.url,
+                configuration: configuration,
+                consumer: consumer,
+                logger: logger
+            ) { entry in
                 let order = entry[StreamDemoSettings.orderField] ?? ""
                 try await Task.sleep(for: StreamDemoSettings.work)
                 return try await ledger.applyTransactionally(
-                    messageID: order, key: order, brokerTime: entry.id.brokerTime, consumer: consumer
+                    messageID: order,
+                    key: order,
+                    brokerTime: entry.id.brokerTime,
+                    consumer: consumer
                 ) { _ in
                     // Rolls the effect row back with the claim.
                     if entry[StreamDemoSettings.poisonField] != nil { throw PoisonMessage(order: order) }
@@ -66,10 +81,18 @@ struct StreamWorkerCommand: AsyncParsableCommand {
             }
         } else {
             let ledger = try FileEffectLedger(
-                path: URL(fileURLWithPath: ledgerFolder).appendingPathComponent("effects-\(consumerName)-\(getpid()).log").path
+                path: URL(fileURLWithPath: ledgerFolder).appendingPathComponent(
+                    "effects-\(consumerName)-\(getpid()).log"
+                ).path
             )
-            service = try RedisStreamConsumer(url: location.url, configuration: configuration, consumer: consumer, logger: logger) {
-                entry, context in
+            service = try RedisStreamConsumer(
+                url: location.url,
+                configuration: configuration,
+                consumer: consumer,
+                logger: logger
+            ) {
+                entry,
+                context in
                 let order = entry[StreamDemoSettings.orderField] ?? ""
                 if entry[StreamDemoSettings.poisonField] != nil { throw PoisonMessage(order: order) }
                 try ledger.append(messageID: order, fencingToken: context.fencingToken)
@@ -108,10 +131,15 @@ final class FileEffectLedger: Sendable {
     }
 
     /// The applications recorded in the ledger files of `folder`, in file order.
-    static func applications(in folder: String) throws -> [String: [(messageID: String, pid: Int32, fencingToken: Int64)]] {
+    static func applications(
+        in folder: String
+    ) throws -> [String: [(messageID: String, pid: Int32, fencingToken: Int64)]] {
         var byFile: [String: [(messageID: String, pid: Int32, fencingToken: Int64)]] = [:]
         for name in try FileManager.default.contentsOfDirectory(atPath: folder) where name.hasPrefix("effects-") {
-            let text = try String(contentsOfFile: URL(fileURLWithPath: folder).appendingPathComponent(name).path, encoding: .utf8)
+            let text = try String(
+                contentsOfFile: URL(fileURLWithPath: folder).appendingPathComponent(name).path,
+                encoding: .utf8
+            )
             byFile[name] = text.split(separator: "\n").compactMap { line in
                 let fields = line.split(separator: " ")
                 guard fields.count == 3, let pid = Int32(fields[1]), let token = Int64(fields[2]) else { return nil }

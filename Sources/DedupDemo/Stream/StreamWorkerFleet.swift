@@ -62,7 +62,8 @@ final class StreamWorkerFleet: Sendable {
             state.withLock { state in
                 guard !state.ended.contains(pid), state.failure == nil else { return }
                 let said = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                state.failure = "consumer process \(name) (pid \(pid)) exited with status \(process.terminationStatus): "
+                state.failure =
+                    "consumer process \(name) (pid \(pid)) exited with status \(process.terminationStatus): "
                     + String(said.suffix(800)).trimmingCharacters(in: .whitespacesAndNewlines)
             }
         }

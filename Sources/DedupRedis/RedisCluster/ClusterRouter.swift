@@ -69,7 +69,9 @@ final class ClusterRouter: Sendable {
             guard let primary = map.primaryIndex(forSlot: slot) else {
                 markStale()
                 throw DedupError(
-                    .storeUnavailable, "Redis Cluster at \(settings.endpoint.redactedDescription): no primary serves hash slot \(slot) (CLUSTERDOWN)")
+                    .storeUnavailable,
+                    "Redis Cluster at \(settings.endpoint.redactedDescription): no primary serves hash slot \(slot) (CLUSTERDOWN)"
+                )
             }
             placed[index] = pools[primary]
         }
@@ -78,13 +80,21 @@ final class ClusterRouter: Sendable {
         var next = placed.last(where: { $0 != nil }) ?? pools.first
         guard next != nil else {
             markStale()
-            throw DedupError(.storeUnavailable, "Redis Cluster at \(settings.endpoint.redactedDescription) has no primary serving any slot")
+            throw DedupError(
+                .storeUnavailable,
+                "Redis Cluster at \(settings.endpoint.redactedDescription) has no primary serving any slot"
+            )
         }
         for index in placed.indices.reversed() {
             if let node = placed[index] { next = node } else { placed[index] = next }
         }
         var targets = placed.map { $0! }
-        if let leadingTime = try await leadingTimeOnEveryPrimary(commands, targets, mayRunInline: mayRunInline, generation: generation) {
+        if let leadingTime = try await leadingTimeOnEveryPrimary(
+            commands,
+            targets,
+            mayRunInline: mayRunInline,
+            generation: generation
+        ) {
             return leadingTime
         }
         var replies = try await run(commands, on: targets, mayRunInline: mayRunInline)
@@ -97,18 +107,27 @@ final class ClusterRouter: Sendable {
     /// stands for all (the primaries share one clock on one host, and nearly one across hosts).
     /// `nil` for any other unit.
     private func leadingTimeOnEveryPrimary(
-        _ commands: [RedisCommand], _ targets: [ConnectionPool], mayRunInline: Bool, generation: Int
+        _ commands: [RedisCommand],
+        _ targets: [ConnectionPool],
+        mayRunInline: Bool,
+        generation: Int
     ) async throws(DedupError) -> [RedisReply]? {
         guard commands.count > 2, commands[0].clusterSlot == nil, commands[0].name == "TIME" else { return nil }
         var others: [ConnectionPool] = []
-        for pool in targets.dropFirst() where pool !== targets[0] && !others.contains(where: { $0 === pool }) { others.append(pool) }
+        for pool in targets.dropFirst() where pool !== targets[0] && !others.contains(where: { $0 === pool }) {
+            others.append(pool)
+        }
         if others.isEmpty { return nil }
         let extended = commands + others.map { _ in commands[0] }
         let extendedTargets = targets + others
         // Every `TIME` goes before the writes: the run keeps each primary's commands in the order
         // given, so each `TIME` heads its primary's pipeline.
         let order = [0] + Array(commands.count..<extended.count) + Array(1..<commands.count)
-        var replies = try await run(order.map { extended[$0] }, on: order.map { extendedTargets[$0] }, mayRunInline: mayRunInline)
+        var replies = try await run(
+            order.map { extended[$0] },
+            on: order.map { extendedTargets[$0] },
+            mayRunInline: mayRunInline
+        )
         var unordered = [RedisReply](repeating: .null, count: extended.count)
         for (position, index) in order.enumerated() { unordered[index] = replies[position] }
         replies = Array(unordered[..<commands.count])
@@ -121,7 +140,9 @@ final class ClusterRouter: Sendable {
 
     /// A `TIME` reply in microseconds; an error or anything else sorts last.
     private static func microseconds(_ reply: RedisReply) -> Int64 {
-        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue, let micros = parts[1].integerValue else {
+        guard let parts = reply.arrayValue, parts.count == 2, let seconds = parts[0].integerValue,
+            let micros = parts[1].integerValue
+        else {
             return .max
         }
         return seconds * 1_000_000 + micros
@@ -129,11 +150,19 @@ final class ClusterRouter: Sendable {
 
     /// Runs `commands` on one node (an inspection's `SCAN`, `INFO`).
     func execute(_ commands: [RedisCommand], on node: ClusterNodeAddress) async throws(DedupError) -> [RedisReply] {
-        try await run(commands, on: [ConnectionPool](repeating: try pool(for: node), count: commands.count), mayRunInline: false)
+        try await run(
+            commands,
+            on: [ConnectionPool](repeating: try pool(for: node), count: commands.count),
+            mayRunInline: false
+        )
     }
 
     /// One pipeline per node, sent concurrently; the replies in the commands' order.
-    private func run(_ commands: [RedisCommand], on targets: [ConnectionPool], mayRunInline: Bool) async throws(DedupError) -> [RedisReply] {
+    private func run(
+        _ commands: [RedisCommand],
+        on targets: [ConnectionPool],
+        mayRunInline: Bool
+    ) async throws(DedupError) -> [RedisReply] {
         let first = targets[0]
         if !targets.contains(where: { $0 !== first }) {
             do {
@@ -157,12 +186,16 @@ final class ClusterRouter: Sendable {
             for (number, group) in groups.enumerated().dropFirst() {
                 let unit = group.indices.map { commands[$0] }
                 let connection = group.pool.pick()
-                taskGroup.addTask { (number, await Self.result { () async throws(DedupError) in try await connection.execute(unit) }) }
+                taskGroup.addTask {
+                    (number, await Self.result { () async throws(DedupError) in try await connection.execute(unit) })
+                }
             }
             var results = [Result<[RedisReply], DedupError>?](repeating: nil, count: groups.count)
             let unit = groups[0].indices.map { commands[$0] }
             let connection = groups[0].pool.pick()
-            results[0] = await Self.result { () async throws(DedupError) in try await connection.execute(unit, mayRunInline: mayRunInline) }
+            results[0] = await Self.result { () async throws(DedupError) in
+                try await connection.execute(unit, mayRunInline: mayRunInline)
+            }
             for await (number, result) in taskGroup { results[number] = result }
             return results
         }
@@ -179,7 +212,9 @@ final class ClusterRouter: Sendable {
         return replies
     }
 
-    private static func result(_ body: () async throws(DedupError) -> [RedisReply]) async -> Result<[RedisReply], DedupError> {
+    private static func result(
+        _ body: () async throws(DedupError) -> [RedisReply]
+    ) async -> Result<[RedisReply], DedupError> {
         do throws(DedupError) {
             return .success(try await body())
         } catch {
@@ -189,7 +224,10 @@ final class ClusterRouter: Sendable {
 
     /// Sends the commands answered with `MOVED`, `ASK` or `TRYAGAIN` again, where they now belong.
     private func followRedirects(
-        _ commands: [RedisCommand], _ replies: inout [RedisReply], _ targets: inout [ConnectionPool], generation: Int
+        _ commands: [RedisCommand],
+        _ replies: inout [RedisReply],
+        _ targets: inout [ConnectionPool],
+        generation: Int
     ) async throws(DedupError) {
         for _ in 0..<Self.maximumRedirects {
             var again: [(index: Int, pool: ConnectionPool, asking: Bool)] = []
@@ -227,11 +265,14 @@ final class ClusterRouter: Sendable {
                 position += 1
             }
         }
-        if let text = replies.lazy.compactMap(\.errorText).first(where: { ClusterRedirect(.error($0)) != nil || $0.hasPrefix("TRYAGAIN") }) {
+        if let text = replies.lazy.compactMap(\.errorText).first(where: {
+            ClusterRedirect(.error($0)) != nil || $0.hasPrefix("TRYAGAIN")
+        }) {
             throw DedupError(
                 .storeUnavailable,
                 "Redis Cluster at \(settings.endpoint.redactedDescription) still redirects after \(Self.maximumRedirects) redirects: \(text)",
-                redisErrorText: text)
+                redisErrorText: text
+            )
         }
     }
 
@@ -250,8 +291,11 @@ final class ClusterRouter: Sendable {
         if let pool = state.pools[node] { return pool }
         var nodeSettings = settings
         nodeSettings.endpoint = RedisEndpoint(
-            transport: .tcp(host: node.host, port: node.port), username: settings.endpoint.username,
-            password: settings.endpoint.password, database: 0)
+            transport: .tcp(host: node.host, port: node.port),
+            username: settings.endpoint.username,
+            password: settings.endpoint.password,
+            database: 0
+        )
         let pool = ConnectionPool(settings: nodeSettings, size: poolSize)
         state.pools[node] = pool
         return pool
@@ -271,8 +315,10 @@ final class ClusterRouter: Sendable {
     /// ``minimumRefreshInterval``).
     private func currentMap() async throws(DedupError) -> (SlotMap, [ConnectionPool], Int) {
         let (map, pools, generation, refreshDue) = state.withLock { state in
-            let due = state.map == nil
-                || (state.isStale && state.lastRefresh.map { ContinuousClock.now - $0 >= Self.minimumRefreshInterval } ?? true)
+            let due =
+                state.map == nil
+                || (state.isStale
+                    && state.lastRefresh.map { ContinuousClock.now - $0 >= Self.minimumRefreshInterval } ?? true)
             return (state.map, state.primaryPools, state.generation, due)
         }
         if refreshDue {
@@ -281,9 +327,16 @@ final class ClusterRouter: Sendable {
             } catch {
                 if map == nil { throw error }
             }
-            if let current = state.withLock({ state in state.map.map { ($0, state.primaryPools, state.generation) } }) { return current }
+            if let current = state.withLock({ state in state.map.map { ($0, state.primaryPools, state.generation) } }) {
+                return current
+            }
         }
-        guard let map else { throw DedupError(.storeUnavailable, "no slot map for the Redis Cluster at \(settings.endpoint.redactedDescription)") }
+        guard let map else {
+            throw DedupError(
+                .storeUnavailable,
+                "no slot map for the Redis Cluster at \(settings.endpoint.redactedDescription)"
+            )
+        }
         return (map, pools, generation)
     }
 
@@ -303,7 +356,10 @@ final class ClusterRouter: Sendable {
     /// Asks the known nodes in turn, then the URL's server, for `CLUSTER SLOTS`; adopts the first map.
     private func readMap() async -> DedupError? {
         let known = state.withLock { $0.map?.nodes ?? [] }
-        var lastError = DedupError(.storeUnavailable, "no node of the Redis Cluster at \(settings.endpoint.redactedDescription) answered CLUSTER SLOTS")
+        var lastError = DedupError(
+            .storeUnavailable,
+            "no node of the Redis Cluster at \(settings.endpoint.redactedDescription) answered CLUSTER SLOTS"
+        )
         var sources: [(ClusterNodeAddress?, ConnectionPool)] = []
         for node in known {
             if let pool = try? pool(for: node) { sources.append((node, pool)) }
@@ -313,7 +369,9 @@ final class ClusterRouter: Sendable {
             do throws(DedupError) {
                 let reply = try await pool.pick().execute([Self.clusterSlotsCommand])[0]
                 let asked = node ?? seedAddress
-                if let text = reply.errorText { throw DedupError.fromServer(text, endpoint: pool.connections[0].settings.endpoint) }
+                if let text = reply.errorText {
+                    throw DedupError.fromServer(text, endpoint: pool.connections[0].settings.endpoint)
+                }
                 let map = try SlotMap(clusterSlots: reply, askedNode: asked)
                 if map.primaries.isEmpty { continue }
                 state.withLock { state in
@@ -336,7 +394,9 @@ final class ClusterRouter: Sendable {
 
     /// The seed's address for a map that names it by an empty host (a TCP seed only).
     var seedAddress: ClusterNodeAddress {
-        if case .tcp(let host, let port) = settings.endpoint.transport { return ClusterNodeAddress(host: host, port: port) }
+        if case .tcp(let host, let port) = settings.endpoint.transport {
+            return ClusterNodeAddress(host: host, port: port)
+        }
         return ClusterNodeAddress(host: "127.0.0.1", port: 6379)
     }
 

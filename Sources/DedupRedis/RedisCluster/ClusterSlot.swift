@@ -50,7 +50,9 @@ extension RedisCommand {
             guard let name = reader.next() else { return nil }
             if Self.isScriptCall(name) {
                 _ = reader.next()  // the script or its SHA1
-                guard let keyCount = reader.next(), keyCount.count > 0, keyCount.first != UInt8(ascii: "0") else { return nil }
+                guard let keyCount = reader.next(), keyCount.count > 0, keyCount.first != UInt8(ascii: "0") else {
+                    return nil
+                }
             } else if !Self.takesKeyFirst(name) {
                 return nil
             }
@@ -59,12 +61,15 @@ extension RedisCommand {
     }
 
     private static func isScriptCall(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
-        equalsIgnoringCase(name, "EVALSHA") || equalsIgnoringCase(name, "EVAL") || equalsIgnoringCase(name, "EVALSHA_RO")
+        equalsIgnoringCase(name, "EVALSHA") || equalsIgnoringCase(name, "EVAL")
+            || equalsIgnoringCase(name, "EVALSHA_RO")
             || equalsIgnoringCase(name, "EVAL_RO") || equalsIgnoringCase(name, "FCALL")
     }
 
     /// The single-key commands the store and its tools send, whose first argument is the key.
-    private static let keyFirstNames: [StaticString] = ["SET", "GET", "DEL", "UNLINK", "EXISTS", "TYPE", "PTTL", "PEXPIRETIME", "PEXPIRE", "PEXPIREAT"]
+    private static let keyFirstNames: [StaticString] = [
+        "SET", "GET", "DEL", "UNLINK", "EXISTS", "TYPE", "PTTL", "PEXPIRETIME", "PEXPIRE", "PEXPIREAT",
+    ]
 
     private static func takesKeyFirst(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
         for known in keyFirstNames where equalsIgnoringCase(name, known) {

@@ -41,9 +41,13 @@ extension RedisDedupStore {
         for (node, isPrimary) in Self.clusterNodes(table) {
             do throws(DedupError) {
                 let replies = try await cluster.execute(Self.serverSettingsCommands, on: node)
-                entries.append(.init(address: node.description, isPrimary: isPrimary, settings: Self.serverSettings(from: replies)))
+                entries.append(
+                    .init(address: node.description, isPrimary: isPrimary, settings: Self.serverSettings(from: replies))
+                )
             } catch {
-                entries.append(.init(address: node.description, isPrimary: isPrimary, settings: .init(), failure: error.message))
+                entries.append(
+                    .init(address: node.description, isPrimary: isPrimary, settings: .init(), failure: error.message)
+                )
             }
         }
         return entries.sorted { ($0.isPrimary ? 0 : 1, $0.address) < ($1.isPrimary ? 0 : 1, $1.address) }
@@ -54,7 +58,9 @@ extension RedisDedupStore {
     static func clusterNodes(_ table: String) -> [(ClusterNodeAddress, Bool)] {
         table.split(whereSeparator: \.isNewline).compactMap { line in
             let fields = line.split(separator: " ")
-            guard fields.count >= 3, let address = fields[1].split(separator: "@").first.flatMap({ ClusterNodeAddress($0) }) else { return nil }
+            guard fields.count >= 3,
+                let address = fields[1].split(separator: "@").first.flatMap({ ClusterNodeAddress($0) })
+            else { return nil }
             let flags = fields[2].split(separator: ",")
             if flags.contains("noaddr") || flags.contains("handshake") { return nil }
             return (address, flags.contains("master"))

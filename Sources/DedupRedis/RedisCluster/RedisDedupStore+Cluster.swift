@@ -41,7 +41,10 @@ extension RedisDedupStore {
         if topology.exchange(Topology.cluster.rawValue, ordering: .relaxed) != Topology.cluster.rawValue {
             logger.debug(
                 "Redis server is a cluster node; routing by hash slot",
-                metadata: ["endpoint": "\(endpoint)", "primaries": "\(map.primaries.count)", "slots": "\(map.coveredSlots)"])
+                metadata: [
+                    "endpoint": "\(endpoint)", "primaries": "\(map.primaries.count)", "slots": "\(map.coveredSlots)",
+                ]
+            )
         }
     }
 }

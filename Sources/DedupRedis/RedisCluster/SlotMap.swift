@@ -12,7 +12,9 @@ package struct ClusterNodeAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `host:port` (the last colon splits, so an IPv6 host needs no brackets).
     package init?(_ text: some StringProtocol) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else {
             return nil
         }
         var host = String(text[..<colon])
@@ -48,16 +50,22 @@ package struct SlotMap: Sendable, Equatable {
     ///
     /// - Throws: ``/Dedup/DedupError/Code/storeError`` for a reply that is not a slot map.
     package init(clusterSlots reply: RedisReply, askedNode: ClusterNodeAddress) throws(DedupError) {
-        func malformed() -> DedupError { DedupError(.storeError, "Redis at \(askedNode) answered CLUSTER SLOTS with something else: \(reply)") }
+        func malformed() -> DedupError {
+            DedupError(.storeError, "Redis at \(askedNode) answered CLUSTER SLOTS with something else: \(reply)")
+        }
         guard let ranges = reply.arrayValue else { throw malformed() }
         var indexes: [ClusterNodeAddress: UInt16] = [:]
         var replicas: [ClusterNodeAddress] = []
         for range in ranges {
-            guard let parts = range.arrayValue, parts.count >= 3, let first = parts[0].integerValue, let last = parts[1].integerValue,
+            guard let parts = range.arrayValue, parts.count >= 3, let first = parts[0].integerValue,
+                let last = parts[1].integerValue,
                 first >= 0, first <= last, last < ClusterSlot.count, let node = parts[2].arrayValue, node.count >= 2,
                 let host = node[0].stringValue, let port = node[1].integerValue, (1...65535).contains(port)
             else { throw malformed() }
-            let address = host.isEmpty || host == "?" ? ClusterNodeAddress(host: askedNode.host, port: Int(port)) : ClusterNodeAddress(host: host, port: Int(port))
+            let address =
+                host.isEmpty || host == "?"
+                ? ClusterNodeAddress(host: askedNode.host, port: Int(port))
+                : ClusterNodeAddress(host: host, port: Int(port))
             let index: UInt16
             if let known = indexes[address] {
                 index = known

@@ -7,12 +7,21 @@ struct StoreFiller {
     let store: any DedupStore
 
     /// Completes `keys` in `namespace` (claim + complete), in batches; returns their records' times.
-    func complete(_ namespace: String, keys: [String], retention: Duration = .seconds(3600), result: Data? = nil) async throws {
+    func complete(
+        _ namespace: String,
+        keys: [String],
+        retention: Duration = .seconds(3600),
+        result: Data? = nil
+    ) async throws {
         for chunk in stride(from: 0, to: keys.count, by: 500).map({ Array(keys[$0..<min($0 + 500, keys.count)]) }) {
-            let requests = try chunk.map { ClaimRequest(id: try RecordID(namespace: namespace, key: $0), lease: .seconds(60), retention: retention) }
+            let requests = try chunk.map {
+                ClaimRequest(id: try RecordID(namespace: namespace, key: $0), lease: .seconds(60), retention: retention)
+            }
             let answers = try await store.claim(batch: requests)
             let completions: [Completion] = answers.compactMap {
-                if case .acquired(let lease) = $0 { return Completion(lease: lease, retention: retention, result: result) }
+                if case .acquired(let lease) = $0 {
+                    return Completion(lease: lease, retention: retention, result: result)
+                }
                 return nil
             }
             #expect(completions.count == chunk.count, "every key should be new")
@@ -24,10 +33,19 @@ struct StoreFiller {
     /// Claims `key` and leaves it in flight; returns the lease.
     @discardableResult
     func claim(
-        _ namespace: String, key: String, lease: Duration = .seconds(300), ownerLabel: String = ClaimRequest.defaultOwnerLabel
+        _ namespace: String,
+        key: String,
+        lease: Duration = .seconds(300),
+        ownerLabel: String = ClaimRequest.defaultOwnerLabel
     ) async throws -> Lease {
         let answer = try await store.claim(
-            ClaimRequest(id: try RecordID(namespace: namespace, key: key), lease: lease, retention: .seconds(3600), ownerLabel: ownerLabel))
+            ClaimRequest(
+                id: try RecordID(namespace: namespace, key: key),
+                lease: lease,
+                retention: .seconds(3600),
+                ownerLabel: ownerLabel
+            )
+        )
         guard case .acquired(let held) = answer else { throw InspectTestError("\(key) was not acquired: \(answer)") }
         return held
     }

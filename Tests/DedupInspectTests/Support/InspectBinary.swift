@@ -59,12 +59,19 @@ enum InspectBinary {
     /// large outputs cost the test nothing), and wait4 gives the child's own peak memory.
     /// `launcher` runs it through another program (``UnprivilegedRun/launcher``), which must exec it.
     static func run(
-        _ arguments: [String], environment extra: [String: String] = [:], stdoutPath: String? = nil, launcher: [String] = []
+        _ arguments: [String],
+        environment extra: [String: String] = [:],
+        stdoutPath: String? = nil,
+        launcher: [String] = []
     ) async throws -> InspectRun {
         guard !path.isEmpty else {
-            throw InspectTestError("dedup-inspect not found next to the tests: run `swift build --build-tests` first, or set DEDUP_BIN_DIR")
+            throw InspectTestError(
+                "dedup-inspect not found next to the tests: run `swift build --build-tests` first, or set DEDUP_BIN_DIR"
+            )
         }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inspect-run-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "inspect-run-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let outPath = stdoutPath ?? directory.appendingPathComponent("stdout").path
@@ -79,17 +86,29 @@ enum InspectBinary {
         let (status, rusage, duration) = try await withCheckedThrowingContinuation { continuation in
             // wait4 blocks: give it a thread of its own, not one of the cooperative pool's.
             let thread = Thread {
-                continuation.resume(with: Result { try spawnAndWait(binary, fullArguments, finalEnvironment, outPath, errPath) })
+                continuation.resume(
+                    with: Result { try spawnAndWait(binary, fullArguments, finalEnvironment, outPath, errPath) }
+                )
             }
             thread.start()
         }
         let stdout = stdoutPath == nil ? (try String(contentsOfFile: outPath, encoding: .utf8)) : ""
         let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
-        return InspectRun(status: status, stdout: stdout, stderr: stderr, peakRSSKiB: Int(rusage.ru_maxrss), duration: duration)
+        return InspectRun(
+            status: status,
+            stdout: stdout,
+            stderr: stderr,
+            peakRSSKiB: Int(rusage.ru_maxrss),
+            duration: duration
+        )
     }
 
     private static func spawnAndWait(
-        _ binary: String, _ arguments: [String], _ environment: [String: String], _ outPath: String, _ errPath: String
+        _ binary: String,
+        _ arguments: [String],
+        _ environment: [String: String],
+        _ outPath: String,
+        _ errPath: String
     ) throws -> (Int32, rusage, Duration) {
         let started = ContinuousClock.now
         let pid = try ChildProcess.spawn(binary, arguments, environment: environment, stdout: outPath, stderr: errPath)
@@ -103,7 +122,9 @@ enum InspectBinary {
             let reaped = wait4(pid, &status, WNOHANG, &usage)
             if reaped == pid { break }
             if reaped < 0 {
-                guard errno == EINTR else { throw InspectTestError("wait4 failed: \(String(cString: strerror(errno)))") }
+                guard errno == EINTR else {
+                    throw InspectTestError("wait4 failed: \(String(cString: strerror(errno)))")
+                }
                 continue
             }
             if let hwm = highWaterMarkKiB(pid) { peakKiB = max(peakKiB, hwm) }
@@ -133,8 +154,11 @@ enum InspectBinary {
 /// started with it ignores SIGTERM. So every child gets an empty mask and default handlers.
 enum ChildProcess {
     static func spawn(
-        _ executable: String, _ arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
-        stdout: String, stderr: String
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        stdout: String,
+        stderr: String
     ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -161,7 +185,9 @@ enum ChildProcess {
         }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard spawned == 0 else { throw InspectTestError("cannot start \(executable): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else {
+            throw InspectTestError("cannot start \(executable): \(String(cString: strerror(spawned)))")
+        }
         return pid
     }
 }
@@ -171,7 +197,9 @@ final class TemporaryDirectory: Sendable {
     let path: String
 
     init() throws {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-inspect-tests-\(UUID().uuidString)")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "dedup-inspect-tests-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         path = url.path
     }

@@ -10,7 +10,11 @@ import Darwin
 /// Runs `body` with a real redis-server of its own (the shared test support's), started with
 /// `arguments` and stopped afterwards whatever happens. Without redis-server the test fails saying
 /// how to install it.
-func withRedisServer<R>(password: String? = nil, arguments: [String] = [], _ body: (RedisServer) async throws -> R) async throws -> R {
+func withRedisServer<R>(
+    password: String? = nil,
+    arguments: [String] = [],
+    _ body: (RedisServer) async throws -> R
+) async throws -> R {
     let server = try await RedisServer.start(arguments: (password.map { ["--requirepass", $0] } ?? []) + arguments)
     do {
         let result = try await body(server)

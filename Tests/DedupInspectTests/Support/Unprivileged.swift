@@ -15,7 +15,10 @@ enum UnprivilegedRun {
     /// `setpriv`, or the toolchain's libraries under a directory only root may enter).
     static let launcher: [String]? = {
         guard getuid() == 0 else { return nil }
-        guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        guard
+            let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
         else { return nil }
         let launcher = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         // The binary and its libraries must be reachable for nobody.
