@@ -5,7 +5,6 @@ import Foundation
 import Synchronization
 import Testing
 
-
 /// Calls bounded on a real clock: they run with the other `TimingTests` suites, in a test process
 /// of their own (`scripts/test`).
 @Suite("Redis store calls bounded in time")
