@@ -13,18 +13,7 @@ import ServiceLifecycle
 /// service returns when the group shuts down gracefully or its task is cancelled.
 public struct PostgresPurgeService: Service {
     /// What one pass did, for the `onPass` observer (tests, metrics).
-    public struct Pass: Sendable, Hashable {
-        /// Records deleted in this pass.
-        public var deleted: Int
-        /// The error that ended the pass early, if any.
-        public var error: DedupError?
-
-        /// Creates a pass report.
-        public init(deleted: Int, error: DedupError?) {
-            self.deleted = deleted
-            self.error = error
-        }
-    }
+    public typealias Pass = PurgePass
 
     private let store: PostgresDedupStore
     private let interval: Duration
@@ -67,29 +56,23 @@ public struct PostgresPurgeService: Service {
         }
     }
 
-    /// One pass: purges in batches until a batch comes back short.
+    /// One pass: purges in batches until a batch comes back short (``/Dedup/DedupStore/purgeExpiredPass(batchSize:)``),
+    /// and logs what it did.
     public func purgeOnce() async -> Pass {
-        var deleted = 0
-        do {
-            while true {
-                let count = try await store.purgeExpired(limit: batchSize)
-                deleted += count
-                if count < batchSize || Task.isCancelled { break }
-            }
-            if deleted > 0 {
-                logger.debug(
-                    "purged expired dedup records",
-                    metadata: ["deleted": "\(deleted)", "schema": "\(store.configuration.schema)"]
-                )
-            }
-            return Pass(deleted: deleted, error: nil)
-        } catch {
-            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
+        let pass = await store.purgeExpiredPass(batchSize: batchSize)
+        if let failure = pass.error {
             logger.error(
                 "purging expired dedup records failed",
-                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "schema": "\(store.configuration.schema)"]
+                metadata: [
+                    "error": "\(failure)", "deleted": "\(pass.deleted)", "schema": "\(store.configuration.schema)",
+                ]
             )
-            return Pass(deleted: deleted, error: failure)
+        } else if pass.deleted > 0 {
+            logger.debug(
+                "purged expired dedup records",
+                metadata: ["deleted": "\(pass.deleted)", "schema": "\(store.configuration.schema)"]
+            )
         }
+        return pass
     }
 }

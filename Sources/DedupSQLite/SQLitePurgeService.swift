@@ -12,18 +12,7 @@ import ServiceLifecycle
 /// service returns when the group shuts down gracefully or its task is cancelled.
 public struct SQLitePurgeService: Service {
     /// What one pass did, for the `onPass` observer (tests, metrics).
-    public struct Pass: Sendable, Hashable {
-        /// Records deleted in this pass.
-        public var deleted: Int
-        /// The error that ended the pass early, if any.
-        public var error: DedupError?
-
-        /// Creates a pass report.
-        public init(deleted: Int, error: DedupError?) {
-            self.deleted = deleted
-            self.error = error
-        }
-    }
+    public typealias Pass = PurgePass
 
     private let store: SQLiteDedupStore
     private let interval: Duration
@@ -66,29 +55,21 @@ public struct SQLitePurgeService: Service {
         }
     }
 
-    /// One pass: purges in batches until a batch comes back short.
+    /// One pass: purges in batches until a batch comes back short (``/Dedup/DedupStore/purgeExpiredPass(batchSize:)``),
+    /// and logs what it did.
     public func purgeOnce() async -> Pass {
-        var deleted = 0
-        do {
-            while true {
-                let count = try await store.purgeExpired(limit: batchSize)
-                deleted += count
-                if count < batchSize || Task.isCancelled { break }
-            }
-            if deleted > 0 {
-                logger.debug(
-                    "purged expired dedup records",
-                    metadata: ["deleted": "\(deleted)", "path": "\(store.path)"]
-                )
-            }
-            return Pass(deleted: deleted, error: nil)
-        } catch {
-            let failure = error as? DedupError ?? DedupError(.storeError, "\(error)", underlyingError: error)
+        let pass = await store.purgeExpiredPass(batchSize: batchSize)
+        if let failure = pass.error {
             logger.error(
                 "purging expired dedup records failed",
-                metadata: ["error": "\(failure)", "deleted": "\(deleted)", "path": "\(store.path)"]
+                metadata: ["error": "\(failure)", "deleted": "\(pass.deleted)", "path": "\(store.path)"]
             )
-            return Pass(deleted: deleted, error: failure)
+        } else if pass.deleted > 0 {
+            logger.debug(
+                "purged expired dedup records",
+                metadata: ["deleted": "\(pass.deleted)", "path": "\(store.path)"]
+            )
         }
+        return pass
     }
 }
