@@ -78,7 +78,8 @@ struct MigrationTests {
         #expect(status.applied.map(\.version) == PostgresMigration.all.map(\.version))
         let request = { (key: String) in ClaimRequest(id: makeID(key), lease: .seconds(30), retention: .seconds(60)) }
         let answers = try await store.claim(batch: [request("done"), request("busy"), request("new")])
-        guard case .duplicate = answers[0], case .inFlight(let busy) = answers[1], case .acquired(let lease) = answers[2]
+        guard case .duplicate = answers[0], case .inFlight(let busy) = answers[1],
+            case .acquired(let lease) = answers[2]
         else {
             Issue.record("unexpected answers \(answers)")
             return
