@@ -115,7 +115,10 @@ let package = Package(
         .executableTarget(
             name: "dedup-bench",
             dependencies: [
-                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator",
+                "Dedup", "DedupSQLite", "DedupRedis", "DedupRedisStreams", "DedupStoreLocator", "DedupPostgres",
+                // The PostgreSQL server the tests start (initdb in a temporary folder), started the same way.
+                "DedupTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

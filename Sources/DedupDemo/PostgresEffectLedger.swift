@@ -101,21 +101,22 @@ final class PostgresEffectLedger: TransactionalEffectLedger {
 private let demoLogger = Logger(label: "dedup-demo")
 
 extension DemoDataLocation {
-    /// The rows of `namespace` in a PostgreSQL store's schema; the printed command never holds the
-    /// password.
+    /// The rows of `namespace` in a PostgreSQL store's schema, and its effect rows in `table` (none
+    /// when `nil`: the stream demo's effects are in ledger files); the printed command never holds
+    /// the password.
     static func postgres(
         location: String,
         url: PostgresURL,
         schema: String,
         namespace: String,
-        table: String
+        table: String?
     )
         -> DemoDataLocation
     {
         let quotedSchema = "\"\(schema.replacingOccurrences(of: "\"", with: "\"\""))\""
-        let statements =
-            "DELETE FROM \(quotedSchema).dedup_records WHERE namespace = convert_to('\(namespace)', 'UTF8'); "
-            + "DELETE FROM \(quotedSchema).\(table) WHERE run = '\(namespace)';"
+        var statements =
+            "DELETE FROM \(quotedSchema).dedup_records WHERE namespace = convert_to('\(namespace)', 'UTF8');"
+        if let table { statements += " DELETE FROM \(quotedSchema).\(table) WHERE run = '\(namespace)';" }
         let connection = ["-h", url.host, "-p", String(url.port), "-U", url.username, "-d", url.database].map(
             shellQuoted
         ).joined(separator: " ")
@@ -123,7 +124,8 @@ extension DemoDataLocation {
         if url.password != nil { command += "   # with the password in PGPASSWORD" }
         return DemoDataLocation(
             description:
-                "\(location) (dedup records of namespace \(namespace) in schema \(schema), effect rows in table \(schema).\(table))",
+                "\(location) (dedup records of namespace \(namespace) in schema \(schema)"
+                + (table.map { ", effect rows in table \(schema).\($0))" } ?? ")"),
             removalCommand: command
         )
     }

@@ -115,47 +115,17 @@ struct RecordStatements: Sendable {
         let table = names.records
         self.table = table
         let now = Self.now
-        // One statement: the rows a claim may acquire are upserted (the `WHERE` of `DO UPDATE`
-        // decides takeovers on the row's newest version, under its row lock, for the statement
-        // only); the rows it may not are answered from the statement's snapshot. Keys come in
-        // sorted so concurrent batches lock rows in one order and never deadlock.
+        // Each a call of the schema's function (Migrations/postgres/0002_claim_function.sql), which
+        // runs the one statement of the transition with a plan kept per connection: sent as text,
+        // the statement cost the server more to parse and plan than to run, on every call.
+        let schema = names.quotedSchema
         claim = """
-            WITH clock AS (SELECT \(now) AS now), \
-            input AS (SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::bigint[], \
-            $7::bytea[], $8::bool[], $9::bigint[]) WITH ORDINALITY \
-            AS i(namespace, key, owner_token, owner_label, lease_ms, retention_ms, fingerprint, has_fingerprint, broker_ms, n)), \
-            claimed AS (INSERT INTO \(table) AS r (namespace, key, state, owner_token, owner_label, fencing, attempt, \
-            created_at, lease_until, completed_at, expires_at, fingerprint, result, broker_ms) \
-            SELECT i.namespace, i.key, 'in_flight', i.owner_token, i.owner_label, 1, 1, c.now, c.now + i.lease_ms, NULL, \
-            c.now + i.lease_ms + i.retention_ms, CASE WHEN i.has_fingerprint THEN i.fingerprint END, NULL, \
-            NULLIF(i.broker_ms, -1) FROM input i CROSS JOIN clock c ORDER BY i.namespace, i.key \
-            ON CONFLICT (namespace, key) DO UPDATE SET state = 'in_flight', owner_token = excluded.owner_token, \
-            owner_label = excluded.owner_label, \
-            fencing = CASE WHEN r.expires_at > excluded.created_at THEN r.fencing + 1 ELSE 1 END, \
-            attempt = CASE WHEN r.expires_at > excluded.created_at THEN r.attempt + 1 ELSE 1 END, \
-            created_at = CASE WHEN r.expires_at > excluded.created_at THEN r.created_at ELSE excluded.created_at END, \
-            lease_until = excluded.lease_until, completed_at = NULL, expires_at = excluded.expires_at, \
-            fingerprint = CASE WHEN r.expires_at > excluded.created_at THEN coalesce(r.fingerprint, excluded.fingerprint) \
-            ELSE excluded.fingerprint END, result = NULL, \
-            broker_ms = CASE WHEN r.expires_at > excluded.created_at THEN r.broker_ms ELSE excluded.broker_ms END \
-            WHERE r.expires_at <= excluded.created_at OR (r.state = 'in_flight' AND r.lease_until <= excluded.created_at \
-            AND (r.fingerprint IS NULL OR excluded.fingerprint IS NULL OR r.fingerprint = excluded.fingerprint)) \
-            RETURNING r.namespace, r.key, r.fencing, r.attempt, r.created_at, r.lease_until, r.expires_at, r.fingerprint, \
-            r.broker_ms) \
-            SELECT i.n, c.now, k.fencing, k.attempt, k.created_at, k.lease_until, k.expires_at, k.fingerprint, k.broker_ms, \
-            \(Self.columns.split(separator: ",").map { "e." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")) \
-            FROM input i CROSS JOIN clock c LEFT JOIN claimed k ON k.namespace = i.namespace AND k.key = i.key \
-            LEFT JOIN \(table) e ON k.key IS NULL AND e.namespace = i.namespace AND e.key = i.key ORDER BY i.n
+            SELECT * FROM \(schema).dedup_claim($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], \
+            $6::bigint[], $7::bytea[], $8::bool[], $9::bigint[])
             """
-        // Owner-checked: live, in flight, and the lease's token (a passed lease not taken over is current).
         complete = """
-            WITH clock AS (SELECT \(now) AS now), \
-            input AS (SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[], $6::bool[]) \
-            WITH ORDINALITY AS i(namespace, key, owner_token, retention_ms, result, has_result, n)) \
-            UPDATE \(table) AS r SET state = 'completed', owner_token = NULL, owner_label = NULL, lease_until = NULL, \
-            completed_at = c.now, expires_at = c.now + i.retention_ms, result = CASE WHEN i.has_result THEN i.result END \
-            FROM input i CROSS JOIN clock c WHERE r.namespace = i.namespace AND r.key = i.key AND r.state = 'in_flight' \
-            AND r.owner_token = i.owner_token AND r.expires_at > c.now RETURNING i.n
+            SELECT * FROM \(schema).dedup_complete($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[], \
+            $6::bool[])
             """
         release = """
             DELETE FROM \(table) WHERE namespace = $1 AND key = $2 AND state = 'in_flight' AND owner_token = $3 \

@@ -9,7 +9,7 @@ struct CeilingLine {
 
     init?(_ line: Substring) {
         let words = line.split(separator: " ")
-        guard let first = words.first, first == "sqlite" || first == "redis" || first == "stream" else { return nil }
+        guard let first = words.first, ["sqlite", "redis", "stream", "postgres"].contains(first) else { return nil }
         store = String(first)
         fields = [:]
         for word in words.dropFirst() {
@@ -45,6 +45,9 @@ struct CeilingRates {
             case ("sqlite", "single", _): path = dup ? .sqliteSingleDuplicate : .sqliteSingle
             case ("sqlite", "batch", _): path = dup ? .sqliteBatchDuplicate : .sqliteBatch
             case ("sqlite", "txn", _): path = dup ? .sqliteTxnDuplicate : .sqliteTxn
+            case ("postgres", "single", _): path = dup ? .postgresSingleDuplicate : .postgresSingle
+            case ("postgres", "batch", _): path = dup ? .postgresBatchDuplicate : .postgresBatch
+            case ("postgres", "txn", _): path = dup ? .postgresTxnDuplicate : .postgresTxn
             case ("redis", "inflight", _): path = .redisConcurrent
             case ("redis", _, "1"): path = dup ? .redisSingleDuplicate : .redisSingle
             case ("redis", _, "100"): path = dup ? .redisBatchDuplicate : .redisBatch

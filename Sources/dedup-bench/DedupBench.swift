@@ -13,9 +13,11 @@ import Synchronization
 struct DedupBench: ParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         commandName: "dedup-bench",
-        abstract: "Benchmarks IdempotentConsumer on SQLite and Redis against C ceilings measured in the same run.",
+        abstract:
+            "Benchmarks IdempotentConsumer on SQLite, Redis and PostgreSQL against C ceilings measured in the same run.",
         discussion: """
-            Starts its own redis-server on loopback (no persistence, temp dir), compiles the C ceilings of \
+            Starts its own redis-server on loopback (no persistence, temp dir) and its own PostgreSQL server \
+            (initdb in a temp dir, as the tests start it), compiles the C ceilings of \
             Benchmarks/Ceilings/ into .build/benchmarks/ (when missing or older than their source) and runs \
             them beside our paths. Prints one Markdown table: our msgs/s, the ceiling's, their ratio, \
             p50/p99 latency per message on the single-message paths, redis-server CPU per message, the \
@@ -26,7 +28,7 @@ struct DedupBench: ParsableCommand, Sendable {
             """
     )
 
-    enum Only: String, ExpressibleByArgument, CaseIterable { case sqlite, redis }
+    enum Only: String, ExpressibleByArgument, CaseIterable { case sqlite, redis, postgres }
 
     @Flag(
         help:
@@ -45,6 +47,9 @@ struct DedupBench: ParsableCommand, Sendable {
 
     @Option(help: "Messages per Redis path (default 50,000; 3,000 with --quick).")
     var redisN: Int?
+
+    @Option(help: "Messages per PostgreSQL path (default 10,000; 1,000 with --quick).")
+    var postgresN: Int?
 
     @Option(
         help:
@@ -179,12 +184,15 @@ struct DedupBench: ParsableCommand, Sendable {
         }
         let sqliteN = self.sqliteN ?? (quick ? 5_000 : 100_000)
         let redisN = self.redisN ?? (quick ? 3_000 : 50_000)
-        let runSQLite = !memory && only != .redis
-        let runRedis = !memory && only != .sqlite
+        let postgresN = self.postgresN ?? (quick ? 1_000 : 10_000)
+        let runSQLite = !memory && (only == nil || only == .sqlite)
+        let runRedis = !memory && (only == nil || only == .redis)
+        let runPostgres = !memory && (only == nil || only == .postgres) && (runs(.single) || runs(.batch) || runs(.txn))
         let memoryChecks: [MemoryPath] =
             memory
             ? memoryPaths
-            : (quick || noMemory ? [] : memoryPaths.filter { only == nil || ($0.isRedis == (only == .redis)) })
+            : (quick || noMemory
+                ? [] : memoryPaths.filter { only == nil || only == ($0.isRedis ? .redis : .sqlite) })
         let needRedis = runRedis || memoryChecks.contains { $0.isRedis }
 
         let temp = FileManager.default.temporaryDirectory
@@ -204,7 +212,7 @@ struct DedupBench: ParsableCommand, Sendable {
             try placement.pinThisProcess()
             progress("placement: \(placement)")
         }
-        let runGrowth = !memory && runs(.growth)
+        let runGrowth = !memory && runs(.growth) && only != .postgres
         let programs = noCeilings || memory ? nil : try CPrograms()
         let ceilings = try programs.map {
             try Ceilings(programs: $0, sqlite: runSQLite, redis: runRedis, dataDirectory: temp + "/ceilings")
@@ -229,6 +237,9 @@ struct DedupBench: ParsableCommand, Sendable {
             progress("redis-server on 127.0.0.1:\(redis!.port)")
         }
         defer { redis?.stop() }
+        // Stopped at the end of the run; should the run fail first, the server's supervisor stops
+        // it when this process ends (PostgresServer).
+        let postgres = runPostgres ? try await PostgresBench.start(programs: programs) : nil
 
         var logger = Logger(label: "dedup-bench")
         logger.logLevel = .warning
@@ -263,6 +274,8 @@ struct DedupBench: ParsableCommand, Sendable {
         let warmUpKeys = generator.keys(100)
         let sqliteBatches = batched(sqliteKeys, size: 100)
         let redisBatches = batched(redisKeys, size: 100)
+        // Shaped like the PostgreSQL ceiling's keys, `msg-<i>`.
+        let postgresKeys = runPostgres ? (0..<postgresN).map { "msg-\($0)" } : []
         results.startMemory = MemoryReading.now()
 
         let workload = Workload(
@@ -272,7 +285,9 @@ struct DedupBench: ParsableCommand, Sendable {
             redisBatches: redisBatches,
             warmUp: warmUpKeys,
             temp: temp,
+            postgresKeys: postgresKeys,
             redis: redis,
+            postgres: postgres,
             ceilings: ceilings,
             protocolClient: protocolClient,
             streamCeiling: streamCeiling,
@@ -296,6 +311,11 @@ struct DedupBench: ParsableCommand, Sendable {
                 pairs.append((nil, .streamOurs(.sqlite, .batch)))
                 pairs.append((nil, .streamOurs(.redis, .oneByOne)))
                 pairs.append((nil, .streamOurs(.redis, .batch)))
+            }
+        }
+        if runPostgres {
+            for mode in PostgresBench.Mode.allCases where runs(mode.group) {
+                pairs.append((.postgresReferences(mode), .postgresOurs(mode)))
             }
         }
         let rounds = max(1, self.rounds ?? (quick ? 1 : 5))
@@ -335,6 +355,7 @@ struct DedupBench: ParsableCommand, Sendable {
             if only != .redis { try await growth.runSQLite(into: &results) }
             if only != .sqlite { try await growth.runRedis(into: &results) }
         }
+        await postgres?.stop()
         results.endMemory = MemoryReading.now()
 
         let report = Report(results: results, usedCeilings: ceilings != nil || memory, judgesRatios: !quick)

@@ -16,7 +16,9 @@ extension DedupBench {
         var redisBatches: [[String]]
         var warmUp: [String]
         var temp: String
+        var postgresKeys: [String]
         var redis: RedisServer?
+        var postgres: PostgresBench?
         var ceilings: Ceilings?
         var protocolClient: ProtocolClient?
         var streamCeiling: StreamCeiling?
@@ -32,11 +34,14 @@ extension DedupBench {
         case redisOurs(Group)
         case streamCeiling
         case streamOurs(StreamStore, RedisStreamConsumer.ProcessingMode)
+        /// The C ceiling over libpq, then the bare postgres-nio loop.
+        case postgresReferences(PostgresBench.Mode)
+        case postgresOurs(PostgresBench.Mode)
 
         var isRedis: Bool {
             switch self {
             case .redisCeiling, .redisOurs, .streamCeiling, .streamOurs: return true
-            case .sqliteCeiling, .sqliteOurs: return false
+            case .sqliteCeiling, .sqliteOurs, .postgresReferences, .postgresOurs: return false
             }
         }
     }
@@ -86,6 +91,10 @@ extension DedupBench {
         case .streamOurs(let store, let mode):
             guard let redis = workload.redis else { return }
             try await runStream(store, mode, workload, redis: redis, round: round, into: &results)
+        case .postgresReferences(let mode):
+            try await runPostgresReferences(mode, workload, into: &results)
+        case .postgresOurs(let mode):
+            try await runPostgres(mode, workload, into: &results)
         }
     }
 

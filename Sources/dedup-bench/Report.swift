@@ -6,6 +6,8 @@ import Foundation
 enum BenchPath: Int, CaseIterable, Comparable {
     case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate, sqliteTxn, sqliteTxnDuplicate
     case redisSingle, redisSingleDuplicate, redisBatch, redisBatchDuplicate, redisConcurrent
+    case postgresSingle, postgresSingleDuplicate, postgresBatch, postgresBatchDuplicate, postgresTxn
+    case postgresTxnDuplicate
     case streamSQLiteSingle, streamSQLiteBatch, streamRedisSingle, streamRedisBatch
     case grownSQLiteSingle, grownSQLiteSingleDuplicate, grownSQLiteBatch, grownSQLiteBatchDuplicate
     case grownRedisSingle, grownRedisSingleDuplicate, grownRedisBatch, grownRedisBatchDuplicate
@@ -35,6 +37,12 @@ enum BenchPath: Int, CaseIterable, Comparable {
         case .redisBatch: return "Redis batch of 100, new keys"
         case .redisBatchDuplicate: return "Redis batch of 100, duplicates"
         case .redisConcurrent: return "Redis single, 8 concurrent tasks"
+        case .postgresSingle: return "PostgreSQL single, new keys"
+        case .postgresSingleDuplicate: return "PostgreSQL single, duplicates"
+        case .postgresBatch: return "PostgreSQL batch of 100, new keys"
+        case .postgresBatchDuplicate: return "PostgreSQL batch of 100, duplicates"
+        case .postgresTxn: return "PostgreSQL transactional, one effect row, new keys"
+        case .postgresTxnDuplicate: return "PostgreSQL transactional, one effect row, duplicates"
         case .streamSQLiteSingle: return "Stream → SQLite dedup, one by one (16 in flight)"
         case .streamSQLiteBatch: return "Stream → SQLite dedup, batches of 100"
         case .streamRedisSingle: return "Stream → Redis dedup, one by one (16 in flight)"
@@ -57,6 +65,8 @@ enum BenchPath: Int, CaseIterable, Comparable {
         case .sqliteSingle, .sqliteSingleDuplicate, .redisSingle, .redisSingleDuplicate: return 0.8
         case .sqliteBatch, .sqliteBatchDuplicate, .redisBatch, .redisBatchDuplicate: return 0.6
         case .sqliteTxn, .sqliteTxnDuplicate: return 0.8
+        case .postgresSingle, .postgresSingleDuplicate, .postgresTxn, .postgresTxnDuplicate: return 0.8
+        case .postgresBatch, .postgresBatchDuplicate: return 0.6
         case .redisConcurrent: return 0.7
         case .streamSQLiteBatch, .streamRedisBatch: return 0.6
         case .streamSQLiteSingle, .streamRedisSingle: return nil
@@ -254,6 +264,26 @@ struct Report {
         }
     }
 
+    /// A client of the same protocol or statements as ours beside the ceiling: its rate, its ratio
+    /// to the ceiling, and how much of it ours keeps.
+    private func referenceClientRows(
+        _ label: String,
+        _ rates: CeilingRates,
+        _ oursByPath: [BenchPath: Measurement],
+        into table: inout Table
+    ) {
+        for path in BenchPath.allCases {
+            guard let rate = path.ceiling(in: rates) else { continue }
+            let ceiling = path.ceiling(in: results.ceilings)
+            var ratio = ceiling.map { String(format: "%.2f", rate / $0) } ?? "—"
+            if let ours = oursByPath[path] { ratio += String(format: " (ours: %.0f%% of it)", 100 * ours.rate / rate) }
+            table.row([
+                "\(label): \(path.title)", "—", thousands(rate), ceiling.map(thousands) ?? "—", ratio,
+                "—", "—", "(diagnostic)", "",
+            ])
+        }
+    }
+
     private func diagnosticRows(_ oursByPath: [BenchPath: Measurement], into table: inout Table) {
         // Plain C clients on the same grown and empty stores (the store's SQL; the Redis ceiling):
         // the part of a grown store's cost that is SQLite's or redis-server's own.
@@ -284,16 +314,8 @@ struct Report {
                 "—", "—", "(diagnostic)", "",
             ])
         }
-        for path in BenchPath.allCases {
-            guard let rate = path.ceiling(in: results.protocolClient) else { continue }
-            let ceiling = path.ceiling(in: results.ceilings)
-            var ratio = ceiling.map { String(format: "%.2f", rate / $0) } ?? "—"
-            if let ours = oursByPath[path] { ratio += String(format: " (ours: %.0f%% of it)", 100 * ours.rate / rate) }
-            table.row([
-                "C client, our protocol: \(path.title)", "—", thousands(rate), ceiling.map(thousands) ?? "—", ratio,
-                "—", "—", "(diagnostic)", "",
-            ])
-        }
+        referenceClientRows("C client, our protocol", results.protocolClient, oursByPath, into: &table)
+        referenceClientRows("bare postgres-nio loop, same statements", results.postgresNIO, oursByPath, into: &table)
         // The plain stream consumer and the store's own C ceiling together: what a runner with dedup
         // could reach if it added nothing to either (time per message adds up).
         for path in BenchPath.streamPaths {

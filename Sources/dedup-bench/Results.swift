@@ -12,6 +12,8 @@ struct RunResults {
     private(set) var referencePasses: [BenchPath: [Measurement]] = [:]
     /// With `--breakdown`: our Redis protocol from a plain C client (Benchmarks/redis_protocol.c).
     var protocolClient = CeilingRates()
+    /// On the PostgreSQL paths: the store's statements through postgres-nio alone (no store, no consumer).
+    var postgresNIO = CeilingRates()
     /// The growth group's measurements that are not passes of a path.
     var growth = GrowthResults()
     /// The median loopback round trip (PING) of each round, in microseconds.

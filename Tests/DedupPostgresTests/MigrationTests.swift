@@ -54,6 +54,44 @@ struct MigrationTests {
         #expect(rows == String(PostgresMigration.all.count))
     }
 
+    @Test("a schema at version 1 is brought to the latest version on open, and its records keep their answers")
+    func upgradesFromVersionOne() async throws {
+        let schema = freshSchema("v1")
+        let server = try await TestDatabase.shared.server()
+        let first = try #require(PostgresMigration.all.first)
+        // A schema as the first release left it: version 1 applied, one key completed, one in flight.
+        try await server.psql(
+            """
+            CREATE SCHEMA "\(schema)"; SET search_path = "\(schema)"; \(first.sql)
+            CREATE TABLE dedup_schema_migrations (version bigint PRIMARY KEY, name text NOT NULL,
+                checksum text NOT NULL, applied_at bigint NOT NULL);
+            INSERT INTO dedup_schema_migrations VALUES (1, '\(first.name)', '\(first.checksum)', 0);
+            INSERT INTO dedup_records (namespace, key, state, fencing, attempt, created_at, completed_at, expires_at)
+                VALUES ('orders', 'done', 'completed', 1, 1, 0, 0, 9000000000000);
+            INSERT INTO dedup_records (namespace, key, state, owner_token, fencing, attempt, created_at, lease_until,
+                expires_at) VALUES ('orders', 'busy', 'in_flight', 'w1', 4, 4, 0, 9000000000000, 9000000000000);
+            """
+        )
+        let store = try await makeStore(schema: schema)
+        let status = try await store.schemaStatus()
+        #expect(status.currentVersion == PostgresMigration.latestVersion)
+        #expect(status.applied.map(\.version) == PostgresMigration.all.map(\.version))
+        let request = { (key: String) in ClaimRequest(id: makeID(key), lease: .seconds(30), retention: .seconds(60)) }
+        let answers = try await store.claim(batch: [request("done"), request("busy"), request("new")])
+        guard case .duplicate = answers[0], case .inFlight(let busy) = answers[1],
+            case .acquired(let lease) = answers[2]
+        else {
+            Issue.record("unexpected answers \(answers)")
+            return
+        }
+        #expect(busy.fencingToken == 4)
+        try await store.complete(Completion(lease: lease, retention: .seconds(60)))
+        guard case .duplicate = try await store.claim(request("new")) else {
+            Issue.record("the completed key was not a duplicate")
+            return
+        }
+    }
+
     @Test("a schema from a newer swift-dedup is refused with schemaTooNew, and left as it was")
     func newerSchemaRefused() async throws {
         let schema = freshSchema("newer")

@@ -1,4 +1,5 @@
 import Dedup
+import DedupPostgres
 import DedupRedis
 import DedupRedisStreams
 import DedupSQLite
@@ -118,14 +119,25 @@ enum StreamDemoScenario {
                 namespace: namespace
             )
             effects = { try EffectSnapshot(ledgerFolder: folder.path) }
-        case .postgres:
-            throw DedupError(
-                .invalidConfiguration,
-                "dedup-demo runs on sqlite: and redis:// stores; it has no PostgreSQL scenario yet"
+        case .postgres(let url):
+            // As on Redis: the workers claim through the store and write their effects to their
+            // ledger files (a stream consumer's handler has no transaction of the store's).
+            let postgres = try await PostgresDedupStore(url: url, logger: logger)
+            store = postgres
+            storeData = .postgres(
+                location: options.store.description,
+                url: try PostgresURL(url),
+                schema: postgres.configuration.schema,
+                namespace: namespace,
+                table: nil
             )
+            effects = { try EffectSnapshot(ledgerFolder: folder.path) }
         }
         report.data = try streamData(store: storeData, broker: broker, folder: folder.path)
-        defer { (store as? SQLiteDedupStore)?.close() }
+        defer {
+            (store as? SQLiteDedupStore)?.close()
+            (store as? PostgresDedupStore)?.close()
+        }
 
         // The group exists before the first entry, so it sees them all.
         try await admin.run("XGROUP", "CREATE", broker.stream, group, "0", "MKSTREAM")
@@ -337,14 +349,23 @@ enum StreamDemoScenario {
         let keys = [broker.stream, broker.deadLetterStream].map(DemoDataLocation.shellQuoted).joined(separator: " ")
         let removeStreams =
             "redis-cli " + connection.map(DemoDataLocation.shellQuoted).joined(separator: " ") + " del \(keys)"
+        // The store's note on where its password goes ends its command: moved to the end of the whole.
+        var notes: [String] = []
+        var storeCommand = store.removalCommand
+        for variable in ["PGPASSWORD", "REDISCLI_AUTH"] {
+            let note = "   # with the password in \(variable)"
+            if storeCommand.contains(note) {
+                storeCommand = storeCommand.replacingOccurrences(of: note, with: "")
+                notes.append(variable)
+            }
+        }
+        if endpoint.password != nil, !notes.contains("REDISCLI_AUTH") { notes.append("REDISCLI_AUTH") }
         return DemoDataLocation(
             description:
                 "\(store.description); streams \(broker.stream) and \(broker.deadLetterStream) on \(broker); consumer logs in \(folder)",
             removalCommand:
-                "\(store.removalCommand.replacingOccurrences(of: "   # with the password in REDISCLI_AUTH", with: "")) && "
-                + "\(removeStreams) && rm -rf -- \(DemoDataLocation.shellQuoted(folder))"
-                + (endpoint.password != nil || store.removalCommand.contains("REDISCLI_AUTH")
-                    ? "   # with the password in REDISCLI_AUTH" : "")
+                "\(storeCommand) && \(removeStreams) && rm -rf -- \(DemoDataLocation.shellQuoted(folder))"
+                + (notes.isEmpty ? "" : "   # with the password in \(notes.joined(separator: " and "))")
         )
     }
 }
