@@ -11,7 +11,11 @@ final class ConditionLock: @unchecked Sendable {
 
     init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -24,6 +28,12 @@ final class ConditionLock: @unchecked Sendable {
     func lock() { pthread_mutex_lock(mutex) }
     func unlock() { pthread_mutex_unlock(mutex) }
     func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Waits until signalled or until the monotonic clock reaches `deadline` (nanoseconds).
+    func wait(untilNanoseconds deadline: UInt64) {
+        var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        pthread_cond_timedwait(condition, mutex, &time)
+    }
     func signal() { pthread_cond_signal(condition) }
 }
 
@@ -34,6 +44,10 @@ package struct ConnectionSettings: Sendable {
     package var commandTimeout: Duration
     package var reconnect: RedisDedupStore.ReconnectPolicy
     package var logger: Logger
+    /// How long the I/O thread waits, at most, for the callers its last round trip resumed to come
+    /// back with their next commands, so that one round trip carries them all (see
+    /// ``RedisConnection``).
+    package var gatherWindow: Duration = RedisConnection.defaultGatherWindow
 
     package init(
         endpoint: RedisEndpoint,
@@ -56,6 +70,12 @@ package struct ConnectionSettings: Sendable {
 /// all to the socket with one `send`, reads the replies in order and resumes the callers.
 /// Concurrent callers therefore share round trips (automatic pipelining), and a blocking network
 /// wait parks this thread, never one of Swift's cooperative threads.
+///
+/// Callers resumed together come back together: each task of a consumer sends a message's
+/// completion right after its claim's reply, then the next message's claim. Taking only the first
+/// of them (the one whose enqueue woke the thread) would split one round trip's callers over
+/// several. So after a round trip of several callers the thread waits, up to
+/// ``ConnectionSettings/gatherWindow``, until as many units are queued as it resumed.
 package final class RedisConnection: @unchecked Sendable {
     private struct Job {
         var commands: [RedisCommand]
@@ -64,12 +84,22 @@ package final class RedisConnection: @unchecked Sendable {
 
     let settings: ConnectionSettings
     private let index: Int
-    /// Jobs queued or being processed: the pool sends new work to the least loaded connection.
+    /// ``ConnectionSettings/gatherWindow`` in nanoseconds of `CLOCK_MONOTONIC`, the lock's clock.
+    private let gatherNanoseconds: UInt64
+    /// Jobs queued or being processed, which the pool reads to choose a connection.
     let load = Atomic<Int>(0)
+    /// Round trips made by the I/O thread, and the callers' units they carried (for tests).
+    package let roundTrips = Atomic<Int>(0)
+    package let unitsSent = Atomic<Int>(0)
+    /// The default ``ConnectionSettings/gatherWindow``.
+    package static let defaultGatherWindow = Duration.microseconds(50)
 
     // Guarded by `lock`.
     let lock = ConditionLock()
     private var pending: [Job] = []
+    /// The queue length at which a caller wakes the I/O thread: 1, or while it gathers a round
+    /// trip's callers, as many as the last round trip resumed.
+    private var wakeThreshold = 1
     var closed = false
     private var started = false
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -95,6 +125,15 @@ package final class RedisConnection: @unchecked Sendable {
     package init(settings: ConnectionSettings, index: Int) {
         self.settings = settings
         self.index = index
+        let (seconds, attoseconds) = settings.gatherWindow.components
+        gatherNanoseconds = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+
+    /// Units queued for the I/O thread and not yet taken (for tests).
+    package var queuedUnits: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending.count
     }
 
     /// Sends commands as one pipelined unit and returns their replies in order. Error replies are
@@ -141,7 +180,7 @@ package final class RedisConnection: @unchecked Sendable {
                 startThread()
             }
             pending.append(Job(commands: commands, continuation: continuation))
-            if pending.count == 1 { lock.signal() }
+            if pending.count == wakeThreshold { lock.signal() }
             lock.unlock()
         }
         return try result.get()
@@ -214,9 +253,20 @@ package final class RedisConnection: @unchecked Sendable {
 
     private func run() {
         var jobs: [Job] = []
+        var lastRoundTrip = 0
         while true {
             lock.lock()
             while (pending.isEmpty || busy) && !closed { lock.wait() }
+            if gatherNanoseconds > 0 && lastRoundTrip > 1 && pending.count < lastRoundTrip {
+                // The callers the last round trip resumed are coming back with their next
+                // commands: wait a moment for them so that one round trip carries them all.
+                let deadline = Self.monotonicNanoseconds() + gatherNanoseconds
+                wakeThreshold = lastRoundTrip
+                while pending.count < lastRoundTrip && !closed && Self.monotonicNanoseconds() < deadline {
+                    lock.wait(untilNanoseconds: deadline)
+                }
+                wakeThreshold = 1
+            }
             if closed {
                 while busy { lock.wait() }  // an inline caller finishes its round trip first
                 let left = pending
@@ -239,12 +289,19 @@ package final class RedisConnection: @unchecked Sendable {
             swap(&jobs, &pending)
             busy = true
             lock.unlock()
+            lastRoundTrip = jobs.count
             process(jobs)
             jobs.removeAll(keepingCapacity: true)
             lock.lock()
             busy = false
             lock.unlock()
         }
+    }
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 
     private func process(_ jobs: [Job]) {
@@ -255,6 +312,8 @@ package final class RedisConnection: @unchecked Sendable {
             for job in jobs { job.continuation.resume(returning: .failure(error)) }
             return
         }
+        roundTrips.add(1, ordering: .relaxed)
+        unitsSent.add(jobs.count, ordering: .relaxed)
         let results = perform(jobs.map(\.commands), on: context)
         for (job, result) in zip(jobs, results) {
             job.continuation.resume(returning: result)

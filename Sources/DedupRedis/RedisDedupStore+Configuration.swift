@@ -11,7 +11,9 @@ extension RedisDedupStore {
         public var commandTimeout: Duration
         /// How many connections (each with its own I/O thread). Default 2: Redis executes commands
         /// on one thread, and concurrent calls on one connection are pipelined, so more connections
-        /// mostly add threads; two keep one connection busy while the other's replies are parsed.
+        /// mostly add threads. Calls fill the first connection (up to 16 in progress) before the
+        /// next is used: callers sharing a connection share its round trips, and the server reads
+        /// once for all of them.
         public var poolSize: Int
         /// The first part of every key (`<keyPrefix>:<namespace length>:<namespace>:<key>`).
         /// Default `dedup`.

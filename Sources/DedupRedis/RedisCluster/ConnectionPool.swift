@@ -1,6 +1,9 @@
 import Synchronization
 
-/// A few connections to one server; each call goes to the least loaded one.
+/// A few connections to one server. Calls fill the first connection up to ``sharedLoad`` jobs
+/// before another is used: concurrent callers on one connection share its round trips (one write
+/// and one read of the server's for all of them), where spread over several they would each make
+/// their own. Past that, each call goes to the least loaded connection.
 final class ConnectionPool: Sendable {
     let connections: [RedisConnection]
     private let nextConnection = Atomic<Int>(0)
@@ -9,10 +12,17 @@ final class ConnectionPool: Sendable {
         connections = (0..<size).map { RedisConnection(settings: settings, index: $0) }
     }
 
-    /// The least loaded connection, starting the search at a rotating position so ties spread.
+    /// Jobs (queued or in progress) a connection takes before calls go to another.
+    static let sharedLoad = 16
+
+    /// The first connection below ``sharedLoad``; when all are at it, the least loaded one,
+    /// starting the search at a rotating position so ties spread.
     func pick() -> RedisConnection {
         let count = connections.count
         if count == 1 { return connections[0] }
+        for connection in connections where connection.load.load(ordering: .relaxed) < Self.sharedLoad {
+            return connection
+        }
         let start = nextConnection.add(1, ordering: .relaxed).oldValue & Int.max
         var best = connections[start % count]
         var bestLoad = best.load.load(ordering: .relaxed)
