@@ -45,6 +45,15 @@ final class ClusterRouter: Sendable {
     /// The primaries of the current map (empty before the first).
     var primaries: [ClusterNodeAddress] { state.withLock { $0.map?.primaries ?? [] } }
 
+    /// The index of the primary serving each slot in the current map, `nil` for a slot none does
+    /// (or before the first map).
+    func primaryIndexes(ofSlots slots: [Int]) -> [Int?] {
+        state.withLock { state in
+            guard let map = state.map else { return slots.map { _ in nil } }
+            return slots.map { map.primaryIndex(forSlot: $0) }
+        }
+    }
+
     /// Takes a map read elsewhere (the store's first `CLUSTER SLOTS`, on the seed).
     func adopt(_ map: SlotMap) {
         state.withLock { install(map, in: &$0) }

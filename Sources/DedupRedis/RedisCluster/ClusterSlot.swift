@@ -45,7 +45,8 @@ extension RedisCommand {
     /// their keys beside them: the name, then the key (`SET`, `GET`, …) or, for a script call, the
     /// key count and the first key. Every command the store sends with keys takes keys of one slot.
     package var clusterSlot: Int? {
-        body.withUnsafeBufferPointer { body -> Int? in
+        if let routingSlot { return routingSlot }
+        return body.withUnsafeBufferPointer { body -> Int? in
             var reader = ArgumentReader(body)
             guard let name = reader.next() else { return nil }
             if Self.isScriptCall(name) {
