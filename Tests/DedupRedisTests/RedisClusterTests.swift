@@ -21,6 +21,7 @@ struct RedisClusterTests {
             try await followsAskAndMovedThroughAMigration(cluster)
             try await logsInAsAnACLUserOnEveryNode(cluster)
             try await aDatabaseNumberIsRefused(cluster)
+            try await seedNodesAreAskedInTurn(cluster)
             try await singleServersAreNotTakenForClusters()
         }
     }
@@ -279,6 +280,46 @@ struct RedisClusterTests {
         let refused = try makeRedisStore("redis://billing:wrong@127.0.0.1:\(port)", prefix: "acl")
         await expectDedupError(.authenticationFailed) { _ = try await refused.claim(request(id("orders", "a0"))) }
         await refused.close()
+    }
+
+    /// Several seed nodes: the first down, the next answers; none answering is a typed error
+    /// naming each seed tried, without the password; a seed that is not a cluster node is refused.
+    private func seedNodesAreAskedInTurn(_ cluster: RedisCluster) async throws {
+        for node in cluster.nodes {
+            _ = try await node.cli("ACL", "SETUSER", "seeder", "on", ">t0psecret", "~seed:*", "+@all")
+        }
+        let down = [try RedisServer.freePort(), try RedisServer.freePort()]
+        let live = cluster.nodes[1].port!
+        let store = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(down[0]),127.0.0.1:\(live)",
+            prefix: "seed"
+        )
+        let answers = try await store.claim(batch: (0..<30).map { request(id("orders", "s\($0)")) })
+        #expect(answers.allSatisfy { $0.kind == "acquired" })
+        #expect(store.isCluster)
+        let completed = try await store.complete(
+            batch: answers.compactMap(\.lease).map { Completion(lease: $0, retention: .seconds(3600)) }
+        )
+        #expect(completed.allSatisfy { $0 == .completed })
+        await store.close()
+
+        let unreachable = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(down[0]),127.0.0.1:\(down[1])",
+            prefix: "seed"
+        )
+        let error = await expectDedupError(.storeUnavailable) {
+            _ = try await unreachable.claim(request(id("orders", "s0")))
+        }
+        #expect(error?.message.contains("127.0.0.1:\(down[0])") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("127.0.0.1:\(down[1])") == true)
+        #expect(error?.message.contains("t0psecret") == false)
+        await unreachable.close()
+
+        try await withRedisServer { single in
+            let mixed = try makeRedisStore("redis://127.0.0.1:\(down[0]),127.0.0.1:\(single.port!)", prefix: "seed")
+            await expectDedupError(.invalidConfiguration) { _ = try await mixed.claim(request(id("orders", "s0"))) }
+            await mixed.close()
+        }
     }
 
     /// A cluster has one database: a URL naming another is refused, clearly.
