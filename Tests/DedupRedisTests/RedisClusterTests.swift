@@ -198,7 +198,14 @@ struct RedisClusterTests {
             _ = try await target.server.cli("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceState.id)
             _ = try await source.cli("CLUSTER", "SETSLOT", String(slot), "MIGRATING", target.id)
             _ = try await source.cli(
-                "MIGRATE", "127.0.0.1", String(target.server.port!), "", "0", "5000", "KEYS", movingKey
+                "MIGRATE",
+                "127.0.0.1",
+                String(target.server.port!),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                movingKey
             )
             if finished {
                 for node in states where node.isPrimary {

@@ -65,7 +65,9 @@ extension RedisDedupStore {
         for (node, pool) in seeds {
             do {
                 return (try await pool.pick().execute([ClusterRouter.clusterSlotsCommand])[0], node)
-            } catch where seeds.count > 1 && (error.code == .storeUnavailable || error.code == .timeout) {
+            } catch {
+                // Another seed may answer; any other error (a refused login, say) is the cluster's.
+                guard seeds.count > 1, error.code == .storeUnavailable || error.code == .timeout else { throw error }
                 failures.append("\(node): \(error.message)")
             }
         }
