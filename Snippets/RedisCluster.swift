@@ -7,8 +7,11 @@ import DedupRedis
 import Foundation
 
 // snippet.url
-// Any primary or replica of the cluster will do as the seed; database 0 only.
-let url = ProcessInfo.processInfo.environment["DEDUP_REDIS_URL"] ?? "redis://127.0.0.1:31001"
+// Any primary or replica of the cluster will do as a seed, and several, comma-separated, are asked
+// in turn until one answers; database 0 only.
+let url =
+    ProcessInfo.processInfo.environment["DEDUP_REDIS_URL"]
+    ?? "redis://127.0.0.1:31001,127.0.0.1:31002,127.0.0.1:31003"
 let store = try RedisDedupStore(url: url)
 let consumer = try IdempotentConsumer(store: store, namespace: "billing")
 let outcome = try await consumer.process(key: "invoice-4711") { _ in

@@ -113,6 +113,13 @@ extension RedisConnection {
         for script in RedisScript.all {
             ok = ok && RedisCommand("SCRIPT", "LOAD", script.source).append(to: context)
         }
+        // The completion across slots, when it was refused: not one of the scripts every server
+        // takes (a server before Redis 7.0 refuses its flags), so a refusal to load it is left to
+        // the call sent again, whose `NOSCRIPT` the store answers by completing by slot.
+        let acrossSlots = positions.contains { units[$0.0][$0.1].body.starts(with: Self.acrossSlotsCallPrefix) }
+        if acrossSlots {
+            ok = ok && RedisCommand("SCRIPT", "LOAD", RedisScript.completeAcrossSlots.source).append(to: context)
+        }
         for (jobIndex, commandIndex) in positions {
             ok = ok && units[jobIndex][commandIndex].append(to: context)
         }
@@ -139,6 +146,10 @@ extension RedisConnection {
                 return (error, failedUnits)
             }
         }
+        if acrossSlots, case .failure(let error) = readReply(context) {
+            disconnect()
+            return (error, failedUnits)
+        }
         for (jobIndex, commandIndex) in positions {
             switch readReply(context) {
             case .success(let reply):
@@ -150,6 +161,9 @@ extension RedisConnection {
         }
         return nil
     }
+
+    /// `EVALSHA <complete across slots sha>`, encoded: how a call of that script starts.
+    private static let acrossSlotsCallPrefix = RedisCommand("EVALSHA", RedisScript.completeAcrossSlots.sha).body
 
     /// Writes a round trip's commands into ``outbound`` and that to the socket: one `send` unless
     /// the socket takes it in parts. (hiredis would copy the commands into an output buffer it

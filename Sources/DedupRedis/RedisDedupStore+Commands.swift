@@ -166,18 +166,24 @@ extension RedisDedupStore {
 
     /// `EVALSHA <complete> <n> <key>… <retention ms> <retention field>` and, per completion, `<owner
     /// header> <result field> <first claim or "">`, written in one pass. The completions share a
-    /// retention.
-    func completeCommand(_ completions: UnsafeBufferPointer<Completion>, _ pieces: inout CommandPieces) -> RedisCommand
-    {
+    /// retention. Across slots: `EVALSHA <complete across slots> 0 <n> <key>…` and the rest as
+    /// before, routed by the first key's slot (see ``RedisScript/completeAcrossSlots``).
+    func completeCommand(
+        _ completions: UnsafeBufferPointer<Completion>,
+        _ pieces: inout CommandPieces,
+        acrossSlots: Bool = false
+    ) -> RedisCommand {
         let retention = pieces.retentionArgument(completions[0].retention)
-        var capacity = Self.completePrefix.count + 24 + retention.count
+        let prefix = acrossSlots ? Self.completeAcrossSlotsPrefix : Self.completePrefix
+        var capacity = prefix.count + 24 + retention.count
         for index in completions.indices {
             capacity += 4 * 24 + keyLength(completions[index].lease.id) + completions[index].lease.ownerToken.utf8.count
             capacity += pieces.ownerHeaderStart(completions[index].lease.ownerLabel).count
             capacity += completions[index].result.map { RecordValue.resultArgumentOverhead + $0.count } ?? 0
         }
-        return RedisCommand(count: 3 + 4 * completions.count + 2, capacity: capacity) { writer in
-            writer.encoded(Self.completePrefix, arguments: 2)
+        var command = RedisCommand(count: (acrossSlots ? 4 : 3) + 4 * completions.count + 2, capacity: capacity) {
+            writer in
+            writer.encoded(prefix, arguments: acrossSlots ? 3 : 2)
             writer.bulkHeader(RespWriter.digitCount(completions.count))
             writer.decimal(Int64(completions.count))
             writer.finish()
@@ -193,6 +199,8 @@ extension RedisDedupStore {
                 )
             }
         }
+        if acrossSlots { command.routingSlot = ClusterSlot.slot(of: key(for: completions[0].lease.id)) }
+        return command
     }
 
     /// A completion's owner header (from `headerStart`, its start for the lease's label), result
@@ -225,6 +233,9 @@ extension RedisDedupStore {
 
     /// `EVALSHA <complete sha>`, encoded (the key count follows).
     private static let completePrefix: [UInt8] = RedisCommand("EVALSHA", RedisScript.complete.sha).body
+    /// `EVALSHA <complete across slots sha> 0`, encoded (the key count, as an argument, follows).
+    private static let completeAcrossSlotsPrefix: [UInt8] =
+        RedisCommand("EVALSHA", RedisScript.completeAcrossSlots.sha, "0").body
 
     func readCommand(_ key: [UInt8]) -> RedisCommand {
         var command = RedisScript.read.callPrefix

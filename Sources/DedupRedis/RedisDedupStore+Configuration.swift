@@ -29,9 +29,9 @@ extension RedisDedupStore {
         /// Whether a batch of completions runs the completion script once for all its keys (up to
         /// ``RedisDedupStore/maximumKeysPerCompletion`` per call) rather than once per key. Default
         /// `true`: the script's fixed cost is most of a completion's cost on the server. On a Redis
-        /// Cluster the store reaches itself, a call takes only keys of one hash slot (see
-        /// <doc:RedisCluster>). Set it to `false` behind a Redis Cluster proxy, or anything else
-        /// that refuses a script whose keys are in different hash slots (`CROSSSLOT`); each
+        /// Cluster the store reaches itself, a call takes the keys of one primary, in any of its
+        /// slots (see <doc:RedisCluster>). Set it to `false` behind a Redis Cluster proxy, or
+        /// anything else that refuses a script whose keys are in different hash slots (`CROSSSLOT`); each
         /// completion then takes a call of its own, all still pipelined in one round trip.
         public var completesBatchesInOneScript: Bool
 

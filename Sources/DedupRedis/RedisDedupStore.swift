@@ -352,6 +352,11 @@ public final class RedisDedupStore: DedupStore {
         if completions.isEmpty { return [] }
         let oneScript = configuration.completesBatchesInOneScript && !refusesKeysAcrossSlots.load(ordering: .relaxed)
         if oneScript { try await resolveTopology() }
+        if oneScript, isCluster, !refusesScriptFlags.load(ordering: .relaxed),
+            let keyReplies = try await completeAcrossSlots(completions)
+        {
+            return try decodeCompletionAnswers(keyReplies)
+        }
         let calls = completionCalls(completions, keysPerCall: oneScript ? Self.maximumKeysPerCompletion : 1)
         let replies = try await executeCompletions(completions, calls)
         // A Redis Cluster proxy refuses a script whose keys lie in different hash slots, before it
@@ -399,9 +404,13 @@ public final class RedisDedupStore: DedupStore {
     /// Set once a server refused a completion across hash slots (`CROSSSLOT`).
     private let refusesKeysAcrossSlots = Atomic<Bool>(false)
 
+    /// Set once a cluster refused the completion script across slots (a server before Redis 7.0,
+    /// or a proxy): completions go by slot from then on.
+    let refusesScriptFlags = Atomic<Bool>(false)
+
     /// The calls a batch of completions takes: runs of up to `keysPerCall` completions with one
     /// retention (a consumer's all share it), in order; on a cluster, with keys of one hash slot.
-    private func completionCalls(_ completions: [Completion], keysPerCall: Int) -> [Range<Int>] {
+    func completionCalls(_ completions: [Completion], keysPerCall: Int) -> [Range<Int>] {
         var calls: [Range<Int>] = []
         var start = completions.startIndex
         let slots = keysPerCall > 1 && isCluster ? completions.map { ClusterSlot.slot(of: key(for: $0.lease.id)) } : nil
@@ -420,7 +429,7 @@ public final class RedisDedupStore: DedupStore {
     }
 
     /// One call of the completion script per range of `completions`, pipelined in one round trip.
-    private func executeCompletions(
+    func executeCompletions(
         _ completions: [Completion],
         _ calls: [Range<Int>]
     ) async throws(DedupError) -> [RedisReply] {

@@ -4,6 +4,8 @@ import Dedup
 ///
 /// Accepted URLs:
 /// - `redis://[user:password@]host[:port][/db]`: TCP; port 6379 and database 0 by default.
+///   Several hosts, `redis://host1:port1,host2:port2`, are seed nodes of one Redis Cluster: the
+///   store asks each in turn for the slot map until one answers (see <doc:RedisCluster>).
 ///   `redis://:password@host` and `redis://password@host` log in with a password only
 ///   (`requirepass`), `user:password@` as an ACL user. IPv6 hosts go in brackets: `redis://[::1]:6379`.
 /// - `unix://[user:password@]/path/to/redis.sock[?db=N]`: a Unix socket. The user-info part sits
@@ -31,6 +33,11 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
     public var password: String?
     /// The logical database to `SELECT` (0 by default).
     public var database: Int
+    /// More nodes of the same Redis Cluster, asked for its slot map in turn when ``transport``
+    /// does not answer (`redis://host1:port1,host2:port2`); empty for a single server.
+    public var additionalSeeds: [Transport] = []
+    /// ``transport`` and then ``additionalSeeds``: every node the store may ask first.
+    public var seeds: [Transport] { [transport] + additionalSeeds }
 
     /// The port used when a `redis://` URL names none.
     public static let defaultPort = 6379
@@ -131,30 +138,41 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             return
         }
 
-        // redis://host[:port][/db]
-        var host: Substring
-        var portText: Substring?
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw invalid("an IPv6 host lacks its closing ]") }
-            host = authority[authority.index(after: authority.startIndex)..<close]
-            let tail = authority[authority.index(after: close)...]
-            if !tail.isEmpty {
-                guard tail.hasPrefix(":") else { throw invalid("expected :port after the IPv6 host") }
-                portText = tail.dropFirst()
+        // redis://host[:port][,host[:port]…][/db]: several hosts are seed nodes of one cluster.
+        func hostAndPort(_ authority: Substring) throws(DedupError) -> Transport {
+            var host: Substring
+            var portText: Substring?
+            if authority.hasPrefix("[") {
+                guard let close = authority.firstIndex(of: "]") else {
+                    throw invalid("an IPv6 host lacks its closing ]")
+                }
+                host = authority[authority.index(after: authority.startIndex)..<close]
+                let tail = authority[authority.index(after: close)...]
+                if !tail.isEmpty {
+                    guard tail.hasPrefix(":") else { throw invalid("expected :port after the IPv6 host") }
+                    portText = tail.dropFirst()
+                }
+            } else if let colon = authority.lastIndex(of: ":") {
+                host = authority[..<colon]
+                portText = authority[authority.index(after: colon)...]
+            } else {
+                host = authority
             }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = authority[..<colon]
-            portText = authority[authority.index(after: colon)...]
-        } else {
-            host = authority
+            guard !host.isEmpty else { throw invalid("the host is missing") }
+            var port = Self.defaultPort
+            if let portText {
+                guard let value = Int(portText), (1...65535).contains(value) else {
+                    throw invalid(
+                        "the port must be a number from 1 to 65535, not \(String(portText).debugDescription)"
+                    )
+                }
+                port = value
+            }
+            return .tcp(host: String(host), port: port)
         }
-        guard !host.isEmpty else { throw invalid("the host is missing") }
-        var port = Self.defaultPort
-        if let portText {
-            guard let value = Int(portText), (1...65535).contains(value) else {
-                throw invalid("the port must be a number from 1 to 65535, not \(String(portText).debugDescription)")
-            }
-            port = value
+        var seeds: [Transport] = []
+        for seed in authority.split(separator: ",", omittingEmptySubsequences: false) {
+            seeds.append(try hostAndPort(seed))
         }
         var database = 0
         let path = afterAuthority.drop(while: { $0 == "/" })
@@ -172,12 +190,8 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             }
             database = queryDatabase
         }
-        self.init(
-            transport: .tcp(host: String(host), port: port),
-            username: username,
-            password: password,
-            database: database
-        )
+        self.init(transport: seeds[0], username: username, password: password, database: database)
+        self.additionalSeeds = Array(seeds.dropFirst())
     }
 
     /// The endpoint as a URL with the password replaced by `***`: safe to print and log.
@@ -189,9 +203,12 @@ public struct RedisEndpoint: Hashable, Sendable, CustomStringConvertible, Custom
             userInfo = "\(username)@"
         }
         switch transport {
-        case .tcp(let host, let port):
-            let shownHost = host.contains(":") ? "[\(host)]" : host
-            return "redis://\(userInfo)\(shownHost):\(port)/\(database)"
+        case .tcp:
+            let hosts = seeds.compactMap { seed -> String? in
+                guard case .tcp(let host, let port) = seed else { return nil }
+                return (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+            }
+            return "redis://\(userInfo)\(hosts.joined(separator: ","))/\(database)"
         case .unixSocket(let path):
             return "unix://\(userInfo)\(path)" + (database == 0 ? "" : "?db=\(database)")
         }

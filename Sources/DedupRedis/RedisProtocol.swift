@@ -8,6 +8,9 @@ import CHiredis
 package struct RedisCommand: Sendable {
     private(set) var body: [UInt8] = []
     private(set) var count = 0
+    /// The hash slot a cluster routes the command by when its keys are not declared as keys (the
+    /// completion script across slots takes them as arguments); `nil`: its first key's slot.
+    package var routingSlot: Int?
 
     package init(_ arguments: String...) {
         body.reserveCapacity(64)

@@ -376,6 +376,24 @@ struct RedisScript: Sendable {
                     """
     )
 
+    /// ``complete`` for keys of several hash slots served by one Redis Cluster node (Redis 7's
+    /// `allow-cross-slot-keys` flag): a cluster refuses declared keys of several slots before a
+    /// script runs (`CROSSSLOT`), so none are declared, and ARGV is the key count, the keys, then
+    /// ``complete``'s ARGV. A key the node does not serve (its slot moved or part-way through a
+    /// migration) is refused when the script reads it, before anything is written for it: that
+    /// key's answer is the error (`ERR Script attempted to access a non local key…`), and the store
+    /// completes it again by its slot (see <doc:RedisCluster>). Not loaded with the others: a
+    /// server without script flags (before 7.0) refuses it, and the store loads it on first use.
+    static let completeAcrossSlots = RedisScript(
+        name: "complete across slots",
+        source: """
+            #!lua flags=allow-cross-slot-keys
+            local n = tonumber(ARGV[1])
+            local KEYS, ARGV = {unpack(ARGV, 2, n + 1)}, {unpack(ARGV, n + 2)}
+
+            """ + complete.source
+    )
+
     /// ARGV: owner header. Returns 1 released (deleted), 0 lease lost.
     static let release = RedisScript(
         name: "release",

@@ -69,7 +69,8 @@ final class BenchCluster {
     func keysPerNode() throws -> [Int] {
         try nodes.map { node in
             let answer = try RedisServer.command(host: node.host, port: node.port, ["DBSIZE"])
-            guard answer.hasPrefix(":"), let count = Int(answer.dropFirst()) else {
+            // The control connection answers an integer reply as its digits.
+            guard let count = Int(answer) else {
                 throw BenchError("DBSIZE answered \(answer)")
             }
             return count

@@ -26,6 +26,14 @@ struct RedisClusterInspectTests {
             for node in cluster.nodes {
                 #expect(text.stdout.contains("127.0.0.1:\(node.port!)"), "node \(node.port!) is reported")
             }
+
+            // Seed nodes, the first down: the next answers, for every subcommand as for the store.
+            let seeds = "redis://127.0.0.1:\(try RedisServer.freePort()),127.0.0.1:\(cluster.nodes[2].port!)"
+            let seeded = try await InspectBinary.run(["check", "--store", seeds])
+            #expect(seeded.status == 6, "\(seeded.stderr)")
+            #expect(seeded.stdout.contains("3 primaries, 3 replicas"), "\(seeded.stdout)")
+            let stats = try await InspectBinary.run(["stats", "--store", seeds])
+            #expect(stats.status == 0, "\(stats.stderr)")
         }
     }
 }

@@ -16,9 +16,12 @@ struct RedisClusterTests {
             try await batchesAnswerAsOneByOneCallsWould(cluster)
             try await batchLeasesEndNoLaterThanTheirRecords(cluster)
             try await hashTaggedCompletionsShareOneScript(cluster)
+            try await batchCompletionsTakeOneScriptPerPrimary(cluster)
+            try await completionsOfMovedKeysGoBySlot(cluster)
             try await followsAskAndMovedThroughAMigration(cluster)
             try await logsInAsAnACLUserOnEveryNode(cluster)
             try await aDatabaseNumberIsRefused(cluster)
+            try await seedNodesAreAskedInTurn(cluster)
             try await singleServersAreNotTakenForClusters()
         }
     }
@@ -138,6 +141,106 @@ struct RedisClusterTests {
         await store.close()
     }
 
+    /// A batch of keys in many slots: its completion is one call of the script per primary (keys
+    /// of several slots of that primary's in one call), not one per slot.
+    private func batchCompletionsTakeOneScriptPerPrimary(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "pernode")
+        let answers = try await store.claim(batch: (0..<100).map { request(id("orders", "n\($0)")) })
+        let leases = answers.compactMap(\.lease)
+        #expect(leases.count == 100)
+        let before = try await commandCalls(cluster, "evalsha")
+        let completed = try await store.complete(batch: leases.map { Completion(lease: $0, retention: .seconds(3600)) })
+        #expect(completed == Array(repeating: .completed, count: 100))
+        // The first call on each primary may load the script (`NOSCRIPT`, then `SCRIPT LOAD` and
+        // the call again).
+        let calls = try await commandCalls(cluster, "evalsha") - before
+        #expect((3...6).contains(calls), "one script call per primary, not \(calls)")
+        for lease in leases { #expect(try await store.record(for: lease.id)?.state == .completed) }
+        // Loaded everywhere: three calls. After `SCRIPT FLUSH` on every node: each primary answers
+        // `NOSCRIPT`, loads the script and runs the call again, six calls.
+        for (round, expected) in [(1, 3), (2, 6), (3, 3)] {
+            let again = try await store.claim(
+                batch: (100 * round..<100 * round + 100).map { request(id("orders", "n\($0)")) }
+            )
+            if round == 2 {
+                for node in cluster.nodes { _ = try await node.cli("SCRIPT", "FLUSH") }
+            }
+            let beforeAgain = try await commandCalls(cluster, "evalsha")
+            let completedAgain = try await store.complete(
+                batch: again.compactMap(\.lease).map { Completion(lease: $0, retention: .seconds(3600)) }
+            )
+            #expect(completedAgain == Array(repeating: .completed, count: 100), "round \(round)")
+            let calls = try await commandCalls(cluster, "evalsha") - beforeAgain
+            #expect(calls == expected, "round \(round): \(calls) calls")
+        }
+        await store.close()
+    }
+
+    /// A batch's completion on the primary the store's map names, for a key that node no longer
+    /// serves: moved away mid-migration (`ASK`), then with its slot moved (`MOVED`). The script
+    /// completes the node's other keys, and the moved key is completed by its slot, where it is.
+    private func completionsOfMovedKeysGoBySlot(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "gone")
+        for (tag, finished) in [("g", false), ("h", true)] {
+            let moving = id("orders", "{\(tag)}moving")
+            let movingKey = String(decoding: store.key(for: moving), as: UTF8.self)
+            let slot = ClusterSlot.slot(of: store.key(for: moving))
+            let (source, _) = try await cluster.primaryAndReplica(forKey: movingKey)
+            // Keys on the same primary in other slots, so they share the moving key's call.
+            var neighbours: [RecordID] = []
+            var index = 0
+            while neighbours.count < 5 {
+                let candidate = id("orders", "\(tag)-\(index)")
+                let key = String(decoding: store.key(for: candidate), as: UTF8.self)
+                if ClusterSlot.slot(of: store.key(for: candidate)) != slot,
+                    try await cluster.primaryAndReplica(forKey: key).primary.port == source.port
+                {
+                    neighbours.append(candidate)
+                }
+                index += 1
+            }
+            let states = try await cluster.states()
+            let sourceState = try #require(states.first { $0.server.port == source.port })
+            let target = try #require(states.first { $0.isPrimary && $0.id != sourceState.id })
+            let claimed = try await store.claim(batch: ([moving] + neighbours).map { request($0) })
+            #expect(claimed.allSatisfy { $0.kind == "acquired" })
+
+            _ = try await target.server.cli("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceState.id)
+            _ = try await source.cli("CLUSTER", "SETSLOT", String(slot), "MIGRATING", target.id)
+            _ = try await source.cli(
+                "MIGRATE",
+                "127.0.0.1",
+                String(target.server.port!),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                movingKey
+            )
+            if finished {
+                for node in states where node.isPrimary {
+                    _ = try await node.server.cli("CLUSTER", "SETSLOT", String(slot), "NODE", target.id)
+                }
+            }
+            let askingBefore = try await commandCalls(cluster, "asking")
+            let completed = try await store.complete(
+                batch: claimed.compactMap(\.lease).map { Completion(lease: $0, retention: .seconds(3600)) }
+            )
+            #expect(completed == Array(repeating: .completed, count: 6), "\(finished ? "MOVED" : "ASK")")
+            let askings = try await commandCalls(cluster, "asking") - askingBefore
+            #expect(askings == (finished ? 0 : 1), "the moved key followed \(finished ? "MOVED" : "an ASK")")
+            for recordID in [moving] + neighbours {
+                #expect(try await store.record(for: recordID)?.state == .completed, "\(recordID.key)")
+            }
+            if !finished {
+                for node in states where node.isPrimary {
+                    _ = try await node.server.cli("CLUSTER", "SETSLOT", String(slot), "NODE", target.id)
+                }
+            }
+        }
+        await store.close()
+    }
+
     /// A slot migrated by hand, step by step: while it migrates, a key already moved is found with
     /// `ASK` (`ASKING`, then the command on the importing node), and so is a new key; once the slot
     /// has moved, the store's stale map gets `MOVED` and follows it.
@@ -194,6 +297,46 @@ struct RedisClusterTests {
         let refused = try makeRedisStore("redis://billing:wrong@127.0.0.1:\(port)", prefix: "acl")
         await expectDedupError(.authenticationFailed) { _ = try await refused.claim(request(id("orders", "a0"))) }
         await refused.close()
+    }
+
+    /// Several seed nodes: the first down, the next answers; none answering is a typed error
+    /// naming each seed tried, without the password; a seed that is not a cluster node is refused.
+    private func seedNodesAreAskedInTurn(_ cluster: RedisCluster) async throws {
+        for node in cluster.nodes {
+            _ = try await node.cli("ACL", "SETUSER", "seeder", "on", ">t0psecret", "~seed:*", "+@all")
+        }
+        let down = [try RedisServer.freePort(), try RedisServer.freePort()]
+        let live = cluster.nodes[1].port!
+        let store = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(down[0]),127.0.0.1:\(live)",
+            prefix: "seed"
+        )
+        let answers = try await store.claim(batch: (0..<30).map { request(id("orders", "s\($0)")) })
+        #expect(answers.allSatisfy { $0.kind == "acquired" })
+        #expect(store.isCluster)
+        let completed = try await store.complete(
+            batch: answers.compactMap(\.lease).map { Completion(lease: $0, retention: .seconds(3600)) }
+        )
+        #expect(completed.allSatisfy { $0 == .completed })
+        await store.close()
+
+        let unreachable = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(down[0]),127.0.0.1:\(down[1])",
+            prefix: "seed"
+        )
+        let error = await expectDedupError(.storeUnavailable) {
+            _ = try await unreachable.claim(request(id("orders", "s0")))
+        }
+        #expect(error?.message.contains("127.0.0.1:\(down[0])") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("127.0.0.1:\(down[1])") == true)
+        #expect(error?.message.contains("t0psecret") == false)
+        await unreachable.close()
+
+        try await withRedisServer { single in
+            let mixed = try makeRedisStore("redis://127.0.0.1:\(down[0]),127.0.0.1:\(single.port!)", prefix: "seed")
+            await expectDedupError(.invalidConfiguration) { _ = try await mixed.claim(request(id("orders", "s0"))) }
+            await mixed.close()
+        }
     }
 
     /// A cluster has one database: a URL naming another is refused, clearly.

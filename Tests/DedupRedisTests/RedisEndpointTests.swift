@@ -23,6 +23,22 @@ struct RedisEndpointTests {
         #expect(endpoint.database == 3)
     }
 
+    @Test("several hosts are seed nodes of one cluster, printed without the password")
+    func seedNodes() throws {
+        let endpoint = try RedisEndpoint(url: "redis://worker:s3cret@10.0.0.5:7000,[::1]:7001,node-c")
+        #expect(endpoint.transport == .tcp(host: "10.0.0.5", port: 7000))
+        #expect(endpoint.additionalSeeds == [.tcp(host: "::1", port: 7001), .tcp(host: "node-c", port: 6379)])
+        #expect(endpoint.seeds.count == 3)
+        #expect(endpoint.password == "s3cret")
+        #expect(endpoint.redactedDescription == "redis://worker:***@10.0.0.5:7000,[::1]:7001,node-c:6379/0")
+        #expect(try RedisEndpoint(url: "redis://10.0.0.5").additionalSeeds.isEmpty)
+        for bad in ["redis://a:1,", "redis://a:1,,b:2", "redis://a:1,b:0", "redis://:pw@a:1,:2"] {
+            let error = #expect(throws: DedupError.self, "\(bad)") { try RedisEndpoint(url: bad) }
+            #expect(error?.code == .invalidConfiguration)
+            #expect(error?.message.contains("pw") == false)
+        }
+    }
+
     @Test("redis://:password@host logs in as the default user; IPv6 hosts in brackets")
     func passwordOnlyAndIPv6() throws {
         let endpoint = try RedisEndpoint(url: "redis://:secret@[::1]:7000")

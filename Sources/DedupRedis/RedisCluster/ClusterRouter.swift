@@ -45,6 +45,15 @@ final class ClusterRouter: Sendable {
     /// The primaries of the current map (empty before the first).
     var primaries: [ClusterNodeAddress] { state.withLock { $0.map?.primaries ?? [] } }
 
+    /// The index of the primary serving each slot in the current map, `nil` for a slot none does
+    /// (or before the first map).
+    func primaryIndexes(ofSlots slots: [Int]) -> [Int?] {
+        state.withLock { state in
+            guard let map = state.map else { return slots.map { _ in nil } }
+            return slots.map { map.primaryIndex(forSlot: $0) }
+        }
+    }
+
     /// Takes a map read elsewhere (the store's first `CLUSTER SLOTS`, on the seed).
     func adopt(_ map: SlotMap) {
         state.withLock { install(map, in: &$0) }
@@ -353,7 +362,8 @@ final class ClusterRouter: Sendable {
         if let error = await task?.value { throw error }
     }
 
-    /// Asks the known nodes in turn, then the URL's server, for `CLUSTER SLOTS`; adopts the first map.
+    /// Asks the known nodes in turn, then the URL's seed nodes, for `CLUSTER SLOTS`; adopts the
+    /// first map.
     private func readMap() async -> DedupError? {
         let known = state.withLock { $0.map?.nodes ?? [] }
         var lastError = DedupError(
@@ -365,6 +375,9 @@ final class ClusterRouter: Sendable {
             if let pool = try? pool(for: node) { sources.append((node, pool)) }
         }
         sources.append((nil, seed))
+        for (node, pool) in additionalSeedPools() where !known.contains(node) {
+            sources.append((node, pool))
+        }
         for (node, pool) in sources {
             do throws(DedupError) {
                 let reply = try await pool.pick().execute([Self.clusterSlotsCommand])[0]
@@ -391,6 +404,15 @@ final class ClusterRouter: Sendable {
     }
 
     static let clusterSlotsCommand = RedisCommand("CLUSTER", "SLOTS")
+
+    /// The pools of the URL's other seed nodes (`redis://host1:port1,host2:port2`), in its order.
+    func additionalSeedPools() -> [(ClusterNodeAddress, ConnectionPool)] {
+        settings.endpoint.additionalSeeds.compactMap { seed in
+            guard case .tcp(let host, let port) = seed else { return nil }
+            let node = ClusterNodeAddress(host: host, port: port)
+            return (try? pool(for: node)).map { (node, $0) }
+        }
+    }
 
     /// The seed's address for a map that names it by an empty host (a TCP seed only).
     var seedAddress: ClusterNodeAddress {

@@ -43,9 +43,12 @@ extension RedisCommand {
     /// The hash slot of the command's first key, `nil` for a command without keys (`TIME`, `PING`,
     /// `SCAN`, `INFO`, …). Read from the encoded arguments, so the store's commands need not carry
     /// their keys beside them: the name, then the key (`SET`, `GET`, …) or, for a script call, the
-    /// key count and the first key. Every command the store sends with keys takes keys of one slot.
+    /// key count and the first key. Every command the store sends with declared
+    /// keys takes keys of one slot; one without them (the completion across slots) has a
+    /// ``routingSlot``.
     package var clusterSlot: Int? {
-        body.withUnsafeBufferPointer { body -> Int? in
+        if let routingSlot { return routingSlot }
+        return body.withUnsafeBufferPointer { body -> Int? in
             var reader = ArgumentReader(body)
             guard let name = reader.next() else { return nil }
             if Self.isScriptCall(name) {

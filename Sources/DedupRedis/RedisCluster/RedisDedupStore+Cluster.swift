@@ -29,14 +29,21 @@ extension RedisDedupStore {
     }
 
     private func discoverTopology() async throws(DedupError) {
-        let reply = try await seedPool.pick().execute([ClusterRouter.clusterSlotsCommand])[0]
+        let (reply, asked) = try await askSeedsForSlots()
         // Refused: cluster support disabled, or `CLUSTER` renamed or not granted; a cluster node
         // behind such an ACL answers keys of other nodes with `MOVED`, which then fails typed.
-        guard reply.errorText == nil else {
+        if let text = reply.errorText {
+            guard endpoint.additionalSeeds.isEmpty else {
+                throw DedupError(
+                    .invalidConfiguration,
+                    "several Redis seed nodes name a cluster, but \(asked) is not a cluster node: \(text)",
+                    redisErrorText: text
+                )
+            }
             topology.store(Topology.single.rawValue, ordering: .relaxed)
             return
         }
-        let map = try SlotMap(clusterSlots: reply, askedNode: cluster.seedAddress)
+        let map = try SlotMap(clusterSlots: reply, askedNode: asked)
         cluster.adopt(map)
         if topology.exchange(Topology.cluster.rawValue, ordering: .relaxed) != Topology.cluster.rawValue {
             logger.debug(
@@ -46,5 +53,28 @@ extension RedisDedupStore {
                 ]
             )
         }
+    }
+
+    /// `CLUSTER SLOTS` from the URL's first seed node, else from the next that can be reached
+    /// (`redis://host1:port1,host2:port2`): its reply (an error from a server without cluster
+    /// support) and the node that gave it. None reached: an error naming each seed tried and why.
+    private func askSeedsForSlots() async throws(DedupError) -> (RedisReply, ClusterNodeAddress) {
+        var seeds = [(cluster.seedAddress, seedPool)]
+        if !endpoint.additionalSeeds.isEmpty { seeds += cluster.additionalSeedPools() }
+        var failures: [String] = []
+        for (node, pool) in seeds {
+            do {
+                return (try await pool.pick().execute([ClusterRouter.clusterSlotsCommand])[0], node)
+            } catch {
+                // Another seed may answer; any other error (a refused login, say) is the cluster's.
+                guard seeds.count > 1, error.code == .storeUnavailable || error.code == .timeout else { throw error }
+                failures.append("\(node): \(error.message)")
+            }
+        }
+        throw DedupError(
+            .storeUnavailable,
+            "no seed node of the Redis Cluster at \(endpoint.redactedDescription) answered CLUSTER SLOTS; tried "
+                + failures.joined(separator: "; ")
+        )
     }
 }
