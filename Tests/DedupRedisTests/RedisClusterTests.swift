@@ -332,6 +332,29 @@ struct RedisClusterTests {
         #expect(error?.message.contains("t0psecret") == false)
         await unreachable.close()
 
+        // A seed that refuses `CLUSTER SLOTS` to this user (an ACL, a proxy) is not taken for a
+        // server without cluster support: the next seed is asked.
+        let refusing = cluster.nodes[0]
+        _ = try await refusing.cli("ACL", "SETUSER", "seeder", "-cluster|slots")
+        let pastRefusal = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(refusing.port!),127.0.0.1:\(live)",
+            prefix: "seed"
+        )
+        #expect(try await pastRefusal.claim(request(id("orders", "past-refusal"))).kind == "acquired")
+        #expect(pastRefusal.isCluster)
+        await pastRefusal.close()
+        let allRefusing = try makeRedisStore(
+            "redis://seeder:t0psecret@127.0.0.1:\(refusing.port!),127.0.0.1:\(down[0])",
+            prefix: "seed"
+        )
+        let refused = await expectDedupError(.invalidConfiguration) {
+            _ = try await allRefusing.claim(request(id("orders", "s0")))
+        }
+        #expect(refused?.message.contains("NOPERM") == true, "\(refused?.message ?? "")")
+        #expect(refused?.message.contains("127.0.0.1:\(down[0])") == true)
+        await allRefusing.close()
+        _ = try await refusing.cli("ACL", "SETUSER", "seeder", "+cluster|slots")
+
         try await withRedisServer { single in
             let mixed = try makeRedisStore("redis://127.0.0.1:\(down[0]),127.0.0.1:\(single.port!)", prefix: "seed")
             await expectDedupError(.invalidConfiguration) { _ = try await mixed.claim(request(id("orders", "s0"))) }

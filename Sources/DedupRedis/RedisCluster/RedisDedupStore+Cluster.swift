@@ -57,24 +57,44 @@ extension RedisDedupStore {
 
     /// `CLUSTER SLOTS` from the URL's first seed node, else from the next that can be reached
     /// (`redis://host1:port1,host2:port2`): its reply (an error from a server without cluster
-    /// support) and the node that gave it. None reached: an error naming each seed tried and why.
+    /// support) and the node that gave it. With several seeds, one that refuses the command for
+    /// another reason (an ACL without `cluster|slots`, a proxy) is passed over like one that cannot
+    /// be reached. None answering: an error naming each seed tried and why.
     private func askSeedsForSlots() async throws(DedupError) -> (RedisReply, ClusterNodeAddress) {
         var seeds = [(cluster.seedAddress, seedPool)]
         if !endpoint.additionalSeeds.isEmpty { seeds += cluster.additionalSeedPools() }
         var failures: [String] = []
+        var refusal: String?
         for (node, pool) in seeds {
             do {
-                return (try await pool.pick().execute([ClusterRouter.clusterSlotsCommand])[0], node)
+                let reply = try await pool.pick().execute([ClusterRouter.clusterSlotsCommand])[0]
+                guard seeds.count > 1, let text = reply.errorText, !Self.saysClusterSupportIsDisabled(text) else {
+                    return (reply, node)
+                }
+                failures.append("\(node): \(text)")
+                refusal = text
             } catch {
                 // Another seed may answer; any other error (a refused login, say) is the cluster's.
                 guard seeds.count > 1, error.code == .storeUnavailable || error.code == .timeout else { throw error }
                 failures.append("\(node): \(error.message)")
             }
         }
+        let tried = failures.joined(separator: "; ")
+        if let refusal {
+            throw DedupError(
+                .invalidConfiguration,
+                "no seed node of the Redis Cluster at \(endpoint.redactedDescription) gave its slot map; tried \(tried)",
+                redisErrorText: refusal
+            )
+        }
         throw DedupError(
             .storeUnavailable,
-            "no seed node of the Redis Cluster at \(endpoint.redactedDescription) answered CLUSTER SLOTS; tried "
-                + failures.joined(separator: "; ")
+            "no seed node of the Redis Cluster at \(endpoint.redactedDescription) answered CLUSTER SLOTS; tried \(tried)"
         )
+    }
+
+    /// Whether `CLUSTER SLOTS` was refused because the server runs without cluster support.
+    static func saysClusterSupportIsDisabled(_ errorText: String) -> Bool {
+        errorText.localizedCaseInsensitiveContains("cluster support disabled")
     }
 }
