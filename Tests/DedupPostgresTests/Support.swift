@@ -48,11 +48,19 @@ func freshSchema(_ purpose: String = "t") -> String {
     "\(purpose)_\(UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: ""))"
 }
 
+extension PostgresDedupStore.Configuration {
+    /// The tests' configuration: a call timeout well above the default 10 s. The whole suite starts
+    /// at once on 2 cores, and a store's first call (its migrations, queued behind other tests'
+    /// work in the shared pools) can take longer than 10 s there; no test here is about the timeout
+    /// but the ones that set their own.
+    static var forTests: Self { .init(timeout: .seconds(60)) }
+}
+
 /// A store in a fresh schema on the shared server.
 func makeStore(
     schema: String = freshSchema(),
     client index: Int = 0,
-    configuration: PostgresDedupStore.Configuration = .init()
+    configuration: PostgresDedupStore.Configuration = .forTests
 )
     async throws -> PostgresDedupStore
 {

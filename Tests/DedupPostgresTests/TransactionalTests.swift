@@ -12,7 +12,7 @@ import Testing
 struct TransactionalTests {
     /// A store in a fresh schema with an `effects` table beside the dedup tables.
     static func storeWithEffects(
-        _ configuration: PostgresDedupStore.Configuration = .init()
+        _ configuration: PostgresDedupStore.Configuration = .forTests
     ) async throws -> PostgresDedupStore {
         let store = try await makeStore(configuration: configuration)
         try await TestDatabase.shared.server().psql(
