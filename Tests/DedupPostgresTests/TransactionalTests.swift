@@ -185,8 +185,8 @@ struct TransactionalTests {
 
     @Test("a plain claim of a key another transaction is processing waits at most lock_timeout, then fails busy")
     func plainClaimBehindTransactionFailsBusy() async throws {
-        // The call timeout is far longer than lock_timeout: the wait must end in busy, not timeout.
-        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200), timeout: .seconds(3)))
+        // lock_timeout, not the call timeout (10 s by default), must end the wait: busy, not timeout.
+        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200)))
         let id = makeID("order-7")
         let (holder, releaseContinuation) = await Self.holdRow(of: id, in: store, effect: nil)
         let error = await expectDedupError(.busy) {
