@@ -7,9 +7,10 @@
 //   postgres_ceiling CONNINFO SCHEMA MODE N
 //     MODE single  one claim, then one completion of the acquired key, per message
 //          batch   claims of 100 keys in one statement, their completions in another
-//          txn     BEGIN; lock_timeout; claim; INSERT one effect row; completion; COMMIT, per message
-//                  (the store bounds lock waits in a transaction, as its contract requires:
-//                  `SELECT set_config('lock_timeout', …, true)`, the statement it sends)
+//          txn     BEGIN; claim; INSERT one effect row; completion; COMMIT, per message
+//   Every claim passes a lock_timeout of 5,000 ms, as the store passes its configured one: the
+//   claim function sets it for the transaction before its upsert (in txn mode, what bounds the
+//   effect row's and the completion's lock waits too), in the same call.
 //   Each mode runs N new keys, then the same N keys again (all duplicates), and prints one line a
 //   pass: `postgres mode=M batch=B pass=unique|duplicate n=N seconds=S msgs_per_s=R`.
 //
@@ -82,14 +83,10 @@ static int claim_and_complete(int first, int count, unsigned pass_token, int txn
     array(fingerprints, first, count, text_element, "\"\"");
     array(has, first, count, text_element, "f");
     array(brokers, first, count, text_element, "-1");
-    const char *claim_values[9] = {namespaces, keys, tokens, labels, leases, retentions, fingerprints, has, brokers};
-    if (txn) {
-        command("BEGIN");
-        PGresult *timeout = PQexecPrepared(connection, "lock_timeout", 0, NULL, NULL, NULL, 0);
-        if (PQresultStatus(timeout) != PGRES_TUPLES_OK) fail("lock_timeout", timeout);
-        PQclear(timeout);
-    }
-    PGresult *claimed = PQexecPrepared(connection, "claim", 9, claim_values, NULL, NULL, 0);
+    const char *claim_values[10] = {namespaces, keys, tokens, labels, leases, retentions, fingerprints, has, brokers,
+                                    "5000"};
+    if (txn) command("BEGIN");
+    PGresult *claimed = PQexecPrepared(connection, "claim", 10, claim_values, NULL, NULL, 0);
     if (PQresultStatus(claimed) != PGRES_TUPLES_OK || PQntuples(claimed) != count) fail("claim", claimed);
     // Column 2 is the lease's fencing token (NULL when none was taken), column 9 the existing
     // record's state.
@@ -153,9 +150,9 @@ int main(int argc, char **argv) {
     char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT * FROM \"%s\".dedup_claim($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], "
-             "$6::bigint[], $7::bytea[], $8::bool[], $9::bigint[])",
+             "$6::bigint[], $7::bytea[], $8::bool[], $9::bigint[], $10::bigint)",
              schema);
-    prepare("claim", sql, 9);
+    prepare("claim", sql, 10);
     snprintf(sql, sizeof sql,
              "SELECT * FROM \"%s\".dedup_complete($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[], "
              "$6::bool[])",
@@ -164,7 +161,6 @@ int main(int argc, char **argv) {
     if (txn) {
         snprintf(sql, sizeof sql, "INSERT INTO \"%s\".bench_effects (message_id, fencing) VALUES ($1, $2)", schema);
         prepare("effect", sql, 2);
-        prepare("lock_timeout", "SELECT set_config('lock_timeout', '5000', true)", 0);
     }
     for (int pass = 0; pass < 2; pass++) {
         int acquired = 0, duplicates = 0;

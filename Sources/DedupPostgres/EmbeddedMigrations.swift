@@ -64,9 +64,14 @@ extension PostgresMigration {
                 -- statement's snapshot. Keys are inserted sorted, so concurrent batches lock rows in one order.
                 -- One row per key, in input order: its position, now, the lease taken (NULLs when none), and the
                 -- existing record when no lease was taken (NULLs when none either).
+                -- $10, when not NULL, sets lock_timeout (milliseconds) for the rest of the caller's transaction
+                -- before the upsert, so a wait on a row another transaction holds ends in lock_not_available
+                -- (55P03): the claim's own wait, and in a transaction the statements after it, without a round
+                -- trip of their own.
                 CREATE FUNCTION dedup_claim(
                     namespaces bytea[], keys bytea[], owner_tokens bytea[], owner_labels bytea[], lease_ms bigint[],
-                    retention_ms bigint[], fingerprints bytea[], has_fingerprints boolean[], broker_times bigint[]
+                    retention_ms bigint[], fingerprints bytea[], has_fingerprints boolean[], broker_times bigint[],
+                    lock_timeout_ms bigint
                 ) RETURNS TABLE (
                     input_position bigint, now_ms bigint, lease_fencing bigint, lease_attempt bigint, lease_created_at bigint,
                     lease_lease_until bigint, lease_expires_at bigint, lease_fingerprint bytea, lease_broker_ms bigint,
@@ -77,6 +82,9 @@ extension PostgresMigration {
                 SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
                 #variable_conflict use_column
                 BEGIN
+                    IF $10 IS NOT NULL THEN
+                        PERFORM set_config('lock_timeout', $10::text, true);
+                    END IF;
                     RETURN QUERY
                     WITH clock AS (SELECT floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now),
                     input AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) WITH ORDINALITY

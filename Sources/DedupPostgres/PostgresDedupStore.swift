@@ -27,8 +27,9 @@ public final class PostgresDedupStore: DedupStore {
     public struct Configuration: Sendable {
         /// The PostgreSQL schema holding the dedup tables; created if missing. Default `public`.
         public var schema: String
-        /// How long a statement of a transactional claim waits for a row lock held by another
-        /// transaction before failing with ``/Dedup/DedupError/Code/busy`` (`lock_timeout`). Default 5 s.
+        /// How long a claim, and each statement of a transactional claim, waits for a row lock held by
+        /// another transaction (a transactional claim of the same key) before failing with
+        /// ``/Dedup/DedupError/Code/busy`` (`lock_timeout`). Default 5 s.
         public var lockTimeout: Duration
         /// How many times a transactional claim is run again after a serialization failure or a
         /// deadlock (SQLSTATE 40001, 40P01) before its error is thrown. Default 3.
@@ -310,7 +311,8 @@ public final class PostgresDedupStore: DedupStore {
             try ClaimRequest.validate(ownerLabel: request.ownerLabel)
             try ClaimRequest.validate(brokerTime: request.brokerTime)
         }
-        return try await ClaimBatch(requests).answers(sql: statements.claim) { query in
+        return try await ClaimBatch(requests, lockTimeout: configuration.lockTimeout).answers(sql: statements.claim) {
+            query in
             try await self.rows(query, "claim")
         }
     }
@@ -394,8 +396,14 @@ public final class PostgresDedupStore: DedupStore {
 /// later occurrences are answered from the state the first left (as one-by-one claims would be).
 struct ClaimBatch {
     let requests: [ClaimRequest]
+    /// The claim statement's `lock_timeout`: how long it (and, in a transaction, what follows it)
+    /// waits for a row another transaction holds.
+    let lockTimeout: Duration
 
-    init(_ requests: [ClaimRequest]) { self.requests = requests }
+    init(_ requests: [ClaimRequest], lockTimeout: Duration) {
+        self.requests = requests
+        self.lockTimeout = lockTimeout
+    }
 
     /// How often a key whose claim met a row changed after the statement's snapshot is tried again.
     static let attempts = 10
@@ -486,7 +494,7 @@ struct ClaimBatch {
 
     private func bindings(_ indices: [Int]) -> PostgresBindings {
         let chosen = indices.map { requests[$0] }
-        var bindings = PostgresBindings(capacity: 9)
+        var bindings = PostgresBindings(capacity: 10)
         bindings.appendBytes(chosen.map(\.id.namespace))
         bindings.appendBytes(chosen.map(\.id.key))
         bindings.appendBytes(chosen.map(\.ownerToken))
@@ -496,6 +504,7 @@ struct ClaimBatch {
         bindings.appendBytes(chosen.map { $0.fingerprint ?? "" })
         bindings.append(chosen.map { $0.fingerprint != nil })
         bindings.append(chosen.map { $0.brokerMilliseconds ?? -1 })
+        bindings.append(max(1, lockTimeout.wholeMilliseconds))
         return bindings
     }
 }

@@ -117,11 +117,12 @@ struct RecordStatements: Sendable {
         let now = Self.now
         // Each a call of the schema's function (Migrations/postgres/0002_claim_function.sql), which
         // runs the one statement of the transition with a plan kept per connection: sent as text,
-        // the statement cost the server more to parse and plan than to run, on every call.
+        // the statement cost the server more to parse and plan than to run, on every call. $10 is
+        // lock_timeout in milliseconds, set for the caller's transaction before the upsert.
         let schema = names.quotedSchema
         claim = """
             SELECT * FROM \(schema).dedup_claim($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], \
-            $6::bigint[], $7::bytea[], $8::bool[], $9::bigint[])
+            $6::bigint[], $7::bytea[], $8::bool[], $9::bigint[], $10::bigint)
             """
         complete = """
             SELECT * FROM \(schema).dedup_complete($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[], \

@@ -32,7 +32,8 @@ extension PostgresDedupStore {
     /// - Otherwise nothing is written and the answer says why (duplicate, in flight, mismatch).
     ///
     /// Every statement of the transaction waits at most ``Configuration/lockTimeout`` for a row
-    /// lock (`lock_timeout`); past it the call throws ``/Dedup/DedupError/Code/busy``. Until the
+    /// lock (`lock_timeout`, which the claim statement sets for its transaction); past it the call
+    /// throws ``/Dedup/DedupError/Code/busy``. Until the
     /// transaction commits, other claims of the key wait on its row (the claim is never visible as
     /// in flight), so keep `body` short. ``Configuration/timeout`` does not bound `body`.
     ///
@@ -56,8 +57,7 @@ extension PostgresDedupStore {
             do {
                 return try await client.withConnection { [self] connection in
                     try await PostgresTransactionRunner.run(connection, logger: logger) { connection in
-                        try await setLockTimeout(on: connection)
-                        return try await claimAndRun(on: connection, request, retention: retention, body)
+                        try await claimAndRun(on: connection, request, retention: retention, body)
                     }
                 }
             } catch {
@@ -85,7 +85,8 @@ extension PostgresDedupStore {
     /// Everything the store does runs inside a savepoint: when the claim, `body` or the completion
     /// fails, the store rolls back to it and throws, and the caller's transaction stays usable (a
     /// failed statement never aborts it behind the caller's back). `lock_timeout` is set to
-    /// ``Configuration/lockTimeout`` for the store's statements and `body`, and put back afterwards.
+    /// ``Configuration/lockTimeout`` for the store's statements and `body` (by the claim statement),
+    /// and put back afterwards.
     /// A serialization failure or deadlock is thrown, not retried: only the caller can run its
     /// transaction again.
     ///
@@ -104,7 +105,6 @@ extension PostgresDedupStore {
             previous =
                 try await connection.query("SELECT current_setting('lock_timeout')", logger: logger)
                 .collect().first?.decode(String.self) ?? "0"
-            try await setLockTimeout(on: connection)
         } catch {
             throw PostgresFailure.dedupError(error, "transactional claim")
         }
@@ -128,19 +128,16 @@ extension PostgresDedupStore {
         return state == SQLState.serializationFailure || state == SQLState.deadlockDetected
     }
 
-    private func setLockTimeout(on connection: PostgresConnection) async throws {
-        let milliseconds = String(max(1, configuration.lockTimeout.wholeMilliseconds))
-        try await connection.query("SELECT set_config('lock_timeout', \(milliseconds), true)", logger: logger)
-    }
-
-    /// The claim, `body` and the completion on a connection inside a transaction.
+    /// The claim (which sets `lock_timeout` for the rest of the transaction), `body` and the
+    /// completion on a connection inside a transaction.
     private func claimAndRun(
         on connection: PostgresConnection,
         _ request: ClaimRequest,
         retention: Duration,
         _ body: @Sendable (PostgresConnection, Lease) async throws -> Data?
     ) async throws -> PostgresTransactionalOutcome {
-        let answers = try await ClaimBatch([request]).answers(sql: statements.claim) { [logger] query in
+        let batch = ClaimBatch([request], lockTimeout: configuration.lockTimeout)
+        let answers = try await batch.answers(sql: statements.claim) { [logger] query in
             do {
                 return try await connection.query(query, logger: logger).collect()
             } catch {

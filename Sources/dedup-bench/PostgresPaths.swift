@@ -152,7 +152,7 @@ struct BarePostgresLoop {
 
     private var claimSQL: String {
         "SELECT * FROM \(quoted(schema)).dedup_claim($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], "
-            + "$6::bigint[], $7::bytea[], $8::bool[], $9::bigint[])"
+            + "$6::bigint[], $7::bytea[], $8::bool[], $9::bigint[], $10::bigint)"
     }
 
     private var completeSQL: String {
@@ -166,8 +166,6 @@ struct BarePostgresLoop {
         if transactional {
             return try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: logger)
-                // As the store does: lock waits bounded in a transaction.
-                try await connection.query("SELECT set_config('lock_timeout', '5000', true)", logger: logger)
                 let acquired = try await run(keys, pass: pass, on: connection, effects: true)
                 try await connection.query("COMMIT", logger: logger)
                 return acquired
@@ -187,7 +185,7 @@ struct BarePostgresLoop {
         -> Int
     {
         let tokens = keys.map { "\(pass)-\($0)-0000-4000-8000-000000000000" }
-        var bindings = PostgresBindings(capacity: 9)
+        var bindings = PostgresBindings(capacity: 10)
         bindings.append(keys.map { _ in ByteBuffer(string: "bench") })
         bindings.append(keys.map { ByteBuffer(string: $0) })
         bindings.append(tokens.map { ByteBuffer(string: $0) })
@@ -197,6 +195,8 @@ struct BarePostgresLoop {
         bindings.append(keys.map { _ in ByteBuffer() })
         bindings.append(keys.map { _ in false })
         bindings.append(keys.map { _ in Int64(-1) })
+        // As the store does: the claim bounds lock waits (for the rest of a transaction) at 5 s.
+        bindings.append(Int64(5_000))
         var acquired: [Int] = []
         let rows = try await connection.query(PostgresQuery(unsafeSQL: claimSQL, binds: bindings), logger: logger)
             .collect()

@@ -42,6 +42,30 @@ struct TransactionalTests {
         )
     }
 
+    /// A transactional claim of `id` (writing `effect` when given) whose handler waits for the
+    /// returned continuation; returns once the handler runs, the key's row locked by its transaction.
+    static func holdRow(
+        of id: RecordID,
+        in store: PostgresDedupStore,
+        effect: String?
+    ) async -> (holder: Task<PostgresTransactionalOutcome, any Error>, release: AsyncStream<Void>.Continuation) {
+        let (holding, holdingContinuation) = AsyncStream.makeStream(of: Void.self)
+        let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
+        let holder = Task {
+            try await store.withTransactionalClaim(
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
+                retention: .seconds(3600)
+            ) { connection, _ in
+                if let effect { try await Self.applyEffect(connection, store, effect) }
+                holdingContinuation.yield()
+                for await _ in release { break }
+                return nil
+            }
+        }
+        for await _ in holding { break }
+        return (holder, releaseContinuation)
+    }
+
     @Test(
         "a committed claim writes the effect and the completed record together; the next delivery is a duplicate and runs nothing"
     )
@@ -139,20 +163,7 @@ struct TransactionalTests {
     func lockTimeoutReached() async throws {
         let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200)))
         let id = makeID("order-5")
-        let (holding, holdingContinuation) = AsyncStream.makeStream(of: Void.self)
-        let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
-        let holder = Task {
-            try await store.withTransactionalClaim(
-                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)),
-                retention: .seconds(3600)
-            ) { connection, _ in
-                try await Self.applyEffect(connection, store, "order-5")
-                holdingContinuation.yield()
-                for await _ in release { break }
-                return nil
-            }
-        }
-        for await _ in holding { break }
+        let (holder, releaseContinuation) = await Self.holdRow(of: id, in: store, effect: "order-5")
         let started = ContinuousClock.now
         let error = await expectDedupError(.busy) {
             try await store.withTransactionalClaim(
@@ -170,6 +181,86 @@ struct TransactionalTests {
             throw ConformanceStyleFailure("the holder did not commit")
         }
         #expect(try await Self.effects(store) == "order-5=1")
+    }
+
+    @Test("a plain claim of a key another transaction is processing waits at most lock_timeout, then fails busy")
+    func plainClaimBehindTransactionFailsBusy() async throws {
+        // lock_timeout, not the call timeout (10 s by default), must end the wait: busy, not timeout.
+        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200)))
+        let id = makeID("order-7")
+        let (holder, releaseContinuation) = await Self.holdRow(of: id, in: store, effect: nil)
+        let error = await expectDedupError(.busy) {
+            try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)))
+        }
+        let cause = error?.underlyingError as? PSQLError
+        #expect(cause?.serverInfo?[.sqlState] == "55P03", "the server's lock_not_available, not a cancelled call")
+        releaseContinuation.yield()
+        guard case .committed = try await holder.value else {
+            throw ConformanceStyleFailure("the holder did not commit")
+        }
+        guard case .duplicate = try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)))
+        else { throw ConformanceStyleFailure("expected a duplicate after the holder committed") }
+    }
+
+    @Test("the handler's statements run under the configured lock_timeout, which the claim sets for its transaction")
+    func handlerRunsUnderLockTimeout() async throws {
+        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(1234)))
+        let seen = Mutex<String?>(nil)
+        _ = try await store.withTransactionalClaim(
+            ClaimRequest(id: makeID("order-8"), lease: .seconds(30), retention: .seconds(3600)),
+            retention: .seconds(3600)
+        ) { connection, _ in
+            let setting = try await Self.lockTimeout(on: connection)
+            seen.withLock { $0 = setting }
+            return nil
+        }
+        #expect(seen.withLock { $0 } == "1234ms")
+    }
+
+    @Test("inside the caller's transaction: lock_timeout is the store's for the handler and the caller's again afterwards")
+    func callersLockTimeoutRestored() async throws {
+        struct Refused: Error {}
+        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(1234)))
+        let client = try await TestDatabase.shared.client()
+        try await client.withConnection { connection in
+            try await connection.query("BEGIN", logger: quietLogger)
+            try await connection.query("SET LOCAL lock_timeout = '777ms'", logger: quietLogger)
+            let request = { (key: String) in
+                ClaimRequest(id: makeID(key), lease: .seconds(30), retention: .seconds(3600))
+            }
+            let seen = Mutex<String?>(nil)
+            let committed = try await store.withTransactionalClaim(request("kept"), retention: .seconds(3600), in: connection) {
+                connection,
+                _ in
+                let setting = try await Self.lockTimeout(on: connection)
+                seen.withLock { $0 = setting }
+                return nil
+            }
+            guard case .committed = committed else { throw ConformanceStyleFailure("expected committed, got \(committed)") }
+            #expect(seen.withLock { $0 } == "1234ms")
+            #expect(try await Self.lockTimeout(on: connection) == "777ms", "after a committed claim")
+            let duplicate = try await store.withTransactionalClaim(request("kept"), retention: .seconds(3600), in: connection) {
+                _,
+                _ in
+                Issue.record("a duplicate must not run its handler")
+                return nil
+            }
+            guard case .duplicate = duplicate else { throw ConformanceStyleFailure("expected a duplicate, got \(duplicate)") }
+            #expect(try await Self.lockTimeout(on: connection) == "777ms", "after a duplicate")
+            await #expect(throws: Refused.self) {
+                _ = try await store.withTransactionalClaim(request("failing"), retention: .seconds(3600), in: connection) {
+                    _,
+                    _ in throw Refused()
+                }
+            }
+            #expect(try await Self.lockTimeout(on: connection) == "777ms", "after a failing handler")
+            try await connection.query("COMMIT", logger: quietLogger)
+        }
+    }
+
+    static func lockTimeout(on connection: PostgresConnection) async throws -> String? {
+        try await connection.query("SELECT current_setting('lock_timeout')", logger: quietLogger)
+            .collect().first?.decode(String.self)
     }
 
     @Test(
