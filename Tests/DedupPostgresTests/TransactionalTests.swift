@@ -198,7 +198,10 @@ struct TransactionalTests {
         guard case .committed = try await holder.value else {
             throw ConformanceStyleFailure("the holder did not commit")
         }
-        guard case .duplicate = try await store.claim(ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600)))
+        guard
+            case .duplicate = try await store.claim(
+                ClaimRequest(id: id, lease: .seconds(30), retention: .seconds(3600))
+            )
         else { throw ConformanceStyleFailure("expected a duplicate after the holder committed") }
     }
 
@@ -217,7 +220,9 @@ struct TransactionalTests {
         #expect(seen.withLock { $0 } == "1234ms")
     }
 
-    @Test("inside the caller's transaction: lock_timeout is the store's for the handler and the caller's again afterwards")
+    @Test(
+        "inside the caller's transaction: lock_timeout is the store's for the handler and the caller's again afterwards"
+    )
     func callersLockTimeoutRestored() async throws {
         struct Refused: Error {}
         let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(1234)))
@@ -229,26 +234,42 @@ struct TransactionalTests {
                 ClaimRequest(id: makeID(key), lease: .seconds(30), retention: .seconds(3600))
             }
             let seen = Mutex<String?>(nil)
-            let committed = try await store.withTransactionalClaim(request("kept"), retention: .seconds(3600), in: connection) {
+            let committed = try await store.withTransactionalClaim(
+                request("kept"),
+                retention: .seconds(3600),
+                in: connection
+            ) {
                 connection,
                 _ in
                 let setting = try await Self.lockTimeout(on: connection)
                 seen.withLock { $0 = setting }
                 return nil
             }
-            guard case .committed = committed else { throw ConformanceStyleFailure("expected committed, got \(committed)") }
+            guard case .committed = committed else {
+                throw ConformanceStyleFailure("expected committed, got \(committed)")
+            }
             #expect(seen.withLock { $0 } == "1234ms")
             #expect(try await Self.lockTimeout(on: connection) == "777ms", "after a committed claim")
-            let duplicate = try await store.withTransactionalClaim(request("kept"), retention: .seconds(3600), in: connection) {
+            let duplicate = try await store.withTransactionalClaim(
+                request("kept"),
+                retention: .seconds(3600),
+                in: connection
+            ) {
                 _,
                 _ in
                 Issue.record("a duplicate must not run its handler")
                 return nil
             }
-            guard case .duplicate = duplicate else { throw ConformanceStyleFailure("expected a duplicate, got \(duplicate)") }
+            guard case .duplicate = duplicate else {
+                throw ConformanceStyleFailure("expected a duplicate, got \(duplicate)")
+            }
             #expect(try await Self.lockTimeout(on: connection) == "777ms", "after a duplicate")
             await #expect(throws: Refused.self) {
-                _ = try await store.withTransactionalClaim(request("failing"), retention: .seconds(3600), in: connection) {
+                _ = try await store.withTransactionalClaim(
+                    request("failing"),
+                    retention: .seconds(3600),
+                    in: connection
+                ) {
                     _,
                     _ in throw Refused()
                 }
