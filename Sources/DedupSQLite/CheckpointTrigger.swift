@@ -9,8 +9,9 @@ import Synchronization
 ///
 /// A passive checkpoint alone never lets the log start over while a writer keeps committing (the
 /// log restarts only when a write transaction begins with every frame copied back), so each
-/// background run is a passive pass, which copies the bulk of the log while writers go on, followed
-/// by a restart pass: it takes the write lock for the few frames committed meanwhile and the sync,
+/// background run is a passive pass, which copies the bulk of the log while writers go on (another
+/// one while the last left many new frames: a pass over a large file is slow), followed by a
+/// restart pass: it takes the write lock for the few frames committed meanwhile and the sync,
 /// after which the next commit writes the log from its start. Claims meeting that lock go to the
 /// worker thread, behind the checkpoint. When the restart cannot happen (a reader holds an old
 /// snapshot, or other processes keep the write lock past a few milliseconds), the log grows, and
@@ -23,6 +24,8 @@ final class CheckpointTrigger: Sendable {
     /// `restartPollMicroseconds`: short, because it holds the write lock while it waits for readers.
     static let restartPolls: Int32 = 200
     static let restartPollMicroseconds: UInt32 = 100
+    /// At most how many passive passes run before the restart pass.
+    static let passivePasses = 4
 
     private let worker: BlockingWorker
     private let pages: Int32
@@ -75,16 +78,22 @@ final class CheckpointTrigger: Sendable {
         }
     }
 
-    /// A passive pass, then, when it copied every frame, a restart pass; whether the log will start
-    /// over at the next commit.
+    /// Passive passes (another while the last one left many new frames), then, when they copied
+    /// every frame, a restart pass; whether the log will start over at the next commit.
     private func checkpointAndRestart(_ connection: Connection) -> Bool {
-        var logFrames: Int32 = -1
-        var copiedFrames: Int32 = -1
         let around = aroundPassivePass.withLock { $0 }
-        around { sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &copiedFrames) }
-        // A reader of an older snapshot kept frames from being copied: the restart would hold the
-        // write lock while waiting for it, so the log is left to grow until that reader is done.
-        guard logFrames >= 0, copiedFrames == logFrames else { return false }
+        for pass in 1...Self.passivePasses {
+            var logFrames: Int32 = -1
+            var copiedFrames: Int32 = -1
+            around { sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &copiedFrames) }
+            // A reader of an older snapshot kept frames from being copied: the restart would hold the
+            // write lock while waiting for it, so the log is left to grow until that reader is done.
+            guard logFrames >= 0, copiedFrames == logFrames else { return false }
+            // The frames committed during the pass are what the restart copies under the write lock;
+            // on a large file a pass is slow, and while they are many another passive pass takes them.
+            let committedMeanwhile = Int32(clamping: logPages.load(ordering: .relaxed)) - logFrames
+            if committedMeanwhile <= pages / 4 || pass == Self.passivePasses { break }
+        }
         // SQLite's busy timeout sleeps in steps of milliseconds, long enough for a writer that
         // keeps committing to take the lock back every time; polling finds the gap between commits.
         sqlite3_busy_handler(
