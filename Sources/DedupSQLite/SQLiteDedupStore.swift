@@ -83,7 +83,8 @@ public final class SQLiteDedupStore: DedupStore {
     let logger: Logger
     private let hot: Mutex<Connection?>
     private let worker: BlockingWorker
-    private let checkpoints: CheckpointTrigger?
+    /// What starts the write-ahead log's checkpoints, when they run in the background.
+    let checkpoints: CheckpointTrigger?
     /// Whether transactional claims start inline (the file is in WAL mode), like single claims.
     let runsTransactionsInline: Bool
     /// How many inline calls met a busy lock and went to the worker thread (for tests and tuning).
@@ -141,7 +142,11 @@ public final class SQLiteDedupStore: DedupStore {
         // its commit may wait for readers, which an inline call must not do.
         self.runsTransactionsInline = (try? primary.texts("PRAGMA journal_mode")) == ["wal"]
         if configuration.checkpointInBackground && !configuration.readOnly {
-            let trigger = CheckpointTrigger(worker: worker, pages: Int32(clamping: configuration.checkpointPages))
+            let trigger = CheckpointTrigger(
+                worker: worker,
+                pages: Int32(clamping: configuration.checkpointPages),
+                busyTimeout: configuration.busyTimeout
+            )
             trigger.install(on: primary)
             self.checkpoints = trigger
         } else {
@@ -549,52 +554,6 @@ public final class SQLiteDedupStore: DedupStore {
         try await onWorker("checkpoint") { connection in
             let rc = sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
             if rc != SQLITE_OK { throw connection.failure(rc) }
-        }
-    }
-}
-
-/// Starts a passive checkpoint on the worker thread when a commit on the hot connection leaves the
-/// write-ahead log at or past the threshold, at most one at a time. Installing the hook turns off
-/// SQLite's own automatic checkpoint on that connection (which would run inside the commit).
-final class CheckpointTrigger: Sendable {
-    private let worker: BlockingWorker
-    private let pages: Int32
-    private let pending = Atomic<Bool>(false)
-
-    init(worker: BlockingWorker, pages: Int32) {
-        self.worker = worker
-        self.pages = pages
-    }
-
-    func install(on connection: Connection) {
-        let context = Unmanaged.passUnretained(self).toOpaque()
-        sqlite3_wal_hook(
-            connection.db,
-            { context, db, _, pages in
-                guard let context else { return SQLITE_OK }
-                Unmanaged<CheckpointTrigger>.fromOpaque(context).takeUnretainedValue().committed(db: db, pages: pages)
-                return SQLITE_OK
-            },
-            context
-        )
-    }
-
-    private func committed(db: OpaquePointer?, pages: Int32) {
-        // A background checkpoint never catches up with a writer that keeps committing, so the log
-        // would only grow; once it is well past the threshold, this commit checkpoints inline (the
-        // writer's own checkpoint finishes and lets the log start over), as SQLite's automatic one would.
-        if pages >= self.pages &* 4 {
-            sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            return
-        }
-        guard pages >= self.pages,
-            pending.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
-        else { return }
-        worker.enqueue { [self] connection in
-            if let connection {
-                sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            }
-            pending.store(false, ordering: .releasing)
         }
     }
 }
