@@ -85,7 +85,9 @@ final class CheckpointTrigger: Sendable {
         for pass in 1...Self.passivePasses {
             var logFrames: Int32 = -1
             var copiedFrames: Int32 = -1
-            around { sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &copiedFrames) }
+            around {
+                sqlite3_wal_checkpoint_v2(connection.db, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &copiedFrames)
+            }
             // A reader of an older snapshot kept frames from being copied: the restart would hold the
             // write lock while waiting for it, so the log is left to grow until that reader is done.
             guard logFrames >= 0, copiedFrames == logFrames else { return false }

@@ -43,7 +43,8 @@ struct CheckpointTests {
                 let inserted =
                     (try? writer.execute(
                         "INSERT INTO dedup_records (namespace, key, state, fencing, attempt, created_at, completed_at, "
-                            + "expires_at) VALUES ('other', 'key-\(index)', 'completed', 1, 1, 0, 0, 1)")) != nil
+                            + "expires_at) VALUES ('other', 'key-\(index)', 'completed', 1, 1, 0, 0, 1)"
+                    )) != nil
                 pass()
                 if began && inserted && (try? writer.execute("COMMIT")) != nil {
                     commits.add(1, ordering: .relaxed)
