@@ -166,9 +166,15 @@ struct BarePostgresLoop {
         if transactional {
             return try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: logger)
-                let acquired = try await run(keys, pass: pass, on: connection, effects: true)
-                try await connection.query("COMMIT", logger: logger)
-                return acquired
+                do {
+                    let acquired = try await run(keys, pass: pass, on: connection, effects: true)
+                    try await connection.query("COMMIT", logger: logger)
+                    return acquired
+                } catch {
+                    // The connection goes back to the pool: never with a transaction left open.
+                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    throw error
+                }
             }
         }
         return try await client.withConnection { connection in
