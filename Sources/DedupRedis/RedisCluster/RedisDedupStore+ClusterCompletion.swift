@@ -37,8 +37,10 @@ extension RedisDedupStore {
         keep(pieces)
         var replies = try await execute(commands)
 
-        // A node that has not run the script yet (a new connection's, after a failover or
-        // `SCRIPT FLUSH`) loads it, in the same pipeline as the call again.
+        // The connection already reloads scripts after `NOSCRIPT` (this one included) and sends the
+        // call again; a `NOSCRIPT` that still reaches here means the node refused to load it. Loading
+        // it once more, in the same pipeline as the call, brings back the refusal's own text, which
+        // `noteRefusedScriptFlags` needs to send this store's later batches by slot.
         let unloaded = calls.indices.filter { replies[$0].errorText?.hasPrefix("NOSCRIPT") == true }
         if !unloaded.isEmpty {
             var unit: [RedisCommand] = []
