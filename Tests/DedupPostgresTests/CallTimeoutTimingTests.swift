@@ -11,7 +11,9 @@ struct CallTimeoutTimingTests {
     @Test("a statement waiting on another transaction's row lock returns timeout at the call's deadline")
     func waitOnARowLockEndsAtTheDeadline() async throws {
         // A delete sets no lock_timeout of its own: only the call timeout can end its wait.
-        let store = try await makeStore(configuration: .init(timeout: .seconds(1)))
+        // Migrated under the tests' own timeout; only the delete below runs under the 1 s one.
+        let setup = try await makeStore()
+        let store = try await makeStore(schema: setup.configuration.schema, configuration: .init(timeout: .seconds(1)))
         let id = makeID("held")
         // A committed row whose lease passes at once: the holder's transactional claim takes it
         // over and keeps it locked (an uncommitted new row would be invisible to the delete).
