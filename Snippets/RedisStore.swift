@@ -41,3 +41,21 @@ if settings.survivesRestart == false {
     logger.warning("neither AOF nor RDB snapshots: a Redis restart loses every dedup record")
 }
 // snippet.end
+
+// snippet.executor
+// Eight consumer tasks on the thread of the store's first connection: a round trip's replies
+// resume them without a thread hop, and their next commands share the next round trip.
+let orders = (1...800).map { "order-\($0)" }
+try await withThrowingTaskGroup(of: Void.self) { group in
+    for task in 0..<8 {
+        group.addTask(executorPreference: store.taskExecutor) {
+            for index in stride(from: task, to: orders.count, by: 8) {
+                _ = try await consumer.process(key: orders[index]) { _ in
+                    // Await I/O here; never block this thread or compute for long.
+                }
+            }
+        }
+    }
+    try await group.waitForAll()
+}
+// snippet.end

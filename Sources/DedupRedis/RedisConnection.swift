@@ -106,6 +106,14 @@ package final class RedisConnection: @unchecked Sendable {
     private var exited = false
     /// `true` while the I/O thread or an inline caller is using `context`.
     private var busy = false
+    /// Jobs of tasks that prefer the I/O thread as their executor, run between round trips.
+    private var executorJobs: [UnownedJob] = []
+    /// Set when the I/O thread stops: jobs then go to the global concurrent executor.
+    private var forwardsJobs = false
+    /// The I/O thread's ``currentThreadID()`` once it runs, else 0.
+    private let ioThreadID = Atomic<UInt>(0)
+    /// Whether this connection was handed out as a task executor, and so is never freed.
+    private let keptAlive = Atomic<Bool>(false)
 
     // Used only by whoever set `busy` (the I/O thread or an inline caller).
     var context: UnsafeMutablePointer<redisContext>?
@@ -144,13 +152,14 @@ package final class RedisConnection: @unchecked Sendable {
     /// the handoff costs two thread wake-ups, as much as the round trip on loopback. The store
     /// allows it only when no other call of the store is in progress, so at most one cooperative
     /// thread waits on the network and only while nothing else wants the store.
-    package func execute(
+    package nonisolated(nonsending) func execute(
         _ commands: [RedisCommand],
         mayRunInline: Bool = false
     ) async throws(DedupError) -> [RedisReply] {
         load.add(1, ordering: .relaxed)
         defer { load.subtract(1, ordering: .relaxed) }
-        if mayRunInline {
+        // Not inline on the I/O thread itself (a task preferring it): the unit joins the next round trip.
+        if mayRunInline && !isIOThread {
             lock.lock()
             if !closed && !busy && pending.isEmpty && context != nil {
                 busy = true
@@ -180,7 +189,8 @@ package final class RedisConnection: @unchecked Sendable {
                 startThread()
             }
             pending.append(Job(commands: commands, continuation: continuation))
-            if pending.count == wakeThreshold { lock.signal() }
+            // The I/O thread takes the queue itself once the task it runs suspends.
+            if pending.count == wakeThreshold && !isIOThread { lock.signal() }
             lock.unlock()
         }
         return try result.get()
@@ -240,7 +250,9 @@ package final class RedisConnection: @unchecked Sendable {
     private func startThread() {
         let thread = Thread { [self] in run() }
         thread.name = "dedup.redis.\(index)"
-        thread.stackSize = 256 * 1024
+        // Tasks preferring this thread run their synchronous code on its stack: as large as a
+        // default thread's (only the pages touched are used).
+        thread.stackSize = 8 << 20
         thread.start()
     }
 
@@ -251,27 +263,70 @@ package final class RedisConnection: @unchecked Sendable {
 
     // MARK: The I/O thread
 
+    /// Whether the caller runs on the I/O thread (a task preferring it as its executor).
+    var isIOThread: Bool { ioThreadID.load(ordering: .relaxed) == Self.currentThreadID() }
+
+    /// The calling thread, as a number no other living thread has.
+    private static func currentThreadID() -> UInt {
+        #if canImport(Darwin)
+        UInt(bitPattern: pthread_self())
+        #else
+        UInt(pthread_self())
+        #endif
+    }
+
+    /// Runs the jobs of tasks that prefer this thread queued so far (not those they queue, such as
+    /// a task that yields: round trips go on between them); called and returns with `lock` held,
+    /// released while they run.
+    private func runQueuedExecutorJobs(_ tasks: inout [UnownedJob]) {
+        guard !executorJobs.isEmpty else { return }
+        swap(&tasks, &executorJobs)
+        lock.unlock()
+        let executor = asUnownedTaskExecutor()
+        for task in tasks { task.runSynchronously(on: executor) }
+        tasks.removeAll(keepingCapacity: true)
+        lock.lock()
+    }
+
     private func run() {
         var jobs: [Job] = []
+        var tasks: [UnownedJob] = []
         var lastRoundTrip = 0
+        ioThreadID.store(Self.currentThreadID(), ordering: .relaxed)
         while true {
             lock.lock()
-            while (pending.isEmpty || busy) && !closed { lock.wait() }
+            while (pending.isEmpty || busy) && executorJobs.isEmpty && !closed { lock.wait() }
+            // Tasks first: those the last round trip resumed send their next commands, which then
+            // share the next round trip.
+            runQueuedExecutorJobs(&tasks)
+            if (pending.isEmpty || busy) && !closed {
+                lock.unlock()
+                continue
+            }
             if gatherNanoseconds > 0 && lastRoundTrip > 1 && pending.count < lastRoundTrip {
                 // The callers the last round trip resumed are coming back with their next
                 // commands: wait a moment for them so that one round trip carries them all.
                 let deadline = Self.monotonicNanoseconds() + gatherNanoseconds
                 wakeThreshold = lastRoundTrip
-                while pending.count < lastRoundTrip && !closed && Self.monotonicNanoseconds() < deadline {
+                while pending.count < lastRoundTrip && executorJobs.isEmpty && !closed
+                    && Self.monotonicNanoseconds() < deadline
+                {
                     lock.wait(untilNanoseconds: deadline)
                 }
                 wakeThreshold = 1
+                runQueuedExecutorJobs(&tasks)
             }
             if closed {
                 while busy { lock.wait() }  // an inline caller finishes its round trip first
                 let left = pending
                 pending = []
+                // Tasks queued for this thread still run here; from now on, jobs go to the global
+                // executor (see ``enqueue(_:)``), those of the callers failed below included.
+                forwardsJobs = true
+                swap(&tasks, &executorJobs)
                 lock.unlock()
+                let executor = asUnownedTaskExecutor()
+                for task in tasks { task.runSynchronously(on: executor) }
                 for job in left {
                     job.continuation.resume(
                         returning: .failure(DedupError(.storeUnavailable, "the Redis store was closed"))
@@ -280,6 +335,10 @@ package final class RedisConnection: @unchecked Sendable {
                 disconnect()
                 lock.lock()
                 exited = true
+                ioThreadID.store(0, ordering: .relaxed)
+                // A connection kept alive as an executor keeps no buffers it will not use again.
+                inbound = []
+                outbound = []
                 let waiters = exitWaiters
                 exitWaiters = []
                 lock.unlock()
@@ -318,5 +377,37 @@ package final class RedisConnection: @unchecked Sendable {
         for (job, result) in zip(jobs, results) {
             job.continuation.resume(returning: result)
         }
+    }
+}
+
+/// The I/O thread as a task executor: tasks that prefer it run on it between round trips, so the
+/// replies of a round trip resume them without a thread hop, and the commands they send next
+/// share the next round trip (see ``RedisDedupStore/taskExecutor``).
+extension RedisConnection: TaskExecutor {
+    /// Queues the job for the I/O thread (starting it if needed); once the thread has exited
+    /// (the store was closed), runs it on the global concurrent executor instead.
+    /// Keeps this connection for the life of the process, once: a task's executor preference
+    /// does not keep its executor alive, and a task may outlive the store.
+    func keepAliveForTasks() {
+        if keptAlive.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            _ = Unmanaged.passRetained(self)
+        }
+    }
+
+    package func enqueue(_ job: consuming ExecutorJob) {
+        lock.lock()
+        if forwardsJobs {
+            lock.unlock()
+            globalConcurrentExecutor.enqueue(job)
+            return
+        }
+        let job = UnownedJob(job)
+        if !started {
+            started = true
+            startThread()
+        }
+        executorJobs.append(job)
+        if !isIOThread { lock.signal() }
+        lock.unlock()
     }
 }

@@ -474,14 +474,38 @@ public final class RedisDedupStore: DedupStore {
 
     // MARK: Connections
 
-    private func single(_ command: RedisCommand) async throws(DedupError) -> RedisReply {
+    /// The thread that owns the store's first connection, as a task executor for the tasks that
+    /// call the store.
+    ///
+    /// Tasks that prefer it (`withTaskExecutorPreference(store.taskExecutor)`, or
+    /// `group.addTask(executorPreference: store.taskExecutor)`) run on that thread between its round
+    /// trips: the replies of a round trip resume them without a hop to another thread, and the
+    /// commands they send next all go out in the next round trip, as a single-threaded pipelining
+    /// client would do. Several consumer tasks sharing one store gain the most (see "Many tasks on
+    /// one store" in <doc:DedupRedis>).
+    ///
+    /// The tasks' own code runs on that thread too, one task at a time: give it handlers that
+    /// await their I/O, never ones that block or compute for long, which would hold up every call
+    /// of the store. On a Redis Cluster the thread is the seed node's, so calls to other primaries
+    /// still go through their own threads.
+    ///
+    /// The executor stays valid for the life of the process (tasks do not keep their preferred
+    /// executor alive); after ``close()`` it runs the jobs it is given on the global concurrent
+    /// executor.
+    public var taskExecutor: any TaskExecutor {
+        let connection = seedPool.connections[0]
+        connection.keepAliveForTasks()
+        return connection
+    }
+
+    private nonisolated(nonsending) func single(_ command: RedisCommand) async throws(DedupError) -> RedisReply {
         try await execute([command])[0]
     }
 
     /// Runs commands as one pipelined unit on the least loaded connection, inline when the store is
     /// otherwise idle (see ``Configuration/runsIdleCallsInline``); on a cluster, one unit per
     /// primary their keys belong to (see <doc:RedisCluster>).
-    func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
+    nonisolated(nonsending) func execute(_ commands: [RedisCommand]) async throws(DedupError) -> [RedisReply] {
         let alone = activeCalls.wrappingAdd(1, ordering: .relaxed).oldValue == 0
         defer { activeCalls.wrappingSubtract(1, ordering: .relaxed) }
         let inline = alone && configuration.runsIdleCallsInline

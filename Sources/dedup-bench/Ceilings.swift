@@ -21,6 +21,13 @@ struct CeilingLine {
 
     var rate: Double? { fields["msgs_per_s"].flatMap(Double.init) }
     var isDuplicatePass: Bool { fields["pass"] == "duplicate" }
+    /// redis-server's CPU time per message of the pass, in microseconds, when the line says it.
+    var serverMicrosecondsPerMessage: Double? {
+        guard let microseconds = fields["server_cpu_us"].flatMap(Double.init),
+            let n = fields["n"].flatMap(Double.init), n > 0
+        else { return nil }
+        return microseconds / n
+    }
 }
 
 /// The ceilings' throughput by path: the median of the passes a run made (see ``median(_:by:)``),
@@ -48,17 +55,19 @@ struct CeilingRates {
             case ("postgres", "single", _): path = dup ? .postgresSingleDuplicate : .postgresSingle
             case ("postgres", "batch", _): path = dup ? .postgresBatchDuplicate : .postgresBatch
             case ("postgres", "txn", _): path = dup ? .postgresTxnDuplicate : .postgresTxn
-            case ("redis", "inflight", _): path = .redisConcurrent
+            case ("redis", "inflight", _):
+                // The C client with as many messages in flight is the ceiling of both concurrent paths.
+                for path in BenchPath.concurrentPaths {
+                    passes[path, default: []].append(rate)
+                    if let cpu = parsed.serverMicrosecondsPerMessage { serverCPU[path, default: []].append(cpu) }
+                }
+                continue
             case ("redis", _, "1"): path = dup ? .redisSingleDuplicate : .redisSingle
             case ("redis", _, "100"): path = dup ? .redisBatchDuplicate : .redisBatch
             default: continue
             }
             passes[path, default: []].append(rate)
-            if let microseconds = parsed.fields["server_cpu_us"].flatMap(Double.init),
-                let n = parsed.fields["n"].flatMap(Double.init), n > 0
-            {
-                serverCPU[path, default: []].append(microseconds / n)
-            }
+            if let cpu = parsed.serverMicrosecondsPerMessage { serverCPU[path, default: []].append(cpu) }
         }
     }
 

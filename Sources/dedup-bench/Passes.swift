@@ -282,6 +282,17 @@ extension DedupBench {
                 withServerCPU(redis) { try await measureConcurrent(consumer, keys: keys, tasks: tasks) },
                 into: &results
             )
+            // The same keys again on an emptied server, the tasks on the store's executor.
+            try redis.flushAll()
+            let executor = store.taskExecutor
+            _ = try await measureConcurrent(consumer, keys: workload.warmUp, tasks: tasks, executor: executor)
+            try await record(
+                .redisConcurrentOnStoreExecutor,
+                withServerCPU(redis) {
+                    try await measureConcurrent(consumer, keys: keys, tasks: tasks, executor: executor)
+                },
+                into: &results
+            )
         case .stream, .txn, .growth:
             break
         }

@@ -126,15 +126,21 @@ func measureBatches(_ consumer: IdempotentConsumer, batches: [[String]], expect:
     return Measurement(messages: total, seconds: elapsed.seconds, latency: nil)
 }
 
-/// `tasks` tasks, each sending its share of the keys one at a time through the same consumer.
-func measureConcurrent(_ consumer: IdempotentConsumer, keys: [String], tasks: Int) async throws -> Measurement {
+/// `tasks` tasks, each sending its share of the keys one at a time through the same consumer; with
+/// `executor`, the tasks prefer it (the store's, see `RedisDedupStore.taskExecutor`).
+func measureConcurrent(
+    _ consumer: IdempotentConsumer,
+    keys: [String],
+    tasks: Int,
+    executor: (any TaskExecutor)? = nil
+) async throws -> Measurement {
     let clock = ContinuousClock()
     let start = clock.now
     let perTask = (keys.count + tasks - 1) / tasks
     let (latencies, wrong) = try await withThrowingTaskGroup(of: (LatencyRecorder, Int).self) { group in
         for task in 0..<tasks {
             let slice = Array(keys[min(keys.count, task * perTask)..<min(keys.count, (task + 1) * perTask)])
-            group.addTask {
+            group.addTask(executorPreference: executor) {
                 var latencies = LatencyRecorder(capacity: slice.count)
                 var wrong = 0
                 var previous = MonotonicInstant.now

@@ -6,6 +6,7 @@ import Foundation
 enum BenchPath: Int, CaseIterable, Comparable {
     case sqliteSingle, sqliteSingleDuplicate, sqliteBatch, sqliteBatchDuplicate, sqliteTxn, sqliteTxnDuplicate
     case redisSingle, redisSingleDuplicate, redisBatch, redisBatchDuplicate, redisConcurrent
+    case redisConcurrentOnStoreExecutor
     case postgresSingle, postgresSingleDuplicate, postgresBatch, postgresBatchDuplicate, postgresTxn
     case postgresTxnDuplicate
     case streamSQLiteSingle, streamSQLiteBatch, streamRedisSingle, streamRedisBatch
@@ -20,7 +21,12 @@ enum BenchPath: Int, CaseIterable, Comparable {
     /// The Redis paths whose server CPU per message is compared with the ceiling's.
     static let serverCPUPaths: [BenchPath] = [
         .redisSingle, .redisSingleDuplicate, .redisBatch, .redisBatchDuplicate, .redisConcurrent,
+        .redisConcurrentOnStoreExecutor,
     ]
+
+    /// The concurrent Redis paths: one ceiling (the C client with as many messages in flight)
+    /// for both.
+    static let concurrentPaths: [BenchPath] = [.redisConcurrent, .redisConcurrentOnStoreExecutor]
 
     static func < (a: BenchPath, b: BenchPath) -> Bool { a.rawValue < b.rawValue }
 
@@ -37,6 +43,7 @@ enum BenchPath: Int, CaseIterable, Comparable {
         case .redisBatch: return "Redis batch of 100, new keys"
         case .redisBatchDuplicate: return "Redis batch of 100, duplicates"
         case .redisConcurrent: return "Redis single, 8 concurrent tasks"
+        case .redisConcurrentOnStoreExecutor: return "Redis single, 8 concurrent tasks on the store's executor"
         case .postgresSingle: return "PostgreSQL single, new keys"
         case .postgresSingleDuplicate: return "PostgreSQL single, duplicates"
         case .postgresBatch: return "PostgreSQL batch of 100, new keys"
@@ -67,7 +74,7 @@ enum BenchPath: Int, CaseIterable, Comparable {
         case .sqliteTxn, .sqliteTxnDuplicate: return 0.8
         case .postgresSingle, .postgresSingleDuplicate, .postgresTxn, .postgresTxnDuplicate: return 0.8
         case .postgresBatch, .postgresBatchDuplicate: return 0.6
-        case .redisConcurrent: return 0.7
+        case .redisConcurrent, .redisConcurrentOnStoreExecutor: return 0.7
         case .streamSQLiteBatch, .streamRedisBatch: return 0.6
         case .streamSQLiteSingle, .streamRedisSingle: return nil
         case .grownSQLiteSingle, .grownSQLiteSingleDuplicate, .grownSQLiteBatch, .grownSQLiteBatchDuplicate: return 0.8
