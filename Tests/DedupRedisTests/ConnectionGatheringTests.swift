@@ -8,20 +8,8 @@ import Testing
 
 @Suite("Redis connection: concurrent callers share round trips")
 struct ConnectionGatheringTests {
-    private func settings(_ server: RedisServer, gatherWindow: Duration) throws -> ConnectionSettings {
-        var settings = ConnectionSettings(
-            endpoint: try RedisEndpoint(url: server.url),
-            connectTimeout: .seconds(2),
-            commandTimeout: .seconds(30),
-            reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
-            logger: Logger(label: "test")
-        )
-        settings.gatherWindow = gatherWindow
-        return settings
-    }
-
     private func connection(_ server: RedisServer, gatherWindow: Duration) throws -> RedisConnection {
-        RedisConnection(settings: try settings(server, gatherWindow: gatherWindow), index: 0)
+        RedisConnection(settings: try connectionSettings(server, gatherWindow: gatherWindow), index: 0)
     }
 
     /// Holds the connection's I/O thread in a round trip of its own (a `BLPOP` waiting for the
@@ -47,7 +35,7 @@ struct ConnectionGatheringTests {
     @Test("a pool sends a call to a connection already in use rather than to an idle one")
     func poolFillsTheFirstConnection() async throws {
         try await withRedisServer { server in
-            let pool = ConnectionPool(settings: try settings(server, gatherWindow: .zero), size: 2)
+            let pool = ConnectionPool(settings: try connectionSettings(server, gatherWindow: .zero), size: 2)
             let first = pool.pick()
             let gate = try await holdRoundTrip(of: first)
             #expect(pool.pick() === first)

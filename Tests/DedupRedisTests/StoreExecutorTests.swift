@@ -12,15 +12,7 @@ struct StoreExecutorTests {
     /// A connection that never waits to gather callers: whatever shares a round trip here shares
     /// it because the tasks ran on the I/O thread before it.
     private func ungatheredConnection(_ server: RedisServer) throws -> RedisConnection {
-        var settings = ConnectionSettings(
-            endpoint: try RedisEndpoint(url: server.url),
-            connectTimeout: .seconds(2),
-            commandTimeout: .seconds(30),
-            reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
-            logger: Logger(label: "test")
-        )
-        settings.gatherWindow = .zero
-        return RedisConnection(settings: settings, index: 0)
+        RedisConnection(settings: try connectionSettings(server, gatherWindow: .zero), index: 0)
     }
 
     @Test("tasks preferring the connection run on its thread and send one command each per round trip")

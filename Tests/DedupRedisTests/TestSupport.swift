@@ -1,9 +1,11 @@
 import Dedup
-import DedupRedis
 import DedupTestKit
 import DedupTestSupport
 import Foundation
+import Logging
 import Testing
+
+@testable import DedupRedis
 
 /// Runs `body` with a fresh redis-server, stopping it afterwards whatever happens.
 func withRedisServer<T>(
@@ -43,6 +45,19 @@ func makeRedisStore(
             completesBatchesInOneScript: completesBatchesInOneScript
         )
     )
+}
+
+/// A lone connection's settings, with the given gather window (see `RedisConnection`).
+func connectionSettings(_ server: RedisServer, gatherWindow: Duration) throws -> ConnectionSettings {
+    var settings = ConnectionSettings(
+        endpoint: try RedisEndpoint(url: server.url),
+        connectTimeout: .seconds(2),
+        commandTimeout: .seconds(30),
+        reconnect: .init(maximumAttempts: 2, initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(20)),
+        logger: Logger(label: "test")
+    )
+    settings.gatherWindow = gatherWindow
+    return settings
 }
 
 func id(_ namespace: String, _ key: String) -> RecordID {
