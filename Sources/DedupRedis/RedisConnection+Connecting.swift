@@ -33,13 +33,12 @@ extension RedisConnection {
         )
         for attempt in 1...max(1, policy.maximumAttempts) {
             if attempt > 1 {
-                Thread.sleep(forTimeInterval: Self.seconds(backoff))
+                guard waitBeforeReconnecting(for: backoff) else {
+                    throw DedupError(.storeUnavailable, "the Redis store was closed")
+                }
                 backoff = min(backoff * 2, policy.maximumBackoff)
-                lock.lock()
-                let isClosed = closed
-                lock.unlock()
-                if isClosed { throw DedupError(.storeUnavailable, "the Redis store was closed") }
             }
+            connectAttempts.add(1, ordering: .relaxed)
             do {
                 let context = try connectOnce()
                 if attempt > 1 {
@@ -176,8 +175,9 @@ extension RedisConnection {
         return Glibc.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 
-    static func seconds(_ duration: Duration) -> Double {
+    /// A duration in nanoseconds of `CLOCK_MONOTONIC`, the lock's clock (0 when negative).
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
         let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 }

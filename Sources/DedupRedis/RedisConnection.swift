@@ -91,6 +91,8 @@ package final class RedisConnection: @unchecked Sendable {
     /// Round trips made by the I/O thread, and the callers' units they carried (for tests).
     package let roundTrips = Atomic<Int>(0)
     package let unitsSent = Atomic<Int>(0)
+    /// Attempts to connect made by the I/O thread (for tests).
+    package let connectAttempts = Atomic<Int>(0)
     /// The default ``ConnectionSettings/gatherWindow``.
     package static let defaultGatherWindow = Duration.microseconds(50)
 
@@ -133,8 +135,7 @@ package final class RedisConnection: @unchecked Sendable {
     package init(settings: ConnectionSettings, index: Int) {
         self.settings = settings
         self.index = index
-        let (seconds, attoseconds) = settings.gatherWindow.components
-        gatherNanoseconds = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        gatherNanoseconds = Self.nanoseconds(settings.gatherWindow)
     }
 
     /// Units queued for the I/O thread and not yet taken (for tests).
@@ -286,6 +287,22 @@ package final class RedisConnection: @unchecked Sendable {
         for task in tasks { task.runSynchronously(on: executor) }
         tasks.removeAll(keepingCapacity: true)
         lock.lock()
+    }
+
+    /// Waits out a reconnect backoff on the I/O thread: the tasks that prefer it run meanwhile (a
+    /// server that is down must not freeze them), and closing ends the wait. Returns `false` once
+    /// the connection is closed.
+    func waitBeforeReconnecting(for backoff: Duration) -> Bool {
+        let deadline = Self.monotonicNanoseconds() + Self.nanoseconds(backoff)
+        var tasks: [UnownedJob] = []
+        lock.lock()
+        defer { lock.unlock() }
+        while !closed {
+            runQueuedExecutorJobs(&tasks)
+            if closed || Self.monotonicNanoseconds() >= deadline { break }
+            if executorJobs.isEmpty { lock.wait(untilNanoseconds: deadline) }
+        }
+        return !closed
     }
 
     private func run() {

@@ -482,12 +482,18 @@ public final class RedisDedupStore: DedupStore {
     /// trips: the replies of a round trip resume them without a hop to another thread, and the
     /// commands they send next all go out in the next round trip, as a single-threaded pipelining
     /// client would do. Several consumer tasks sharing one store gain the most (see "Many tasks on
-    /// one store" in <doc:DedupRedis>).
+    /// one store" in <doc:DedupRedis>); calls past the 16 that the first connection takes at once
+    /// go through the pool's other connections, whose replies cross threads again.
     ///
     /// The tasks' own code runs on that thread too, one task at a time: give it handlers that
     /// await their I/O, never ones that block or compute for long, which would hold up every call
-    /// of the store. On a Redis Cluster the thread is the seed node's, so calls to other primaries
-    /// still go through their own threads.
+    /// of the store. While the thread waits for a round trip's replies (up to
+    /// ``Configuration/commandTimeout`` when the server does not answer, or a connect's
+    /// ``Configuration/connectTimeout``) the tasks wait too; between reconnect attempts they run.
+    ///
+    /// On a Redis Cluster every call goes through the connections of the primaries its keys belong
+    /// to, none through this thread (the URL's server is only asked for the slot map): tasks that
+    /// prefer it gain nothing there.
     ///
     /// The executor stays valid for the life of the process (tasks do not keep their preferred
     /// executor alive); after ``close()`` it runs the jobs it is given on the global concurrent

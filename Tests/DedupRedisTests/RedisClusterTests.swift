@@ -23,6 +23,7 @@ struct RedisClusterTests {
             try await aDatabaseNumberIsRefused(cluster)
             try await seedNodesAreAskedInTurn(cluster)
             try await singleServersAreNotTakenForClusters()
+            try await executorTasksCallThroughThePrimariesConnections(cluster)
         }
     }
 
@@ -370,6 +371,30 @@ struct RedisClusterTests {
     }
 
     /// A single server answers `CLUSTER SLOTS` with an error: the store stays a single-server store.
+    /// Tasks preferring the store's executor (the seed connection's thread) are answered, and
+    /// their calls go through the primaries' connections: the seed connection only read the map.
+    private func executorTasksCallThroughThePrimariesConnections(_ cluster: RedisCluster) async throws {
+        let store = try makeRedisStore(cluster.url, prefix: "executor", poolSize: 1)
+        _ = try await store.claim(request(id("orders", "first")))
+        let seed = store.seedPool.connections[0]
+        let unitsAfterDiscovery = seed.unitsSent.load(ordering: .relaxed)
+        let acquired = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<4 {
+                group.addTask(executorPreference: store.taskExecutor) {
+                    var acquired = 0
+                    for index in 0..<25 where try await store.claim(request(id("orders", "t\(task)-\(index)"))).kind == "acquired" {
+                        acquired += 1
+                    }
+                    return acquired
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(acquired == 100)
+        #expect(seed.unitsSent.load(ordering: .relaxed) == unitsAfterDiscovery)
+        await store.close()
+    }
+
     private func singleServersAreNotTakenForClusters() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
