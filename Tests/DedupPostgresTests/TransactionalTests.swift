@@ -176,6 +176,7 @@ struct TransactionalTests {
         }
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(error?.underlyingError is PSQLError)
+        #expect(error?.postgresSQLState == "55P03", "the server's lock_not_available")
         releaseContinuation.yield()
         guard case .committed = try await holder.value else {
             throw ConformanceStyleFailure("the holder did not commit")
@@ -194,6 +195,7 @@ struct TransactionalTests {
         }
         let cause = error?.underlyingError as? PSQLError
         #expect(cause?.serverInfo?[.sqlState] == "55P03", "the server's lock_not_available, not a cancelled call")
+        #expect(error?.postgresSQLState == "55P03", "the SQLSTATE without digging into postgres-nio's error")
         releaseContinuation.yield()
         guard case .committed = try await holder.value else {
             throw ConformanceStyleFailure("the holder did not commit")
