@@ -7,13 +7,14 @@ import Foundation
 ///
 /// When a store's own failure caused the error, the error keeps that cause beside the code, as the
 /// store reported it: ``sqliteExtendedResultCode`` for SQLite, ``redisErrorText`` for a Redis error
-/// reply, and ``underlyingError`` for an error of another kind (an operating system error, the
-/// store failure behind a lost lease). Each is `nil` when it does not apply; more causes may be
-/// added as further optional properties.
+/// reply, ``postgresSQLState`` for a PostgreSQL server error, and ``underlyingError`` for an error
+/// of another kind (an operating system error, the store failure behind a lost lease, the
+/// PostgreSQL client's own error). Each is `nil` when it does not apply; more causes may be added
+/// as further optional properties.
 ///
-/// Two errors are equal when their code, message, ``sqliteExtendedResultCode`` and
-/// ``redisErrorText`` are; ``underlyingError`` is not compared (errors in general are not
-/// `Equatable`), nor hashed.
+/// Two errors are equal when their code, message, ``sqliteExtendedResultCode``,
+/// ``redisErrorText`` and ``postgresSQLState`` are; ``underlyingError`` is not compared (errors in
+/// general are not `Equatable`), nor hashed.
 public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -99,6 +100,12 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Operation against a key holding the wrong kind of value`, `NOAUTH Authentication
     /// required.`); `nil` when the server sent none.
     public var redisErrorText: String?
+    /// The PostgreSQL server's error code (SQLSTATE) behind the error, five characters as the server
+    /// sent them (`40001` serialization_failure, `55P03` lock_not_available, `57014`
+    /// query_canceled, `42501` insufficient_privilege, and so on; the first two are the error's
+    /// class); `nil` when the server sent no error (a connection that failed, a call that timed
+    /// out waiting for the answer).
+    public var postgresSQLState: String?
     /// The error behind this one when it is of another kind: the operating system's error for a
     /// file or socket that failed (a `POSIXError`), or the store failure that kept a lease from
     /// being renewed until it was lost. `nil` when there is none.
@@ -111,27 +118,31 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
     ///   - message: What happened, for a person.
     ///   - sqliteExtendedResultCode: The SQLite extended result code behind it, if any.
     ///   - redisErrorText: The Redis server's error reply behind it, if any.
+    ///   - postgresSQLState: The PostgreSQL server's SQLSTATE behind it, if any.
     ///   - underlyingError: The error of another kind behind it, if any.
     public init(
         _ code: Code,
         _ message: String,
         sqliteExtendedResultCode: Int32? = nil,
         redisErrorText: String? = nil,
+        postgresSQLState: String? = nil,
         underlyingError: (any Error)? = nil
     ) {
         self.code = code
         self.message = message
         self.sqliteExtendedResultCode = sqliteExtendedResultCode
         self.redisErrorText = redisErrorText
+        self.postgresSQLState = postgresSQLState
         self.underlyingError = underlyingError
     }
 
-    /// Whether two errors have the same code, message, ``sqliteExtendedResultCode`` and
-    /// ``redisErrorText`` (``underlyingError`` is not compared).
+    /// Whether two errors have the same code, message, ``sqliteExtendedResultCode``,
+    /// ``redisErrorText`` and ``postgresSQLState`` (``underlyingError`` is not compared).
     public static func == (lhs: DedupError, rhs: DedupError) -> Bool {
         lhs.code == rhs.code && lhs.message == rhs.message
             && lhs.sqliteExtendedResultCode == rhs.sqliteExtendedResultCode
             && lhs.redisErrorText == rhs.redisErrorText
+            && lhs.postgresSQLState == rhs.postgresSQLState
     }
 
     /// Hashes what ``==(_:_:)`` compares.
@@ -140,6 +151,7 @@ public struct DedupError: Error, Hashable, Sendable, CustomStringConvertible {
         hasher.combine(message)
         hasher.combine(sqliteExtendedResultCode)
         hasher.combine(redisErrorText)
+        hasher.combine(postgresSQLState)
     }
 
     /// `true` for failures to reach the store at all, the ones ``StoreFailurePolicy/failOpen`` may

@@ -19,7 +19,8 @@ extension PSQLError {
 }
 
 /// Maps postgres-nio's and the network's failures to ``/Dedup/DedupError``, keeping the native
-/// error as ``/Dedup/DedupError/underlyingError``.
+/// error as ``/Dedup/DedupError/underlyingError`` and a server error's SQLSTATE as
+/// ``/Dedup/DedupError/postgresSQLState``.
 enum PostgresFailure {
     /// The SQLSTATE behind `error`, looking through postgres-nio's transaction wrapper.
     static func sqlState(of error: any Error) -> String? {
@@ -53,7 +54,7 @@ enum PostgresFailure {
         if let state = error.sqlState {
             let text = error.serverInfo?[.message] ?? ""
             let message = "\(context): PostgreSQL error \(state): \(text)"
-            return DedupError(code(sqlState: state), message, underlyingError: error)
+            return DedupError(code(sqlState: state), message, postgresSQLState: state, underlyingError: error)
         }
         let code: DedupError.Code
         switch error.code {

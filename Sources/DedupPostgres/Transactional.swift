@@ -43,7 +43,8 @@ extension PostgresDedupStore {
     ///   - body: the handler; writes through the connection, returns the result to store.
     /// - Throws: `body`'s error, or ``/Dedup/DedupError`` (``/Dedup/DedupError/Code/busy``,
     ///   ``/Dedup/DedupError/Code/storeError`` with the server's error as its cause after the
-    ///   retries, and the other store failures).
+    ///   retries, and the other store failures), carrying the server's SQLSTATE as
+    ///   ``/Dedup/DedupError/postgresSQLState`` when the server sent an error.
     public func withTransactionalClaim(
         _ request: ClaimRequest,
         retention: Duration,

@@ -17,6 +17,7 @@ struct ConnectionFailureTests {
         }
         #expect(error?.isStoreUnreachable == false)
         #expect(error?.underlyingError is PSQLError)
+        #expect(error?.postgresSQLState == "28P01", "invalid_password")
         #expect(error?.message.contains("not-the-password") == false)
     }
 
@@ -27,6 +28,7 @@ struct ConnectionFailureTests {
             try await PostgresDedupStore(url: url, logger: quietLogger)
         }
         #expect(error?.message.contains("secret") == false)
+        #expect(error?.postgresSQLState == nil, "no server sent an error")
     }
 
     @Test("a URL that is not PostgreSQL's, or has an unknown option, is invalidConfiguration without the password")

@@ -54,6 +54,15 @@ extension PostgresDedupStore.Configuration {
     /// work in the shared pools) can take longer than 10 s there; no test here is about the timeout
     /// but the ones that set their own.
     static var forTests: Self { .init(timeout: .seconds(60)) }
+
+    /// ``forTests`` with another lock timeout or retry count: a test about those still migrates
+    /// under the tests' call timeout, not the 10 s default.
+    static func forTests(lockTimeout: Duration? = nil, transactionRetries: Int? = nil) -> Self {
+        var configuration = forTests
+        if let lockTimeout { configuration.lockTimeout = lockTimeout }
+        if let transactionRetries { configuration.transactionRetries = transactionRetries }
+        return configuration
+    }
 }
 
 /// A store in a fresh schema on the shared server.

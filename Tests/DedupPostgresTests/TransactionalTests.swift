@@ -139,7 +139,7 @@ struct TransactionalTests {
 
     @Test("deadlocks are retried a bounded number of times, then the error is thrown and nothing is written")
     func boundedRetries() async throws {
-        let store = try await Self.storeWithEffects(.init(transactionRetries: 2))
+        let store = try await Self.storeWithEffects(.forTests(transactionRetries: 2))
         let runs = Atomic<Int>(0)
         let id = makeID("order-4")
         await #expect(throws: PSQLError.self) {
@@ -161,7 +161,7 @@ struct TransactionalTests {
 
     @Test("a claim of a key another transaction is processing waits at most lock_timeout, then fails busy")
     func lockTimeoutReached() async throws {
-        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200)))
+        let store = try await Self.storeWithEffects(.forTests(lockTimeout: .milliseconds(200)))
         let id = makeID("order-5")
         let (holder, releaseContinuation) = await Self.holdRow(of: id, in: store, effect: "order-5")
         let started = ContinuousClock.now
@@ -176,6 +176,7 @@ struct TransactionalTests {
         }
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(error?.underlyingError is PSQLError)
+        #expect(error?.postgresSQLState == "55P03", "the server's lock_not_available")
         releaseContinuation.yield()
         guard case .committed = try await holder.value else {
             throw ConformanceStyleFailure("the holder did not commit")
@@ -185,8 +186,8 @@ struct TransactionalTests {
 
     @Test("a plain claim of a key another transaction is processing waits at most lock_timeout, then fails busy")
     func plainClaimBehindTransactionFailsBusy() async throws {
-        // lock_timeout, not the call timeout (10 s by default), must end the wait: busy, not timeout.
-        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(200)))
+        // lock_timeout, not the call timeout, must end the wait: busy, not timeout.
+        let store = try await Self.storeWithEffects(.forTests(lockTimeout: .milliseconds(200)))
         let id = makeID("order-7")
         let (holder, releaseContinuation) = await Self.holdRow(of: id, in: store, effect: nil)
         let error = await expectDedupError(.busy) {
@@ -194,6 +195,7 @@ struct TransactionalTests {
         }
         let cause = error?.underlyingError as? PSQLError
         #expect(cause?.serverInfo?[.sqlState] == "55P03", "the server's lock_not_available, not a cancelled call")
+        #expect(error?.postgresSQLState == "55P03", "the SQLSTATE without digging into postgres-nio's error")
         releaseContinuation.yield()
         guard case .committed = try await holder.value else {
             throw ConformanceStyleFailure("the holder did not commit")
@@ -207,7 +209,7 @@ struct TransactionalTests {
 
     @Test("the handler's statements run under the configured lock_timeout, which the claim sets for its transaction")
     func handlerRunsUnderLockTimeout() async throws {
-        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(1234)))
+        let store = try await Self.storeWithEffects(.forTests(lockTimeout: .milliseconds(1234)))
         let seen = Mutex<String?>(nil)
         _ = try await store.withTransactionalClaim(
             ClaimRequest(id: makeID("order-8"), lease: .seconds(30), retention: .seconds(3600)),
@@ -225,7 +227,7 @@ struct TransactionalTests {
     )
     func callersLockTimeoutRestored() async throws {
         struct Refused: Error {}
-        let store = try await Self.storeWithEffects(.init(lockTimeout: .milliseconds(1234)))
+        let store = try await Self.storeWithEffects(.forTests(lockTimeout: .milliseconds(1234)))
         let client = try await TestDatabase.shared.client()
         try await client.withConnection { connection in
             try await connection.query("BEGIN", logger: quietLogger)

@@ -22,9 +22,20 @@ struct DedupErrorTests {
         #expect(base.description == "busy: locked")
     }
 
+    @Test("errors differing only in their PostgreSQL SQLSTATE are unequal")
+    func sqlStateEquality() {
+        let lockNotAvailable = DedupError(.busy, "locked", postgresSQLState: "55P03")
+        let sameState = DedupError(.busy, "locked", postgresSQLState: "55P03", underlyingError: Underlying())
+        #expect(lockNotAvailable == sameState && lockNotAvailable.hashValue == sameState.hashValue)
+        #expect(lockNotAvailable != DedupError(.busy, "locked", postgresSQLState: "57014"))
+        #expect(lockNotAvailable != DedupError(.busy, "locked"))
+        #expect(Set([lockNotAvailable, DedupError(.busy, "locked", postgresSQLState: "57014")]).count == 2)
+    }
+
     @Test("an error made with a code and a message has no cause")
     func noCause() {
         let error = DedupError(.storeError, "m")
         #expect(error.sqliteExtendedResultCode == nil && error.redisErrorText == nil && error.underlyingError == nil)
+        #expect(error.postgresSQLState == nil)
     }
 }
