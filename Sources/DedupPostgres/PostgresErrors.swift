@@ -25,7 +25,9 @@ enum PostgresFailure {
     /// The SQLSTATE behind `error`, looking through postgres-nio's transaction wrapper.
     static func sqlState(of error: any Error) -> String? {
         if let error = error as? PSQLError { return error.sqlState }
-        if let error = error as? DedupError, let underlying = error.underlyingError { return sqlState(of: underlying) }
+        if let error = error as? DedupError {
+            return error.postgresSQLState ?? error.underlyingError.flatMap { sqlState(of: $0) }
+        }
         if let error = error as? PostgresTransactionError {
             for inner in [error.closureError, error.commitError, error.beginError].compactMap({ $0 }) {
                 if let state = sqlState(of: inner) { return state }
