@@ -382,7 +382,8 @@ struct RedisClusterTests {
             for task in 0..<4 {
                 group.addTask(executorPreference: store.taskExecutor) {
                     var acquired = 0
-                    for index in 0..<25 where try await store.claim(request(id("orders", "t\(task)-\(index)"))).kind == "acquired" {
+                    for index in 0..<25
+                    where try await store.claim(request(id("orders", "t\(task)-\(index)"))).kind == "acquired" {
                         acquired += 1
                     }
                     return acquired
