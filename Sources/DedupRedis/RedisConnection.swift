@@ -159,8 +159,10 @@ package final class RedisConnection: @unchecked Sendable {
     ) async throws(DedupError) -> [RedisReply] {
         load.add(1, ordering: .relaxed)
         defer { load.subtract(1, ordering: .relaxed) }
-        // Not inline on the I/O thread itself (a task preferring it): the unit joins the next round trip.
-        if mayRunInline && !isIOThread {
+        // A task preferring the I/O thread never runs inline on it (the unit joins the next round
+        // trip) and need not wake it (it takes the queue once the task suspends).
+        let onIOThread = isIOThread
+        if mayRunInline && !onIOThread {
             lock.lock()
             if !closed && !busy && pending.isEmpty && context != nil {
                 busy = true
@@ -190,8 +192,7 @@ package final class RedisConnection: @unchecked Sendable {
                 startThread()
             }
             pending.append(Job(commands: commands, continuation: continuation))
-            // The I/O thread takes the queue itself once the task it runs suspends.
-            if pending.count == wakeThreshold && !isIOThread { lock.signal() }
+            if pending.count == wakeThreshold && !onIOThread { lock.signal() }
             lock.unlock()
         }
         return try result.get()
@@ -340,10 +341,8 @@ package final class RedisConnection: @unchecked Sendable {
                 // Tasks queued for this thread still run here; from now on, jobs go to the global
                 // executor (see ``enqueue(_:)``), those of the callers failed below included.
                 forwardsJobs = true
-                swap(&tasks, &executorJobs)
+                runQueuedExecutorJobs(&tasks)
                 lock.unlock()
-                let executor = asUnownedTaskExecutor()
-                for task in tasks { task.runSynchronously(on: executor) }
                 for job in left {
                     job.continuation.resume(
                         returning: .failure(DedupError(.storeUnavailable, "the Redis store was closed"))
@@ -401,8 +400,6 @@ package final class RedisConnection: @unchecked Sendable {
 /// replies of a round trip resume them without a thread hop, and the commands they send next
 /// share the next round trip (see ``RedisDedupStore/taskExecutor``).
 extension RedisConnection: TaskExecutor {
-    /// Queues the job for the I/O thread (starting it if needed); once the thread has exited
-    /// (the store was closed), runs it on the global concurrent executor instead.
     /// Keeps this connection for the life of the process, once: a task's executor preference
     /// does not keep its executor alive, and a task may outlive the store.
     func keepAliveForTasks() {
@@ -411,6 +408,8 @@ extension RedisConnection: TaskExecutor {
         }
     }
 
+    /// Queues the job for the I/O thread (starting it if needed); once the thread has stopped
+    /// (the store was closed), runs it on the global concurrent executor instead.
     package func enqueue(_ job: consuming ExecutorJob) {
         lock.lock()
         if forwardsJobs {

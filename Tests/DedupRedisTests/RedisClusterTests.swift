@@ -370,7 +370,6 @@ struct RedisClusterTests {
         await store.close()
     }
 
-    /// A single server answers `CLUSTER SLOTS` with an error: the store stays a single-server store.
     /// Tasks preferring the store's executor (the seed connection's thread) are answered, and
     /// their calls go through the primaries' connections: the seed connection only read the map.
     private func executorTasksCallThroughThePrimariesConnections(_ cluster: RedisCluster) async throws {
@@ -396,6 +395,7 @@ struct RedisClusterTests {
         await store.close()
     }
 
+    /// A single server answers `CLUSTER SLOTS` with an error: the store stays a single-server store.
     private func singleServersAreNotTakenForClusters() async throws {
         try await withRedisServer { server in
             let store = try makeRedisStore(server.url)
